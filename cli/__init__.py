@@ -1,0 +1,1 @@
+"""The `clipdex` command line: parse, call retrieval/ and indexer/, print."""

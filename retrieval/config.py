@@ -1,0 +1,50 @@
+"""Every default and fixed name clipdex uses, in one place, so a change of policy is a one-line edit."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+MODEL_CONFIG_DIR = PACKAGE_DIR / "model_configs"
+SAMPLE_DATA_DIR = PACKAGE_DIR.parent / "sample_data"
+SAMPLE_MODEL = SAMPLE_DATA_DIR / "clipdex-small.safetensors"
+SAMPLE_CAPTIONS = SAMPLE_DATA_DIR / "captions.csv"
+
+# The model a library gets when the user names none: the open_clip default people know.
+DEFAULT_MODEL = "ViT-B-32"
+DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+
+LIBRARY_ENV = "CLIPDEX_LIBRARY"
+DATABASE_ENV = "CLIPDEX_DATABASE_URL"
+DATABASE_FILE = "library.db"
+LOCK_FILE = "index.lock"
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
+)
+CAPTION_EXTENSIONS = frozenset({".txt", ".csv", ".jsonl"})
+
+DEFAULT_TOP_K = 10
+DEFAULT_BATCH_SIZE = 32
+# Decode workers: leave one core to the encoder, which is the bottleneck.
+DEFAULT_DECODE_WORKERS = max(1, (os.cpu_count() or 2) - 1)
+# Pillow refuses anything larger than this many pixels before decoding it (decompression bombs).
+MAX_IMAGE_PIXELS = 200_000_000
+
+# Hugging Face hub host: resolved once, briefly, to decide whether downloads are possible at all.
+HF_HUB_HOST = "huggingface.co"
+HUB_PROBE_SECONDS = 1.5
+
+# Seed for models created without weights, so "random weights" mean the same weights in every process.
+INIT_SEED = 0
+
+
+def default_library_dir() -> Path:
+    """The library folder: $CLIPDEX_LIBRARY, else the platform's user data folder."""
+    env = os.environ.get(LIBRARY_ENV)
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("clipdex", appauthor=False))

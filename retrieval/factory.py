@@ -1,0 +1,166 @@
+"""Turn what the user names (open_clip model + pretrained tag, `hf-hub:` id, clipdex checkpoint, project config)
+into an Encoder, and decide fast whether weights can be downloaded at all.
+
+open_clip retries the hub for about 46 s when there is no network; a short DNS probe lets clipdex switch
+huggingface_hub to offline mode first, so a missing download fails in about a second, while weights already in
+the local cache still load.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from retrieval import config
+from retrieval.checkpoint import file_sha256, is_checkpoint_path, load_weights, read_checkpoint_info
+from retrieval.errors import ClipdexError
+
+SAMPLE_ALIAS = "sample"
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What a library is bound to: a query or index run with any other model is refused."""
+
+    name: str
+    pretrained: str | None
+    fingerprint: str
+    dim: int
+
+    def describe(self) -> str:
+        return self.name + (f" ({self.pretrained})" if self.pretrained else "")
+
+
+def _register_project_configs() -> None:
+    import open_clip
+
+    if "clipdex-tiny" not in open_clip.list_models():
+        open_clip.add_model_config(config.MODEL_CONFIG_DIR)
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ClipdexError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
+    if device not in ("cpu", "cuda"):
+        raise ClipdexError(f"unknown device {device!r}: use auto, cpu or cuda")
+    return device
+
+
+def _hub_resolves(host: str = config.HF_HUB_HOST, seconds: float = config.HUB_PROBE_SECONDS) -> bool:
+    """True when the hub's name resolves within `seconds`; a DNS lookup can hang, so it runs aside."""
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.getaddrinfo(host, 443)
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return bool(result and result[0])
+
+
+def _prepare_hub() -> bool:
+    """Switch huggingface_hub to offline mode when the hub can't be reached; returns whether it is online."""
+    import huggingface_hub.constants as hub
+
+    if hub.HF_HUB_OFFLINE:
+        return False
+    if _hub_resolves():
+        return True
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    hub.HF_HUB_OFFLINE = True
+    return False
+
+
+def _download_error(what: str, online: bool, exc: Exception) -> ClipdexError:
+    reason = "the download failed" if online else "there is no network and they are not in the local cache"
+    return ClipdexError(
+        f"cannot get weights for {what}: {reason}. Offline, use a local checkpoint "
+        f"(--model FILE.safetensors, or --model ARCH --pretrained FILE), the bundled sample model "
+        f"(--model {SAMPLE_ALIAS}), or run once with network to cache them. [{type(exc).__name__}]"
+    )
+
+
+def load_encoder(
+    name: str = config.DEFAULT_MODEL,
+    pretrained: str | None = config.DEFAULT_PRETRAINED,
+    device: str = "auto",
+):
+    """Build the model named by the user and wrap it for embedding.
+
+    `pretrained=None` with an architecture name gives seeded random weights: the same in every process, which
+    the tests and speed benchmarks rely on.
+    """
+    import open_clip
+    import torch
+
+    from retrieval.encoder import Encoder
+
+    _register_project_configs()
+    device = resolve_device(device)
+    if name == SAMPLE_ALIAS:
+        name = str(config.SAMPLE_MODEL)
+
+    if is_checkpoint_path(name):
+        path = Path(name).expanduser().resolve()
+        info = read_checkpoint_info(path)
+        model, _, preprocess = open_clip.create_model_and_transforms(info.model_name, pretrained=None)
+        try:
+            model.load_state_dict({k: v.float() for k, v in load_weights(path).items()})
+        except RuntimeError as exc:
+            raise ClipdexError(f"{path} does not match architecture {info.model_name}: {exc}") from None
+        arch, identity = info.model_name, ModelIdentity(str(path), None, "sha256:" + file_sha256(path), 0)
+    elif name.startswith("hf-hub:"):
+        online = _prepare_hub()
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(name)
+        except Exception as exc:
+            raise _download_error(name, online, exc) from None
+        arch, identity = name, ModelIdentity(name, None, name, 0)
+    else:
+        if name not in open_clip.list_models():
+            raise ClipdexError(
+                f"unknown model {name!r}: give an open_clip name (e.g. {config.DEFAULT_MODEL}), an hf-hub: id, "
+                f"a .safetensors checkpoint, or one of clipdex-tiny, clipdex-small"
+            )
+        arch = name
+        if pretrained is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(config.INIT_SEED)
+                model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None)
+            fingerprint = f"init:{config.INIT_SEED}"
+        elif os.path.isfile(pretrained):
+            pretrained = str(Path(pretrained).resolve())
+            model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
+            fingerprint = "sha256:" + file_sha256(Path(pretrained))
+        elif open_clip.get_pretrained_cfg(name, pretrained):
+            online = _prepare_hub()
+            try:
+                model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
+            except Exception as exc:
+                raise _download_error(f"{name} ({pretrained})", online, exc) from None
+            fingerprint = f"tag:{pretrained}"
+        else:
+            tags = ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none"
+            raise ClipdexError(f"{pretrained!r} is neither a pretrained tag of {name} nor a file (tags: {tags})")
+        identity = ModelIdentity(name, pretrained, fingerprint, 0)
+
+    model.eval().to(device)
+    return Encoder(model, preprocess, open_clip.get_tokenizer(arch), device, identity, arch)
+
+
+def default_pretrained(name: str) -> str | None:
+    """The tag a model gets when the user names none: the default model's, else none (project configs and
+    checkpoints carry their own weights or start from the seeded init)."""
+    return config.DEFAULT_PRETRAINED if name == config.DEFAULT_MODEL else None

@@ -1,0 +1,68 @@
+"""Opening one image the way every part of clipdex sees it: upright (EXIF), RGB, first frame, bomb-checked."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+from retrieval import config
+from retrieval.errors import ClipdexError
+
+Image.MAX_IMAGE_PIXELS = config.MAX_IMAGE_PIXELS
+
+try:  # HEIC/HEIF from phones
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+except ImportError:  # pragma: no cover - pillow-heif is a declared dependency
+    pass
+
+_EXIF_IFD = 0x8769
+_DATETIME_ORIGINAL = 0x9003
+_ORIENTATION = 0x0112
+_SIDEWAYS = {5, 6, 7, 8}  # orientations that swap width and height
+
+
+@dataclass
+class DecodedImage:
+    image: Image.Image
+    width: int  # of the upright original, before any draft reduction
+    height: int
+    taken_at: float | None  # EXIF DateTimeOriginal as a POSIX time, when present and sane
+
+
+def _taken_at(exif: Image.Exif) -> float | None:
+    raw = exif.get_ifd(_EXIF_IFD).get(_DATETIME_ORIGINAL)
+    try:
+        return datetime.strptime(str(raw).strip("\x00 "), "%Y:%m:%d %H:%M:%S").timestamp()
+    except ValueError:
+        return None
+
+
+def read_image(path: Path, min_side: int | None = None) -> DecodedImage:
+    """Decode `path`; with `min_side`, JPEGs decode at a reduced scale that still covers it (draft mode),
+    several times faster for camera-size files and nothing the model could see is lost."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                width, height = im.size
+                exif = im.getexif()
+                if exif.get(_ORIENTATION) in _SIDEWAYS:
+                    width, height = height, width
+                if min_side and im.format == "JPEG":
+                    im.draft("RGB", (min_side, min_side))
+                image = ImageOps.exif_transpose(im).convert("RGB")
+                return DecodedImage(image, width, height, _taken_at(exif))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ClipdexError(f"{path}: image too large (over {config.MAX_IMAGE_PIXELS} pixels), refused") from None
+    except Exception as exc:  # Pillow raises many types for damaged files; each one means "unreadable"
+        raise ClipdexError(f"cannot read image {path}: {exc}") from None
+
+
+def open_image(path: Path, min_side: int | None = None) -> Image.Image:
+    return read_image(path, min_side).image

@@ -1,0 +1,1 @@
+"""Generated sample photos with exact captions, and the sample model trained on them."""
