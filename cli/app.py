@@ -1,0 +1,301 @@
+"""The typer app. Each command parses its options, calls the library, and prints a table or --json."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from cli.output import err_console, print_json, print_table, progress_tasks, recall_rows
+from retrieval import config
+from retrieval.errors import ClipdexError
+
+
+class _Commands(TyperGroup):
+    """Turns a ClipdexError from any command into one line on stderr and exit status 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ClipdexError as exc:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(
+    cls=_Commands,
+    help="Search your photos by sentence: index a folder, then search it with text or an image.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table.")
+ModelOption = typer.Option(
+    None, "--model", "-m", help="open_clip name, hf-hub:ID, a .safetensors checkpoint, or 'sample'."
+)
+PretrainedOption = typer.Option(
+    None, "--pretrained", help=f"Pretrained tag or weights file (default: {config.DEFAULT_PRETRAINED} for "
+    f"{config.DEFAULT_MODEL}, none otherwise)."
+)
+DeviceOption = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda.")
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    library: Optional[Path] = typer.Option(
+        None, "--library", "-L", envvar=config.LIBRARY_ENV, help="Library folder (default: user data folder)."
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the libraries' own log messages."),
+) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.CRITICAL, force=True)
+    ctx.obj = {"library": library or config.default_library_dir()}
+
+
+def _model_choice(model: Optional[str], pretrained: Optional[str]) -> tuple[str, Optional[str]]:
+    from retrieval.factory import default_pretrained
+
+    name = model or config.DEFAULT_MODEL
+    return name, pretrained if pretrained is not None else default_pretrained(name)
+
+
+@app.command()
+def finetune(
+    pairs: Path = typer.Argument(..., help="Pairs file: CSV `image,caption` or JSONL; paths relative to it."),
+    out: Path = typer.Option(Path("finetuned.safetensors"), "--out", "-o", help="Checkpoint to write."),
+    model: Optional[str] = ModelOption,
+    pretrained: Optional[str] = PretrainedOption,
+    epochs: int = typer.Option(1, min=1, help="Passes over the training pairs."),
+    max_steps: Optional[int] = typer.Option(None, min=1, help="Stop after this many optimizer steps."),
+    batch_size: int = typer.Option(64, min=2, help="Pairs per micro-batch (the contrastive negatives)."),
+    accum_steps: int = typer.Option(1, min=1, help="Micro-batches accumulated per optimizer step."),
+    lr: float = typer.Option(1e-5, help="Peak learning rate (use ~1e-3 when training from scratch)."),
+    weight_decay: float = typer.Option(0.2, help="AdamW weight decay on matrices (not biases, norms, embeddings)."),
+    warmup: int = typer.Option(100, min=0, help="Linear warmup steps before the cosine decay."),
+    lock_image: bool = typer.Option(False, help="Freeze the image tower."),
+    lock_text: bool = typer.Option(False, help="Freeze the text tower."),
+    val_fraction: float = typer.Option(0.1, min=0.0, max=0.9, help="Share of images held out for recall."),
+    seed: int = typer.Option(0, help="Seed for the split, the data order and initialisation."),
+    resume: Optional[Path] = typer.Option(None, help="Continue from a checkpoint written by finetune."),
+    half: bool = typer.Option(False, help="Store fp16 weights and no optimizer state (for distribution)."),
+    device: str = DeviceOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Train the dual encoder on your image–caption pairs with the CLIP contrastive loss."""
+    from retrieval.pairs import read_pairs
+    from retrieval.training.finetune import FinetuneOptions, finetune as run_finetune
+
+    name, tag = _model_choice(model, pretrained)
+    options = FinetuneOptions(
+        model=name, pretrained=tag, out=out, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+        accum_steps=accum_steps, lr=lr, weight_decay=weight_decay, warmup=warmup, lock_image=lock_image,
+        lock_text=lock_text, seed=seed, val_fraction=val_fraction, resume=resume, device=device, half=half,
+    )
+    loaded = read_pairs(pairs)
+    with progress_tasks(enabled=not as_json) as start:
+        bar: list = []
+
+        def on_step(step: int, total: int, loss: float) -> None:
+            if not bar:
+                bar.append(start("training", total))
+            bar[0](1, f"loss {loss:.3f}")
+
+        result = run_finetune(loaded, options, on_step=on_step)
+    if as_json:
+        print_json({k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()})
+        return
+    err_console.print(
+        f"{result.steps} steps on {result.train_pairs} pairs in {result.seconds:.0f}s; "
+        f"loss {result.first_loss:.3f} → {result.final_loss:.3f}; wrote {result.checkpoint}"
+    )
+    if result.before and result.after:
+        print_table(
+            f"held-out recall ({result.val_pairs} pairs)",
+            ["", "R@1", "R@5", "R@10"],
+            recall_rows(result.before, "before: ") + recall_rows(result.after, "after:  "),
+        )
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning:[/yellow] {warning}")
+
+
+@app.command("eval")
+def eval_command(
+    pairs: Path = typer.Argument(..., help="Pairs file: CSV `image,caption` or JSONL; several captions per image."),
+    model: Optional[str] = ModelOption,
+    pretrained: Optional[str] = PretrainedOption,
+    device: str = DeviceOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Recall@1/5/10 in both directions, as the CLIP retrieval benchmarks compute it."""
+    from retrieval.evaluate import evaluate_pairs
+    from retrieval.factory import load_encoder
+    from retrieval.pairs import read_pairs
+
+    loaded = read_pairs(pairs)
+    encoder = load_encoder(*_model_choice(model, pretrained), device)
+    result = evaluate_pairs(encoder, loaded)
+    if as_json:
+        print_json({**result, "model": encoder.identity.describe()})
+        return
+    print_table(
+        f"{encoder.identity.describe()}: {result['texts']} captions, {result['images']} images",
+        ["", "R@1", "R@5", "R@10"],
+        recall_rows(result),
+    )
+
+def _library(ctx: typer.Context, create: bool = False):
+    from retrieval.library import Library
+
+    return Library(ctx.obj["library"], create=create)
+
+
+def _print_hits(hits, as_json: bool, title: str) -> None:
+    if as_json:
+        print_json([hit.as_json() for hit in hits])
+    elif not hits:
+        err_console.print("no results")
+    else:
+        label = "path" if hits[0].kind == "image" else "caption"
+        print_table(title, ["#", "score", label], [(n, hit.score, hit.text) for n, hit in enumerate(hits, 1)])
+
+
+@app.command()
+def index(
+    ctx: typer.Context,
+    paths: list[Path] = typer.Argument(..., help="Folders (or image files) to index."),
+    model: Optional[str] = ModelOption,
+    pretrained: Optional[str] = PretrainedOption,
+    device: str = DeviceOption,
+    batch_size: int = typer.Option(config.DEFAULT_BATCH_SIZE, min=1, help="Images per encoder batch."),
+    workers: int = typer.Option(config.DEFAULT_DECODE_WORKERS, min=0, help="Decode worker processes."),
+    exclude: list[str] = typer.Option([], "--exclude", help="Glob of files or folders to skip (repeatable)."),
+    hidden: bool = typer.Option(False, "--hidden", help="Also index hidden files and folders."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Embed new and changed images under PATHS; moved files keep their vectors, deleted ones leave."""
+    from indexer.pipeline import index_folders
+    from retrieval.factory import load_encoder
+
+    library = _library(ctx, create=True)
+    bound = library.identity
+    if model is None and bound is not None:
+        encoder = library.encoder(device)
+    else:
+        encoder = load_encoder(*_model_choice(model, pretrained), device)
+    with progress_tasks(enabled=not as_json) as start:
+        report = index_folders(
+            library, paths, encoder, exclude=exclude, include_hidden=hidden, batch_size=batch_size,
+            workers=workers, progress=start,
+        )
+    if as_json:
+        print_json(report.as_json())
+    else:
+        err_console.print(
+            f"added {report.added}, updated {report.updated}, moved {report.moved}, removed {report.removed}, "
+            f"unchanged {report.unchanged}, failed {len(report.failed)} in {report.seconds:.1f}s"
+        )
+        for failure in report.failed:
+            err_console.print(f"  skipped {failure['path']}: {failure['error']}", highlight=False)
+    if report.interrupted:
+        err_console.print("interrupted: every batch written before Ctrl-C is kept; run index again to finish")
+        raise typer.Exit(130)
+
+
+@app.command()
+def search(
+    ctx: typer.Context,
+    text: Optional[str] = typer.Argument(None, help="What to look for, in words."),
+    image: Optional[Path] = typer.Option(None, "--image", "-i", help="Search with an image instead of text."),
+    top_k: int = typer.Option(config.DEFAULT_TOP_K, "--top-k", "-k", help="How many results."),
+    device: str = DeviceOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Images ranked by similarity to a sentence (text→image) or to an image (image→image)."""
+    from retrieval.query import QueryEngine
+
+    if (text is None) == (image is None):
+        raise ClipdexError("give either TEXT or --image FILE")
+    engine = QueryEngine(_library(ctx), device)
+    hits = engine.search_image(image, top_k) if image is not None else engine.search_text(text, top_k)
+    _print_hits(hits, as_json, f"images like {str(image) if image else repr(text)}")
+
+
+@app.command()
+def captions(
+    ctx: typer.Context,
+    image: Path = typer.Argument(..., help="The image to describe."),
+    top_k: int = typer.Option(config.DEFAULT_TOP_K, "--top-k", "-k", help="How many captions."),
+    device: str = DeviceOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Captions from the library's corpus ranked by how well they describe IMAGE (image→text)."""
+    from retrieval.query import QueryEngine
+
+    hits = QueryEngine(_library(ctx), device).captions(image, top_k)
+    _print_hits(hits, as_json, f"captions for {image}")
+
+
+@app.command("add-captions")
+def add_captions_command(
+    ctx: typer.Context,
+    file: Path = typer.Argument(..., help=".txt (one caption a line), or .csv/.jsonl with a `caption` field."),
+    device: str = DeviceOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Add captions to the corpus that `clipdex captions` ranks."""
+    from retrieval.captions import add_captions
+    from retrieval.pairs import read_captions
+
+    texts = read_captions(file)
+    library = _library(ctx)
+    added, present = add_captions(library, library.encoder(device), texts)
+    if as_json:
+        print_json({"added": added, "already_present": present})
+    else:
+        err_console.print(f"added {added} captions ({present} already present)")
+
+
+@app.command()
+def status(ctx: typer.Context, as_json: bool = JsonOption) -> None:
+    """What the library holds and which model it is bound to."""
+    library = _library(ctx)
+    identity = library.identity
+    counts = library.store.counts()
+    info = {
+        "library": str(library.root),
+        "database": library.store.url if library.store.engine.dialect.name != "sqlite" else str(library.root / config.DATABASE_FILE),
+        "model": identity.describe() if identity else None,
+        "dim": identity.dim if identity else None,
+        "counts": counts,
+        "index": {"type": "flat inner product (exact)", "gpu": False},
+    }
+    if as_json:
+        print_json(info)
+        return
+    print_table(
+        "clipdex library",
+        ["", ""],
+        [
+            ("library", info["library"]),
+            ("model", info["model"] or "(none yet)"),
+            ("images", counts["image"]),
+            ("captions", counts["caption"]),
+            ("failed files", counts["failed"]),
+            ("index", info["index"]["type"]),
+        ],
+    )
+
+
+def main() -> None:
+    """Console-script entry: a Ctrl-C ends with status 130 and no traceback."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)

@@ -1,0 +1,1 @@
+"""Turning folders of photos into library rows: scan, detect changes, decode, embed, write."""

@@ -1,0 +1,86 @@
+"""Change detection: cheap first (size, mtime), exact second (sha256), so touched or moved files whose bytes
+are the same keep their vectors and only new or modified content is embedded."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from indexer.scan import FileStat
+from retrieval.store import StoredImage
+
+
+@dataclass
+class Plan:
+    new: list[tuple[FileStat, str]] = field(default_factory=list)  # (file, sha256)
+    modified: list[tuple[int, FileStat, str]] = field(default_factory=list)  # (item id, file, sha256)
+    moved: list[tuple[int, FileStat]] = field(default_factory=list)
+    touched: list[tuple[int, FileStat]] = field(default_factory=list)
+    removed: list[int] = field(default_factory=list)
+    unchanged: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _under(path: str, roots: Sequence[str]) -> bool:
+    return any(path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+
+
+def plan_changes(
+    scanned: Sequence[FileStat],
+    stored: Sequence[StoredImage],
+    roots: Sequence[str],
+    on_hashed: Callable[[], None] | None = None,
+) -> Plan:
+    """Compare a scan of `roots` with the stored images; items outside the roots are left alone."""
+    plan = Plan()
+    by_path = {s.path: s for s in stored}
+    scanned_paths = {f.path for f in scanned}
+
+    def hashed(path: str) -> str | None:
+        try:
+            return sha256_file(path)
+        except OSError as exc:
+            plan.failures.append((path, f"cannot read: {exc.strerror or exc}"))
+            return None
+        finally:
+            if on_hashed:
+                on_hashed()
+
+    unknown: list[FileStat] = []
+    for f in scanned:
+        known = by_path.get(f.path)
+        if known is None:
+            unknown.append(f)
+        elif (known.size, known.mtime) == (f.size, f.mtime):
+            plan.unchanged += 1
+        elif (digest := hashed(f.path)) is not None:
+            if digest == known.sha256:
+                plan.touched.append((known.id, f))
+            else:
+                plan.modified.append((known.id, f, digest))
+
+    vanished: dict[str, list[StoredImage]] = defaultdict(list)
+    for s in stored:
+        if s.path not in scanned_paths and _under(s.path, roots):
+            vanished[s.sha256].append(s)
+    for f in unknown:
+        digest = hashed(f.path)
+        if digest is None:
+            continue
+        if vanished.get(digest):
+            plan.moved.append((vanished[digest].pop().id, f))
+        else:
+            plan.new.append((f, digest))
+    plan.removed = [s.id for group in vanished.values() for s in group]
+    return plan

@@ -1,0 +1,50 @@
+"""Decoding in worker processes: each file becomes model-ready pixels plus the metadata the store keeps, or
+the reason it could not be read. A bad file is an answer, never an exception that stops the run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from retrieval.errors import ClipdexError
+from retrieval.images import read_image
+
+
+@dataclass
+class Decoded:
+    position: int
+    pixels: torch.Tensor | None
+    width: int = 0
+    height: int = 0
+    taken_at: float | None = None
+    error: str | None = None
+
+
+class DecodeDataset(Dataset):
+    def __init__(self, paths: Sequence[str], preprocess: Callable, min_side: int) -> None:
+        self.paths, self.preprocess, self.min_side = paths, preprocess, min_side
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, position: int) -> Decoded:
+        try:
+            decoded = read_image(self.paths[position], self.min_side)
+            pixels = self.preprocess(decoded.image)
+        except ClipdexError as exc:
+            return Decoded(position, None, error=str(exc))
+        except Exception as exc:  # a transform failing on a strange image is still one bad file
+            return Decoded(position, None, error=f"cannot preprocess {self.paths[position]}: {exc}")
+        return Decoded(position, pixels, decoded.width, decoded.height, decoded.taken_at)
+
+
+def collate(batch: list[Decoded]) -> list[Decoded]:
+    return batch
+
+
+def single_thread_worker(_worker_id: int) -> None:
+    """Decode workers each take one core; torch's own thread pool inside them would only fight the encoder."""
+    torch.set_num_threads(1)

@@ -1,0 +1,45 @@
+"""Embedding engines: a list of files in, batches of vectors (or per-file errors) out. Engines never touch the
+store; the pipeline alone writes, so every engine gets the same transactions and change detection."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from indexer.decode import Decoded, DecodeDataset, collate, single_thread_worker
+from retrieval import config
+
+
+@dataclass
+class EmbeddedBatch:
+    done: list[tuple[Decoded, np.ndarray]]  # decoded metadata with its vector
+    failed: list[Decoded]
+
+
+class LocalEngine:
+    """Decode workers feeding one encoder in this process."""
+
+    def __init__(self, encoder, batch_size: int = config.DEFAULT_BATCH_SIZE, workers: int = config.DEFAULT_DECODE_WORKERS):
+        self.encoder, self.batch_size, self.workers = encoder, batch_size, workers
+
+    def embed(self, paths: Sequence[str]) -> Iterator[EmbeddedBatch]:
+        if not paths:
+            return
+        workers = min(self.workers, math.ceil(len(paths) / self.batch_size))
+        loader = DataLoader(
+            DecodeDataset(paths, self.encoder.preprocess, self.encoder.image_size),
+            batch_size=self.batch_size,
+            num_workers=workers,
+            collate_fn=collate,
+            worker_init_fn=single_thread_worker if workers else None,
+            prefetch_factor=4 if workers else None,
+        )
+        for batch in loader:
+            ok = [d for d in batch if d.pixels is not None]
+            vectors = self.encoder.encode_pixels(torch.stack([d.pixels for d in ok])) if ok else []
+            yield EmbeddedBatch(list(zip(ok, vectors)), [d for d in batch if d.pixels is None])

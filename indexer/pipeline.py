@@ -1,0 +1,100 @@
+"""`index`: scan → plan → embed → write, one transaction per batch, then top up the FAISS cache.
+
+A crash or Ctrl-C loses at most the batch in flight: everything written before is committed, and the next
+run's change detection finds exactly what is still missing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from indexer.changes import plan_changes
+from indexer.engine import LocalEngine
+from indexer.scan import FileStat, root_path, scan
+from retrieval import config
+from retrieval.library import Library
+from retrieval.store import IMAGE, NewItem
+
+Progress = Callable[[str, int | None], Callable[[int], None]]
+
+
+@dataclass
+class IndexReport:
+    added: int = 0
+    updated: int = 0
+    moved: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    failed: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    def as_json(self) -> dict:
+        return {k: round(v, 3) if isinstance(v, float) else v for k, v in self.__dict__.items()}
+
+
+def _item(file: FileStat, sha256: str, decoded, vector) -> NewItem:
+    return NewItem(
+        IMAGE, file.path, vector, sha256, file.size, file.mtime, decoded.width, decoded.height, decoded.taken_at
+    )
+
+
+def index_folders(
+    library: Library,
+    roots: Sequence[Path],
+    encoder,
+    exclude: Sequence[str] = (),
+    include_hidden: bool = False,
+    batch_size: int = config.DEFAULT_BATCH_SIZE,
+    workers: int = config.DEFAULT_DECODE_WORKERS,
+    progress: Progress | None = None,
+) -> IndexReport:
+    """Bring the library's images under `roots` up to date with the disk."""
+    started = time.perf_counter()
+    report = IndexReport()
+    library.use_encoder(encoder)
+    store = library.store
+    scanned = scan(roots, exclude, include_hidden)
+    advance = progress("checking", len(scanned.files)) if progress else None
+    stored = store.images()
+    plan = plan_changes(
+        scanned.files,
+        stored,
+        [root_path(r) for r in roots],
+        on_hashed=advance and (lambda: advance(1)),
+    )
+    failures = scanned.failures + plan.failures
+    try:
+        if plan.moved or plan.removed:
+            store.write(moves=[(i, f.path, f.size, f.mtime) for i, f in plan.moved], deletes=plan.removed)
+        store.touch((i, f.size, f.mtime) for i, f in plan.touched)
+        report.moved, report.removed = len(plan.moved), len(plan.removed)
+        report.unchanged = plan.unchanged + len(plan.touched)
+
+        jobs = [(None, f, digest) for f, digest in plan.new] + [(i, f, digest) for i, f, digest in plan.modified]
+        advance = progress("embedding", len(jobs)) if progress and jobs else None
+        engine = LocalEngine(encoder, batch_size, workers)
+        for batch in engine.embed([f.path for _, f, _ in jobs]):
+            inserts, updates = [], []
+            for decoded, vector in batch.done:
+                item_id, file, digest = jobs[decoded.position]
+                item = _item(file, digest, decoded, vector)
+                (inserts.append(item) if item_id is None else updates.append((item_id, item)))
+            store.write(inserts=inserts, updates=updates)
+            store.clear_failures([item.key for item in inserts] + [item.key for _, item in updates])
+            report.added += len(inserts)
+            report.updated += len(updates)
+            failures += [(jobs[d.position][1].path, d.error) for d in batch.failed]
+            if advance:
+                advance(len(batch.done) + len(batch.failed))
+    except KeyboardInterrupt:
+        report.interrupted = True
+    store.record_failures(failures)
+    report.failed = [{"path": p, "error": e} for p, e in failures]
+    if not report.interrupted:
+        library.vector_index(IMAGE)  # top up and save the cache now, not on the next query
+    report.seconds = time.perf_counter() - started
+    return report

@@ -1,0 +1,22 @@
+"""The caption corpus: sentences embedded by the text tower and stored as items of kind `caption`."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from retrieval import config
+from retrieval.library import Library
+from retrieval.store import CAPTION, NewItem
+
+
+def add_captions(library: Library, encoder, captions: Sequence[str], batch_size: int = config.DEFAULT_BATCH_SIZE * 4) -> tuple[int, int]:
+    """Embed and store the captions the library does not hold yet; returns (added, already present)."""
+    library.use_encoder(encoder)
+    present = library.store.caption_keys()
+    fresh = [c for c in dict.fromkeys(captions) if c not in present]
+    for start in range(0, len(fresh), batch_size):
+        chunk = fresh[start : start + batch_size]
+        vectors = encoder.encode_texts(chunk)
+        library.store.write(inserts=[NewItem(CAPTION, text, vector) for text, vector in zip(chunk, vectors)])
+    library.vector_index(CAPTION)
+    return len(fresh), len(captions) - len(fresh)

@@ -1,0 +1,53 @@
+"""Retrieval Recall@K exactly as the CLIP benchmarks define it (Flickr30k / MSCOCO protocol).
+
+text→image: a caption scores a hit when its own image is in the top K images.
+image→text: an image scores a hit when *any* of its captions is in the top K captions.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+KS = (1, 5, 10)
+
+
+def recall_at_k(
+    image_vectors: np.ndarray, text_vectors: np.ndarray, text_image: Sequence[int], ks: Sequence[int] = KS
+) -> dict[str, dict[str, float]]:
+    """`text_image[t]` is the row in `image_vectors` of caption t's image; vectors are L2-normalised."""
+    text_image = np.asarray(text_image)
+    scores = text_vectors @ image_vectors.T  # (texts, images)
+    # Rank of each caption's own image: how many images score strictly higher.
+    own = scores[np.arange(len(text_image)), text_image]
+    t2i_rank = (scores > own[:, None]).sum(axis=1)
+    # For each image, the best rank any of its captions reaches among all captions.
+    by_image = scores.T  # (images, texts)
+    i2t_rank = np.full(len(image_vectors), np.iinfo(np.int64).max)
+    for t, i in enumerate(text_image):
+        i2t_rank[i] = min(i2t_rank[i], int((by_image[i] > by_image[i, t]).sum()))
+    return {
+        "text_to_image": {f"R@{k}": float((t2i_rank < k).mean()) for k in ks},
+        "image_to_text": {f"R@{k}": float((i2t_rank < k).mean()) for k in ks},
+    }
+
+
+def evaluate_pairs(encoder, pairs, batch_size: int = 64) -> dict:
+    """Recall@K of `encoder` on pairs; images with several captions count once in image→text."""
+    from retrieval.images import open_image
+
+    paths = sorted({p.image for p in pairs})
+    row = {path: i for i, path in enumerate(paths)}
+    image_vectors = np.concatenate(
+        [
+            encoder.encode_images([open_image(p, encoder.image_size) for p in paths[i : i + batch_size]])
+            for i in range(0, len(paths), batch_size)
+        ]
+    )
+    captions = [p.caption for p in pairs]
+    text_vectors = np.concatenate(
+        [encoder.encode_texts(captions[i : i + batch_size]) for i in range(0, len(captions), batch_size)]
+    )
+    result = recall_at_k(image_vectors, text_vectors, [row[p.image] for p in pairs])
+    return {**result, "images": len(paths), "texts": len(captions)}

@@ -1,0 +1,93 @@
+"""A library folder: the store (source of truth), the model it is bound to, and the FAISS caches per kind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from retrieval import config
+from retrieval.errors import ClipdexError
+from retrieval.factory import ModelIdentity
+from retrieval.store import Store
+from retrieval.vector_index import IndexState, VectorIndex
+
+
+class Library:
+    def __init__(self, root: Path, database_url: str | None = None, create: bool = True) -> None:
+        self.root = Path(root).expanduser().absolute()
+        if not self.root.is_dir():
+            if not create:
+                raise ClipdexError(f"no library at {self.root}: run `clipdex index PATH` first")
+            self.root.mkdir(parents=True, mode=0o700)
+        self.store = Store(database_url or f"sqlite:///{self.root / config.DATABASE_FILE}")
+        self._indexes: dict[str, tuple[VectorIndex, IndexState]] = {}
+        self._encoder = None
+
+    # ------------------------------------------------------------------------------------------ model
+
+    @property
+    def identity(self) -> ModelIdentity | None:
+        return self.store.model_identity()
+
+    def require_identity(self) -> ModelIdentity:
+        identity = self.identity
+        if identity is None:
+            raise ClipdexError(f"the library at {self.root} is empty: run `clipdex index PATH` first")
+        return identity
+
+    def check_model(self, identity: ModelIdentity) -> None:
+        """Refuse a model other than the one the library's vectors came from."""
+        bound = self.identity
+        if bound is not None and (bound.fingerprint, bound.dim) != (identity.fingerprint, identity.dim):
+            raise ClipdexError(
+                f"this library was built with {bound.describe()}, not {identity.describe()}; "
+                f"use the library's model, or re-embed with `clipdex index PATH --model ... --reembed`"
+            )
+
+    def encoder(self, device: str = "auto"):
+        """The library's own model, loaded once and checked against the binding."""
+        if self._encoder is None:
+            from retrieval.factory import load_encoder
+
+            bound = self.require_identity()
+            encoder = load_encoder(bound.name, bound.pretrained, device)
+            self.check_model(encoder.identity)
+            self._encoder = encoder
+        return self._encoder
+
+    def use_encoder(self, encoder) -> None:
+        """Use an already-loaded model (checked against the binding, which it sets on a new library)."""
+        self.check_model(encoder.identity)
+        if self.identity is None:
+            self.store.bind_model(encoder.identity)
+        self._encoder = encoder
+
+    # ------------------------------------------------------------------------------------------ index
+
+    def index_path(self, kind: str) -> Path:
+        return self.root / f"{kind}s.faiss"
+
+    def vector_index(self, kind: str) -> VectorIndex:
+        """The FAISS index for `kind`, brought up to the store's current generation first."""
+        identity = self.require_identity()
+        generation = self.store.generation()
+        index, state = self._indexes.get(kind) or self._load_index(kind, identity, generation)
+        if state.generation != generation:
+            index.remove(self.store.deleted_since(kind, state.generation))
+            for ids, vectors in self.store.vectors(kind, identity.dim, since=state.generation):
+                index.add(ids, vectors)
+            state = IndexState(generation, identity.fingerprint, identity.dim)
+            try:
+                index.save(self.index_path(kind), state)
+            except OSError:
+                pass  # a read-only library still answers from the in-memory index
+        self._indexes[kind] = (index, state)
+        return index
+
+    def _load_index(self, kind: str, identity: ModelIdentity, generation: int) -> tuple[VectorIndex, IndexState]:
+        """The saved index when it belongs to this model and store state, else an empty one to fill."""
+        loaded = VectorIndex.load(self.index_path(kind))
+        if loaded is not None:
+            state = loaded[1]
+            if (state.fingerprint, state.dim) == (identity.fingerprint, identity.dim) and state.generation <= generation:
+                return loaded
+        return VectorIndex(identity.dim), IndexState(0, identity.fingerprint, identity.dim)

@@ -1,0 +1,64 @@
+"""Caption files. Pairs: CSV with header `image,caption`, or JSONL with those keys, image paths relative to the
+file so a folder of pairs can be moved as a whole. Corpora: captions alone, for image→text search."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from retrieval.errors import ClipdexError
+
+
+@dataclass(frozen=True)
+class Pair:
+    image: Path
+    caption: str
+
+
+def read_pairs(path: Path) -> list[Pair]:
+    path = Path(path)
+    if not path.is_file():
+        raise ClipdexError(f"pairs file not found: {path}")
+    try:
+        if path.suffix.lower() == ".jsonl":
+            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        else:
+            with path.open(newline="", encoding="utf-8") as f:
+                rows = list(csv.DictReader(f))
+    except (UnicodeDecodeError, json.JSONDecodeError, csv.Error) as exc:
+        raise ClipdexError(f"cannot read pairs file {path}: {exc}") from None
+    pairs = []
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row, dict) or not row.get("image") or not row.get("caption"):
+            raise ClipdexError(f"{path}: entry {number} needs non-empty 'image' and 'caption' fields")
+        pairs.append(Pair((path.parent / row["image"]).resolve(), str(row["caption"]).strip()))
+    if not pairs:
+        raise ClipdexError(f"{path} holds no pairs")
+    missing = [p.image for p in pairs if not p.image.is_file()]
+    if missing:
+        raise ClipdexError(f"{path}: {len(missing)} image(s) not found, first: {missing[0]}")
+    return pairs
+
+
+def read_captions(path: Path) -> list[str]:
+    """A caption corpus: .txt (one caption a line), or .csv/.jsonl with a `caption` field."""
+    path = Path(path)
+    if not path.is_file():
+        raise ClipdexError(f"captions file not found: {path}")
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text(encoding="utf-8")
+        if suffix == ".jsonl":
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        elif suffix == ".csv":
+            rows = list(csv.DictReader(text.splitlines()))
+        else:
+            rows = [{"caption": line} for line in text.splitlines()]
+    except (UnicodeDecodeError, json.JSONDecodeError, csv.Error) as exc:
+        raise ClipdexError(f"cannot read captions file {path}: {exc}") from None
+    if suffix in (".csv", ".jsonl") and rows and not all(isinstance(r, dict) and "caption" in r for r in rows):
+        raise ClipdexError(f"{path}: every entry needs a 'caption' field")
+    captions = [str(r["caption"]).strip() for r in rows]
+    return list(dict.fromkeys(c for c in captions if c))

@@ -1,0 +1,287 @@
+"""The metadata store: the one place that knows the schema, and the library's source of truth.
+
+Every item's vector lives in its row, written in the same transaction as its metadata. Each write transaction
+bumps a generation counter and stamps the rows it touches (and the ids it deletes) with it, so a FAISS file
+that records the generation it reflects can be topped up with exactly what changed since.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    delete,
+    event,
+    func,
+    inspect,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from retrieval.errors import ClipdexError
+from retrieval.factory import ModelIdentity
+
+SCHEMA_VERSION = 1
+IMAGE, CAPTION = "image", "caption"
+
+_meta = MetaData()
+meta_table = Table("meta", _meta, Column("key", String(64), primary_key=True), Column("value", Text, nullable=False))
+items_table = Table(
+    "items",
+    _meta,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),
+    Column("key", Text, nullable=False),  # image: absolute path; caption: the caption text
+    Column("sha256", String(64), index=True),
+    Column("size", BigInteger),
+    Column("mtime", Float),
+    Column("width", Integer),
+    Column("height", Integer),
+    Column("taken_at", Float),
+    Column("vector", LargeBinary, nullable=False),
+    Column("generation", BigInteger, nullable=False, index=True),
+    UniqueConstraint("kind", "key"),
+)
+tombstones_table = Table(
+    "tombstones",
+    _meta,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("kind", String(16), nullable=False),
+    Column("generation", BigInteger, nullable=False, index=True),
+)
+failures_table = Table(
+    "failures",
+    _meta,
+    Column("path", Text, primary_key=True),
+    Column("error", Text, nullable=False),
+    Column("seen_at", Float, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    id: int
+    path: str
+    sha256: str
+    size: int
+    mtime: float
+
+
+@dataclass
+class NewItem:
+    kind: str
+    key: str
+    vector: np.ndarray
+    sha256: str | None = None
+    size: int | None = None
+    mtime: float | None = None
+    width: int | None = None
+    height: int | None = None
+    taken_at: float | None = None
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer, nor it them
+    cursor.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoint, never corrupt
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _to_blob(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+
+
+class Store:
+    """Items (images and captions) with their vectors, the model binding and the write generation."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine: Engine = create_engine(url)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        try:
+            self._check_schema()
+        except OperationalError as exc:
+            raise ClipdexError(f"cannot open the library database {url}: {exc.orig}") from None
+
+    @classmethod
+    def sqlite(cls, path: Path) -> "Store":
+        return cls(f"sqlite:///{path}")
+
+    def _check_schema(self) -> None:
+        if not inspect(self.engine).has_table("meta"):
+            with self.engine.begin() as conn:
+                _meta.create_all(conn)
+                conn.execute(meta_table.insert(), [
+                    {"key": "schema_version", "value": str(SCHEMA_VERSION)},
+                    {"key": "generation", "value": "0"},
+                ])
+            return
+        found = self.get_meta("schema_version")
+        if found != str(SCHEMA_VERSION):
+            raise ClipdexError(
+                f"library database has schema version {found}, this clipdex reads version {SCHEMA_VERSION}; "
+                f"use a matching clipdex or index into a new library"
+            )
+
+    # ------------------------------------------------------------------------------------------ meta
+
+    def get_meta(self, key: str, conn: Connection | None = None) -> str | None:
+        query = select(meta_table.c.value).where(meta_table.c.key == key)
+        if conn is not None:
+            return conn.execute(query).scalar()
+        with self.engine.connect() as c:
+            return c.execute(query).scalar()
+
+    def _set_meta(self, conn: Connection, key: str, value: str) -> None:
+        if conn.execute(update(meta_table).where(meta_table.c.key == key).values(value=value)).rowcount == 0:
+            conn.execute(meta_table.insert().values(key=key, value=value))
+
+    def generation(self) -> int:
+        return int(self.get_meta("generation") or 0)
+
+    def _next_generation(self, conn: Connection) -> int:
+        generation = int(self.get_meta("generation", conn) or 0) + 1
+        self._set_meta(conn, "generation", str(generation))
+        return generation
+
+    def model_identity(self) -> ModelIdentity | None:
+        raw = self.get_meta("model")
+        return ModelIdentity(**json.loads(raw)) if raw else None
+
+    def bind_model(self, identity: ModelIdentity) -> None:
+        """Record which model the library's vectors come from; every later query and index run is checked
+        against it."""
+        with self.engine.begin() as conn:
+            self._set_meta(conn, "model", json.dumps(identity.__dict__))
+
+    # ------------------------------------------------------------------------------------------ writes
+
+    def write(
+        self,
+        inserts: Sequence[NewItem] = (),
+        updates: Sequence[tuple[int, NewItem]] = (),
+        moves: Sequence[tuple[int, str, int, float]] = (),
+        deletes: Sequence[int] = (),
+    ) -> int:
+        """Apply one batch of changes in one transaction; returns the generation it wrote."""
+        try:
+            with self.engine.begin() as conn:
+                generation = self._next_generation(conn)
+                if deletes:
+                    found = select(items_table.c.id, items_table.c.kind).where(items_table.c.id.in_(deletes))
+                    kinds = dict(conn.execute(found).all())
+                    conn.execute(delete(tombstones_table).where(tombstones_table.c.id.in_(list(kinds))))
+                    conn.execute(delete(items_table).where(items_table.c.id.in_(list(kinds))))
+                    if kinds:
+                        conn.execute(
+                            tombstones_table.insert(),
+                            [{"id": i, "kind": k, "generation": generation} for i, k in kinds.items()],
+                        )
+                for item_id, path, size, mtime in moves:
+                    conn.execute(
+                        update(items_table)
+                        .where(items_table.c.id == item_id)
+                        .values(key=path, size=size, mtime=mtime, generation=generation)
+                    )
+                for item_id, item in updates:
+                    conn.execute(
+                        update(items_table).where(items_table.c.id == item_id).values(**self._row(item, generation))
+                    )
+                if inserts:
+                    conn.execute(items_table.insert(), [self._row(item, generation) for item in inserts])
+                return generation
+        except SQLAlchemyError as exc:
+            raise ClipdexError(f"could not write to the library database: {exc}") from None
+
+    @staticmethod
+    def _row(item: NewItem, generation: int) -> dict:
+        row = {k: v for k, v in item.__dict__.items() if k != "vector"}
+        return {**row, "vector": _to_blob(item.vector), "generation": generation}
+
+    def touch(self, stats: Iterable[tuple[int, int, float]]) -> None:
+        """Record a new size/mtime for files whose bytes did not change; vectors and generation stay."""
+        with self.engine.begin() as conn:
+            for item_id, size, mtime in stats:
+                conn.execute(update(items_table).where(items_table.c.id == item_id).values(size=size, mtime=mtime))
+
+    def record_failures(self, failures: Sequence[tuple[str, str]]) -> None:
+        if not failures:
+            return
+        with self.engine.begin() as conn:
+            paths = [p for p, _ in failures]
+            conn.execute(delete(failures_table).where(failures_table.c.path.in_(paths)))
+            conn.execute(
+                failures_table.insert(), [{"path": p, "error": e, "seen_at": time.time()} for p, e in failures]
+            )
+
+    def clear_failures(self, paths: Sequence[str]) -> None:
+        if paths:
+            with self.engine.begin() as conn:
+                conn.execute(delete(failures_table).where(failures_table.c.path.in_(list(paths))))
+
+    # ------------------------------------------------------------------------------------------ reads
+
+    def images(self) -> list[StoredImage]:
+        c = items_table.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(c.id, c.key, c.sha256, c.size, c.mtime).where(c.kind == IMAGE))
+            return [StoredImage(*row) for row in rows]
+
+    def caption_keys(self) -> set[str]:
+        with self.engine.connect() as conn:
+            return set(conn.execute(select(items_table.c.key).where(items_table.c.kind == CAPTION)).scalars())
+
+    def vectors(self, kind: str, dim: int, since: int = 0, chunk: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, vectors) of items of `kind` written after generation `since`, in chunks."""
+        c = items_table.c
+        query = (
+            select(c.id, c.vector)
+            .where(c.kind == kind, c.generation > since)
+            .order_by(c.id)
+            .execution_options(yield_per=chunk)
+        )
+        with self.engine.connect() as conn:
+            for part in conn.execute(query).partitions(chunk):
+                ids = np.fromiter((row[0] for row in part), dtype=np.int64, count=len(part))
+                matrix = np.frombuffer(b"".join(row[1] for row in part), dtype=np.float32).reshape(len(part), dim)
+                yield ids, matrix
+
+    def deleted_since(self, kind: str, since: int) -> np.ndarray:
+        t = tombstones_table.c
+        with self.engine.connect() as conn:
+            ids = conn.execute(select(t.id).where(t.kind == kind, t.generation > since)).scalars().all()
+        return np.asarray(ids, dtype=np.int64)
+
+    def items(self, ids: Sequence[int]) -> dict[int, dict]:
+        c = items_table.c
+        columns = [c.id, c.kind, c.key, c.size, c.mtime, c.width, c.height, c.taken_at]
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(*columns).where(c.id.in_([int(i) for i in ids]))).mappings().all()
+        return {row["id"]: dict(row) for row in rows}
+
+    def counts(self) -> dict[str, int]:
+        c = items_table.c
+        with self.engine.connect() as conn:
+            counted = dict(conn.execute(select(c.kind, func.count()).group_by(c.kind)).all())
+            failed = conn.execute(select(func.count()).select_from(failures_table)).scalar() or 0
+        return {IMAGE: counted.get(IMAGE, 0), CAPTION: counted.get(CAPTION, 0), "failed": failed}

@@ -1,0 +1,1 @@
+"""Training the dual encoder; apart from the library so importing retrieval never pulls training code."""
