@@ -168,9 +168,12 @@ def _print_hits(hits, as_json: bool, title: str) -> None:
 @app.command()
 def index(
     ctx: typer.Context,
-    paths: list[Path] = typer.Argument(..., help="Folders (or image files) to index."),
+    paths: Optional[list[Path]] = typer.Argument(None, help="Folders (or image files) to index."),
     model: Optional[str] = ModelOption,
     pretrained: Optional[str] = PretrainedOption,
+    reembed: bool = typer.Option(
+        False, "--reembed", help="Re-embed the whole library with --model; it switches models only when done."
+    ),
     device: str = DeviceOption,
     batch_size: int = typer.Option(config.DEFAULT_BATCH_SIZE, min=1, help="Images per encoder batch."),
     workers: int = typer.Option(config.DEFAULT_DECODE_WORKERS, min=0, help="Decode worker processes."),
@@ -179,23 +182,43 @@ def index(
     as_json: bool = JsonOption,
 ) -> None:
     """Embed new and changed images under PATHS; moved files keep their vectors, deleted ones leave."""
-    from indexer.pipeline import index_folders
+    from indexer.pipeline import IndexReport, index_folders
+    from indexer.reembed import reembed_library
     from retrieval.factory import load_encoder
 
+    if not paths and not reembed:
+        raise ClipdexError("give one or more folders to index (or --reembed --model M)")
+    if reembed and model is None:
+        raise ClipdexError("--reembed needs --model: the model to re-embed the library with")
     library = _library(ctx, create=True)
-    bound = library.identity
-    if model is None and bound is not None:
+    if model is None and library.identity is not None:
         encoder = library.encoder(device)
     else:
         encoder = load_encoder(*_model_choice(model, pretrained), device)
+    summary: dict = {}
     with progress_tasks(enabled=not as_json) as start:
-        report = index_folders(
-            library, paths, encoder, exclude=exclude, include_hidden=hidden, batch_size=batch_size,
-            workers=workers, progress=start,
+        bound = library.identity
+        if reembed and bound is not None and (bound.fingerprint, bound.dim) != (
+            encoder.identity.fingerprint, encoder.identity.dim
+        ):
+            done = reembed_library(library, encoder, batch_size, workers, progress=start)
+            summary["reembedded"] = {"images": done.images, "captions": done.captions}
+        report = (
+            index_folders(
+                library, paths, encoder, exclude=exclude, include_hidden=hidden, batch_size=batch_size,
+                workers=workers, progress=start,
+            )
+            if paths
+            else IndexReport()
         )
     if as_json:
-        print_json(report.as_json())
+        print_json({**report.as_json(), **summary})
     else:
+        if summary:
+            err_console.print(
+                f"re-embedded {summary['reembedded']['images']} images and {summary['reembedded']['captions']} "
+                f"captions with {encoder.identity.describe()}"
+            )
         err_console.print(
             f"added {report.added}, updated {report.updated}, moved {report.moved}, removed {report.removed}, "
             f"unchanged {report.unchanged}, failed {len(report.failed)} in {report.seconds:.1f}s"

@@ -61,6 +61,11 @@ class Library:
             self.store.bind_model(encoder.identity)
         self._encoder = encoder
 
+    def forget_model(self) -> None:
+        """Drop the loaded model and cached indexes after the binding changed underneath them."""
+        self._encoder = None
+        self._indexes.clear()
+
     # ------------------------------------------------------------------------------------------ index
 
     def index_path(self, kind: str) -> Path:

@@ -67,6 +67,13 @@ tombstones_table = Table(
     Column("kind", String(16), nullable=False),
     Column("generation", BigInteger, nullable=False, index=True),
 )
+staged_table = Table(  # vectors from a model the library is being re-embedded with, until they are swapped in
+    "staged_vectors",
+    _meta,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("fingerprint", String(128), nullable=False),
+    Column("vector", LargeBinary, nullable=False),
+)
 failures_table = Table(
     "failures",
     _meta,
@@ -217,6 +224,47 @@ class Store:
     def _row(item: NewItem, generation: int) -> dict:
         row = {k: v for k, v in item.__dict__.items() if k != "vector"}
         return {**row, "vector": _to_blob(item.vector), "generation": generation}
+
+    def stage(self, fingerprint: str, rows: Sequence[tuple[int, np.ndarray]]) -> None:
+        """Keep re-embedded vectors aside; the library keeps answering with its current model meanwhile."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                staged_table.insert(),
+                [{"id": int(i), "fingerprint": fingerprint, "vector": _to_blob(v)} for i, v in rows],
+            )
+
+    def staged_ids(self, fingerprint: str) -> set[int]:
+        """Ids already re-embedded for `fingerprint` (an interrupted re-embed resumes); others' are dropped."""
+        s = staged_table.c
+        with self.engine.begin() as conn:
+            conn.execute(delete(staged_table).where(s.fingerprint != fingerprint))
+            return set(conn.execute(select(s.id)).scalars())
+
+    def swap_in_staged(self, identity: ModelIdentity) -> int:
+        """In one transaction: staged vectors replace the current ones and the library is bound to the new
+        model. Items with no staged vector (deleted meanwhile) leave; returns how many."""
+        c, s = items_table.c, staged_table.c
+        with self.engine.begin() as conn:
+            generation = self._next_generation(conn)
+            staged = conn.execute(select(s.id, s.vector).where(s.fingerprint == identity.fingerprint)).all()
+            for item_id, vector in staged:
+                conn.execute(update(items_table).where(c.id == item_id).values(vector=vector, generation=generation))
+            orphans = conn.execute(select(c.id, c.kind).where(c.id.not_in(select(s.id)))).all()
+            if orphans:
+                conn.execute(delete(items_table).where(c.id.in_([i for i, _ in orphans])))
+                conn.execute(delete(tombstones_table).where(tombstones_table.c.id.in_([i for i, _ in orphans])))
+                conn.execute(
+                    tombstones_table.insert(),
+                    [{"id": i, "kind": k, "generation": generation} for i, k in orphans],
+                )
+            conn.execute(delete(staged_table))
+            self._set_meta(conn, "model", json.dumps(identity.__dict__))
+            return len(orphans)
+
+    def captions(self) -> list[tuple[int, str]]:
+        c = items_table.c
+        with self.engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(select(c.id, c.key).where(c.kind == CAPTION))]
 
     def touch(self, stats: Iterable[tuple[int, int, float]]) -> None:
         """Record a new size/mtime for files whose bytes did not change; vectors and generation stay."""
