@@ -11,7 +11,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from cli.output import err_console, print_json, print_table, progress_tasks, recall_rows
+from cli.output import console, err_console, print_json, print_table, progress_tasks, recall_rows
 from retrieval import config
 from retrieval.errors import ClipdexError
 
@@ -230,23 +230,51 @@ def index(
         raise typer.Exit(130)
 
 
-@app.command()
+def _date(value: Optional[str], option: str) -> Optional[float]:
+    from datetime import datetime
+
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise ClipdexError(f"{option} takes a date like 2024-06-30 or 2024-06-30T18:00, not {value!r}") from None
+
+
+@app.command(context_settings={"allow_interspersed_args": True})
 def search(
     ctx: typer.Context,
-    text: Optional[str] = typer.Argument(None, help="What to look for, in words."),
-    image: Optional[Path] = typer.Option(None, "--image", "-i", help="Search with an image instead of text."),
+    terms: Optional[list[str]] = typer.Argument(
+        None, help='Words and images joined by + or -, e.g. "horse" + "stripes", ./night.jpg + snow, '
+        '"2:golden retriever" (weight 2).', show_default=False,
+    ),
+    image: Optional[Path] = typer.Option(None, "--image", "-i", help="Search with an image (added as a term)."),
     top_k: int = typer.Option(config.DEFAULT_TOP_K, "--top-k", "-k", help="How many results."),
+    folder: Optional[Path] = typer.Option(None, "--in", help="Only images under this folder."),
+    after: Optional[str] = typer.Option(None, "--after", help="Only photos taken on or after this date."),
+    before: Optional[str] = typer.Option(None, "--before", help="Only photos taken before this date."),
+    min_score: Optional[float] = typer.Option(None, "--min-score", help="Only results scoring at least this."),
+    paths_only: bool = typer.Option(False, "--paths-only", "-f", help="Print one path a line, nothing else."),
     device: str = DeviceOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Images ranked by similarity to a sentence (text→image) or to an image (image→image)."""
-    from retrieval.query import QueryEngine
+    """Images ranked by similarity to a sentence (text→image), an image (image→image), or a mix of both."""
+    from retrieval.query import Filters, QueryEngine
+    from retrieval.terms import Term, parse_terms
 
-    if (text is None) == (image is None):
-        raise ClipdexError("give either TEXT or --image FILE")
-    engine = QueryEngine(_library(ctx), device)
-    hits = engine.search_image(image, top_k) if image is not None else engine.search_text(text, top_k)
-    _print_hits(hits, as_json, f"images like {str(image) if image else repr(text)}")
+    parsed = parse_terms(terms) if terms else []
+    if image is not None:
+        parsed.append(Term(str(image), True, 1.0))
+    if not parsed:
+        raise ClipdexError("give TEXT, or --image FILE, or both")
+    filters = Filters(
+        str(folder) if folder else None, _date(after, "--after"), _date(before, "--before"), min_score
+    )
+    hits = QueryEngine(_library(ctx), device).search(parsed, top_k, filters)
+    if paths_only:
+        sys.stdout.write("".join(hit.text + "\n" for hit in hits))
+        return
+    _print_hits(hits, as_json, "images like " + " ".join(terms or []) + (f" {image}" if image else ""))
 
 
 @app.command()
@@ -313,6 +341,66 @@ def status(ctx: typer.Context, as_json: bool = JsonOption) -> None:
             ("index", info["index"]["type"]),
         ],
     )
+
+
+@app.command()
+def duplicates(
+    ctx: typer.Context,
+    threshold: float = typer.Option(0.95, min=0.0, max=1.0, help="Cosine similarity at which two photos count as copies."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Groups of near-identical photos, largest first, so you can pick which to keep (nothing is deleted)."""
+    from retrieval.duplicates import duplicate_groups
+
+    groups = duplicate_groups(_library(ctx), threshold)
+    if as_json:
+        print_json(groups)
+        return
+    if not groups:
+        err_console.print(f"no near-duplicates at threshold {threshold}")
+    for n, group in enumerate(groups, 1):
+        print_table(
+            f"group {n}: {len(group)} photos", ["path", "size", "dimensions"],
+            [(m["path"], m["size"], f"{m['width']}×{m['height']}") for m in group],
+        )
+
+
+@app.command()
+def demo(
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the demo library (default: user cache)."),
+    device: str = DeviceOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Offline tour on the bundled sample model: index sample_data/, search, describe, measure recall."""
+    from cli.demo import default_demo_dir, run_demo
+
+    folder = out or default_demo_dir()
+    with progress_tasks(enabled=not as_json) as start:
+        result = run_demo(folder, device, start)
+    if as_json:
+        print_json(result)
+        return
+    indexed = result["indexed"]
+    console.print(
+        f"[bold]clipdex demo[/bold] — model {result['model']}\n"
+        f"indexed {indexed['added']} sample photos into {result['library']} in {indexed['seconds']:.1f}s\n"
+    )
+    for search in result["searches"]:
+        print_table(
+            f"search {search['query']!r}", ["#", "score", "path"],
+            [(n, hit["score"], hit["path"]) for n, hit in enumerate(search["results"], 1)],
+        )
+    described = result["captions"]
+    print_table(
+        f"captions for {described['image']} (true: {described['true_caption']!r})", ["#", "score", "caption"],
+        [(n, hit["score"], hit["caption"]) for n, hit in enumerate(described["results"], 1)],
+    )
+    heldout = result["heldout_recall"]
+    print_table(
+        f"sample model recall on {heldout['texts']} held-out photos it never saw", ["", "R@1", "R@5", "R@10"],
+        recall_rows(heldout),
+    )
+    console.print(f"\ntry: clipdex --library {result['library']} search \"a green triangle\"")
 
 
 def main() -> None:

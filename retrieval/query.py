@@ -1,9 +1,15 @@
-"""Queries: a sentence or an image in, ranked items of one kind out (text→image, image→image, image→text)."""
+"""Queries: sentences and images (combined with + and -) in, ranked items of one kind out.
+
+text→image, image→image and image→text are all one operation here: embed the query terms, combine them into one
+unit vector, and take the nearest items of a kind, optionally among those a filter allows.
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -12,6 +18,7 @@ from retrieval.errors import ClipdexError
 from retrieval.images import open_image
 from retrieval.library import Library
 from retrieval.store import CAPTION, IMAGE
+from retrieval.terms import Term, parse_terms
 
 
 @dataclass
@@ -23,6 +30,24 @@ class Hit:
 
     def as_json(self) -> dict:
         return {"id": self.id, "path" if self.kind == IMAGE else "caption": self.text, "score": round(self.score, 6)}
+
+
+@dataclass
+class Filters:
+    """Exact restrictions: the search runs only over items that pass them."""
+
+    folder: str | None = None  # absolute; items under it
+    after: float | None = None  # photo date (EXIF, else mtime), POSIX seconds, inclusive
+    before: float | None = None  # exclusive
+    min_score: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.folder is not None:
+            self.folder = os.path.abspath(os.path.expanduser(self.folder))
+
+    @property
+    def restricts_items(self) -> bool:
+        return any(v is not None for v in (self.folder, self.after, self.before))
 
 
 class QueryEngine:
@@ -47,23 +72,43 @@ class QueryEngine:
             image = open_image(path, self.encoder.image_size)
         return self.encoder.encode_images([image])[0]
 
-    def nearest(self, vector: np.ndarray, kind: str, k: int) -> list[Hit]:
-        """The k items of `kind` whose vectors have the highest cosine with `vector`, best first."""
+    def terms_vector(self, terms: Sequence[Term]) -> np.ndarray:
+        """The weighted sum of the terms' unit vectors, re-normalised."""
+        total = sum(t.weight * (self.image_vector(t.value) if t.is_image else self.text_vector(t.value)) for t in terms)
+        norm = float(np.linalg.norm(total))
+        if norm < 1e-6:
+            raise ClipdexError("the query terms cancel each other out")
+        return (total / norm).astype(np.float32)
+
+    def nearest(self, vector: np.ndarray, kind: str, k: int, filters: Filters | None = None) -> list[Hit]:
+        """The k items of `kind` with the highest cosine to `vector` among those `filters` allow, best first."""
         if k < 1:
             raise ClipdexError("-k must be at least 1")
+        filters = filters or Filters()
         index = self.library.vector_index(kind)
-        if index.count == 0:
+        allowed = None
+        if filters.restricts_items:
+            allowed = self.library.store.ids_matching(kind, filters.folder, filters.after, filters.before)
+        if index.count == 0 or (allowed is not None and len(allowed) == 0):
             return []
-        scores, ids = index.search(vector[None, :], k)
+        scores, ids = index.search(vector[None, :], k, allowed)
         found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+        if filters.min_score is not None:
+            found = [(i, s) for i, s in found if s >= filters.min_score]
         rows = self.library.store.items([i for i, _ in found])
         return [Hit(i, kind, rows[i]["key"], s) for i, s in found if i in rows]
 
-    def search_text(self, text: str, k: int = 10) -> list[Hit]:
-        return self.nearest(self.text_vector(text), IMAGE, k)
+    def search(self, terms: Sequence[Term] | Sequence[str], k: int = 10, filters: Filters | None = None) -> list[Hit]:
+        """Images for a combined query; `terms` may be parsed Terms or the raw tokens a user typed."""
+        if terms and isinstance(terms[0], str):
+            terms = parse_terms(terms)
+        return self.nearest(self.terms_vector(terms), IMAGE, k, filters)
 
-    def search_image(self, image: Image.Image | Path | str, k: int = 10) -> list[Hit]:
-        return self.nearest(self.image_vector(image), IMAGE, k)
+    def search_text(self, text: str, k: int = 10, filters: Filters | None = None) -> list[Hit]:
+        return self.nearest(self.text_vector(text), IMAGE, k, filters)
+
+    def search_image(self, image: Image.Image | Path | str, k: int = 10, filters: Filters | None = None) -> list[Hit]:
+        return self.nearest(self.image_vector(image), IMAGE, k, filters)
 
     def captions(self, image: Image.Image | Path | str, k: int = 10) -> list[Hit]:
         return self.nearest(self.image_vector(image), CAPTION, k)

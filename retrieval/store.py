@@ -8,6 +8,7 @@ that records the generation it reflects can be topped up with exactly what chang
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -313,6 +314,23 @@ class Store:
                 ids = np.fromiter((row[0] for row in part), dtype=np.int64, count=len(part))
                 matrix = np.frombuffer(b"".join(row[1] for row in part), dtype=np.float32).reshape(len(part), dim)
                 yield ids, matrix
+
+    def ids_matching(
+        self, kind: str, folder: str | None = None, after: float | None = None, before: float | None = None
+    ) -> np.ndarray:
+        """Ids of items under `folder` whose photo date (EXIF DateTimeOriginal, else file mtime) lies in
+        [after, before)."""
+        c = items_table.c
+        query = select(c.id).where(c.kind == kind)
+        if folder is not None:
+            query = query.where(c.key.startswith(folder.rstrip(os.sep) + os.sep, autoescape=True))
+        taken = func.coalesce(c.taken_at, c.mtime)
+        if after is not None:
+            query = query.where(taken >= after)
+        if before is not None:
+            query = query.where(taken < before)
+        with self.engine.connect() as conn:
+            return np.asarray(conn.execute(query).scalars().all(), dtype=np.int64)
 
     def deleted_since(self, kind: str, since: int) -> np.ndarray:
         t = tombstones_table.c

@@ -50,10 +50,21 @@ class VectorIndex:
         if len(ids):
             self.index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, ids) best first; rows are padded with id -1 when fewer than k items exist."""
-        k = max(1, min(k, self.count))
-        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids) best first, only among `allowed` ids when given; rows are padded with id -1 when
+        fewer than k items qualify. The id selector keeps filtered search exact."""
+        k = max(1, min(k, self.count if allowed is None else len(allowed)))
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if allowed is None:
+            return self.index.search(queries, k)
+        selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+        return self.index.search(queries, k, params=faiss.SearchParameters(sel=selector))
+
+    def range_search(self, queries: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(lims, scores, ids): for query i, the items scoring at least `threshold` are lims[i]:lims[i+1]."""
+        return self.index.range_search(np.ascontiguousarray(queries, dtype=np.float32), threshold)
 
     def to_gpu(self) -> bool:
         """Move to GPU 0 when faiss was built with GPUs; returns whether it did."""

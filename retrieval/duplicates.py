@@ -1,0 +1,43 @@
+"""Near-duplicate photos: items whose embeddings are within a cosine threshold, grouped transitively.
+
+A range search per item finds its close neighbours; union-find turns those pairs into groups, so a burst of
+twenty shots of one sunset becomes one group even when the first and last differ more than the threshold.
+"""
+
+from __future__ import annotations
+
+from retrieval.library import Library
+from retrieval.store import IMAGE
+
+
+def _root(parent: dict[int, int], item: int) -> int:
+    while parent.setdefault(item, item) != item:
+        parent[item] = parent[parent[item]]  # path halving keeps the trees shallow
+        item = parent[item]
+    return item
+
+
+def duplicate_groups(library: Library, threshold: float = 0.95) -> list[list[dict]]:
+    """Groups of at least two images, largest first; each member with what a person needs to pick one."""
+    dim = library.require_identity().dim
+    index = library.vector_index(IMAGE)
+    parent: dict[int, int] = {}
+    for ids, vectors in library.store.vectors(IMAGE, dim):
+        lims, _, found = index.range_search(vectors, threshold)
+        for row, item in enumerate(ids):
+            for other in found[lims[row] : lims[row + 1]]:
+                if other != item:
+                    parent[_root(parent, int(other))] = _root(parent, int(item))
+    groups: dict[int, list[int]] = {}
+    for item in list(parent):
+        groups.setdefault(_root(parent, item), []).append(item)
+    members = [sorted(g) for g in groups.values() if len(g) > 1]
+    rows = library.store.items([i for g in members for i in g])
+    result = [
+        [
+            {k: rows[i][k] for k in ("id", "size", "width", "height")} | {"path": rows[i]["key"]}
+            for i in sorted(group, key=lambda i: rows[i]["key"])
+        ]
+        for group in members
+    ]
+    return sorted(result, key=lambda g: (-len(g), g[0]["path"]))

@@ -1,0 +1,130 @@
+"""Queries people type: combined +/- terms, exact filters, paths-only output."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from retrieval import config
+from retrieval.errors import ClipdexError
+from retrieval.images import read_image
+from retrieval.library import Library
+from retrieval.store import IMAGE, items_table
+from retrieval.terms import parse_terms
+from tests.conftest import SAMPLE_ROWS
+from tests.test_core import _brute_force, _json
+
+
+def test_parse_terms(tmp_path: Path) -> None:
+    image = tmp_path / "night.jpg"
+    Image.new("RGB", (8, 8)).save(image)
+    assert [(t.value, t.weight) for t in parse_terms(["horse", "+", "stripes"])] == [("horse", 1), ("stripes", 1)]
+    assert [(t.value, t.weight) for t in parse_terms(["apple", "-", "fruit"])] == [("apple", 1), ("fruit", -1)]
+    assert [(t.value, t.weight) for t in parse_terms(["2:golden retriever", "-", "0.5:snow"])] == [
+        ("golden retriever", 2), ("snow", -0.5)
+    ]
+    assert [t.value for t in parse_terms(["a", "dog", "+", "beach"])] == ["a dog", "beach"]
+    terms = parse_terms([str(image), "+", "snow"])
+    assert (terms[0].is_image, terms[1].is_image) == (True, False)
+    assert parse_terms(["AC/DC concert"])[0].is_image is False
+    for tokens, message in [
+        (["./missing.jpg", "+", "snow"], "no such image"),
+        (["+", "x"], "must stand between"),
+        (["x", "-"], "ends with an operator"),
+        ([], "empty"),
+    ]:
+        with pytest.raises(ClipdexError, match=message):
+            parse_terms(tokens)
+
+
+@pytest.fixture
+def indexed(cli, photos):
+    folder = photos(30)
+    assert cli("index", folder, "--model", "clipdex-tiny").exit_code == 0
+    return folder
+
+
+def test_sum_of_terms_equals_search_with_the_normalised_sum(cli, library_dir, indexed, tiny) -> None:
+    hits = _json(cli("search", "a red circle", "+", "a blue square", "-k", "8", "--json"))
+    a, b = tiny.encode_texts(["a red circle", "a blue square"])
+    query = (a + b) / np.linalg.norm(a + b)
+    assert [h["id"] for h in hits] == _brute_force(library_dir, query, 8)
+    assert hits[0]["score"] == pytest.approx(float(np.max(_stored_scores(library_dir, query))), abs=1e-5)
+
+
+def _stored_scores(library_dir: Path, query: np.ndarray) -> np.ndarray:
+    library = Library(library_dir)
+    return np.concatenate([v @ query for _, v in library.store.vectors(IMAGE, library.require_identity().dim)])
+
+
+def test_subtracting_a_term_ranks_items_like_it_lower(cli, indexed) -> None:
+    like = sorted(indexed.iterdir())[4]
+
+    def rank_and_score(*terms: str) -> tuple[int, float]:
+        hits = _json(cli("search", *terms, "-k", "30", "--json"))
+        position = [h["path"] for h in hits].index(str(like))
+        return position, hits[position]["score"]
+
+    alone = rank_and_score("a green triangle")
+    minus = rank_and_score("a green triangle", "-", str(like))
+    assert minus[0] > alone[0] and minus[1] < alone[1]
+
+
+def test_filters_equal_brute_force_on_stored_rows(cli, library_dir, photos, tiny, tmp_path: Path) -> None:
+    root = tmp_path / "album"
+    for n, row in enumerate(SAMPLE_ROWS[:24]):
+        target = root / ("summer" if n % 2 else "winter") / Path(row["image"]).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(config.SAMPLE_DATA_DIR / row["image"], target)
+        stamp = datetime(2020, 1 + n % 12, 1 + n).timestamp()
+        os.utime(target, (stamp, stamp))
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x9003] = "2019:07:04 12:00:00"
+    dated = root / "summer" / "dated.jpg"
+    Image.open(config.SAMPLE_DATA_DIR / SAMPLE_ROWS[30]["image"]).convert("RGB").save(dated, exif=exif.tobytes())
+    assert read_image(dated).taken_at == datetime(2019, 7, 4, 12).timestamp()  # EXIF beats the file's mtime
+    assert cli("index", root, "--model", "clipdex-tiny").exit_code == 0
+
+    library = Library(library_dir)
+    with library.store.engine.connect() as conn:
+        rows = conn.execute(items_table.select().where(items_table.c.kind == IMAGE)).mappings().all()
+    query = tiny.encode_texts(["a large yellow star"])[0]
+    cases = [
+        (["--in", root / "summer"], lambda r: r["key"].startswith(str(root / "summer") + os.sep)),
+        (["--after", "2020-06-01"], lambda r: (r["taken_at"] or r["mtime"]) >= datetime(2020, 6, 1).timestamp()),
+        (["--before", "2020-01-01"], lambda r: (r["taken_at"] or r["mtime"]) < datetime(2020, 1, 1).timestamp()),
+        (
+            ["--in", root / "winter", "--after", "2020-03-01", "--before", "2020-09-01"],
+            lambda r: r["key"].startswith(str(root / "winter") + os.sep)
+            and datetime(2020, 3, 1).timestamp() <= (r["taken_at"] or r["mtime"]) < datetime(2020, 9, 1).timestamp(),
+        ),
+    ]
+    for options, allowed in cases:
+        matching = [r for r in rows if allowed(r)]
+        scores = {r["id"]: float(np.frombuffer(r["vector"], dtype=np.float32) @ query) for r in matching}
+        expected = sorted(scores, key=lambda i: -scores[i])[:5]
+        hits = _json(cli("search", "a large yellow star", *options, "-k", "5", "--json"))
+        assert [h["id"] for h in hits] == expected, options
+        assert 0 < len(matching) < len(rows), options
+    dated_hits = _json(cli("search", "x", "--before", "2020-01-01", "-k", "50", "--json"))
+    assert [h["path"] for h in dated_hits] == [str(dated)]
+
+    everything = _json(cli("search", "a large yellow star", "-k", "50", "--json"))
+    cut = everything[7]["score"]
+    above = _json(cli("search", "a large yellow star", "-k", "50", "--min-score", str(cut), "--json"))
+    assert [h["id"] for h in above] == [h["id"] for h in everything if h["score"] >= cut]
+
+
+def test_paths_only_prints_exactly_the_json_paths(cli, indexed) -> None:
+    as_json = _json(cli("search", "kitten", "-k", "5", "--json"))
+    paths_only = cli("search", "-f", "-k", "5", "kitten")
+    assert paths_only.exit_code == 0
+    assert paths_only.stdout == "".join(h["path"] + "\n" for h in as_json)
+    assert json.loads(cli("search", "kitten", "-k", "5", "--json").stdout) == as_json
