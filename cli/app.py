@@ -179,9 +179,12 @@ def index(
     workers: int = typer.Option(config.DEFAULT_DECODE_WORKERS, min=0, help="Decode worker processes."),
     exclude: list[str] = typer.Option([], "--exclude", help="Glob of files or folders to skip (repeatable)."),
     hidden: bool = typer.Option(False, "--hidden", help="Also index hidden files and folders."),
+    strict: bool = typer.Option(False, "--strict", help="Exit with status 1 when any file was skipped."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Embed new and changed images under PATHS; moved files keep their vectors, deleted ones leave."""
+    """Embed new and changed images under PATHS; moved files keep their vectors, deleted ones leave.
+
+    Unreadable files are skipped and reported, never fatal; Ctrl-C keeps every batch already written."""
     from indexer.pipeline import IndexReport, index_folders
     from indexer.reembed import reembed_library
     from retrieval.factory import load_encoder
@@ -196,7 +199,7 @@ def index(
     else:
         encoder = load_encoder(*_model_choice(model, pretrained), device)
     summary: dict = {}
-    with progress_tasks(enabled=not as_json) as start:
+    with library.writer(), progress_tasks(enabled=not as_json) as start:
         bound = library.identity
         if reembed and bound is not None and (bound.fingerprint, bound.dim) != (
             encoder.identity.fingerprint, encoder.identity.dim
@@ -228,6 +231,8 @@ def index(
     if report.interrupted:
         err_console.print("interrupted: every batch written before Ctrl-C is kept; run index again to finish")
         raise typer.Exit(130)
+    if strict and report.failed:
+        raise typer.Exit(1)
 
 
 def _date(value: Optional[str], option: str) -> Optional[float]:
@@ -270,7 +275,10 @@ def search(
     filters = Filters(
         str(folder) if folder else None, _date(after, "--after"), _date(before, "--before"), min_score
     )
-    hits = QueryEngine(_library(ctx), device).search(parsed, top_k, filters)
+    engine = QueryEngine(_library(ctx), device)
+    hits = engine.search(parsed, top_k, filters)
+    for note in engine.notes:
+        err_console.print(f"note: {note}", highlight=False)
     if paths_only:
         sys.stdout.write("".join(hit.text + "\n" for hit in hits))
         return
@@ -305,7 +313,8 @@ def add_captions_command(
 
     texts = read_captions(file)
     library = _library(ctx)
-    added, present = add_captions(library, library.encoder(device), texts)
+    with library.writer():
+        added, present = add_captions(library, library.encoder(device), texts)
     if as_json:
         print_json({"added": added, "already_present": present})
     else:

@@ -142,7 +142,11 @@ def load_encoder(
             fingerprint = f"init:{config.INIT_SEED}"
         elif os.path.isfile(pretrained):
             pretrained = str(Path(pretrained).resolve())
-            model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
+            try:  # open_clip loads .pt/.bin with weights_only=True: a pickle that would run code is refused
+                model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
+            except Exception as exc:
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ClipdexError(f"refusing to load {pretrained} as {name} weights: {reason[:200]}") from None
             fingerprint = "sha256:" + file_sha256(Path(pretrained))
         elif open_clip.get_pretrained_cfg(name, pretrained):
             online = _prepare_hub()

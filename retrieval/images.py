@@ -35,12 +35,29 @@ class DecodedImage:
     taken_at: float | None  # EXIF DateTimeOriginal as a POSIX time, when present and sane
 
 
+def _exif(im: Image.Image) -> Image.Exif:
+    """The image's EXIF, or none at all when it is damaged: bad metadata must not cost a good picture."""
+    try:
+        exif = im.getexif()
+        exif.get_ifd(_EXIF_IFD)
+        return exif
+    except Exception:
+        return Image.Exif()
+
+
 def _taken_at(exif: Image.Exif) -> float | None:
     raw = exif.get_ifd(_EXIF_IFD).get(_DATETIME_ORIGINAL)
     try:
         return datetime.strptime(str(raw).strip("\x00 "), "%Y:%m:%d %H:%M:%S").timestamp()
-    except ValueError:
+    except (ValueError, OverflowError, OSError):
         return None
+
+
+def _upright(im: Image.Image) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception:  # an orientation tag Pillow cannot apply: keep the pixels as stored
+        return im
 
 
 def read_image(path: Path, min_side: int | None = None) -> DecodedImage:
@@ -51,12 +68,12 @@ def read_image(path: Path, min_side: int | None = None) -> DecodedImage:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 width, height = im.size
-                exif = im.getexif()
+                exif = _exif(im)
                 if exif.get(_ORIENTATION) in _SIDEWAYS:
                     width, height = height, width
                 if min_side and im.format == "JPEG":
                     im.draft("RGB", (min_side, min_side))
-                image = ImageOps.exif_transpose(im).convert("RGB")
+                image = _upright(im).convert("RGB")
                 return DecodedImage(image, width, height, _taken_at(exif))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ClipdexError(f"{path}: image too large (over {config.MAX_IMAGE_PIXELS} pixels), refused") from None

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from retrieval import config
 from retrieval.errors import ClipdexError
@@ -21,6 +25,30 @@ class Library:
         self.store = Store(database_url or f"sqlite:///{self.root / config.DATABASE_FILE}")
         self._indexes: dict[str, tuple[VectorIndex, IndexState]] = {}
         self._encoder = None
+
+    @contextmanager
+    def writer(self) -> Iterator[None]:
+        """Only one writer (index, add-captions, re-embed) per library at a time; readers never wait.
+
+        An OS file lock, so a writer killed with -9 releases it with its process."""
+        path = self.root / config.LOCK_FILE
+        with open(path, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise ClipdexError(
+                    f"the library at {self.root} is being written by {holder}; wait for it to finish"
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"clipdex (pid {os.getpid()})")
+            handle.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     # ------------------------------------------------------------------------------------------ model
 

@@ -54,6 +54,7 @@ class QueryEngine:
     def __init__(self, library: Library, device: str = "auto") -> None:
         self.library = library
         self.device = device
+        self.notes: list[str] = []  # things the user should know about how a query was read
 
     @property
     def encoder(self):
@@ -62,7 +63,14 @@ class QueryEngine:
     def text_vector(self, text: str) -> np.ndarray:
         if not text.strip():
             raise ClipdexError("the query text is empty")
-        return self.encoder.encode_texts([text])[0]
+        encoder = self.encoder
+        tokens = len(encoder.tokenizer.encode(text)) + 2 if hasattr(encoder.tokenizer, "encode") else 0
+        if tokens > encoder.context_length:
+            self.notes.append(
+                f"query truncated to the model's {encoder.context_length} tokens (it had {tokens}): "
+                f"only its start was used"
+            )
+        return encoder.encode_texts([text])[0]
 
     def image_vector(self, image: Image.Image | Path | str) -> np.ndarray:
         if not isinstance(image, Image.Image):

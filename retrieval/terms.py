@@ -48,6 +48,8 @@ def _term(words: list[str], sign: float) -> Term:
 
 
 def parse_terms(tokens: Sequence[str]) -> list[Term]:
+    if tokens and not any(token.strip() for token in tokens):
+        raise ClipdexError("the query text is empty")
     terms: list[Term] = []
     words: list[str] = []
     sign = 1.0
