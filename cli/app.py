@@ -44,6 +44,9 @@ PretrainedOption = typer.Option(
     f"{config.DEFAULT_MODEL}, none otherwise)."
 )
 DeviceOption = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda.")
+PrecisionOption = typer.Option(
+    "fp32", "--precision", help="fp32, or bf16 (CPU/CUDA) / fp16 (CUDA): faster, used only if it matches fp32."
+)
 
 
 @app.callback()
@@ -180,6 +183,7 @@ def index(
     exclude: list[str] = typer.Option([], "--exclude", help="Glob of files or folders to skip (repeatable)."),
     hidden: bool = typer.Option(False, "--hidden", help="Also index hidden files and folders."),
     strict: bool = typer.Option(False, "--strict", help="Exit with status 1 when any file was skipped."),
+    precision: str = PrecisionOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Embed new and changed images under PATHS; moved files keep their vectors, deleted ones leave.
@@ -195,9 +199,12 @@ def index(
         raise ClipdexError("--reembed needs --model: the model to re-embed the library with")
     library = _library(ctx, create=True)
     if model is None and library.identity is not None:
-        encoder = library.encoder(device)
+        encoder = library.encoder(device, precision)
     else:
         encoder = load_encoder(*_model_choice(model, pretrained), device)
+        encoder.set_precision(precision)
+    for note in encoder.notes:
+        err_console.print(f"note: {note}", highlight=False)
     summary: dict = {}
     with library.writer(), progress_tasks(enabled=not as_json) as start:
         bound = library.identity
@@ -261,6 +268,7 @@ def search(
     min_score: Optional[float] = typer.Option(None, "--min-score", help="Only results scoring at least this."),
     paths_only: bool = typer.Option(False, "--paths-only", "-f", help="Print one path a line, nothing else."),
     device: str = DeviceOption,
+    precision: str = PrecisionOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Images ranked by similarity to a sentence (text→image), an image (image→image), or a mix of both."""
@@ -275,7 +283,7 @@ def search(
     filters = Filters(
         str(folder) if folder else None, _date(after, "--after"), _date(before, "--before"), min_score
     )
-    engine = QueryEngine(_library(ctx), device)
+    engine = QueryEngine(_library(ctx), device, precision)
     hits = engine.search(parsed, top_k, filters)
     for note in engine.notes:
         err_console.print(f"note: {note}", highlight=False)

@@ -9,7 +9,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from retrieval.errors import ClipdexError
 from retrieval.factory import ModelIdentity
+
+MIN_PRECISION_COSINE = 0.99  # reduced precision must agree with fp32 at least this well, or it is not used
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class Encoder:
@@ -29,7 +33,16 @@ class Encoder:
         self.tokenizer = tokenizer
         self.device = device
         self.arch = arch
+        self.precision = "fp32"
+        self.notes: list[str] = []
         self.identity = replace(identity, dim=self._output_dim())
+        # Padding can be cut from a text query only when no kept position can see it (causal attention) and
+        # the pooled token is the end-of-text one, which the cut keeps.
+        self.trims_text = (
+            getattr(model, "attn_mask", None) is not None
+            and getattr(model, "text_pool_type", None) in ("argmax", "eos")
+            and hasattr(model, "positional_embedding")
+        )
 
     @property
     def image_size(self) -> int:
@@ -44,16 +57,67 @@ class Encoder:
         dim = getattr(self.model.visual, "output_dim", None)
         return int(dim) if dim else int(self.encode_texts([""]).shape[1])
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return _DTYPES[self.precision]
+
     @torch.inference_mode()
     def encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
         """Embed a batch already preprocessed to the model's input (N, 3, H, W)."""
-        features = self.model.encode_image(pixels.to(self.device), normalize=True)
+        features = self.model.encode_image(pixels.to(self.device, self.dtype), normalize=True)
         return features.float().cpu().numpy()
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         return self.encode_pixels(torch.stack([self.preprocess(im) for im in images]))
 
     @torch.inference_mode()
-    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+    def encode_texts(self, texts: Sequence[str], trim: bool = True) -> np.ndarray:
         tokens = self.tokenizer(list(texts)).to(self.device)
-        return self.model.encode_text(tokens, normalize=True).float().cpu().numpy()
+        if trim and self.trims_text:
+            features = self._encode_trimmed(tokens)
+        else:
+            features = self.model.encode_text(tokens, normalize=True)
+        return features.float().cpu().numpy()
+
+    def _encode_trimmed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """open_clip's text forward over only the positions up to the last end-of-text token.
+
+        A one-line query uses a few of the 77 positions; the rest is padding that, under a causal mask, no
+        kept position attends to. Same result, a fraction of the work."""
+        from open_clip.transformer import text_global_pool
+
+        model = self.model
+        eos = getattr(model, "text_eos_id", None)
+        ends = (tokens == eos).int().argmax(dim=-1) if model.text_pool_type == "eos" else tokens.argmax(dim=-1)
+        length = int(ends.max()) + 1
+        tokens = tokens[:, :length]
+        cast = model.transformer.get_cast_dtype()
+        x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:length].to(cast)
+        x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+        x = text_global_pool(model.ln_final(x), tokens, model.text_pool_type, eos_token_id=eos)
+        projection = model.text_projection
+        if projection is not None:
+            x = projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
+        return torch.nn.functional.normalize(x, dim=-1)
+
+    def set_precision(self, precision: str) -> None:
+        """Cast the weights (not autocast, which re-casts every call and is slower than fp32 on CPU), keeping
+        the cast only when its embeddings match fp32 to MIN_PRECISION_COSINE on a probe batch."""
+        if precision not in _DTYPES:
+            raise ClipdexError(f"unknown precision {precision!r}: use fp32, bf16 or fp16")
+        if precision == self.precision:
+            return
+        if precision == "fp16" and self.device == "cpu":
+            raise ClipdexError("fp16 is for CUDA; on CPU use --precision bf16")
+        generator = torch.Generator().manual_seed(0)
+        probe = torch.rand(4, 3, self.image_size, self.image_size, generator=generator)
+        texts = ["a photo of a dog on a beach", "two red circles", "a city at night", "snow"]
+        reference = np.concatenate([self.encode_pixels(probe), self.encode_texts(texts)])
+        self.model.to(_DTYPES[precision])
+        self.precision = precision
+        cast = np.concatenate([self.encode_pixels(probe), self.encode_texts(texts)])
+        worst = float((reference * cast).sum(axis=1).min())
+        if worst < MIN_PRECISION_COSINE:
+            self.model.to(torch.float32)
+            self.precision = "fp32"
+            self.notes.append(f"{precision} embeddings matched fp32 only to cosine {worst:.4f}; using fp32")

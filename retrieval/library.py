@@ -71,7 +71,7 @@ class Library:
                 f"use the library's model, or re-embed with `clipdex index PATH --model ... --reembed`"
             )
 
-    def encoder(self, device: str = "auto"):
+    def encoder(self, device: str = "auto", precision: str = "fp32"):
         """The library's own model, loaded once and checked against the binding."""
         if self._encoder is None:
             from retrieval.factory import load_encoder
@@ -79,6 +79,7 @@ class Library:
             bound = self.require_identity()
             encoder = load_encoder(bound.name, bound.pretrained, device)
             self.check_model(encoder.identity)
+            encoder.set_precision(precision)
             self._encoder = encoder
         return self._encoder
 

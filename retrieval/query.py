@@ -51,14 +51,17 @@ class Filters:
 
 
 class QueryEngine:
-    def __init__(self, library: Library, device: str = "auto") -> None:
+    def __init__(self, library: Library, device: str = "auto", precision: str = "fp32") -> None:
         self.library = library
         self.device = device
+        self.precision = precision
         self.notes: list[str] = []  # things the user should know about how a query was read
 
     @property
     def encoder(self):
-        return self.library.encoder(self.device)
+        encoder = self.library.encoder(self.device, self.precision)
+        self.notes += [n for n in encoder.notes if n not in self.notes]
+        return encoder
 
     def text_vector(self, text: str) -> np.ndarray:
         if not text.strip():

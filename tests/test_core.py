@@ -155,7 +155,7 @@ def test_bad_queries_are_one_line_errors(cli, photos, tmp_path: Path) -> None:
         (("search", ""), "query text is empty"),
         (("search", "x", "-k", "0"), "-k must be at least 1"),
         (("search", "--image", tmp_path / "missing.jpg"), "query image not found"),
-        (("search",), "give either TEXT or --image"),
+        (("search",), "give TEXT, or --image FILE"),
     ]:
         result = cli(*args)
         assert result.exit_code == 1 and message in result.stderr, (args, result.output)
