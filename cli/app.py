@@ -184,6 +184,9 @@ def index(
     hidden: bool = typer.Option(False, "--hidden", help="Also index hidden files and folders."),
     strict: bool = typer.Option(False, "--strict", help="Exit with status 1 when any file was skipped."),
     precision: str = PrecisionOption,
+    index_type: Optional[str] = typer.Option(
+        None, "--index-type", help="auto (flat, then IVF past 100k items), flat (exact) or ivf; remembered."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Embed new and changed images under PATHS; moved files keep their vectors, deleted ones leave.
@@ -198,6 +201,8 @@ def index(
     if reembed and model is None:
         raise ClipdexError("--reembed needs --model: the model to re-embed the library with")
     library = _library(ctx, create=True)
+    if index_type is not None:
+        library.set_index_preference(index_type)
     if model is None and library.identity is not None:
         encoder = library.encoder(device, precision)
     else:
@@ -332,16 +337,24 @@ def add_captions_command(
 @app.command()
 def status(ctx: typer.Context, as_json: bool = JsonOption) -> None:
     """What the library holds and which model it is bound to."""
+    from retrieval.store import IMAGE
+
     library = _library(ctx)
     identity = library.identity
     counts = library.store.counts()
+    index = library.vector_index(IMAGE) if identity else None
     info = {
         "library": str(library.root),
         "database": library.store.url if library.store.engine.dialect.name != "sqlite" else str(library.root / config.DATABASE_FILE),
         "model": identity.describe() if identity else None,
         "dim": identity.dim if identity else None,
         "counts": counts,
-        "index": {"type": "flat inner product (exact)", "gpu": False},
+        "index": {
+            "type": index.describe() if index else None,
+            "kind": index.kind if index else None,
+            "preference": library.index_preference,
+            "gpu": bool(index and index.on_gpu),
+        },
     }
     if as_json:
         print_json(info)
@@ -355,7 +368,7 @@ def status(ctx: typer.Context, as_json: bool = JsonOption) -> None:
             ("images", counts["image"]),
             ("captions", counts["caption"]),
             ("failed files", counts["failed"]),
-            ("index", info["index"]["type"]),
+            ("index", f"{info['index']['type']} (choice: {library.index_preference})"),
         ],
     )
 

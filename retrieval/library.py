@@ -8,11 +8,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+
 from retrieval import config
 from retrieval.errors import ClipdexError
 from retrieval.factory import ModelIdentity
 from retrieval.store import Store
-from retrieval.vector_index import IndexState, VectorIndex
+from retrieval.vector_index import FLAT, IndexState, VectorIndex, exact_top_k, ivf_lists, kind_for
 
 
 class Library:
@@ -100,21 +102,55 @@ class Library:
     def index_path(self, kind: str) -> Path:
         return self.root / f"{kind}s.faiss"
 
+    @property
+    def index_preference(self) -> str:
+        return self.store.get_meta("index_type") or "auto"
+
+    def set_index_preference(self, preference: str) -> None:
+        if preference not in config.INDEX_TYPES:
+            raise ClipdexError(f"unknown index type {preference!r}: use one of {', '.join(config.INDEX_TYPES)}")
+        self.store.set_meta("index_type", preference)
+
     def vector_index(self, kind: str) -> VectorIndex:
-        """The FAISS index for `kind`, brought up to the store's current generation first."""
+        """The FAISS index for `kind`, brought up to the store's current generation first, and rebuilt when
+        the library's size (or the user's choice) calls for another kind of index."""
         identity = self.require_identity()
         generation = self.store.generation()
         index, state = self._indexes.get(kind) or self._load_index(kind, identity, generation)
-        if state.generation != generation:
+        changed = state.generation != generation
+        if changed:
             index.remove(self.store.deleted_since(kind, state.generation))
             for ids, vectors in self.store.vectors(kind, identity.dim, since=state.generation):
                 index.add(ids, vectors)
+        wanted = kind_for(index.count, self.index_preference)
+        if index.kind != wanted:
+            index, changed = self._build(kind, identity.dim, wanted), True
+        if changed:
             state = IndexState(generation, identity.fingerprint, identity.dim)
             try:
                 index.save(self.index_path(kind), state)
             except OSError:
                 pass  # a read-only library still answers from the in-memory index
         self._indexes[kind] = (index, state)
+        return index
+
+    def _build(self, kind: str, dim: int, wanted: str) -> VectorIndex:
+        """A new index of the wanted kind over everything the store holds."""
+        if wanted == FLAT:
+            index = VectorIndex(dim)
+        else:
+            count = self.store.counts()[kind]
+            keep = max(1, count // (64 * ivf_lists(count)))  # a strided sample of ~64 vectors per list
+            sample = np.concatenate([v[::keep] for _, v in self.store.vectors(kind, dim)])
+            index = VectorIndex.ivf(dim, count, sample)
+        for ids, vectors in self.store.vectors(kind, dim):
+            index.add(ids, vectors, replace=False)
+        if wanted != FLAT:
+            # Tuning queries: midpoints of random stored pairs, which fall between clusters (harder than most).
+            rng = np.random.default_rng(0)
+            pairs = sample[rng.integers(0, len(sample), (config.IVF_TUNING_QUERIES, 2))].sum(axis=1)
+            queries = pairs / np.linalg.norm(pairs, axis=1, keepdims=True)
+            index.tune_probes(queries, exact_top_k(self.store.vectors(kind, dim), queries, 10))
         return index
 
     def _load_index(self, kind: str, identity: ModelIdentity, generation: int) -> tuple[VectorIndex, IndexState]:

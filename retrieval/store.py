@@ -160,6 +160,10 @@ class Store:
         with self.engine.connect() as c:
             return c.execute(query).scalar()
 
+    def set_meta(self, key: str, value: str) -> None:
+        with self.engine.begin() as conn:
+            self._set_meta(conn, key, value)
+
     def _set_meta(self, conn: Connection, key: str, value: str) -> None:
         if conn.execute(update(meta_table).where(meta_table.c.key == key).values(value=value)).rowcount == 0:
             conn.execute(meta_table.insert().values(key=key, value=value))
@@ -179,8 +183,7 @@ class Store:
     def bind_model(self, identity: ModelIdentity) -> None:
         """Record which model the library's vectors come from; every later query and index run is checked
         against it."""
-        with self.engine.begin() as conn:
-            self._set_meta(conn, "model", json.dumps(identity.__dict__))
+        self.set_meta("model", json.dumps(identity.__dict__))
 
     # ------------------------------------------------------------------------------------------ writes
 

@@ -1,5 +1,7 @@
 """The FAISS index: inner product over L2-normalised vectors (so scores are cosines), keyed by database ids.
 
+Small libraries get exact flat search; past config.IVF_MIN_ITEMS an IVF index (k-means lists, a few probed
+per query) answers many times faster at a recall set by its parameters, which follow from the size.
 It is a cache of the store. Beside each index file a small JSON file records the store generation it
 reflects; the library tops it up from there, and any doubt (missing, unreadable, other model) means a rebuild.
 """
@@ -10,9 +12,16 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
+
+import math
 
 import faiss
 import numpy as np
+
+from retrieval import config
+
+FLAT, IVF = "flat", "ivf"
 
 
 @dataclass
@@ -22,28 +31,91 @@ class IndexState:
     dim: int
 
 
-def gpu_count() -> int:
-    get = getattr(faiss, "get_num_gpus", None)
-    return int(get()) if get else 0
+def kind_for(count: int, preference: str = "auto") -> str:
+    """The index kind a library of `count` items gets, unless the user forced one."""
+    if preference != "auto":
+        return preference
+    return IVF if count >= config.IVF_MIN_ITEMS else FLAT
 
+
+def ivf_lists(count: int) -> int:
+    """About 2·√N lists: each probe scans ~√N/2 vectors, and k-means stays cheap to train."""
+    return max(16, int(2 * math.sqrt(max(count, 1))))
+
+
+def exact_top_k(chunks: Iterable[tuple[np.ndarray, np.ndarray]], queries: np.ndarray, k: int) -> np.ndarray:
+    """Ids of the exact top k per query, streaming (ids, vectors) chunks so nothing large is held at once."""
+    best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+    best_ids = np.zeros((len(queries), 0), dtype=np.int64)
+    for ids, vectors in chunks:
+        scores = np.hstack([best_scores, queries @ vectors.T])
+        every = np.hstack([best_ids, np.broadcast_to(ids, (len(queries), len(ids)))])
+        keep = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        best_scores, best_ids = np.take_along_axis(scores, keep, 1), np.take_along_axis(every, keep, 1)
+    return best_ids
 
 class VectorIndex:
-    """Exact inner-product search with stable ids (IndexIDMap2), optionally on a GPU."""
+    """Inner-product search keyed by database ids: flat (IndexIDMap2, exact) or IVF-flat; optionally on a GPU.
+
+    An IVF index's nprobe is state of the index (saved with it), set by tune_probes after each build."""
 
     def __init__(self, dim: int, index: faiss.Index | None = None) -> None:
         self.dim = dim
         self.index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self.on_gpu = False
 
+    @classmethod
+    def ivf(cls, dim: int, count: int, training: np.ndarray) -> "VectorIndex":
+        """An empty IVF index with lists trained on `training` (a sample of the vectors it will hold)."""
+        nlist = min(ivf_lists(count), max(1, len(training) // 39))  # faiss wants ≥ 39 points per list
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.train(np.ascontiguousarray(training, dtype=np.float32))
+        index.nprobe = max(1, nlist // 64)
+        return cls(dim, index)
+
+    def tune_probes(self, queries: np.ndarray, exact: np.ndarray, target: float = config.IVF_TUNING_RECALL) -> float:
+        """Double nprobe until recall@k of `queries` against their `exact` top-k ids reaches `target`;
+        returns the recall reached. The cheapest setting that is good enough on this library's own data."""
+        k = exact.shape[1]
+        while True:
+            _, found = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+            recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(found, exact)]))
+            if recall >= target or self.index.nprobe >= self.index.nlist:
+                return recall
+            self.index.nprobe = min(self.index.nlist, self.index.nprobe * 2)
+
+    @property
+    def kind(self) -> str:
+        return IVF if isinstance(self.index, faiss.IndexIVF) else FLAT
+
+    def describe(self) -> str:
+        if self.kind == IVF:
+            return f"IVF-flat, {self.index.nlist} lists, {self.index.nprobe} probed (approximate)"
+        return "flat inner product (exact)"
+
+    def ids(self) -> np.ndarray:
+        """Every id the index holds (for consistency checks)."""
+        if self.kind == FLAT:
+            return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        lists = self.index.invlists
+        parts = [
+            faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+            for i in range(lists.nlist)
+            if lists.list_size(i)
+        ]
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
+
     @property
     def count(self) -> int:
         return int(self.index.ntotal)
 
-    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        """Add (or replace) vectors under their database ids."""
+    def add(self, ids: np.ndarray, vectors: np.ndarray, replace: bool = True) -> None:
+        """Add vectors under their database ids, replacing any already there (a fresh build, whose ids are all
+        new, skips that scan)."""
         if len(ids):
             ids = np.ascontiguousarray(ids, dtype=np.int64)
-            self.remove(ids)
+            if replace:
+                self.remove(ids)
             self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
 
     def remove(self, ids: np.ndarray) -> None:
@@ -60,7 +132,11 @@ class VectorIndex:
         if allowed is None:
             return self.index.search(queries, k)
         selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
-        return self.index.search(queries, k, params=faiss.SearchParameters(sel=selector))
+        if self.kind == IVF:  # probing every list keeps a filtered search exact
+            params = faiss.SearchParametersIVF(sel=selector, nprobe=self.index.nlist)
+        else:
+            params = faiss.SearchParameters(sel=selector)
+        return self.index.search(queries, k, params=params)
 
     def range_search(self, queries: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(lims, scores, ids): for query i, the items scoring at least `threshold` are lims[i]:lims[i+1]."""

@@ -226,8 +226,7 @@ def _assert_consistent(library_dir: Path, folder: Path) -> None:
     assert sorted(paths) == sorted(str(p) for p in folder.iterdir())  # every image exactly once
     assert np.allclose(np.linalg.norm(np.concatenate(vectors), axis=1), 1, atol=1e-4)  # every row has its vector
     index = library.vector_index(IMAGE)
-    faiss_ids = np.sort(np.asarray([index.index.id_map.at(i) for i in range(index.count)]))
-    assert np.array_equal(faiss_ids, np.sort(ids))  # FAISS ids are the database ids
+    assert np.array_equal(np.sort(index.ids()), np.sort(ids))  # FAISS ids are the database ids
 
 
 def _committed_images(library_dir: Path) -> int:
