@@ -334,21 +334,19 @@ def add_captions_command(
         err_console.print(f"added {added} captions ({present} already present)")
 
 
-@app.command()
-def status(ctx: typer.Context, as_json: bool = JsonOption) -> None:
-    """What the library holds and which model it is bound to."""
+def status_info(library) -> dict:
+    """What `status --json` and the HTTP API's /api/status report."""
     from retrieval.store import IMAGE
 
-    library = _library(ctx)
     identity = library.identity
-    counts = library.store.counts()
     index = library.vector_index(IMAGE) if identity else None
-    info = {
+    sqlite = library.store.engine.dialect.name == "sqlite"
+    return {
         "library": str(library.root),
-        "database": library.store.url if library.store.engine.dialect.name != "sqlite" else str(library.root / config.DATABASE_FILE),
+        "database": str(library.root / config.DATABASE_FILE) if sqlite else library.store.engine.url.render_as_string(),
         "model": identity.describe() if identity else None,
         "dim": identity.dim if identity else None,
-        "counts": counts,
+        "counts": library.store.counts(),
         "index": {
             "type": index.describe() if index else None,
             "kind": index.kind if index else None,
@@ -356,9 +354,17 @@ def status(ctx: typer.Context, as_json: bool = JsonOption) -> None:
             "gpu": bool(index and index.on_gpu),
         },
     }
+
+
+@app.command()
+def status(ctx: typer.Context, as_json: bool = JsonOption) -> None:
+    """What the library holds and which model it is bound to."""
+    library = _library(ctx)
+    info = status_info(library)
     if as_json:
         print_json(info)
         return
+    counts = info["counts"]
     print_table(
         "clipdex library",
         ["", ""],
@@ -368,7 +374,7 @@ def status(ctx: typer.Context, as_json: bool = JsonOption) -> None:
             ("images", counts["image"]),
             ("captions", counts["caption"]),
             ("failed files", counts["failed"]),
-            ("index", f"{info['index']['type']} (choice: {library.index_preference})"),
+            ("index", f"{info['index']['type']} (choice: {info['index']['preference']})"),
         ],
     )
 
@@ -393,6 +399,26 @@ def duplicates(
             f"group {n}: {len(group)} photos", ["path", "size", "dimensions"],
             [(m["path"], m["size"], f"{m['width']}×{m['height']}") for m in group],
         )
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: str = typer.Option("127.0.0.1", help="Address to listen on; keep the default unless you mean to share."),
+    port: int = typer.Option(8765, help="Port to listen on."),
+    device: str = DeviceOption,
+) -> None:
+    """A local web page and HTTP JSON API over the library (OpenAPI schema at /openapi.json)."""
+    import uvicorn
+
+    from cli.web import create_app
+
+    library = _library(ctx)
+    library.encoder(device)  # load the model now, so the first query is as fast as the rest
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err_console.print(f"[yellow]warning:[/yellow] listening on {host}: anyone who can reach it sees your photos")
+    err_console.print(f"clipdex serving {library.root} on http://{host}:{port}/")
+    uvicorn.run(create_app(library, device), host=host, port=port, log_level="warning")
 
 
 @app.command()

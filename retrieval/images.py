@@ -6,6 +6,7 @@ import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import IO
 
 from PIL import Image, ImageOps
 
@@ -60,9 +61,10 @@ def _upright(im: Image.Image) -> Image.Image:
         return im
 
 
-def read_image(path: Path, min_side: int | None = None) -> DecodedImage:
-    """Decode `path`; with `min_side`, JPEGs decode at a reduced scale that still covers it (draft mode),
-    several times faster for camera-size files and nothing the model could see is lost."""
+def read_image(path: Path | IO[bytes], min_side: int | None = None) -> DecodedImage:
+    """Decode `path` (or an open binary stream, e.g. an upload); with `min_side`, JPEGs decode at a reduced
+    scale that still covers it (draft mode), several times faster for camera-size files and nothing the model
+    could see is lost."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -81,5 +83,5 @@ def read_image(path: Path, min_side: int | None = None) -> DecodedImage:
         raise ClipdexError(f"cannot read image {path}: {exc}") from None
 
 
-def open_image(path: Path, min_side: int | None = None) -> Image.Image:
+def open_image(path: Path | IO[bytes], min_side: int | None = None) -> Image.Image:
     return read_image(path, min_side).image

@@ -8,13 +8,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
-
 from retrieval import config
 from retrieval.errors import ClipdexError
 from retrieval.factory import ModelIdentity
 from retrieval.store import Store
-from retrieval.vector_index import FLAT, IndexState, VectorIndex, exact_top_k, ivf_lists, kind_for
+from retrieval.vector_index import FLAT, IndexState, VectorIndex, kind_for
 
 
 class Library:
@@ -136,21 +134,11 @@ class Library:
 
     def _build(self, kind: str, dim: int, wanted: str) -> VectorIndex:
         """A new index of the wanted kind over everything the store holds."""
-        if wanted == FLAT:
-            index = VectorIndex(dim)
-        else:
-            count = self.store.counts()[kind]
-            keep = max(1, count // (64 * ivf_lists(count)))  # a strided sample of ~64 vectors per list
-            sample = np.concatenate([v[::keep] for _, v in self.store.vectors(kind, dim)])
-            index = VectorIndex.ivf(dim, count, sample)
+        if wanted != FLAT:
+            return VectorIndex.build_ivf(dim, self.store.counts()[kind], lambda: self.store.vectors(kind, dim))
+        index = VectorIndex(dim)
         for ids, vectors in self.store.vectors(kind, dim):
             index.add(ids, vectors, replace=False)
-        if wanted != FLAT:
-            # Tuning queries: midpoints of random stored pairs, which fall between clusters (harder than most).
-            rng = np.random.default_rng(0)
-            pairs = sample[rng.integers(0, len(sample), (config.IVF_TUNING_QUERIES, 2))].sum(axis=1)
-            queries = pairs / np.linalg.norm(pairs, axis=1, keepdims=True)
-            index.tune_probes(queries, exact_top_k(self.store.vectors(kind, dim), queries, 10))
         return index
 
     def _load_index(self, kind: str, identity: ModelIdentity, generation: int) -> tuple[VectorIndex, IndexState]:

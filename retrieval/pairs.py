@@ -47,18 +47,24 @@ def read_captions(path: Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise ClipdexError(f"captions file not found: {path}")
-    suffix = path.suffix.lower()
     try:
-        text = path.read_text(encoding="utf-8")
+        return parse_captions(path.read_text(encoding="utf-8"), path.suffix.lower())
+    except UnicodeDecodeError as exc:
+        raise ClipdexError(f"cannot read captions file {path}: {exc}") from None
+
+
+def parse_captions(text: str, suffix: str) -> list[str]:
+    """Captions from the text of a corpus file whose name ends in `suffix`, first occurrence kept."""
+    try:
         if suffix == ".jsonl":
             rows = [json.loads(line) for line in text.splitlines() if line.strip()]
         elif suffix == ".csv":
             rows = list(csv.DictReader(text.splitlines()))
         else:
             rows = [{"caption": line} for line in text.splitlines()]
-    except (UnicodeDecodeError, json.JSONDecodeError, csv.Error) as exc:
-        raise ClipdexError(f"cannot read captions file {path}: {exc}") from None
+    except (json.JSONDecodeError, csv.Error) as exc:
+        raise ClipdexError(f"cannot read the captions: {exc}") from None
     if suffix in (".csv", ".jsonl") and rows and not all(isinstance(r, dict) and "caption" in r for r in rows):
-        raise ClipdexError(f"{path}: every entry needs a 'caption' field")
+        raise ClipdexError("every caption entry needs a 'caption' field")
     captions = [str(r["caption"]).strip() for r in rows]
     return list(dict.fromkeys(c for c in captions if c))

@@ -341,9 +341,16 @@ class Store:
             ids = conn.execute(select(t.id).where(t.kind == kind, t.generation > since)).scalars().all()
         return np.asarray(ids, dtype=np.int64)
 
+    def vector(self, item_id: int) -> tuple[str, np.ndarray] | None:
+        """(kind, vector) of one item, or None when there is no such item."""
+        c = items_table.c
+        with self.engine.connect() as conn:
+            row = conn.execute(select(c.kind, c.vector).where(c.id == item_id)).first()
+        return None if row is None else (row[0], np.frombuffer(row[1], dtype=np.float32))
+
     def items(self, ids: Sequence[int]) -> dict[int, dict]:
         c = items_table.c
-        columns = [c.id, c.kind, c.key, c.size, c.mtime, c.width, c.height, c.taken_at]
+        columns = [c.id, c.kind, c.key, c.sha256, c.size, c.mtime, c.width, c.height, c.taken_at]
         with self.engine.connect() as conn:
             rows = conn.execute(select(*columns).where(c.id.in_([int(i) for i in ids]))).mappings().all()
         return {row["id"]: dict(row) for row in rows}

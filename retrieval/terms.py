@@ -31,7 +31,7 @@ def _looks_like_path(text: str) -> bool:
     return text.startswith(_PATH_PREFIXES) or os.path.splitext(text)[1].lower() in config.IMAGE_EXTENSIONS
 
 
-def _term(words: list[str], sign: float) -> Term:
+def _term(words: list[str], sign: float, files: bool) -> Term:
     text = " ".join(words).strip()
     weight = 1.0
     match = _WEIGHTED.match(text)
@@ -39,6 +39,8 @@ def _term(words: list[str], sign: float) -> Term:
         weight, text = float(match.group(1)), match.group(2).strip()
     if not text:
         raise ClipdexError("a query term is empty")
+    if not files:
+        return Term(text, False, sign * weight)
     path = os.path.expanduser(text)
     if os.path.isfile(path):
         return Term(path, True, sign * weight)
@@ -47,7 +49,14 @@ def _term(words: list[str], sign: float) -> Term:
     return Term(text, False, sign * weight)
 
 
-def parse_terms(tokens: Sequence[str]) -> list[Term]:
+def split_query(query: str) -> list[str]:
+    """One typed string into tokens: + and - count as operators only with spaces around them."""
+    return [token.strip() for token in re.split(r"\s+([+-])\s+", " " + query.strip() + " ") if token.strip()]
+
+
+def parse_terms(tokens: Sequence[str], files: bool = True) -> list[Term]:
+    """Terms from tokens; with files=False (queries arriving over HTTP) every term is text, so a request
+    can never make clipdex open a path."""
     if tokens and not any(token.strip() for token in tokens):
         raise ClipdexError("the query text is empty")
     terms: list[Term] = []
@@ -57,11 +66,11 @@ def parse_terms(tokens: Sequence[str]) -> list[Term]:
         if token in ("+", "-"):
             if not words:
                 raise ClipdexError(f"'{token}' must stand between two terms, e.g. \"apple\" {token} \"fruit\"")
-            terms.append(_term(words, sign))
+            terms.append(_term(words, sign, files))
             words, sign = [], (1.0 if token == "+" else -1.0)
         else:
             words.append(token)
     if not words:
         raise ClipdexError("the query is empty" if not terms else "the query ends with an operator")
-    terms.append(_term(words, sign))
+    terms.append(_term(words, sign, files))
     return terms

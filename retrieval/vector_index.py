@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import math
 
@@ -63,6 +63,25 @@ class VectorIndex:
         self.dim = dim
         self.index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self.on_gpu = False
+
+    @classmethod
+    def build_ivf(
+        cls, dim: int, count: int, chunks: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
+    ) -> "VectorIndex":
+        """Train lists on a strided sample of ~64 vectors per list, add everything, tune the probes.
+
+        `chunks()` yields (ids, vectors) over all items; it is called three times (sample, add, exact answers).
+        Tuning queries are midpoints of random sample pairs, which fall between clusters (harder than most)."""
+        stride = max(1, count // (64 * ivf_lists(count)))
+        sample = np.concatenate([v[::stride] for _, v in chunks()])
+        index = cls.ivf(dim, count, sample)
+        for ids, vectors in chunks():
+            index.add(ids, vectors, replace=False)
+        rng = np.random.default_rng(0)
+        pairs = sample[rng.integers(0, len(sample), (config.IVF_TUNING_QUERIES, 2))].sum(axis=1)
+        queries = pairs / np.linalg.norm(pairs, axis=1, keepdims=True)
+        index.tune_probes(queries, exact_top_k(chunks(), queries, 10))
+        return index
 
     @classmethod
     def ivf(cls, dim: int, count: int, training: np.ndarray) -> "VectorIndex":

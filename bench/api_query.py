@@ -1,0 +1,65 @@
+"""Warm HTTP API text query on a 10k-image library: p50/p90 of GET /api/search, in process.
+
+    python bench/api_query.py [--images 10000] [--model ViT-B-32] [--queries 50]
+
+The library holds synthetic unit vectors under a real model binding (random weights): query cost does not
+depend on what the vectors show.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from cli.web import create_app  # noqa: E402
+from retrieval.factory import load_encoder  # noqa: E402
+from retrieval.library import Library  # noqa: E402
+from retrieval.store import IMAGE, NewItem  # noqa: E402
+
+QUERIES = ["a dog on a beach", "red car at night", "two people hiking in snow", "a bowl of ramen", "city skyline"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--images", type=int, default=10_000)
+    parser.add_argument("--model", default="ViT-B-32")
+    parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--precision", default="fp32")
+    args = parser.parse_args()
+    encoder = load_encoder(args.model, None, "cpu")
+    encoder.set_precision(args.precision)
+    with tempfile.TemporaryDirectory() as tmp:
+        library = Library(Path(tmp) / "lib")
+        library.use_encoder(encoder)
+        rng = np.random.default_rng(0)
+        for start in range(0, args.images, 5000):
+            n = min(5000, args.images - start)
+            vectors = rng.standard_normal((n, encoder.identity.dim)).astype(np.float32)
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            library.store.write(inserts=[NewItem(IMAGE, f"/photos/{start + i}.jpg", v) for i, v in enumerate(vectors)])
+        client = TestClient(create_app(library, "cpu"))
+        client.get("/api/search", params={"q": "warm up"})
+        times = []
+        for i in range(args.queries):
+            started = time.perf_counter()
+            response = client.get("/api/search", params={"q": QUERIES[i % len(QUERIES)] + f" {i}", "k": 20})
+            times.append((time.perf_counter() - started) * 1000)
+            assert response.status_code == 200 and len(response.json()) == 20
+    times.sort()
+    print(f"{args.model} ({args.precision}), {args.images:,} images, {args.queries} warm text queries over HTTP (in process)")
+    print(f"p50 {statistics.median(times):.1f} ms   p90 {times[int(len(times) * 0.9)]:.1f} ms   min {times[0]:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""The HTTP API through an in-process client: same answers as the CLI, files only by id, clear 4xx errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from cli.web import MAX_UPLOAD_BYTES, create_app
+from retrieval.library import Library
+from tests.test_core import _json
+
+
+@pytest.fixture
+def served(cli, library_dir: Path, photos, tmp_path: Path):
+    folder = photos(12)
+    cli("index", folder, "--model", "clipdex-tiny")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("a red circle\na blue square\nthree green stars\n")
+    cli("add-captions", corpus)
+    return TestClient(create_app(Library(library_dir, create=False), "cpu")), folder
+
+
+def test_search_matches_the_cli(served, cli) -> None:
+    client, _ = served
+    response = client.get("/api/search", params={"q": "a red circle + a blue square", "k": 5})
+    assert response.status_code == 200
+    assert response.json() == _json(cli("search", "a red circle", "+", "a blue square", "-k", "5", "--json"))
+
+
+def test_image_upload_similar_captions_and_status(served) -> None:
+    client, folder = served
+    image = sorted(folder.iterdir())[2]
+    found = client.post("/api/search/image", files={"file": (image.name, image.read_bytes())}, params={"k": 3})
+    assert found.status_code == 200
+    top = found.json()[0]
+    assert top["path"] == str(image) and top["score"] == pytest.approx(1.0, abs=1e-4)
+
+    similar = client.get(f"/api/items/{top['id']}/similar", params={"k": 3}).json()
+    assert similar[0]["id"] == top["id"]
+    captions = client.get(f"/api/items/{top['id']}/captions").json()
+    assert {c["caption"] for c in captions} == {"a red circle", "a blue square", "three green stars"}
+    assert client.get("/api/status").json()["counts"] == {"image": 12, "caption": 3, "failed": 0}
+    assert "/api/search" in client.get("/openapi.json").json()["paths"]
+    page = client.get("/")
+    assert page.status_code == 200 and 'id="q"' in page.text
+
+
+def test_images_and_thumbnails_are_served_by_id(served, library_dir: Path) -> None:
+    client, folder = served
+    hit = client.get("/api/search", params={"q": "x", "k": 1}).json()[0]
+    original = client.get(f"/api/items/{hit['id']}/image")
+    assert original.status_code == 200 and original.content == Path(hit["path"]).read_bytes()
+    thumb = client.get(f"/api/items/{hit['id']}/thumbnail")
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    assert len(list((library_dir / "thumbnails").iterdir())) == 1
+    assert client.get(f"/api/items/{hit['id']}/thumbnail").content == thumb.content  # from the cache
+
+
+def test_path_traversal_gets_nothing(served) -> None:
+    client, _ = served
+    caption_id = client.get("/api/items/1/captions").json()[0]["id"]
+    for url in (
+        "/api/items/..%2F..%2F..%2Fetc%2Fpasswd/image",
+        "/api/items/../../../etc/passwd",
+        "/api/items/%2Fetc%2Fpasswd/thumbnail",
+        "/api/items/999999/image",
+        f"/api/items/{caption_id}/image",  # a caption is not a file
+        "/static/../../retrieval/config.py",
+        "/..%2F..%2Fretrieval%2Fconfig.py",
+    ):
+        response = client.get(url)
+        assert response.status_code in (404, 422), url
+        assert b"root:" not in response.content and b"IVF_MIN_ITEMS" not in response.content, url
+    # a path-like query term is read as words, never opened
+    assert client.get("/api/search", params={"q": "/etc/passwd.jpg + x"}).status_code == 200
+
+
+def test_bad_requests_are_clear_4xx(served, library_dir: Path) -> None:
+    client, _ = served
+    assert client.get("/api/search", params={"q": "x", "k": 0}).status_code == 422
+    assert client.get("/api/search").status_code == 422
+    empty = client.get("/api/search", params={"q": "   "})
+    assert empty.status_code == 400 and "empty" in empty.json()["detail"]
+    not_image = client.post("/api/search/image", files={"file": ("x.jpg", b"not an image")})
+    assert not_image.status_code == 400 and "not a readable image" in not_image.json()["detail"]
+    too_big = client.post("/api/search/image", files={"file": ("big.jpg", b"\0" * (MAX_UPLOAD_BYTES + 1))})
+    assert too_big.status_code == 413
+    assert not any(p.name.startswith("big") for p in library_dir.rglob("*"))
+
+
+def test_captions_upload(served) -> None:
+    client, _ = served
+    response = client.post("/api/captions", files={"file": ("more.txt", b"a yellow star\na red circle\n")})
+    assert response.json() == {"added": 1, "already_present": 1}
+    bad = client.post("/api/captions", files={"file": ("c.csv", b"text\nno caption column\n")})
+    assert bad.status_code == 400
