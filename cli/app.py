@@ -55,10 +55,15 @@ def main_options(
     library: Optional[Path] = typer.Option(
         None, "--library", "-L", envvar=config.LIBRARY_ENV, help="Library folder (default: user data folder)."
     ),
+    database: Optional[str] = typer.Option(
+        None, "--database", envvar=config.DATABASE_ENV,
+        help="Keep the metadata in this database (e.g. postgresql+psycopg://user@host/db) instead of SQLite; "
+        "remembered by the library.",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the libraries' own log messages."),
 ) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.CRITICAL, force=True)
-    ctx.obj = {"library": library or config.default_library_dir()}
+    ctx.obj = {"library": library or config.default_library_dir(), "database": database}
 
 
 def _model_choice(model: Optional[str], pretrained: Optional[str]) -> tuple[str, Optional[str]]:
@@ -155,7 +160,7 @@ def eval_command(
 def _library(ctx: typer.Context, create: bool = False):
     from retrieval.library import Library
 
-    return Library(ctx.obj["library"], create=create)
+    return Library(ctx.obj["library"], ctx.obj["database"], create=create)
 
 
 def _print_hits(hits, as_json: bool, title: str) -> None:

@@ -18,6 +18,7 @@ DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 LIBRARY_ENV = "CLIPDEX_LIBRARY"
 DATABASE_ENV = "CLIPDEX_DATABASE_URL"
 DATABASE_FILE = "library.db"
+LIBRARY_CONFIG_FILE = "config.json"  # per-library settings, e.g. an external database URL (never a password)
 LOCK_FILE = "index.lock"
 
 IMAGE_EXTENSIONS = frozenset(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,9 +23,32 @@ class Library:
             if not create:
                 raise ClipdexError(f"no library at {self.root}: run `clipdex index PATH` first")
             self.root.mkdir(parents=True, mode=0o700)
-        self.store = Store(database_url or f"sqlite:///{self.root / config.DATABASE_FILE}")
+        url, remember = self._database_url(database_url)
+        self.store = Store(url)
+        if remember:  # only once the database has answered: a mistyped URL must not stick
+            settings = self.root / config.LIBRARY_CONFIG_FILE
+            settings.write_text(json.dumps({"database": remember}, indent=2))
         self._indexes: dict[str, tuple[VectorIndex, IndexState]] = {}
         self._encoder = None
+
+    def _database_url(self, given: str | None) -> tuple[str, str | None]:
+        """(URL to open, URL to remember or None): the URL the library was created with, remembered in its
+        config file; SQLite in the folder by default. The remembered URL carries no password: libpq reads
+        PGPASSWORD or ~/.pgpass."""
+        settings_path = self.root / config.LIBRARY_CONFIG_FILE
+        remembered = json.loads(settings_path.read_text()).get("database") if settings_path.is_file() else None
+        if given is None:
+            return remembered or f"sqlite:///{self.root / config.DATABASE_FILE}", None
+        from sqlalchemy.engine import make_url
+
+        try:
+            url = make_url(given)
+        except Exception:
+            raise ClipdexError(f"not a database URL: {given!r} (e.g. postgresql+psycopg://user@host/db)") from None
+        safe = url._replace(password=None).render_as_string(hide_password=False)  # set() keeps it on None
+        if remembered and remembered != safe:
+            raise ClipdexError(f"the library at {self.root} uses {remembered}, not {safe}")
+        return url.render_as_string(hide_password=False), None if remembered else safe
 
     @contextmanager
     def writer(self) -> Iterator[None]:

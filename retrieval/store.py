@@ -128,8 +128,10 @@ class Store:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
             self._check_schema()
-        except OperationalError as exc:
-            raise ClipdexError(f"cannot open the library database {url}: {exc.orig}") from None
+        except (OperationalError, ModuleNotFoundError) as exc:
+            shown = self.engine.url.render_as_string(hide_password=True)
+            reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+            raise ClipdexError(f"cannot open the library database {shown}: {reason}") from None
 
     @classmethod
     def sqlite(cls, path: Path) -> "Store":
@@ -172,7 +174,9 @@ class Store:
         return int(self.get_meta("generation") or 0)
 
     def _next_generation(self, conn: Connection) -> int:
-        generation = int(self.get_meta("generation", conn) or 0) + 1
+        """The row lock makes concurrent writers (PostgreSQL) take turns; SQLite's writer lock already does."""
+        query = select(meta_table.c.value).where(meta_table.c.key == "generation").with_for_update()
+        generation = int(conn.execute(query).scalar() or 0) + 1
         self._set_meta(conn, "generation", str(generation))
         return generation
 

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import csv
+import glob
+import os
 import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -42,13 +48,71 @@ def library_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def cli(library_dir: Path):
+def database_url() -> str | None:
+    """The library's database: None is the default SQLite file; modules that run on both override this."""
+    return None
+
+
+@pytest.fixture
+def cli(library_dir: Path, database_url: str | None):
     """Run the real typer app against the temp library; returns the click Result."""
     from cli.app import app
 
     runner = CliRunner()
+    database = ["--database", database_url] if database_url else []
 
     def run(*args: str):
-        return runner.invoke(app, ["--library", str(library_dir), *map(str, args)], catch_exceptions=False)
+        return runner.invoke(app, ["--library", str(library_dir), *database, *map(str, args)], catch_exceptions=False)
 
     return run
+
+
+def _postgres_tool(name: str) -> str | None:
+    found = shutil.which(name)
+    return found or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL cluster on a random loopback port, torn down after the session."""
+    initdb, pg_ctl = _postgres_tool("initdb"), _postgres_tool("pg_ctl")
+    if not (initdb and pg_ctl):
+        message = "PostgreSQL server binaries not found: `apt-get install postgresql` to run these tests"
+        if os.environ.get("CLIPDEX_REQUIRE_POSTGRES"):
+            pytest.fail(message)
+        pytest.skip(message)
+    base = Path(tempfile.mkdtemp(prefix="clipdex-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # the server refuses to run as root
+        shutil.chown(base, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = base / "data"
+    run = lambda *cmd: subprocess.run([*as_user, *map(str, cmd)], check=True, capture_output=True)  # noqa: E731
+    run(initdb, "-D", data, "-U", "clipdex", "--auth=trust", "-E", "UTF8", "--locale=C")
+    options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
+    run(pg_ctl, "-D", data, "-l", base / "server.log", "-w", "-o", options, "start")
+    try:
+        yield f"postgresql+psycopg://clipdex@127.0.0.1:{port}"
+    finally:
+        run(pg_ctl, "-D", data, "-m", "immediate", "stop")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def new_postgres_database(server: str) -> str:
+    import psycopg
+
+    name = "t" + uuid.uuid4().hex[:12]
+    with psycopg.connect(server.replace("postgresql+psycopg", "postgresql") + "/postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return f"{server}/{name}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def both_databases(request) -> str | None:
+    """For modules whose tests must hold on both stores: `database_url = both_databases` there."""
+    if request.param == "sqlite":
+        return None
+    return new_postgres_database(request.getfixturevalue("postgres_server"))

@@ -21,6 +21,12 @@ from tests.conftest import SAMPLE_ROWS
 TINY = ("--model", "clipdex-tiny")
 
 
+@pytest.fixture
+def database_url(both_databases):
+    """Every core test runs on SQLite and on a real PostgreSQL server."""
+    return both_databases
+
+
 def _json(result) -> object:
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
@@ -37,9 +43,10 @@ def _brute_force(library_dir: Path, query: np.ndarray, k: int, kind: str = IMAGE
     return [int(i) for i in ids[np.argsort(-(vectors @ query), kind="stable")[:k]]]
 
 
-def test_index_sample_data_then_search_both_ways(cli, library_dir: Path, tiny) -> None:
+def test_index_sample_data_then_search_both_ways(cli, library_dir: Path, database_url, tiny) -> None:
     report = _json(cli("index", config.SAMPLE_DATA_DIR, *TINY, "--json"))
     assert report["added"] == len(SAMPLE_ROWS) and report["failed"] == []
+    assert Library(library_dir).store.engine.dialect.name == ("postgresql" if database_url else "sqlite")
     ids, _ = _stored(library_dir)
     paths = [row["key"] for row in Library(library_dir).store.items(ids).values()]
     assert sorted(paths) == sorted(str(config.SAMPLE_DATA_DIR / row["image"]) for row in SAMPLE_ROWS)

@@ -1,0 +1,36 @@
+"""PostgreSQL as the metadata store: remembered by the library without its password, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from retrieval import config
+from retrieval.errors import ClipdexError
+from retrieval.library import Library
+from tests.conftest import new_postgres_database
+
+
+def test_the_library_remembers_its_database_without_the_password(postgres_server, tmp_path: Path) -> None:
+    url = new_postgres_database(postgres_server)
+    with_password = url.replace("clipdex@", "clipdex:s3cret@")
+    library = Library(tmp_path / "lib", with_password)
+    assert library.store.engine.dialect.name == "postgresql"
+    remembered = (tmp_path / "lib" / config.LIBRARY_CONFIG_FILE).read_text()
+    assert "s3cret" not in remembered and json.loads(remembered)["database"] == url
+    assert not (tmp_path / "lib" / config.DATABASE_FILE).exists()
+    assert Library(tmp_path / "lib").store.engine.dialect.name == "postgresql"  # no --database needed later
+    with pytest.raises(ClipdexError, match="uses postgresql"):
+        Library(tmp_path / "lib", new_postgres_database(postgres_server))
+
+
+def test_unreachable_database_is_one_line(cli, tmp_path: Path) -> None:
+    result = cli("--database", "postgresql+psycopg://nobody:pw@127.0.0.1:1/none", "index", tmp_path)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: cannot open the library database postgresql+psycopg://nobody:***@")
+    assert "pw@" not in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "library" / config.LIBRARY_CONFIG_FILE).exists()  # a URL that failed is not kept
+    bad = cli("--database", "not a url", "index", tmp_path)
+    assert bad.exit_code == 1 and "not a database URL" in bad.stderr
