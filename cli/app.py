@@ -173,6 +173,17 @@ def _print_hits(hits, as_json: bool, title: str) -> None:
         print_table(title, ["#", "score", label], [(n, hit.score, hit.text) for n, hit in enumerate(hits, 1)])
 
 
+def _engine(name: str, encoder, batch_size: int, ray_address: Optional[str]):
+    """None means the pipeline's default local engine."""
+    if name == "local":
+        return None
+    if name == "ray":
+        from indexer.ray_engine import RayEngine
+
+        return RayEngine(encoder, batch_size, ray_address)
+    raise ClipdexError(f"unknown engine {name!r}: use local or ray")
+
+
 @app.command()
 def index(
     ctx: typer.Context,
@@ -192,6 +203,8 @@ def index(
     index_type: Optional[str] = typer.Option(
         None, "--index-type", help="auto (flat, then IVF past 100k items), flat (exact) or ivf; remembered."
     ),
+    engine: str = typer.Option("local", "--engine", help="local (decode workers + one encoder) or ray."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join (default: start a local one)."),
     as_json: bool = JsonOption,
 ) -> None:
     """Embed new and changed images under PATHS; moved files keep their vectors, deleted ones leave.
@@ -226,7 +239,7 @@ def index(
         report = (
             index_folders(
                 library, paths, encoder, exclude=exclude, include_hidden=hidden, batch_size=batch_size,
-                workers=workers, progress=start,
+                workers=workers, progress=start, engine=_engine(engine, encoder, batch_size, ray_address),
             )
             if paths
             else IndexReport()

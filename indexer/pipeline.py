@@ -51,8 +51,12 @@ def index_folders(
     batch_size: int = config.DEFAULT_BATCH_SIZE,
     workers: int = config.DEFAULT_DECODE_WORKERS,
     progress: Progress | None = None,
+    engine=None,
 ) -> IndexReport:
-    """Bring the library's images under `roots` up to date with the disk."""
+    """Bring the library's images under `roots` up to date with the disk.
+
+    `engine` embeds the files (default: LocalEngine with `encoder`); whichever it is, scanning, change
+    detection and every write happen here, in this process."""
     started = time.perf_counter()
     report = IndexReport()
     library.use_encoder(encoder)
@@ -76,7 +80,7 @@ def index_folders(
 
         jobs = [(None, f, digest) for f, digest in plan.new] + [(i, f, digest) for i, f, digest in plan.modified]
         advance = progress("embedding", len(jobs)) if progress and jobs else None
-        engine = LocalEngine(encoder, batch_size, workers)
+        engine = engine or LocalEngine(encoder, batch_size, workers)
         for batch in engine.embed([f.path for _, f, _ in jobs]):
             inserts, updates = [], []
             for decoded, vector in batch.done:

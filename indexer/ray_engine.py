@@ -1,0 +1,101 @@
+"""The Ray engine: decoding and encoding spread over a Ray cluster (Ray Data, an actor pool, one model per
+actor, a GPU per actor where the cluster has them). Embedded batches come back to the driver, which writes
+them exactly as with the local engine; Ray restarts a dead actor and retries its batch, and a retried batch
+only repeats vectors the driver has not written yet.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from indexer.decode import Decoded, DecodeDataset
+from indexer.engine import EmbeddedBatch
+from retrieval import config
+
+
+class _EmbedActor:
+    """Runs inside a Ray actor: loads the model once, then decodes and embeds batches of paths."""
+
+    def __init__(self, name: str, pretrained: str | None, device: str) -> None:
+        import torch
+
+        from retrieval.factory import load_encoder
+
+        torch.set_num_threads(1)
+        self.encoder = load_encoder(name, pretrained, device)
+
+    def __call__(self, batch: dict) -> dict:
+        import torch
+
+        dataset = DecodeDataset(list(batch["path"]), self.encoder.preprocess, self.encoder.image_size)
+        decoded = [dataset[i] for i in range(len(dataset))]
+        ok = [d for d in decoded if d.pixels is not None]
+        vectors = np.zeros((len(decoded), self.encoder.identity.dim), dtype=np.float32)
+        if ok:
+            embedded = self.encoder.encode_pixels(torch.stack([d.pixels for d in ok]))
+            for d, vector in zip(ok, embedded):
+                vectors[d.position] = vector
+        return {
+            "position": batch["position"],
+            "vector": vectors,
+            "width": np.array([d.width for d in decoded]),
+            "height": np.array([d.height for d in decoded]),
+            "taken_at": np.array([np.nan if d.taken_at is None else d.taken_at for d in decoded]),
+            "error": np.array([d.error or "" for d in decoded], dtype=object),
+        }
+
+
+class RayEngine:
+    """Embeds files on a Ray cluster (`address`, or a local one); same batches out as LocalEngine."""
+
+    def __init__(self, encoder, batch_size: int = config.DEFAULT_BATCH_SIZE, address: str | None = None,
+                 actors: int | None = None) -> None:
+        try:
+            import ray
+        except ImportError:
+            from retrieval.errors import ClipdexError
+
+            raise ClipdexError("--engine ray needs Ray: pip install 'clipdex[ray]'") from None
+        if not ray.is_initialized():
+            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
+        self.identity, self.batch_size = encoder.identity, batch_size
+        self.device = encoder.device
+        resources = ray.cluster_resources()
+        self.gpus = int(resources.get("GPU", 0))
+        self.actors = actors or max(1, self.gpus or int(resources.get("CPU", 1)))
+
+    def embed(self, paths: Sequence[str]) -> Iterator[EmbeddedBatch]:
+        import ray.data
+
+        if not paths:
+            return
+        items = [{"position": i, "path": p} for i, p in enumerate(paths)]
+        dataset = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / self.batch_size)))
+        embedded = dataset.map_batches(
+            _EmbedActor,
+            fn_constructor_kwargs={
+                "name": self.identity.name,
+                "pretrained": self.identity.pretrained,
+                "device": "cuda" if self.gpus else "cpu",
+            },
+            batch_size=self.batch_size,
+            concurrency=self.actors,
+            num_gpus=1 if self.gpus else 0,
+            num_cpus=1,
+            batch_format="numpy",
+        )
+        for batch in embedded.iter_batches(batch_size=None, batch_format="numpy"):
+            done, failed = [], []
+            for i, position in enumerate(batch["position"]):
+                position = int(position)
+                if batch["error"][i]:
+                    failed.append(Decoded(position, None, error=str(batch["error"][i])))
+                    continue
+                taken = float(batch["taken_at"][i])
+                decoded = Decoded(position, None, int(batch["width"][i]), int(batch["height"][i]),
+                                  None if math.isnan(taken) else taken)
+                done.append((decoded, batch["vector"][i]))
+            yield EmbeddedBatch(done, failed)
