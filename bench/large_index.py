@@ -18,18 +18,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.synthetic import clustered  # noqa: E402
 from retrieval.vector_index import IndexState, VectorIndex, exact_top_k  # noqa: E402
-
-
-def clustered(n: int, dim: int, seed: int, clusters: int = 2000, chunk: int = 100_000) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centres = np.random.default_rng(12345).standard_normal((clusters, dim)).astype(np.float32)
-    out = np.empty((n, dim), dtype=np.float32)
-    for start in range(0, n, chunk):
-        m = min(chunk, n - start)
-        x = centres[rng.integers(0, clusters, m)] + 0.8 * rng.standard_normal((m, dim), dtype=np.float32)
-        out[start : start + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
-    return out
 
 
 def file_bytes(index: VectorIndex) -> int:
@@ -53,7 +43,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000)
     args = parser.parse_args()
 
-    vectors = clustered(args.n, args.dim, seed=0)
+    vectors = np.concatenate([clustered(min(100_000, args.n - i), args.dim, seed=i) for i in range(0, args.n, 100_000)])
     ids = np.arange(1, args.n + 1, dtype=np.int64)
     queries = clustered(args.queries, args.dim, seed=1)
     chunk = 100_000

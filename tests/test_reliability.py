@@ -274,3 +274,17 @@ def test_search_answers_while_index_runs(cli, library_dir: Path, photos) -> None
     assert process.returncode == 0, process.stderr.read().decode()
     assert answers >= 1
     assert len(_json(cli("search", "a red circle", "-k", "200", "--json"))) == 151
+
+
+def test_a_folder_of_ten_thousand_tiny_files(cli, library_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "many"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(10_000):
+        Image.fromarray(rng.integers(0, 255, (6, 6, 3), dtype=np.uint8)).save(folder / f"{i:05d}.png")
+    report = _json(cli("index", folder, *TINY, "--batch-size", "512", "--json"))
+    assert (report["added"], report["failed"]) == (10_000, [])
+    again = _json(cli("index", folder, "--json"))
+    assert (again["added"], again["unchanged"]) == (0, 10_000)
+    library = Library(library_dir)
+    assert library.vector_index(IMAGE).count == 10_000 == library.store.counts()[IMAGE]

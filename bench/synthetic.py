@@ -1,0 +1,21 @@
+"""Synthetic embeddings for index benchmarks, shaped like real ones: unit vectors around random centres, spread
+mostly within a low-dimensional subspace (real embeddings have an intrinsic dimension far below 512; isotropic
+noise in 512-d makes every neighbour equidistant, which no index, exact or not, can rank meaningfully).
+Deterministic per seed, so a 10M set can be regenerated chunk by chunk instead of held in memory."""
+
+from __future__ import annotations
+
+import numpy as np
+
+FIXED_SEED = 12345
+INTRINSIC_DIM = 48
+
+
+def clustered(n: int, dim: int, seed: int, clusters: int = 2000) -> np.ndarray:
+    fixed = np.random.default_rng(FIXED_SEED)
+    centres = fixed.standard_normal((clusters, dim)).astype(np.float32)
+    basis = fixed.standard_normal((INTRINSIC_DIM, dim)).astype(np.float32) / np.sqrt(INTRINSIC_DIM)
+    rng = np.random.default_rng(seed)
+    spread = 0.7 * rng.standard_normal((n, INTRINSIC_DIM), dtype=np.float32) @ basis  # ~0.7 of a centre's norm
+    x = centres[rng.integers(0, clusters, n)] + spread + 0.15 * rng.standard_normal((n, dim), dtype=np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)

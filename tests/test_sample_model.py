@@ -1,0 +1,68 @@
+"""The bundled sample model: the demo runs offline and makes sense, and near-duplicates group correctly."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from retrieval import config
+from tests.conftest import SAMPLE_ROWS
+
+CAPTION_OF = {str(config.SAMPLE_DATA_DIR / row["image"]): row["caption"] for row in SAMPLE_ROWS}
+
+
+def test_demo_runs_offline_and_its_answers_make_sense(cli, tmp_path: Path) -> None:
+    result = cli("demo", "--out", tmp_path / "demo", "--json")
+    assert result.exit_code == 0, result.output
+    demo = json.loads(result.stdout)
+    assert demo["indexed"]["added"] == len(SAMPLE_ROWS) and demo["indexed"]["failed"] == []
+    red = next(s for s in demo["searches"] if s["query"] == "a red circle")
+    assert all("red circle" in CAPTION_OF[hit["path"]] for hit in red["results"]), red
+    described = demo["captions"]
+    assert described["results"][0]["caption"] == described["true_caption"]
+    heldout = demo["heldout_recall"]
+    assert heldout["texts"] == 200
+    assert heldout["text_to_image"]["R@1"] >= 0.8 and heldout["image_to_text"]["R@1"] >= 0.8
+    again = cli("demo", "--out", tmp_path / "demo", "--json")  # a second run starts afresh
+    assert again.exit_code == 0 and json.loads(again.stdout)["indexed"]["added"] == len(SAMPLE_ROWS)
+
+
+def test_demo_refuses_a_folder_that_is_not_its_own(cli, tmp_path: Path) -> None:
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.docx").write_text("precious")
+    result = cli("demo", "--out", tmp_path / "mine")
+    assert result.exit_code == 1 and "holds other files" in result.stderr
+    assert (tmp_path / "mine" / "thesis.docx").read_text() == "precious"
+
+
+def test_planted_copies_join_their_originals_group(cli, tmp_path: Path) -> None:
+    folder = tmp_path / "album"
+    folder.mkdir()
+    for row in SAMPLE_ROWS[:40]:
+        shutil.copy(config.SAMPLE_DATA_DIR / row["image"], folder / Path(row["image"]).name)
+    originals = [folder / Path(SAMPLE_ROWS[i]["image"]).name for i in (1, 7, 12)]
+    planted: dict[Path, set[Path]] = {}
+    for original in originals:
+        image = Image.open(original).convert("RGB")
+        w, h = image.size
+        copies = {
+            folder / f"{original.stem}-reencoded.jpg": image,
+            folder / f"{original.stem}-resized.png": image.resize((int(w * 0.6), int(h * 0.6))),
+            folder / f"{original.stem}-cropped.png": image.crop((int(w * 0.03), int(h * 0.03), int(w * 0.97), int(h * 0.97))),
+        }
+        for path, picture in copies.items():
+            picture.save(path, quality=60) if path.suffix == ".jpg" else picture.save(path)
+        planted[original] = set(copies)
+    assert cli("index", folder, "--model", "sample").exit_code == 0
+    result = cli("duplicates", "--json")
+    assert result.exit_code == 0, result.output
+    groups = [{Path(m["path"]) for m in group} for group in json.loads(result.stdout)]
+    for original, copies in planted.items():
+        group = next(g for g in groups if original in g)
+        assert copies <= group, (original.name, sorted(p.name for p in group))
+        assert group == copies | {original}, sorted(p.name for p in group)  # nothing unrelated
+    assert all({"path", "size", "width", "height", "id"} <= set(m) for m in json.loads(result.stdout)[0])
