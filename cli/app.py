@@ -73,90 +73,6 @@ def _model_choice(model: Optional[str], pretrained: Optional[str]) -> tuple[str,
     return name, pretrained if pretrained is not None else default_pretrained(name)
 
 
-@app.command()
-def finetune(
-    pairs: Path = typer.Argument(..., help="Pairs file: CSV `image,caption` or JSONL; paths relative to it."),
-    out: Path = typer.Option(Path("finetuned.safetensors"), "--out", "-o", help="Checkpoint to write."),
-    model: Optional[str] = ModelOption,
-    pretrained: Optional[str] = PretrainedOption,
-    epochs: int = typer.Option(1, min=1, help="Passes over the training pairs."),
-    max_steps: Optional[int] = typer.Option(None, min=1, help="Stop after this many optimizer steps."),
-    batch_size: int = typer.Option(64, min=2, help="Pairs per micro-batch (the contrastive negatives)."),
-    accum_steps: int = typer.Option(1, min=1, help="Micro-batches accumulated per optimizer step."),
-    lr: float = typer.Option(1e-5, help="Peak learning rate (use ~1e-3 when training from scratch)."),
-    weight_decay: float = typer.Option(0.2, help="AdamW weight decay on matrices (not biases, norms, embeddings)."),
-    warmup: int = typer.Option(100, min=0, help="Linear warmup steps before the cosine decay."),
-    lock_image: bool = typer.Option(False, help="Freeze the image tower."),
-    lock_text: bool = typer.Option(False, help="Freeze the text tower."),
-    val_fraction: float = typer.Option(0.1, min=0.0, max=0.9, help="Share of images held out for recall."),
-    seed: int = typer.Option(0, help="Seed for the split, the data order and initialisation."),
-    resume: Optional[Path] = typer.Option(None, help="Continue from a checkpoint written by finetune."),
-    half: bool = typer.Option(False, help="Store fp16 weights and no optimizer state (for distribution)."),
-    device: str = DeviceOption,
-    as_json: bool = JsonOption,
-) -> None:
-    """Train the dual encoder on your image–caption pairs with the CLIP contrastive loss."""
-    from retrieval.pairs import read_pairs
-    from retrieval.training.finetune import FinetuneOptions, finetune as run_finetune
-
-    name, tag = _model_choice(model, pretrained)
-    options = FinetuneOptions(
-        model=name, pretrained=tag, out=out, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
-        accum_steps=accum_steps, lr=lr, weight_decay=weight_decay, warmup=warmup, lock_image=lock_image,
-        lock_text=lock_text, seed=seed, val_fraction=val_fraction, resume=resume, device=device, half=half,
-    )
-    loaded = read_pairs(pairs)
-    with progress_tasks(enabled=not as_json) as start:
-        bar: list = []
-
-        def on_step(step: int, total: int, loss: float) -> None:
-            if not bar:
-                bar.append(start("training", total))
-            bar[0](1, f"loss {loss:.3f}")
-
-        result = run_finetune(loaded, options, on_step=on_step)
-    if as_json:
-        print_json({k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()})
-        return
-    err_console.print(
-        f"{result.steps} steps on {result.train_pairs} pairs in {result.seconds:.0f}s; "
-        f"loss {result.first_loss:.3f} → {result.final_loss:.3f}; wrote {result.checkpoint}"
-    )
-    if result.before and result.after:
-        print_table(
-            f"held-out recall ({result.val_pairs} pairs)",
-            ["", "R@1", "R@5", "R@10"],
-            recall_rows(result.before, "before: ") + recall_rows(result.after, "after:  "),
-        )
-    for warning in result.warnings:
-        err_console.print(f"[yellow]warning:[/yellow] {warning}")
-
-
-@app.command("eval")
-def eval_command(
-    pairs: Path = typer.Argument(..., help="Pairs file: CSV `image,caption` or JSONL; several captions per image."),
-    model: Optional[str] = ModelOption,
-    pretrained: Optional[str] = PretrainedOption,
-    device: str = DeviceOption,
-    as_json: bool = JsonOption,
-) -> None:
-    """Recall@1/5/10 in both directions, as the CLIP retrieval benchmarks compute it."""
-    from retrieval.evaluate import evaluate_pairs
-    from retrieval.factory import load_encoder
-    from retrieval.pairs import read_pairs
-
-    loaded = read_pairs(pairs)
-    encoder = load_encoder(*_model_choice(model, pretrained), device)
-    result = evaluate_pairs(encoder, loaded)
-    if as_json:
-        print_json({**result, "model": encoder.identity.describe()})
-        return
-    print_table(
-        f"{encoder.identity.describe()}: {result['texts']} captions, {result['images']} images",
-        ["", "R@1", "R@5", "R@10"],
-        recall_rows(result),
-    )
-
 def _library(ctx: typer.Context, create: bool = False):
     from retrieval.library import Library
 
@@ -417,6 +333,91 @@ def duplicates(
             f"group {n}: {len(group)} photos", ["path", "size", "dimensions"],
             [(m["path"], m["size"], f"{m['width']}×{m['height']}") for m in group],
         )
+
+
+@app.command()
+def finetune(
+    pairs: Path = typer.Argument(..., help="Pairs file: CSV `image,caption` or JSONL; paths relative to it."),
+    out: Path = typer.Option(Path("finetuned.safetensors"), "--out", "-o", help="Checkpoint to write."),
+    model: Optional[str] = ModelOption,
+    pretrained: Optional[str] = PretrainedOption,
+    epochs: int = typer.Option(1, min=1, help="Passes over the training pairs."),
+    max_steps: Optional[int] = typer.Option(None, min=1, help="Stop after this many optimizer steps."),
+    batch_size: int = typer.Option(64, min=2, help="Pairs per micro-batch (the contrastive negatives)."),
+    accum_steps: int = typer.Option(1, min=1, help="Micro-batches accumulated per optimizer step."),
+    lr: float = typer.Option(1e-5, help="Peak learning rate (use ~1e-3 when training from scratch)."),
+    weight_decay: float = typer.Option(0.2, help="AdamW weight decay on matrices (not biases, norms, embeddings)."),
+    warmup: int = typer.Option(100, min=0, help="Linear warmup steps before the cosine decay."),
+    lock_image: bool = typer.Option(False, help="Freeze the image tower."),
+    lock_text: bool = typer.Option(False, help="Freeze the text tower."),
+    val_fraction: float = typer.Option(0.1, min=0.0, max=0.9, help="Share of images held out for recall."),
+    seed: int = typer.Option(0, help="Seed for the split, the data order and initialisation."),
+    resume: Optional[Path] = typer.Option(None, help="Continue from a checkpoint written by finetune."),
+    half: bool = typer.Option(False, help="Store fp16 weights and no optimizer state (for distribution)."),
+    device: str = DeviceOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Train the dual encoder on your image–caption pairs with the CLIP contrastive loss."""
+    from retrieval.pairs import read_pairs
+    from retrieval.training.finetune import FinetuneOptions, finetune as run_finetune
+
+    name, tag = _model_choice(model, pretrained)
+    options = FinetuneOptions(
+        model=name, pretrained=tag, out=out, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+        accum_steps=accum_steps, lr=lr, weight_decay=weight_decay, warmup=warmup, lock_image=lock_image,
+        lock_text=lock_text, seed=seed, val_fraction=val_fraction, resume=resume, device=device, half=half,
+    )
+    loaded = read_pairs(pairs)
+    with progress_tasks(enabled=not as_json) as start:
+        bar: list = []
+
+        def on_step(step: int, total: int, loss: float) -> None:
+            if not bar:
+                bar.append(start("training", total))
+            bar[0](1, f"loss {loss:.3f}")
+
+        result = run_finetune(loaded, options, on_step=on_step)
+    if as_json:
+        print_json({k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()})
+        return
+    err_console.print(
+        f"{result.steps} steps on {result.train_pairs} pairs in {result.seconds:.0f}s; "
+        f"loss {result.first_loss:.3f} → {result.final_loss:.3f}; wrote {result.checkpoint}"
+    )
+    if result.before and result.after:
+        print_table(
+            f"held-out recall ({result.val_pairs} pairs)",
+            ["", "R@1", "R@5", "R@10"],
+            recall_rows(result.before, "before: ") + recall_rows(result.after, "after:  "),
+        )
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning:[/yellow] {warning}")
+
+
+@app.command("eval")
+def eval_command(
+    pairs: Path = typer.Argument(..., help="Pairs file: CSV `image,caption` or JSONL; several captions per image."),
+    model: Optional[str] = ModelOption,
+    pretrained: Optional[str] = PretrainedOption,
+    device: str = DeviceOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Recall@1/5/10 in both directions, as the CLIP retrieval benchmarks compute it."""
+    from retrieval.evaluate import evaluate_pairs
+    from retrieval.factory import load_encoder
+    from retrieval.pairs import read_pairs
+
+    loaded = read_pairs(pairs)
+    encoder = load_encoder(*_model_choice(model, pretrained), device)
+    result = evaluate_pairs(encoder, loaded)
+    if as_json:
+        print_json({**result, "model": encoder.identity.describe()})
+        return
+    print_table(
+        f"{encoder.identity.describe()}: {result['texts']} captions, {result['images']} images",
+        ["", "R@1", "R@5", "R@10"],
+        recall_rows(result),
+    )
 
 
 @app.command()

@@ -30,6 +30,7 @@ class Library:
             settings.write_text(json.dumps({"database": remember}, indent=2))
         self._indexes: dict[str, tuple[VectorIndex, IndexState]] = {}
         self._encoder = None
+        self.gpu_search = False  # set when the model runs on CUDA: FAISS then searches there too, if it can
 
     def _database_url(self, given: str | None) -> tuple[str, str | None]:
         """(URL to open, URL to remember or None): the URL the library was created with, remembered in its
@@ -105,6 +106,7 @@ class Library:
             self.check_model(encoder.identity)
             encoder.set_precision(precision)
             self._encoder = encoder
+            self.gpu_search = encoder.device == "cuda"
         return self._encoder
 
     def use_encoder(self, encoder) -> None:
@@ -153,6 +155,8 @@ class Library:
                 index.save(self.index_path(kind), state)
             except OSError:
                 pass  # a read-only library still answers from the in-memory index
+        if self.gpu_search:
+            index.to_gpu()
         self._indexes[kind] = (index, state)
         return index
 

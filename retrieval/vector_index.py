@@ -63,6 +63,7 @@ class VectorIndex:
         self.dim = dim
         self.index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self.on_gpu = False
+        self.gpu_index: faiss.Index | None = None
 
     @classmethod
     def build_ivf(
@@ -136,10 +137,17 @@ class VectorIndex:
             if replace:
                 self.remove(ids)
             self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
+            self._drop_gpu_copy()
 
     def remove(self, ids: np.ndarray) -> None:
         if len(ids):
             self.index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
+            self._drop_gpu_copy()
+
+    def _drop_gpu_copy(self) -> None:
+        """After a change the GPU copy is stale; the library clones it again before the next search."""
+        if self.on_gpu:
+            self.gpu_index, self.on_gpu = None, False
 
     def search(
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
@@ -149,7 +157,7 @@ class VectorIndex:
         k = max(1, min(k, self.count if allowed is None else len(allowed)))
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if allowed is None:
-            return self.index.search(queries, k)
+            return (self.gpu_index if self.on_gpu else self.index).search(queries, k)
         selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
         if self.kind == IVF:  # probing every list keeps a filtered search exact
             params = faiss.SearchParametersIVF(sel=selector, nprobe=self.index.nlist)
@@ -162,21 +170,24 @@ class VectorIndex:
         return self.index.range_search(np.ascontiguousarray(queries, dtype=np.float32), threshold)
 
     def to_gpu(self) -> bool:
-        """Move to GPU 0 when faiss was built with GPUs; returns whether it did."""
-        if gpu_count() == 0:
+        """Search on GPU 0 when faiss was built with GPUs; returns whether it does. The CPU index stays for
+        updates, saving and filtered searches (GPU indexes take no id selector)."""
+        if gpu_count() == 0 or self.on_gpu:
+            return self.on_gpu
+        try:
+            resources = faiss.StandardGpuResources()
+            self.gpu_index = faiss.index_cpu_to_gpu(resources, 0, self.index)
+        except RuntimeError:
             return False
-        resources = faiss.StandardGpuResources()
-        self.index = faiss.index_cpu_to_gpu(resources, 0, self.index)
-        self._gpu_resources = resources  # keep alive as long as the index
+        self._gpu_resources = resources  # must outlive the GPU index
         self.on_gpu = True
         return True
 
     def save(self, path: Path, state: IndexState) -> None:
         """Write the index, then its state; a crash between the two leaves an older state, which only makes
         the next top-up redo work (adds replace, removals are idempotent)."""
-        index = faiss.index_gpu_to_cpu(self.index) if self.on_gpu else self.index
         tmp = path.with_suffix(".tmp")
-        faiss.write_index(index, str(tmp))
+        faiss.write_index(self.index, str(tmp))
         os.replace(tmp, path)
         state_path = _state_path(path)
         state_path.with_suffix(".tmp").write_text(json.dumps(state.__dict__))
