@@ -25,15 +25,12 @@ def main() -> None:
         default="sample",
         help="sample: the committed set; train: the sample model's training stream; heldout: evaluation",
     )
-    parser.add_argument(
-        "--partial", type=int, default=0, help="also write pairs.csv with this many partial captions per image"
-    )
     args = parser.parse_args()
     if args.set == "heldout":
         scenes, seed = heldout_scenes(), HELDOUT_SEED
     else:
         scenes, seed = sample_scenes(SAMPLE_SEED, SAMPLE_COUNT if args.set == "sample" else TRAIN_COUNT), SAMPLE_SEED
-    print(write_set(args.out, scenes, seed, partial=args.partial))
+    print(write_set(args.out, scenes, seed))
 
 
 if __name__ == "__main__":

@@ -69,24 +69,6 @@ class Scene:
         return f"{COUNT_WORDS[len(self.shapes)]} {first.colour} {first.shape}s {bg}"
 
 
-def partial_captions(scene: Scene, rng: random.Random, count: int) -> list[str]:
-    """Shorter true descriptions, as people type them ("a red circle", "two yellow stars"): ambiguous on
-    purpose, so a model trained on them answers short queries, not only complete captions."""
-    first = scene.shapes[0]
-    bg = f" on a {scene.background} background"
-    bare = lambda s: f"a {s.colour} {s.shape}"  # noqa: E731 - tiny local helper
-    if scene.kind == "single":
-        options = [bare(first), first.phrase(), bare(first) + bg, f"{bare(first)} at the {scene.position}"]
-    elif scene.kind == "pair":
-        second = scene.shapes[1]
-        options = [bare(first), bare(second), f"{bare(first)} and {bare(second)}",
-                   f"{bare(first)} {scene.relation} {bare(second)}", bare(second) + bg]
-    else:
-        many = f"{COUNT_WORDS[len(scene.shapes)]} {first.colour} {first.shape}s"
-        options = [many, f"{first.colour} {first.shape}s", f"{first.colour} {first.shape}s{bg}"]
-    return rng.sample(options, min(count, len(options)))
-
-
 def _random_shape(rng: random.Random, size: str | None = None) -> Shape:
     return Shape(rng.choice(SHAPES), rng.choice(sorted(COLOURS)), size or rng.choice(sorted(SIZES)))
 
@@ -224,9 +206,8 @@ def _save(image: Image.Image, stem: Path, rng: random.Random) -> Path:
     return path
 
 
-def write_set(out_dir: Path, scenes: Sequence[Scene], seed: int, partial: int = 0) -> Path:
-    """Render `scenes` into out_dir/images and write out_dir/captions.csv (paths relative to it); with
-    `partial`, also out_dir/pairs.csv: every full caption plus that many partial ones per image, for training."""
+def write_set(out_dir: Path, scenes: Sequence[Scene], seed: int) -> Path:
+    """Render `scenes` into out_dir/images and write out_dir/captions.csv (paths relative to it)."""
     images_dir = out_dir / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -235,16 +216,8 @@ def write_set(out_dir: Path, scenes: Sequence[Scene], seed: int, partial: int = 
         path = _save(render(scene, rng), images_dir / f"{i:05d}", rng)
         rows.append((path.relative_to(out_dir).as_posix(), scene.caption))
     csv_path = out_dir / "captions.csv"
-    _write_pairs(csv_path, rows)
-    if partial:
-        rng = random.Random(f"{seed}:partial")
-        extra = [(path, text) for (path, _), scene in zip(rows, scenes) for text in partial_captions(scene, rng, partial)]
-        _write_pairs(out_dir / "pairs.csv", rows + extra)
-    return csv_path
-
-
-def _write_pairs(path: Path, rows: Sequence[tuple[str, str]]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as f:
+    with csv_path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(("image", "caption"))
         writer.writerows(rows)
+    return csv_path
