@@ -1,6 +1,6 @@
 """Warm HTTP API text query on a 10k-image library: p50/p90 of GET /api/search, in process.
 
-    python bench/api_query.py [--images 10000] [--model ViT-B-32] [--queries 50]
+    python bench/api_query.py [--images 10000] [--model ViT-B-32] [--queries 50] [--precision bf16]
 
 The library holds synthetic unit vectors under a real model binding (random weights): query cost does not
 depend on what the vectors show.
@@ -38,7 +38,6 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32")
     args = parser.parse_args()
     encoder = load_encoder(args.model, None, "cpu")
-    encoder.set_precision(args.precision)
     with tempfile.TemporaryDirectory() as tmp:
         library = Library(Path(tmp) / "lib")
         library.use_encoder(encoder)
@@ -48,7 +47,7 @@ def main() -> None:
             vectors = rng.standard_normal((n, encoder.identity.dim)).astype(np.float32)
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
             library.store.write(inserts=[NewItem(IMAGE, f"/photos/{start + i}.jpg", v) for i, v in enumerate(vectors)])
-        client = TestClient(create_app(library, "cpu"))
+        client = TestClient(create_app(library, "cpu", args.precision))
         client.get("/api/search", params={"q": "warm up"})
         times = []
         for i in range(args.queries):

@@ -426,6 +426,7 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on; keep the default unless you mean to share."),
     port: int = typer.Option(8765, help="Port to listen on."),
     device: str = DeviceOption,
+    precision: str = PrecisionOption,
 ) -> None:
     """A local web page and HTTP JSON API over the library (OpenAPI schema at /openapi.json)."""
     import uvicorn
@@ -433,11 +434,12 @@ def serve(
     from cli.web import create_app
 
     library = _library(ctx)
-    library.encoder(device)  # load the model now, so the first query is as fast as the rest
+    for note in library.encoder(device, precision).notes:  # load now: the first query is as fast as the rest
+        err_console.print(f"note: {note}", highlight=False)
     if host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(f"[yellow]warning:[/yellow] listening on {host}: anyone who can reach it sees your photos")
     err_console.print(f"clipdex serving {library.root} on http://{host}:{port}/")
-    uvicorn.run(create_app(library, device), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(library, device, precision), host=host, port=port, log_level="warning")
 
 
 @app.command()

@@ -33,8 +33,8 @@ def _read_upload(upload: UploadFile) -> bytes:
     return data
 
 
-def create_app(library: Library, device: str = "auto") -> FastAPI:
-    engine = QueryEngine(library, device)
+def create_app(library: Library, device: str = "auto", precision: str = "fp32") -> FastAPI:
+    engine = QueryEngine(library, device, precision)
     lock = threading.Lock()  # one query at a time: the index cache is refreshed and saved in place
     thumbnails = library.root / "thumbnails"
     app = FastAPI(title="clipdex", description="Search a photo library by sentence or by image.")

@@ -104,9 +104,9 @@ class Library:
             bound = self.require_identity()
             encoder = load_encoder(bound.name, bound.pretrained, device)
             self.check_model(encoder.identity)
-            encoder.set_precision(precision)
             self._encoder = encoder
             self.gpu_search = encoder.device == "cuda"
+        self._encoder.set_precision(precision)
         return self._encoder
 
     def use_encoder(self, encoder) -> None:
