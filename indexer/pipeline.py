@@ -86,9 +86,13 @@ def index_folders(
             for decoded, vector in batch.done:
                 item_id, file, digest = jobs[decoded.position]
                 item = _item(file, digest, decoded, vector)
-                (inserts.append(item) if item_id is None else updates.append((item_id, item)))
-            store.write(inserts=inserts, updates=updates)
-            store.clear_failures([item.key for item in inserts] + [item.key for _, item in updates])
+                if item_id is None:
+                    inserts.append(item)
+                else:
+                    updates.append((item_id, item))
+            if inserts or updates:
+                store.write(inserts=inserts, updates=updates)
+                store.clear_failures([item.key for item in inserts] + [item.key for _, item in updates])
             report.added += len(inserts)
             report.updated += len(updates)
             failures += [(jobs[d.position][1].path, d.error) for d in batch.failed]
