@@ -79,7 +79,7 @@ def _fetch(ids: set[int], n: int, dim: int) -> dict[int, np.ndarray]:
     out = {}
     for chunk_ids, vectors in chunks(n, dim):
         wanted = [i for i in range(len(chunk_ids)) if int(chunk_ids[i]) in ids]
-        out.update({int(chunk_ids[i]): vectors[i] for i in wanted})
+        out.update({int(chunk_ids[i]): vectors[i].copy() for i in wanted})  # a view would pin the chunk
     return out
 
 
