@@ -3,13 +3,13 @@ are the same keep their vectors and only new or modified content is embedded."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from indexer.scan import FileStat
+from retrieval.digest import file_sha256
 from retrieval.store import StoredImage
 
 
@@ -22,14 +22,6 @@ class Plan:
     removed: list[int] = field(default_factory=list)
     unchanged: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _under(path: str, roots: Sequence[str]) -> bool:
@@ -49,7 +41,7 @@ def plan_changes(
 
     def hashed(path: str) -> str | None:
         try:
-            return sha256_file(path)
+            return file_sha256(path)
         except OSError as exc:
             plan.failures.append((path, f"cannot read: {exc.strerror or exc}"))
             return None

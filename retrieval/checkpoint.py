@@ -6,7 +6,6 @@ to resume training sits in a sibling `.optim.pt` read with `torch.load(weights_o
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,11 +92,3 @@ def load_optimizer_state(path: Path) -> dict[str, Any] | None:
         return torch.load(opt, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ClipdexError(f"refusing to load {opt}: {exc}") from None
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

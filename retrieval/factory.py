@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from retrieval import config
-from retrieval.checkpoint import file_sha256, is_checkpoint_path, load_weights, read_checkpoint_info
+from retrieval.checkpoint import is_checkpoint_path, load_weights, read_checkpoint_info
+from retrieval.digest import file_sha256
 from retrieval.errors import ClipdexError
 
 SAMPLE_ALIAS = "sample"
