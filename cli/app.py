@@ -66,6 +66,11 @@ def main_options(
     ctx.obj = {"library": library or config.default_library_dir(), "database": database}
 
 
+def _print_notes(notes: list[str]) -> None:
+    for note in notes:
+        err_console.print(f"note: {note}", highlight=False)
+
+
 def _model_choice(model: Optional[str], pretrained: Optional[str]) -> tuple[str, Optional[str]]:
     from retrieval.factory import default_pretrained
 
@@ -142,8 +147,7 @@ def index(
     else:
         encoder = load_encoder(*_model_choice(model, pretrained), device)
         encoder.set_precision(precision)
-    for note in encoder.notes:
-        err_console.print(f"note: {note}", highlight=False)
+    _print_notes(encoder.notes)
     summary: dict = {}
     with library.writer(), progress_tasks(enabled=not as_json) as start:
         bound = library.identity
@@ -224,8 +228,7 @@ def search(
     )
     engine = QueryEngine(_library(ctx), device, precision)
     hits = engine.search(parsed, top_k, filters)
-    for note in engine.notes:
-        err_console.print(f"note: {note}", highlight=False)
+    _print_notes(engine.notes)
     if paths_only:
         sys.stdout.write("".join(hit.text + "\n" for hit in hits))
         return
@@ -434,8 +437,7 @@ def serve(
     from cli.web import create_app
 
     library = _library(ctx)
-    for note in library.encoder(device, precision).notes:  # load now: the first query is as fast as the rest
-        err_console.print(f"note: {note}", highlight=False)
+    _print_notes(library.encoder(device, precision).notes)  # load now: the first query is as fast as the rest
     if host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(f"[yellow]warning:[/yellow] listening on {host}: anyone who can reach it sees your photos")
     err_console.print(f"clipdex serving {library.root} on http://{host}:{port}/")

@@ -24,7 +24,6 @@ LOCK_FILE = "index.lock"
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
 )
-CAPTION_EXTENSIONS = frozenset({".txt", ".csv", ".jsonl"})
 
 DEFAULT_TOP_K = 10
 DEFAULT_BATCH_SIZE = 32
