@@ -1,5 +1,6 @@
 """Caption files. Pairs: CSV with header `image,caption`, or JSONL with those keys, image paths relative to the
-file so a folder of pairs can be moved as a whole. Corpora: captions alone, for image→text search."""
+file so a folder of pairs can be moved as a whole; an optional `group` field marks pairs that training keeps in
+one batch (hard negatives of each other). Corpora: captions alone, for image→text search."""
 
 from __future__ import annotations
 
@@ -15,6 +16,12 @@ from retrieval.errors import ClipdexError
 class Pair:
     image: Path
     caption: str
+    group: str | None = None
+
+    @property
+    def batch_key(self) -> str:
+        """Pairs with one key train in the same batch and are held out together."""
+        return f"group:{self.group}" if self.group else f"image:{self.image}"
 
 
 def read_pairs(path: Path) -> list[Pair]:
@@ -33,7 +40,8 @@ def read_pairs(path: Path) -> list[Pair]:
     for number, row in enumerate(rows, start=1):
         if not isinstance(row, dict) or not row.get("image") or not row.get("caption"):
             raise ClipdexError(f"{path}: entry {number} needs non-empty 'image' and 'caption' fields")
-        pairs.append(Pair((path.parent / row["image"]).resolve(), str(row["caption"]).strip()))
+        group = str(row.get("group") or "").strip() or None
+        pairs.append(Pair((path.parent / row["image"]).resolve(), str(row["caption"]).strip(), group))
     if not pairs:
         raise ClipdexError(f"{path} holds no pairs")
     missing = [p.image for p in pairs if not p.image.is_file()]

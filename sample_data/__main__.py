@@ -8,11 +8,11 @@ from pathlib import Path
 from sample_data.synth import (
     SAMPLE_COUNT,
     SAMPLE_SEED,
-    TRAIN_COUNT,
+    HELDOUT_SEED,
     heldout_scenes,
     sample_scenes,
+    training_scenes,
     write_set,
-    HELDOUT_SEED,
 )
 
 
@@ -23,14 +23,16 @@ def main() -> None:
         "--set",
         choices=("sample", "train", "heldout"),
         default="sample",
-        help="sample: the committed set; train: the sample model's training stream; heldout: evaluation",
+        help="sample: the committed set; train: the sample model's training set (scenes with their shape variants); "
+        "heldout: evaluation",
     )
     args = parser.parse_args()
     if args.set == "heldout":
-        scenes, seed = heldout_scenes(), HELDOUT_SEED
+        print(write_set(args.out, heldout_scenes(), HELDOUT_SEED))
+    elif args.set == "train":
+        print(write_set(args.out, training_scenes(), SAMPLE_SEED))
     else:
-        scenes, seed = sample_scenes(SAMPLE_SEED, SAMPLE_COUNT if args.set == "sample" else TRAIN_COUNT), SAMPLE_SEED
-    print(write_set(args.out, scenes, seed))
+        print(write_set(args.out, sample_scenes(SAMPLE_SEED, SAMPLE_COUNT), SAMPLE_SEED))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -30,12 +30,14 @@ POSITIONS = {"left": (0.25, 0.5), "right": (0.75, 0.5), "top": (0.5, 0.25), "bot
 RELATIONS = ("left of", "above")
 COUNT_WORDS = {2: "two", 3: "three", 4: "four"}
 KIND_WEIGHTS = {"single": 0.3, "pair": 0.5, "group": 0.2}
+OMIT_RATES = {"size": 0.5, "background": 0.3}  # training captions that leave a detail out
 
 # The committed sample is the first SAMPLE_COUNT scenes of the training stream the sample model learned from;
-# the held-out set uses another seed and excludes every caption of that whole stream.
+# the training set is the first TRAIN_COUNT scenes each with its shape variants, and the held-out set uses another
+# seed and excludes every caption of the training set.
 SAMPLE_SEED = 7
 SAMPLE_COUNT = 300
-TRAIN_COUNT = 6000
+TRAIN_COUNT = 1500
 HELDOUT_SEED = 1001
 HELDOUT_COUNT = 200
 
@@ -46,8 +48,8 @@ class Shape:
     colour: str
     size: str
 
-    def phrase(self) -> str:
-        return f"a {self.size} {self.colour} {self.shape}"
+    def phrase(self, sized: bool = True) -> str:
+        return f"a {self.size} {self.colour} {self.shape}" if sized else f"a {self.colour} {self.shape}"
 
 
 @dataclass(frozen=True)
@@ -57,16 +59,18 @@ class Scene:
     shapes: tuple[Shape, ...]
     position: str = ""  # single: where the shape is
     relation: str = ""  # pair: first shape relative to second
+    omit: frozenset[str] = frozenset()  # details the caption leaves out: "size", "background"
 
     @property
     def caption(self) -> str:
-        bg = f"on a {self.background} background"
+        bg = "" if "background" in self.omit else f" on a {self.background} background"
+        sized = "size" not in self.omit
         if self.kind == "single":
-            return f"{self.shapes[0].phrase()} at the {self.position} {bg}"
+            return f"{self.shapes[0].phrase(sized)} at the {self.position}{bg}"
         if self.kind == "pair":
-            return f"{self.shapes[0].phrase()} {self.relation} {self.shapes[1].phrase()} {bg}"
+            return f"{self.shapes[0].phrase(sized)} {self.relation} {self.shapes[1].phrase(sized)}{bg}"
         first = self.shapes[0]
-        return f"{COUNT_WORDS[len(self.shapes)]} {first.colour} {first.shape}s {bg}"
+        return f"{COUNT_WORDS[len(self.shapes)]} {first.colour} {first.shape}s{bg}"
 
 
 def _random_shape(rng: random.Random, size: str | None = None) -> Shape:
@@ -100,9 +104,39 @@ def sample_scenes(seed: int, count: int, exclude: Iterable[str] = ()) -> list[Sc
     return scenes
 
 
+def shape_variants(scene: Scene) -> tuple[Scene, ...]:
+    """The scene, then the same scene with its first shape (every shape, in a group) of each other kind.
+
+    Drawn with one layout, the variants differ from each other only in shape, so a batch holding them can be
+    told apart by shape alone: the hard negatives that full captions otherwise never force a model to learn.
+    A variant that would repeat the other shape of a pair exactly is left out."""
+    first, rest = scene.shapes[0], scene.shapes[1:]
+    variants = [scene]
+    for kind in SHAPES:
+        new = replace(first, shape=kind)
+        if kind == first.shape or any((s.shape, s.colour) == (kind, first.colour) for s in rest):
+            continue
+        shapes = (new,) * len(scene.shapes) if scene.kind == "group" else (new, *rest)
+        variants.append(replace(scene, shapes=shapes))
+    return tuple(variants)
+
+
+def training_scenes() -> list[tuple[Scene, ...]]:
+    """The sample model's training set: each of the first TRAIN_COUNT scenes with its shape variants.
+
+    Some captions leave out sizes or the background (still true, rarely ambiguous within a batch), so that
+    shape words also follow the colour directly, as in the short queries people type ("a red circle")."""
+    rng = random.Random(f"{SAMPLE_SEED}:phrasing")
+    groups = []
+    for scene in sample_scenes(SAMPLE_SEED, TRAIN_COUNT):
+        omit = frozenset(name for name, p in OMIT_RATES.items() if rng.random() < p)
+        groups.append(tuple(replace(variant, omit=omit) for variant in shape_variants(scene)))
+    return groups
+
+
 def heldout_scenes() -> list[Scene]:
     """The evaluation set: another seed, and no caption the sample model could have trained on."""
-    train = {s.caption for s in sample_scenes(SAMPLE_SEED, TRAIN_COUNT)}
+    train = {c for group in training_scenes() for s in group for c in (s.caption, replace(s, omit=frozenset()).caption)}
     return sample_scenes(HELDOUT_SEED, HELDOUT_COUNT, exclude=train)
 
 
@@ -206,18 +240,25 @@ def _save(image: Image.Image, stem: Path, rng: random.Random) -> Path:
     return path
 
 
-def write_set(out_dir: Path, scenes: Sequence[Scene], seed: int) -> Path:
-    """Render `scenes` into out_dir/images and write out_dir/captions.csv (paths relative to it)."""
+def write_set(out_dir: Path, scenes: Sequence[Scene | tuple[Scene, ...]], seed: int) -> Path:
+    """Render `scenes` into out_dir/images and write out_dir/captions.csv (paths relative to it).
+
+    An entry that is a tuple of scenes is a group: its scenes share one layout (they are drawn from the same
+    per-entry RNG) and their rows share a `group` value, which `clipdex finetune` keeps in one batch."""
     images_dir = out_dir / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
+    grouped = any(isinstance(entry, tuple) for entry in scenes)
     rows = []
-    for i, scene in enumerate(scenes):
-        rng = random.Random(f"{seed}:{i}")
-        path = _save(render(scene, rng), images_dir / f"{i:05d}", rng)
-        rows.append((path.relative_to(out_dir).as_posix(), scene.caption))
+    for i, entry in enumerate(scenes):
+        members = entry if isinstance(entry, tuple) else (entry,)
+        for j, scene in enumerate(members):
+            rng = random.Random(f"{seed}:{i}")
+            stem = images_dir / (f"{i:05d}" if j == 0 else f"{i:05d}-{j}")
+            path = _save(render(scene, rng), stem, rng)
+            rows.append((path.relative_to(out_dir).as_posix(), scene.caption, *([str(i)] if grouped else [])))
     csv_path = out_dir / "captions.csv"
     with csv_path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(("image", "caption"))
+        writer.writerow(("image", "caption", "group") if grouped else ("image", "caption"))
         writer.writerows(rows)
     return csv_path

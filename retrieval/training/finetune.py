@@ -71,19 +71,35 @@ class _PairImages(Dataset):
 
 
 def split_pairs(pairs: Sequence[Pair], val_fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
-    """Split by image, not by pair, so no held-out image was seen with another of its captions."""
-    images = sorted({p.image for p in pairs})
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed)).tolist()
-    n_val = int(round(len(images) * val_fraction)) if val_fraction > 0 else 0
-    val_images = {images[i] for i in order[:n_val]}
-    return [p for p in pairs if p.image not in val_images], [p for p in pairs if p.image in val_images]
+    """Split by image (or group), not by pair, so no held-out image was seen with another of its captions, nor
+    its twin."""
+    keys = sorted({p.batch_key for p in pairs})
+    order = torch.randperm(len(keys), generator=torch.Generator().manual_seed(seed)).tolist()
+    n_val = int(round(len(keys) * val_fraction)) if val_fraction > 0 else 0
+    val_keys = {keys[i] for i in order[:n_val]}
+    return [p for p in pairs if p.batch_key not in val_keys], [p for p in pairs if p.batch_key in val_keys]
 
 
-def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
-    if n <= batch_size:
-        return [perm]
-    return [perm[i : i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
+def _epoch_batches(keys: Sequence[str], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Shuffled batches of pair indices that keep each batch key's pairs together (a key with more pairs than
+    a batch holds is cut into batch-sized pieces). The last, partial batch is dropped unless it is the only one."""
+    members: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        members.setdefault(key, []).append(i)
+    groups = list(members.values())
+    perm = torch.randperm(len(groups), generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+    if len(keys) <= batch_size:
+        return [[i for g in perm for i in groups[g]]]
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for g in perm:
+        for start in range(0, len(groups[g]), batch_size):
+            piece = groups[g][start : start + batch_size]
+            if len(current) + len(piece) > batch_size:
+                batches.append(current)
+                current = []
+            current.extend(piece)
+    return batches
 
 
 def _lock(model: torch.nn.Module, image: bool, text: bool) -> None:
@@ -133,7 +149,8 @@ def finetune(
 
     tokens = encoder.tokenizer([p.caption for p in train])
     dataset = _PairImages(train, tokens, encoder.preprocess, encoder.image_size)
-    batches_per_epoch = len(_epoch_batches(len(train), options.batch_size, options.seed, 0))
+    keys = [p.batch_key for p in train]
+    batches_per_epoch = len(_epoch_batches(keys, options.batch_size, options.seed, 0))
     steps_per_epoch = max(1, batches_per_epoch // options.accum_steps)
     total = options.max_steps or options.epochs * steps_per_epoch
     warmup = min(options.warmup, max(1, total // 10))
@@ -144,7 +161,7 @@ def finetune(
 
     while step < total:
         epoch, done = divmod(step, steps_per_epoch)
-        batches = _epoch_batches(len(train), options.batch_size, options.seed, epoch)
+        batches = _epoch_batches(keys, options.batch_size, options.seed, epoch)
         batches = batches[done * options.accum_steps : steps_per_epoch * options.accum_steps]
         loader = DataLoader(
             dataset, batch_sampler=batches, num_workers=options.workers, persistent_workers=False
