@@ -156,6 +156,7 @@ def index(
         ):
             done = reembed_library(library, encoder, batch_size, workers, progress=start)
             summary["reembedded"] = {"images": done.images, "captions": done.captions}
+            _print_notes(done.notes)
         report = (
             index_folders(
                 library, paths, encoder, exclude=exclude, include_hidden=hidden, batch_size=batch_size,
@@ -178,6 +179,7 @@ def index(
         )
         for failure in report.failed:
             err_console.print(f"  skipped {failure['path']}: {failure['error']}", highlight=False)
+    _print_notes(report.notes)
     if report.interrupted:
         err_console.print("interrupted: every batch written before Ctrl-C is kept; run index again to finish")
         raise typer.Exit(130)

@@ -31,6 +31,7 @@ class IndexReport:
     failed: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     interrupted: bool = False
+    notes: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict:
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in self.__dict__.items()}
@@ -40,6 +41,17 @@ def _item(file: FileStat, sha256: str, decoded, vector) -> NewItem:
     return NewItem(
         IMAGE, file.path, vector, sha256, file.size, file.mtime, decoded.width, decoded.height, decoded.taken_at
     )
+
+
+def prepare_text_queries(encoder, progress: Progress | None = None) -> str:
+    """Export the model's text tower for torch-free queries (once per model, cached); a note, or "" if reused."""
+    from retrieval.onnx_text import export_text_tower
+
+    advance = progress("exporting the text tower for fast queries", None) if progress else None
+    result = export_text_tower(encoder)
+    if advance:
+        advance(1)
+    return result.note
 
 
 def index_folders(
@@ -104,5 +116,6 @@ def index_folders(
     report.failed = [{"path": p, "error": e} for p, e in failures]
     if not report.interrupted:
         library.vector_index(IMAGE)  # top up and save the cache now, not on the next query
+        report.notes += [note for note in [prepare_text_queries(encoder, progress)] if note]
     report.seconds = time.perf_counter() - started
     return report

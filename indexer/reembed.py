@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from indexer.engine import LocalEngine
+from indexer.pipeline import prepare_text_queries
 from retrieval import config
 from retrieval.errors import ClipdexError
 from retrieval.library import Library
@@ -22,6 +23,7 @@ class ReembedReport:
     images: int = 0
     captions: int = 0
     dropped: list[dict] = field(default_factory=list)  # unreadable now: the swap waits for them
+    notes: list[str] = field(default_factory=list)
 
 
 def reembed_library(
@@ -59,4 +61,5 @@ def reembed_library(
     library.use_encoder(encoder)
     for kind in ("image", CAPTION):
         library.vector_index(kind)
+    report.notes += [note for note in [prepare_text_queries(encoder, progress)] if note]
     return report

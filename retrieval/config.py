@@ -16,6 +16,7 @@ DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 
 LIBRARY_ENV = "CLIPDEX_LIBRARY"
+CACHE_ENV = "CLIPDEX_CACHE"  # where per-model artifacts (the exported text tower) are kept
 DATABASE_ENV = "CLIPDEX_DATABASE_URL"
 DATABASE_FILE = "library.db"
 LIBRARY_CONFIG_FILE = "config.json"  # per-library settings, e.g. an external database URL (never a password)
@@ -44,6 +45,11 @@ IVF_TUNING_RECALL = 0.97
 IVF_TUNING_QUERIES = 200
 INDEX_TYPES = ("auto", "flat", "ivf")
 
+# A text query in a new process runs the text tower exported to ONNX (no torch import); the export is used only
+# if its vectors match torch's to at least this cosine on probe sentences.
+TEXT_EXPORT_MIN_COSINE = 0.999
+TEXT_EXPORT_OPSET = 18
+
 # Seed for models created without weights, so "random weights" mean the same weights in every process.
 INIT_SEED = 0
 
@@ -56,3 +62,13 @@ def default_library_dir() -> Path:
     from platformdirs import user_data_dir
 
     return Path(user_data_dir("clipdex", appauthor=False))
+
+
+def default_cache_dir() -> Path:
+    """Per-model artifacts shared by every library: $CLIPDEX_CACHE, else the platform's user cache folder."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("clipdex", appauthor=False))

@@ -84,21 +84,25 @@ class Encoder:
 
         A one-line query uses a few of the 77 positions; the rest is padding that, under a causal mask, no
         kept position attends to. Same result, a fraction of the work."""
-        from open_clip.transformer import text_global_pool
-
         model = self.model
         eos = getattr(model, "text_eos_id", None)
         ends = (tokens == eos).int().argmax(dim=-1) if model.text_pool_type == "eos" else tokens.argmax(dim=-1)
-        length = int(ends.max()) + 1
-        tokens = tokens[:, :length]
+        return self.text_forward(tokens[:, : int(ends.max()) + 1])
+
+    def text_forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Unit text vectors for tokens of any length up to the context (the graph the ONNX export traces)."""
+        from open_clip.transformer import text_global_pool
+
+        model = self.model
+        length = tokens.shape[1]
         cast = model.transformer.get_cast_dtype()
         x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:length].to(cast)
         x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
-        x = text_global_pool(model.ln_final(x), tokens, model.text_pool_type, eos_token_id=eos)
+        pooled = text_global_pool(model.ln_final(x), tokens, model.text_pool_type, getattr(model, "text_eos_id", None))
         projection = model.text_projection
         if projection is not None:
-            x = projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
-        return torch.nn.functional.normalize(x, dim=-1)
+            pooled = projection(pooled) if isinstance(projection, torch.nn.Linear) else pooled @ projection
+        return torch.nn.functional.normalize(pooled, dim=-1)
 
     def set_precision(self, precision: str) -> None:
         """Cast the weights (not autocast, which re-casts every call and is slower than fp32 on CPU), keeping

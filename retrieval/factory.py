@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from retrieval import config
-from retrieval.checkpoint import is_checkpoint_path, load_weights, read_checkpoint_info
 from retrieval.digest import file_sha256
 from retrieval.errors import ClipdexError
 
@@ -106,6 +105,7 @@ def load_encoder(
     import open_clip
     import torch
 
+    from retrieval.checkpoint import is_checkpoint_path, load_weights, read_checkpoint_info
     from retrieval.encoder import Encoder
 
     _register_project_configs()

@@ -30,6 +30,7 @@ class Library:
             settings.write_text(json.dumps({"database": remember}, indent=2))
         self._indexes: dict[str, tuple[VectorIndex, IndexState]] = {}
         self._encoder = None
+        self._text_encoder = None
         self.gpu_search = False  # set when the model runs on CUDA: FAISS then searches there too, if it can
 
     def _database_url(self, given: str | None) -> tuple[str, str | None]:
@@ -109,6 +110,18 @@ class Library:
         self._encoder.set_precision(precision)
         return self._encoder
 
+    def text_encoder(self, device: str = "auto", precision: str = "fp32"):
+        """The encoder for text queries: the library model's ONNX text tower when it was exported and the query
+        runs in fp32 off the GPU (no torch import: what makes a one-off query start fast), else the model."""
+        if self._encoder is None and precision == "fp32" and device in ("auto", "cpu"):
+            if self._text_encoder is None:
+                from retrieval.onnx_text import OnnxTextEncoder
+
+                self._text_encoder = OnnxTextEncoder.for_model(self.require_identity())
+            if self._text_encoder is not None:
+                return self._text_encoder
+        return self.encoder(device, precision)
+
     def use_encoder(self, encoder) -> None:
         """Use an already-loaded model (checked against the binding, which it sets on a new library)."""
         self.check_model(encoder.identity)
@@ -118,7 +131,7 @@ class Library:
 
     def forget_model(self) -> None:
         """Drop the loaded model and cached indexes after the binding changed underneath them."""
-        self._encoder = None
+        self._encoder = self._text_encoder = None
         self._indexes.clear()
 
     # ------------------------------------------------------------------------------------------ index
@@ -140,7 +153,10 @@ class Library:
         the library's size (or the user's choice) calls for another kind of index."""
         identity = self.require_identity()
         generation = self.store.generation()
-        index, state = self._indexes.get(kind) or self._load_index(kind, identity, generation)
+        cached = self._indexes.get(kind)
+        if cached is None or (cached[0].mapped and cached[1].generation != generation):
+            cached = self._load_index(kind, identity, generation)
+        index, state = cached
         changed = state.generation != generation
         if changed:
             index.remove(self.store.deleted_since(kind, state.generation))
@@ -170,10 +186,18 @@ class Library:
         return index
 
     def _load_index(self, kind: str, identity: ModelIdentity, generation: int) -> tuple[VectorIndex, IndexState]:
-        """The saved index when it belongs to this model and store state, else an empty one to fill."""
-        loaded = VectorIndex.load(self.index_path(kind))
+        """The saved index when it belongs to this model and store state, else an empty one to fill.
+
+        An index that is already current is memory-mapped (a one-off query reads only what it touches); one
+        that needs a top-up is read into memory, where it can change."""
+        path = self.index_path(kind)
+        loaded = VectorIndex.load(path, mapped=True)
         if loaded is not None:
             state = loaded[1]
             if (state.fingerprint, state.dim) == (identity.fingerprint, identity.dim) and state.generation <= generation:
-                return loaded
+                return loaded if state.generation == generation else VectorIndex.load(path) or self._empty(identity)
+        return self._empty(identity)
+
+    @staticmethod
+    def _empty(identity: ModelIdentity) -> tuple[VectorIndex, IndexState]:
         return VectorIndex(identity.dim), IndexState(0, identity.fingerprint, identity.dim)

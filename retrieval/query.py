@@ -66,7 +66,8 @@ class QueryEngine:
     def text_vector(self, text: str) -> np.ndarray:
         if not text.strip():
             raise ClipdexError("the query text is empty")
-        encoder = self.encoder
+        encoder = self.library.text_encoder(self.device, self.precision)
+        self.notes += [n for n in encoder.notes if n not in self.notes]
         tokens = len(encoder.tokenizer.encode(text)) + 2 if hasattr(encoder.tokenizer, "encode") else 0
         if tokens > encoder.context_length:
             self.notes.append(

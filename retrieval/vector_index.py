@@ -59,9 +59,10 @@ class VectorIndex:
 
     An IVF index's nprobe is state of the index (saved with it), set by tune_probes after each build."""
 
-    def __init__(self, dim: int, index: faiss.Index | None = None) -> None:
+    def __init__(self, dim: int, index: faiss.Index | None = None, mapped: bool = False) -> None:
         self.dim = dim
         self.index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self.mapped = mapped  # vectors memory-mapped from the file: for searching only, never changed
         self.on_gpu = False
         self.gpu_index: faiss.Index | None = None
 
@@ -194,16 +195,19 @@ class VectorIndex:
         os.replace(state_path.with_suffix(".tmp"), state_path)
 
     @classmethod
-    def load(cls, path: Path) -> tuple["VectorIndex", IndexState] | None:
-        """The saved index and its state, or None when either is missing or unreadable."""
+    def load(cls, path: Path, mapped: bool = False) -> tuple["VectorIndex", IndexState] | None:
+        """The saved index and its state, or None when either is missing or unreadable.
+
+        `mapped` maps the vectors from the file instead of reading them (~15 ms instead of ~250 ms for 100k
+        512-d vectors): the index can then only be searched."""
         try:
             state = IndexState(**json.loads(_state_path(path).read_text()))
-            index = faiss.read_index(str(path))
+            index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC if mapped else 0)
         except (OSError, ValueError, TypeError, RuntimeError):
             return None
         if index.d != state.dim:
             return None
-        return cls(state.dim, index), state
+        return cls(state.dim, index, mapped), state
 
 
 def _state_path(path: Path) -> Path:

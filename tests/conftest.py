@@ -20,6 +20,20 @@ from retrieval import config
 SAMPLE_ROWS = list(csv.DictReader(config.SAMPLE_CAPTIONS.open(encoding="utf-8")))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory) -> Path:
+    """Per-model exports go to one folder for the whole run (never the user's cache): each model is exported
+    once, as on a real machine; a test about exporting points CLIPDEX_CACHE at a folder of its own."""
+    folder = tmp_path_factory.mktemp("model-cache")
+    previous = os.environ.get(config.CACHE_ENV)
+    os.environ[config.CACHE_ENV] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop(config.CACHE_ENV, None)
+    else:
+        os.environ[config.CACHE_ENV] = previous
+
+
 @pytest.fixture(scope="session")
 def tiny():
     """clipdex-tiny with its seeded init: the same weights in every process, so CLI runs agree with it."""

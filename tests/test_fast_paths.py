@@ -46,3 +46,91 @@ def test_draft_decoded_jpeg_embeds_like_full_decode(tmp_path: Path) -> None:
     assert (draft.width, draft.height) == (full.width, full.height) == (4000, 3000)
     cosine = float((encoder.encode_images([draft.image]) * encoder.encode_images([full.image])).sum())
     assert cosine > 0.99
+
+
+# ------------------------------------------------------------------- the torch-free text query path
+
+TOKENIZER_TEXTS = [
+    "a red circle", "A Dog's  day &amp; night!!", "naïve café — 東京 🐕", "x" * 300, "don't stop", "1234 567.89",
+    "<start_of_text> hi", "Ünïcödé ÀÉÎ straße", " ".join(["word"] * 100), "tab\tand\nnewline",
+]
+
+
+def test_torch_free_tokenizer_gives_open_clips_ids() -> None:
+    import open_clip
+
+    from retrieval.tokenizer import BpeTokenizer, default_merges_file
+
+    tokenizer = BpeTokenizer(default_merges_file())
+    ours = tokenizer(TOKENIZER_TEXTS)
+    reference = open_clip.get_tokenizer("ViT-B-32")(TOKENIZER_TEXTS).numpy()
+    assert (reference == ours).all()  # the longest texts fill the context, so no padding is cut here
+    assert tokenizer(["a red circle"]).shape == (1, 5)  # start, three words, end: no padding to 77
+
+
+@pytest.mark.parametrize("name", ("clipdex-tiny", "ViT-B-32"))
+def test_exported_text_tower_matches_torch(name: str, tmp_path: Path, monkeypatch) -> None:
+    from retrieval.onnx_text import OnnxTextEncoder, export_text_tower
+
+    monkeypatch.setenv("CLIPDEX_CACHE", str(tmp_path))
+    encoder = load_encoder(name, None, "cpu")
+    assert OnnxTextEncoder.for_model(encoder.identity) is None
+    result = export_text_tower(encoder)
+    assert result.path is not None and result.path.is_relative_to(tmp_path), result.note
+    exported = OnnxTextEncoder.for_model(encoder.identity)
+    texts = TEXTS[:3] + TOKENIZER_TEXTS
+    cosines = (exported.encode_texts(texts) * encoder.encode_texts(texts)).sum(axis=1)
+    assert cosines.min() >= 0.999
+    assert export_text_tower(encoder).note == ""  # the second library with this model reuses the export
+
+
+def test_cold_text_query_needs_no_torch_and_gives_the_same_hits(
+    cli, library_dir: Path, photos, tmp_path: Path, monkeypatch
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    assert cli("index", photos(12), "--model", "clipdex-tiny").exit_code == 0
+    probe = (
+        "import sys, json\nfrom cli.app import app\n"
+        "try:\n    app(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "print(json.dumps(sorted(m for m in ('torch', 'open_clip', 'torchvision') if m in sys.modules)))"
+    )
+    search = ["-L", str(library_dir), "search", "a red circle", "-k", "5", "--json"]
+    done = subprocess.run([sys.executable, "-c", probe, *search], capture_output=True, text=True, check=True)
+    hits, imported = done.stdout.rsplit("\n", 2)[:2]
+    assert json.loads(imported) == []
+    monkeypatch.setenv("CLIPDEX_CACHE", str(tmp_path / "no-exports"))  # the same query through torch
+    through_torch = json.loads(cli("search", "a red circle", "-k", "5", "--json").stdout)
+    assert [h["id"] for h in json.loads(hits)] == [h["id"] for h in through_torch]
+    assert np.allclose([h["score"] for h in json.loads(hits)], [h["score"] for h in through_torch], atol=1e-4)
+
+
+def test_memory_mapped_index_answers_like_the_loaded_one_and_still_tops_up(tmp_path: Path, tiny) -> None:
+    from retrieval.library import Library
+    from retrieval.store import IMAGE, NewItem
+    from retrieval.vector_index import VectorIndex
+
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((60, tiny.identity.dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    writer = Library(tmp_path / "lib")
+    writer.use_encoder(tiny)
+    writer.store.write(inserts=[NewItem(IMAGE, f"/p/{i}.jpg", v) for i, v in enumerate(vectors[:50])])
+    writer.vector_index(IMAGE)  # saved to disk
+
+    reader = Library(tmp_path / "lib")
+    mapped = reader.vector_index(IMAGE)
+    assert mapped.mapped
+    loaded, _ = VectorIndex.load(reader.index_path(IMAGE))
+    for got, expected in zip(mapped.search(vectors[:5], 7), loaded.search(vectors[:5], 7)):
+        assert np.array_equal(got, expected)
+
+    first_id = int(mapped.search(vectors[:1], 1)[1][0, 0])
+    writer.store.write(inserts=[NewItem(IMAGE, f"/p/{i}.jpg", v) for i, v in enumerate(vectors[50:], 50)],
+                       deletes=[first_id])
+    topped = reader.vector_index(IMAGE)  # the store moved on: read into memory, then topped up
+    assert not topped.mapped and topped.count == 59
+    assert topped.search(vectors[55:56], 1)[0][0, 0] > 0.999  # a vector added after the mapped load
+    assert first_id not in topped.search(vectors[:1], 59)[1][0]

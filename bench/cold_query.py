@@ -1,0 +1,109 @@
+"""A cold `clipdex search "…"`: a new process on a 100k-image library, with the ONNX text tower and without.
+
+    python bench/cold_query.py [--images 100000] [--model ViT-B-32] [--runs 3]
+
+The library holds synthetic unit vectors under a real model binding (random weights); it is built once, then
+each run is a fresh `python -m cli search` process. "torch" is the same command with the export hidden (an
+empty cache folder), so it loads open_clip. The breakdown times each phase of one cold query in a new process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+QUERY = "a dog running on a beach at sunset"
+
+PHASES = r"""
+import sys, time
+marks = [("start", time.perf_counter())]
+def mark(name): marks.append((name, time.perf_counter()))
+import cli.app, retrieval.query; mark("import the CLI and query modules")
+from pathlib import Path
+from retrieval.library import Library
+from retrieval.store import IMAGE
+library = Library(Path(sys.argv[1]), create=False); mark("open the library (database)")
+encoder = library.text_encoder("auto", "fp32"); mark("load the text encoder (" + type(encoder).__name__ + ")")
+vector = encoder.encode_texts([sys.argv[2]])[0]; mark("embed the query")
+index = library.vector_index(IMAGE); mark("load the vector index (" + index.kind + ")")
+scores, ids = index.search(vector[None, :], 10); mark("search")
+rows = library.store.items([int(i) for i in ids[0]]); mark("fetch the paths")
+for (name, t), (_, before) in zip(marks[1:], marks):
+    print(f"{(t - before) * 1000:8.0f} ms  {name}")
+print(f"{(marks[-1][1] - marks[0][1]) * 1000:8.0f} ms  total (interpreter start-up not included)")
+"""
+
+
+def build(library_dir: Path, images: int, model: str) -> None:
+    from indexer.pipeline import prepare_text_queries
+    from retrieval.factory import load_encoder
+    from retrieval.library import Library
+    from retrieval.store import IMAGE, NewItem
+
+    encoder = load_encoder(model, None, "cpu")
+    library = Library(library_dir)
+    library.use_encoder(encoder)
+    rng = np.random.default_rng(0)
+    for start in range(0, images, 10_000):
+        n = min(10_000, images - start)
+        vectors = rng.standard_normal((n, encoder.identity.dim)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        library.store.write(inserts=[NewItem(IMAGE, f"/photos/{start + i}.jpg", v) for i, v in enumerate(vectors)])
+    library.vector_index(IMAGE)
+    print(prepare_text_queries(encoder) or "the text tower was already exported")
+
+
+def cold_search(library_dir: Path, cache: Path) -> tuple[float, list[int]]:
+    env = {**os.environ, "CLIPDEX_CACHE": str(cache)}
+    command = [sys.executable, "-m", "cli", "-L", str(library_dir), "search", QUERY, "-k", "10", "--json"]
+    started = time.perf_counter()
+    out = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return time.perf_counter() - started, [hit["id"] for hit in json.loads(out)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--images", type=int, default=100_000)
+    parser.add_argument("--model", default="ViT-B-32")
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        library_dir, cache, empty = Path(tmp) / "lib", Path(tmp) / "cache", Path(tmp) / "empty"
+        os.environ["CLIPDEX_CACHE"] = str(cache)
+        started = time.perf_counter()
+        build(library_dir, args.images, args.model)
+        print(f"built a {args.images:,}-image library for {args.model} in {time.perf_counter() - started:.0f}s")
+        runs = {"onnx": [], "torch": []}
+        answers = {}
+        for _ in range(args.runs):
+            for name, folder in (("onnx", cache), ("torch", empty)):
+                seconds, answers[name] = cold_search(library_dir, folder)
+                runs[name].append(seconds)
+        onnx, torch_ = statistics.median(runs["onnx"]), statistics.median(runs["torch"])
+        print(f"cold `clipdex search` (median of {args.runs} new processes): ONNX text tower {onnx:.2f} s, "
+              f"torch {torch_:.2f} s, {torch_ / onnx:.1f}× faster; same top 10: {answers['onnx'] == answers['torch']}")
+        print("where one cold ONNX query's time goes:")
+        phases = subprocess.run(
+            [sys.executable, "-c", PHASES, str(library_dir), QUERY], cwd=ROOT, capture_output=True, text=True,
+            check=True, env={**os.environ, "CLIPDEX_CACHE": str(cache)},
+        )
+        print(phases.stdout, end="")
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        print(f"{(time.perf_counter() - started) * 1000:8.0f} ms  a bare Python interpreter start and exit")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""The text tower exported to ONNX, so a text query in a new process needs neither torch nor open_clip.
+
+Importing torch, open_clip and torchvision and building a model costs seconds before a one-line query can be
+embedded; ONNX Runtime with the torch-free tokenizer starts in a fraction of that. The export is made once per
+model (in the user cache folder, keyed by the model's identity) when a library is built or re-embedded, and it
+is kept only if it reproduces torch's vectors; anything it cannot serve falls back to the torch encoder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from retrieval import config
+from retrieval.factory import ModelIdentity
+from retrieval.tokenizer import BpeTokenizer, default_merges_file
+
+PROBE_TEXTS = (
+    "a photo of a dog running on a beach at sunset",
+    "two red circles",
+    "snow",
+    "Ünïcödé, punctuation & numbers: 1234!",
+    " ".join(["a very long query that runs past the context"] * 12),
+)
+
+
+def export_paths(identity: ModelIdentity) -> tuple[Path, Path]:
+    """(model file, description file) for this model in the cache folder."""
+    key = hashlib.sha256(f"{identity.name}\n{identity.fingerprint}".encode()).hexdigest()[:24]
+    folder = config.default_cache_dir() / "text-towers"
+    return folder / f"{key}.onnx", folder / f"{key}.json"
+
+
+@dataclass
+class ExportResult:
+    path: Path | None
+    note: str  # for the user: exported, or why not ("" when an earlier export was reused)
+
+
+def _can_export(encoder) -> str | None:
+    """Why this model's text side cannot run without torch, or None when it can."""
+    from open_clip.tokenizer import SimpleTokenizer, get_clean_fn
+
+    tokenizer = encoder.tokenizer
+    if not encoder.trims_text:
+        return "its text tower is not a causal open_clip text transformer"
+    if not isinstance(tokenizer, SimpleTokenizer) or tokenizer.reduction_fn is not None:
+        return "it does not use CLIP's byte-pair tokenizer"
+    if tokenizer.clean_fn is not get_clean_fn("lower") or default_merges_file() is None:
+        return "its tokenizer settings differ from CLIP's defaults"
+    return None
+
+
+def export_text_tower(encoder) -> ExportResult:
+    """Export (or reuse) the ONNX text tower for `encoder`'s model and check it against torch."""
+    import torch
+
+    path, description = export_paths(encoder.identity)
+    if path.is_file() and description.is_file():
+        return ExportResult(path, "")
+    reason = _can_export(encoder)
+    if reason:
+        return ExportResult(None, f"text queries will load torch: {reason}")
+    tokenizer = BpeTokenizer(default_merges_file(), encoder.context_length)
+    reference_ids = encoder.tokenizer(list(PROBE_TEXTS)).numpy()
+    ids = tokenizer(list(PROBE_TEXTS))
+    if not (reference_ids[:, : ids.shape[1]] == ids).all():
+        return ExportResult(None, "text queries will load torch: the torch-free tokenizer disagrees with open_clip's")
+
+    class TextTower(torch.nn.Module):
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return encoder.text_forward(tokens)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.onnx")
+    example = torch.from_numpy(tokenizer(["a photo of a dog", "snow"]))
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    length = torch.export.Dim("length", min=2, max=encoder.context_length)
+    was = encoder.precision
+    encoder.set_precision("fp32")
+    try:
+        with torch.inference_mode(False), torch.no_grad():
+            torch.onnx.export(
+                TextTower().eval(), (example,), str(tmp), dynamo=True, input_names=["tokens"],
+                output_names=["vectors"], dynamic_shapes={"tokens": {0: batch, 1: length}},
+                opset_version=config.TEXT_EXPORT_OPSET, external_data=False, verbose=False,
+            )
+        reference = encoder.encode_texts(list(PROBE_TEXTS))
+        exported = OnnxTextEncoder(tmp, encoder.identity, tokenizer).encode_texts(list(PROBE_TEXTS))
+        worst = float((reference * exported).sum(axis=1).min())
+        if worst < config.TEXT_EXPORT_MIN_COSINE:
+            tmp.unlink()
+            return ExportResult(None, f"text queries will load torch: the export matched only to cosine {worst:.5f}")
+        os.replace(tmp, path)
+    except Exception as exc:  # an exporter failure must never fail indexing: queries still work through torch
+        tmp.unlink(missing_ok=True)
+        return ExportResult(None, f"text queries will load torch: the ONNX export failed ({type(exc).__name__})")
+    finally:
+        encoder.set_precision(was)
+    info = {"name": encoder.identity.name, "fingerprint": encoder.identity.fingerprint, "dim": encoder.identity.dim,
+            "context_length": encoder.context_length, "min_cosine": worst}
+    description.write_text(json.dumps(info, indent=2))
+    return ExportResult(path, f"exported the text tower for fast queries (cosine to torch ≥ {worst:.5f})")
+
+
+class OnnxTextEncoder:
+    """Text → unit vectors through ONNX Runtime; the same answers as the torch encoder's encode_texts."""
+
+    def __init__(self, path: Path, identity: ModelIdentity, tokenizer: BpeTokenizer) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.identity = identity
+        self.tokenizer = tokenizer
+        self.context_length = tokenizer.context_length
+        self.notes: list[str] = []
+
+    @classmethod
+    def for_model(cls, identity: ModelIdentity) -> "OnnxTextEncoder | None":
+        """The export for exactly this model, or None when there is none to trust."""
+        path, description = export_paths(identity)
+        merges = default_merges_file()
+        try:
+            info = json.loads(description.read_text())
+        except (OSError, ValueError):
+            return None
+        if (info.get("name"), info.get("fingerprint")) != (identity.name, identity.fingerprint) or merges is None:
+            return None
+        if not path.is_file():
+            return None
+        return cls(path, identity, BpeTokenizer(merges, int(info["context_length"])))
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        vectors = self.session.run(None, {"tokens": self.tokenizer(texts)})[0]
+        return vectors.astype(np.float32, copy=False)
