@@ -4,6 +4,7 @@ output."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +16,11 @@ from sample_data.synth import (
     COLOURS,
     SAMPLE_COUNT,
     SAMPLE_SEED,
+    SHAPES,
     TRAIN_COUNT,
     heldout_scenes,
     sample_scenes,
+    training_scenes,
     write_set,
 )
 from tests.conftest import SAMPLE_ROWS
@@ -40,12 +43,30 @@ def test_committed_sample_is_the_generators_output() -> None:
 
 
 def test_captions_unique_and_heldout_disjoint_from_training() -> None:
-    train = [s.caption for s in sample_scenes(SAMPLE_SEED, TRAIN_COUNT)]
+    groups = training_scenes()
+    full = [replace(s, omit=frozenset()).caption for group in groups for s in group]
     heldout = [s.caption for s in heldout_scenes()]
-    assert len(set(train)) == len(train)
-    assert len(set(heldout)) == len(heldout)
-    assert not set(train) & set(heldout)
-    assert train[:SAMPLE_COUNT] == [row["caption"] for row in SAMPLE_ROWS]
+    assert len(groups) == TRAIN_COUNT and len(set(heldout)) == len(heldout)
+    assert not (set(full) | {s.caption for group in groups for s in group}) & set(heldout)
+    assert [replace(g[0], omit=frozenset()).caption for g in groups[:SAMPLE_COUNT]] == [r["caption"] for r in SAMPLE_ROWS]
+
+
+def test_training_groups_differ_only_in_shape(tmp_path: Path) -> None:
+    groups = training_scenes()
+    assert {len(g) for g in groups} <= {3, 4} and sum(len(g) == 4 for g in groups) > TRAIN_COUNT * 0.8
+    assert any("size" in g[0].omit for g in groups) and any(not g[0].omit for g in groups)
+    for group in groups[:200]:
+        words = [s.caption.split() for s in group]
+        assert len({len(w) for w in words}) == 1 and len({s.caption for s in group}) == len(group)
+        differing = {i for i in range(len(words[0])) if len({w[i] for w in words}) > 1}
+        assert all(words[0][i].rstrip("s") in SHAPES for i in differing)
+    csv_path = write_set(tmp_path, groups[:3], SAMPLE_SEED)
+    rows = csv_path.read_text().splitlines()
+    assert rows[0] == "image,caption,group" and len(rows) == 1 + sum(len(g) for g in groups[:3])
+    first = [read_image(tmp_path / r.split(",")[0]).image for r in rows[1:] if r.endswith(",0")]
+    mask = [np.asarray(im).astype(int) for im in first]
+    assert all(m.shape == mask[0].shape for m in mask)  # one layout: same canvas, shapes differ only
+    assert all(0 < np.any(m != mask[0], axis=2).mean() < 0.2 for m in mask[1:])
 
 
 # -------------------------------------------------------------------------- captions describe the pixels

@@ -16,7 +16,7 @@ from retrieval.evaluate import evaluate_pairs, recall_at_k
 from retrieval.factory import load_encoder
 from retrieval.images import open_image
 from retrieval.pairs import Pair, read_pairs
-from retrieval.training.finetune import FinetuneOptions, finetune
+from retrieval.training.finetune import FinetuneOptions, _epoch_batches, finetune, split_pairs
 from tests.conftest import SAMPLE_ROWS
 
 
@@ -59,6 +59,28 @@ def test_eval_command_reports_recall_of_the_model(cli, tmp_path: Path, tiny) -> 
     expected = evaluate_pairs(tiny, read_pairs(pairs_path))
     assert reported["text_to_image"] == expected["text_to_image"]
     assert reported["image_to_text"] == expected["image_to_text"]
+
+
+def test_grouped_pairs_train_in_one_batch_and_are_held_out_together(tmp_path: Path) -> None:
+    path = tmp_path / "grouped.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(("image", "caption", "group"))
+        for n, row in enumerate(SAMPLE_ROWS[:30]):  # groups of three, and six pairs with no group
+            writer.writerow((str(config.SAMPLE_DATA_DIR / row["image"]), row["caption"], n // 3 if n < 24 else ""))
+    pairs = read_pairs(path)
+    assert pairs[0].group == "0" and pairs[29].group is None
+    keys = [p.batch_key for p in pairs]
+    for epoch in range(3):
+        batches = _epoch_batches(keys, 8, seed=1, epoch=epoch)
+        assert all(2 <= len(b) <= 8 for b in batches) and len(batches) >= 3
+        where = {i: n for n, batch in enumerate(batches) for i in batch}
+        for group in range(8):
+            members = [i for i in range(group * 3, group * 3 + 3) if i in where]
+            assert len({where[i] for i in members}) <= 1
+            assert len(members) in (0, 3)  # a group is used whole or (last, partial batch) not at all
+    train, val = split_pairs(pairs, 0.3, seed=0)
+    assert not {p.batch_key for p in train} & {p.batch_key for p in val} and val
 
 
 def test_a_few_steps_lower_the_loss_and_raise_train_recall(tmp_path: Path) -> None:
