@@ -1,5 +1,8 @@
 """Change detection: cheap first (size, mtime), exact second (sha256), so touched or moved files whose bytes
-are the same keep their vectors and only new or modified content is embedded."""
+are the same keep their vectors and only new or modified content is embedded.
+
+A file at a path the library has never seen is hashed here only when it could be a moved one (a vanished item
+of its size exists); otherwise it is new for sure, and its decode worker hashes the bytes it reads anyway."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from retrieval.store import StoredImage
 
 @dataclass
 class Plan:
-    new: list[tuple[FileStat, str]] = field(default_factory=list)  # (file, sha256)
+    new: list[tuple[FileStat, str | None]] = field(default_factory=list)  # (file, sha256 or None: not yet hashed)
     modified: list[tuple[int, FileStat, str]] = field(default_factory=list)  # (item id, file, sha256)
     moved: list[tuple[int, FileStat]] = field(default_factory=list)
     touched: list[tuple[int, FileStat]] = field(default_factory=list)
@@ -66,7 +69,11 @@ def plan_changes(
     for s in stored:
         if s.path not in scanned_paths and _under(s.path, roots):
             vanished[s.sha256].append(s)
+    vanished_sizes = {s.size for group in vanished.values() for s in group}
     for f in unknown:
+        if f.size not in vanished_sizes:
+            plan.new.append((f, None))
+            continue
         digest = hashed(f.path)
         if digest is None:
             continue

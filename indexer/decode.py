@@ -1,8 +1,11 @@
-"""Decoding in worker processes: each file becomes model-ready pixels plus the metadata the store keeps, or
-the reason it could not be read. A bad file is an answer, never an exception that stops the run."""
+"""Decoding in worker processes: each file becomes model-ready pixels plus the metadata the store keeps (its
+sha256 included, hashed from the very bytes decoded, so a new file is read once), or the reason it could not be
+read. A bad file is an answer, never an exception that stops the run."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -21,6 +24,7 @@ class Decoded:
     height: int = 0
     taken_at: float | None = None
     error: str | None = None
+    sha256: str | None = None
 
 
 class DecodeDataset(Dataset):
@@ -31,14 +35,21 @@ class DecodeDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, position: int) -> Decoded:
+        path = self.paths[position]
         try:
-            decoded = read_image(self.paths[position], self.min_side)
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            return Decoded(position, None, error=f"cannot read {path}: {exc.strerror or exc}")
+        try:
+            decoded = read_image(io.BytesIO(data), self.min_side, name=path)
             pixels = self.preprocess(decoded.image)
         except ClipdexError as exc:
             return Decoded(position, None, error=str(exc))
         except Exception as exc:  # a transform failing on a strange image is still one bad file
             return Decoded(position, None, error=f"cannot preprocess {self.paths[position]}: {exc}")
-        return Decoded(position, pixels, decoded.width, decoded.height, decoded.taken_at)
+        sha256 = hashlib.sha256(data).hexdigest()
+        return Decoded(position, pixels, decoded.width, decoded.height, decoded.taken_at, sha256=sha256)
 
 
 def collate(batch: list[Decoded]) -> list[Decoded]:

@@ -74,7 +74,7 @@ def index_folders(
     library.use_encoder(encoder)
     store = library.store
     scanned = scan(roots, exclude, include_hidden)
-    advance = progress("checking", len(scanned.files)) if progress else None
+    advance = progress("checking changed files", None) if progress else None
     stored = store.images()
     plan = plan_changes(
         scanned.files,
@@ -97,7 +97,7 @@ def index_folders(
             inserts, updates = [], []
             for decoded, vector in batch.done:
                 item_id, file, digest = jobs[decoded.position]
-                item = _item(file, digest, decoded, vector)
+                item = _item(file, decoded.sha256 or digest, decoded, vector)
                 if item_id is None:
                     inserts.append(item)
                 else:

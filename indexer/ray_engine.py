@@ -45,6 +45,7 @@ class _EmbedActor:
             "height": np.array([d.height for d in decoded]),
             "taken_at": np.array([np.nan if d.taken_at is None else d.taken_at for d in decoded]),
             "error": np.array([d.error or "" for d in decoded], dtype=object),
+            "sha256": np.array([d.sha256 or "" for d in decoded], dtype=object),
         }
 
 
@@ -96,6 +97,6 @@ class RayEngine:
                     continue
                 taken = float(batch["taken_at"][i])
                 decoded = Decoded(position, None, int(batch["width"][i]), int(batch["height"][i]),
-                                  None if math.isnan(taken) else taken)
+                                  None if math.isnan(taken) else taken, sha256=str(batch["sha256"][i]))
                 done.append((decoded, batch["vector"][i]))
             yield EmbeddedBatch(done, failed)

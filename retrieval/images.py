@@ -61,10 +61,11 @@ def _upright(im: Image.Image) -> Image.Image:
         return im
 
 
-def read_image(path: Path | IO[bytes], min_side: int | None = None) -> DecodedImage:
-    """Decode `path` (or an open binary stream, e.g. an upload); with `min_side`, JPEGs decode at a reduced
-    scale that still covers it (draft mode), several times faster for camera-size files and nothing the model
-    could see is lost."""
+def read_image(path: Path | IO[bytes], min_side: int | None = None, name: str | None = None) -> DecodedImage:
+    """Decode `path` (or an open binary stream, e.g. an upload, called `name` in errors); with `min_side`, JPEGs
+    decode at a reduced scale that still covers it (draft mode), several times faster for camera-size files and
+    nothing the model could see is lost."""
+    name = name or str(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -78,9 +79,9 @@ def read_image(path: Path | IO[bytes], min_side: int | None = None) -> DecodedIm
                 image = _upright(im).convert("RGB")
                 return DecodedImage(image, width, height, _taken_at(exif))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ClipdexError(f"{path}: image too large (over {config.MAX_IMAGE_PIXELS} pixels), refused") from None
+        raise ClipdexError(f"{name}: image too large (over {config.MAX_IMAGE_PIXELS} pixels), refused") from None
     except Exception as exc:  # Pillow raises many types for damaged files; each one means "unreadable"
-        raise ClipdexError(f"cannot read image {path}: {exc}") from None
+        raise ClipdexError(f"cannot read image {name}: {exc}") from None
 
 
 def open_image(path: Path | IO[bytes], min_side: int | None = None) -> Image.Image:

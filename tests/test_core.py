@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from retrieval import config
+from retrieval.digest import file_sha256
 from retrieval.library import Library
 from retrieval.query import QueryEngine
 from retrieval.store import CAPTION, IMAGE
@@ -65,6 +66,8 @@ def test_index_sample_data_then_search_both_ways(cli, library_dir: Path, databas
 def test_reindex_touch_move_modify_delete(cli, library_dir: Path, photos) -> None:
     folder = photos(12)
     assert _json(cli("index", folder, *TINY, "--json"))["added"] == 12
+    hashed = {s.path: s.sha256 for s in Library(library_dir).store.images()}
+    assert hashed == {str(f): file_sha256(f) for f in folder.iterdir()}  # hashed by the decode workers
 
     again = _json(cli("index", folder, "--json"))
     assert (again["added"], again["updated"], again["unchanged"]) == (0, 0, 12)
