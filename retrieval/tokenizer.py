@@ -9,7 +9,6 @@ from __future__ import annotations
 import gzip
 import html
 import importlib.util
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +49,8 @@ def _clean(text: str) -> str:
 
 class BpeTokenizer:
     def __init__(self, merges_file: Path, context_length: int = 77) -> None:
-        lines = gzip.open(merges_file).read().decode("utf-8").split("\n")[1 : _MERGE_COUNT + 1]
+        with gzip.open(merges_file) as f:
+            lines = f.read().decode("utf-8").split("\n")[1 : _MERGE_COUNT + 1]
         merges = [tuple(line.split()) for line in lines]
         alphabet = _byte_alphabet()
         printable_order = sorted(range(256), key=lambda b: ord(alphabet[b]))
@@ -61,15 +61,19 @@ class BpeTokenizer:
         self.alphabet = alphabet
         self.context_length = context_length
         self.sot, self.eot = self.ids[SPECIAL_TOKENS[0]], self.ids[SPECIAL_TOKENS[1]]
+        self._known: dict[str, tuple[int, ...]] = {token: (self.ids[token],) for token in SPECIAL_TOKENS}
 
-    @lru_cache(maxsize=4096)
     def _word_ids(self, word: str) -> tuple[int, ...]:
-        if word in SPECIAL_TOKENS:
-            return (self.ids[word],)
+        if word not in self._known:
+            self._known[word] = self._merge(word)
+        return self._known[word]
+
+    def _merge(self, word: str) -> tuple[int, ...]:
+        """Apply merges lowest rank first until none applies: the ids of the word's byte-pair pieces."""
         parts = [*word[:-1], word[-1] + "</w>"]
         while len(parts) > 1:
-            ranked = [(self.ranks.get(pair, -1), i) for i, pair in enumerate(zip(parts, parts[1:]))]
-            best = min((r for r, _ in ranked if r >= 0), default=None)
+            ranks = [self.ranks.get(pair) for pair in zip(parts, parts[1:])]
+            best = min((r for r in ranks if r is not None), default=None)
             if best is None:
                 break
             merged, i = [], 0
