@@ -275,6 +275,7 @@ def add_captions_command(
 
 def status_info(library) -> dict:
     """What `status --json` and the HTTP API's /api/status report."""
+    from retrieval.onnx_text import export_paths
     from retrieval.store import IMAGE
 
     identity = library.identity
@@ -292,6 +293,7 @@ def status_info(library) -> dict:
             "preference": library.index_preference,
             "gpu": bool(index and index.on_gpu),
         },
+        "text_export": str(export_paths(identity)[0]) if identity and export_paths(identity)[0].is_file() else None,
     }
 
 
@@ -314,6 +316,7 @@ def status(ctx: typer.Context, as_json: bool = JsonOption) -> None:
             ("captions", counts["caption"]),
             ("failed files", counts["failed"]),
             ("index", f"{info['index']['type']} (choice: {info['index']['preference']})"),
+            ("fast text queries", "yes (exported text tower)" if info["text_export"] else "no: loads torch"),
         ],
     )
 

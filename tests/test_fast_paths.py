@@ -92,6 +92,7 @@ def test_cold_text_query_needs_no_torch_and_gives_the_same_hits(
     import sys
 
     assert cli("index", photos(12), "--model", "clipdex-tiny").exit_code == 0
+    assert json.loads(cli("status", "--json").stdout)["text_export"].endswith(".onnx")
     probe = (
         "import sys, json\nfrom cli.app import app\n"
         "try:\n    app(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
@@ -103,6 +104,7 @@ def test_cold_text_query_needs_no_torch_and_gives_the_same_hits(
     assert json.loads(imported) == []
     monkeypatch.setenv("CLIPDEX_CACHE", str(tmp_path / "no-exports"))  # the same query through torch
     through_torch = json.loads(cli("search", "a red circle", "-k", "5", "--json").stdout)
+    assert json.loads(cli("status", "--json").stdout)["text_export"] is None
     assert [h["id"] for h in json.loads(hits)] == [h["id"] for h in through_torch]
     assert np.allclose([h["score"] for h in json.loads(hits)], [h["score"] for h in through_torch], atol=1e-4)
 
