@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from retrieval.digest import file_sha256
 from retrieval.library import Library
 from retrieval.store import IMAGE
 from tests.conftest import SAMPLE_ROWS
@@ -55,6 +56,9 @@ def test_ray_engine_matches_local_and_reruns_incrementally(local_ray, cli, photo
     assert a.keys() == b.keys()
     cosines = np.array([float(a[k] @ b[k]) for k in a])
     assert cosines.min() >= 0.9999
+    hashed = {s.path: s.sha256 for s in Library(ray_dir).store.images()}  # by the actors, from the bytes read
+    assert hashed == {s.path: s.sha256 for s in Library(local_dir).store.images()}
+    assert all(hashed[p] == file_sha256(p) for p in list(hashed)[:20])
 
     (folder / sorted(p.name for p in folder.iterdir())[0]).unlink()
     again = index(ray_dir, "--engine", "ray")
