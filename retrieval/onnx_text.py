@@ -78,7 +78,7 @@ def export_text_tower(encoder) -> ExportResult:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.onnx")
-    example = torch.from_numpy(tokenizer(["a photo of a dog", "snow"]))
+    example = torch.from_numpy(tokenizer(["a photo of a dog", "snow"])).to(encoder.device)
     batch = torch.export.Dim("batch", min=1, max=4096)
     length = torch.export.Dim("length", min=2, max=encoder.context_length)
     was = encoder.precision
