@@ -47,7 +47,7 @@ class DecodeDataset(Dataset):
         except ClipdexError as exc:
             return Decoded(position, None, error=str(exc))
         except Exception as exc:  # a transform failing on a strange image is still one bad file
-            return Decoded(position, None, error=f"cannot preprocess {self.paths[position]}: {exc}")
+            return Decoded(position, None, error=f"cannot preprocess {path}: {exc}")
         sha256 = hashlib.sha256(data).hexdigest()
         return Decoded(position, pixels, decoded.width, decoded.height, decoded.taken_at, sha256=sha256)
 

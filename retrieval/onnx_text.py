@@ -94,13 +94,12 @@ def export_text_tower(encoder) -> ExportResult:
         exported = OnnxTextEncoder(tmp, encoder.identity, tokenizer).encode_texts(list(PROBE_TEXTS))
         worst = float((reference * exported).sum(axis=1).min())
         if worst < config.TEXT_EXPORT_MIN_COSINE:
-            tmp.unlink()
             return ExportResult(None, f"text queries will load torch: the export matched only to cosine {worst:.5f}")
         os.replace(tmp, path)
     except Exception as exc:  # an exporter failure must never fail indexing: queries still work through torch
-        tmp.unlink(missing_ok=True)
         return ExportResult(None, f"text queries will load torch: the ONNX export failed ({type(exc).__name__})")
-    finally:
+    finally:  # also on Ctrl-C: no half-written file is left in the cache
+        tmp.unlink(missing_ok=True)
         encoder.set_precision(was)
     info = {"name": encoder.identity.name, "fingerprint": encoder.identity.fingerprint, "dim": encoder.identity.dim,
             "context_length": encoder.context_length, "min_cosine": worst}
