@@ -123,7 +123,7 @@ class OnnxTextEncoder:
 
     @classmethod
     def for_model(cls, identity: ModelIdentity) -> "OnnxTextEncoder | None":
-        """The export for exactly this model, or None when there is none to trust."""
+        """The export for exactly this model, or None when there is none to trust (then torch answers)."""
         path, description = export_paths(identity)
         merges = default_merges_file()
         try:
@@ -132,9 +132,10 @@ class OnnxTextEncoder:
             return None
         if (info.get("name"), info.get("fingerprint")) != (identity.name, identity.fingerprint) or merges is None:
             return None
-        if not path.is_file():
+        try:
+            return cls(path, identity, BpeTokenizer(merges, int(info["context_length"])))
+        except Exception:  # no onnxruntime, or a damaged file: not worth failing a query over
             return None
-        return cls(path, identity, BpeTokenizer(merges, int(info["context_length"])))
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         vectors = self.session.run(None, {"tokens": self.tokenizer(texts)})[0]

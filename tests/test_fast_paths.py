@@ -136,3 +136,17 @@ def test_memory_mapped_index_answers_like_the_loaded_one_and_still_tops_up(tmp_p
     assert not topped.mapped and topped.count == 59
     assert topped.search(vectors[55:56], 1)[0][0, 0] > 0.999  # a vector added after the mapped load
     assert first_id not in topped.search(vectors[:1], 59)[1][0]
+
+
+def test_a_damaged_export_falls_back_to_torch(cli, library_dir: Path, photos, tmp_path: Path, monkeypatch) -> None:
+    import json
+
+    from retrieval.library import Library
+    from retrieval.onnx_text import export_paths
+
+    monkeypatch.setenv("CLIPDEX_CACHE", str(tmp_path / "cache"))
+    assert cli("index", photos(6), "--model", "clipdex-tiny").exit_code == 0
+    expected = json.loads(cli("search", "a blue star", "-k", "3", "--json").stdout)
+    export_paths(Library(library_dir).require_identity())[0].write_bytes(b"not an onnx model")
+    result = cli("search", "a blue star", "-k", "3", "--json")
+    assert result.exit_code == 0 and [h["id"] for h in json.loads(result.stdout)] == [h["id"] for h in expected]
