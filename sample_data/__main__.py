@@ -21,16 +21,16 @@ def main() -> None:
     parser.add_argument("out", type=Path, help="folder to write images/ and captions.csv into")
     parser.add_argument(
         "--set",
-        choices=("sample", "train", "heldout"),
+        choices=("sample", "stream", "train", "heldout"),
         default="sample",
-        help="sample: the committed set; train: the sample model's training set (scenes with their shape variants); "
-        "heldout: evaluation",
+        help="sample: the committed set; stream: the scenes the sample model first learned from; train: the same "
+        "with shape variants grouped (its fine-tuning set); heldout: evaluation",
     )
     args = parser.parse_args()
     if args.set == "heldout":
         print(write_set(args.out, heldout_scenes(), HELDOUT_SEED))
-    elif args.set == "train":
-        print(write_set(args.out, training_scenes(), SAMPLE_SEED))
+    elif args.set in ("stream", "train"):
+        print(write_set(args.out, training_scenes(variants=args.set == "train"), SAMPLE_SEED))
     else:
         print(write_set(args.out, sample_scenes(SAMPLE_SEED, SAMPLE_COUNT), SAMPLE_SEED))
 

@@ -33,11 +33,12 @@ KIND_WEIGHTS = {"single": 0.3, "pair": 0.5, "group": 0.2}
 OMIT_RATES = {"size": 0.5, "background": 0.3}  # training captions that leave a detail out
 
 # The committed sample is the first SAMPLE_COUNT scenes of the training stream the sample model learned from;
-# the training set is the first TRAIN_COUNT scenes each with its shape variants, and the held-out set uses another
-# seed and excludes every caption of the training set.
+# that stream is its first TRAIN_COUNT scenes, the first VARIANT_COUNT of them grouped with their shape variants;
+# the held-out set uses another seed and excludes every caption of the training set.
 SAMPLE_SEED = 7
 SAMPLE_COUNT = 300
-TRAIN_COUNT = 1500
+TRAIN_COUNT = 6000
+VARIANT_COUNT = 1500
 HELDOUT_SEED = 1001
 HELDOUT_COUNT = 200
 
@@ -121,22 +122,27 @@ def shape_variants(scene: Scene) -> tuple[Scene, ...]:
     return tuple(variants)
 
 
-def training_scenes() -> list[tuple[Scene, ...]]:
-    """The sample model's training set: each of the first TRAIN_COUNT scenes with its shape variants.
+def training_scenes(variants: bool = True) -> list[Scene | tuple[Scene, ...]]:
+    """The sample model's training set: the first TRAIN_COUNT scenes of the stream, the first VARIANT_COUNT of
+    them as groups with their shape variants (`variants=False`: the stream alone, as the model first learned).
 
-    Some captions leave out sizes or the background (still true, rarely ambiguous within a batch), so that
-    shape words also follow the colour directly, as in the short queries people type ("a red circle")."""
+    Some grouped captions leave out sizes or the background (still true, rarely ambiguous within a batch), so
+    that shape words also follow the colour directly, as in the short queries people type ("a red circle")."""
+    scenes = sample_scenes(SAMPLE_SEED, TRAIN_COUNT)
+    if not variants:
+        return list(scenes)
     rng = random.Random(f"{SAMPLE_SEED}:phrasing")
-    groups = []
-    for scene in sample_scenes(SAMPLE_SEED, TRAIN_COUNT):
+    groups: list[Scene | tuple[Scene, ...]] = []
+    for scene in scenes[:VARIANT_COUNT]:
         omit = frozenset(name for name, p in OMIT_RATES.items() if rng.random() < p)
         groups.append(tuple(replace(variant, omit=omit) for variant in shape_variants(scene)))
-    return groups
+    return groups + scenes[VARIANT_COUNT:]
 
 
 def heldout_scenes() -> list[Scene]:
     """The evaluation set: another seed, and no caption the sample model could have trained on."""
-    train = {c for group in training_scenes() for s in group for c in (s.caption, replace(s, omit=frozenset()).caption)}
+    grouped = [entry if isinstance(entry, tuple) else (entry,) for entry in training_scenes()]
+    train = {c for group in grouped for s in group for c in (s.caption, replace(s, omit=frozenset()).caption)}
     return sample_scenes(HELDOUT_SEED, HELDOUT_COUNT, exclude=train)
 
 

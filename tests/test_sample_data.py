@@ -18,6 +18,7 @@ from sample_data.synth import (
     SAMPLE_SEED,
     SHAPES,
     TRAIN_COUNT,
+    VARIANT_COUNT,
     heldout_scenes,
     sample_scenes,
     training_scenes,
@@ -43,17 +44,20 @@ def test_committed_sample_is_the_generators_output() -> None:
 
 
 def test_captions_unique_and_heldout_disjoint_from_training() -> None:
-    groups = training_scenes()
-    full = [replace(s, omit=frozenset()).caption for group in groups for s in group]
+    stream = training_scenes(variants=False)
+    groups = [e if isinstance(e, tuple) else (e,) for e in training_scenes()]
+    captions = {c for group in groups for s in group for c in (s.caption, replace(s, omit=frozenset()).caption)}
     heldout = [s.caption for s in heldout_scenes()]
-    assert len(groups) == TRAIN_COUNT and len(set(heldout)) == len(heldout)
-    assert not (set(full) | {s.caption for group in groups for s in group}) & set(heldout)
-    assert [replace(g[0], omit=frozenset()).caption for g in groups[:SAMPLE_COUNT]] == [r["caption"] for r in SAMPLE_ROWS]
+    assert len(stream) == len(groups) == TRAIN_COUNT and len({s.caption for s in stream}) == TRAIN_COUNT
+    assert [replace(g[0], omit=frozenset()) for g in groups] == stream  # the stream, some of it with variants
+    assert len(set(heldout)) == len(heldout) and not captions & set(heldout)
+    assert [s.caption for s in stream[:SAMPLE_COUNT]] == [r["caption"] for r in SAMPLE_ROWS]
 
 
 def test_training_groups_differ_only_in_shape(tmp_path: Path) -> None:
-    groups = training_scenes()
-    assert {len(g) for g in groups} <= {3, 4} and sum(len(g) == 4 for g in groups) > TRAIN_COUNT * 0.8
+    groups = [e for e in training_scenes() if isinstance(e, tuple)]
+    assert len(groups) == VARIANT_COUNT and {len(g) for g in groups} <= {3, 4}
+    assert sum(len(g) == 4 for g in groups) > VARIANT_COUNT * 0.8
     assert any("size" in g[0].omit for g in groups) and any(not g[0].omit for g in groups)
     for group in groups[:200]:
         words = [s.caption.split() for s in group]
