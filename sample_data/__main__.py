@@ -9,6 +9,7 @@ from sample_data.synth import (
     SAMPLE_COUNT,
     SAMPLE_SEED,
     HELDOUT_SEED,
+    VARIANT_COUNT,
     heldout_scenes,
     sample_scenes,
     training_scenes,
@@ -21,14 +22,16 @@ def main() -> None:
     parser.add_argument("out", type=Path, help="folder to write images/ and captions.csv into")
     parser.add_argument(
         "--set",
-        choices=("sample", "stream", "train", "heldout"),
+        choices=("sample", "stream", "variants", "train", "heldout"),
         default="sample",
-        help="sample: the committed set; stream: the scenes the sample model first learned from; train: the same "
-        "with shape variants grouped (its fine-tuning set); heldout: evaluation",
+        help="sample: the committed set; stream: the training scenes alone; variants: only the scenes grouped with "
+        "their shape variants; train: both (the stream, its start grouped with variants); heldout: evaluation",
     )
     args = parser.parse_args()
     if args.set == "heldout":
         print(write_set(args.out, heldout_scenes(), HELDOUT_SEED))
+    elif args.set == "variants":
+        print(write_set(args.out, training_scenes()[:VARIANT_COUNT], SAMPLE_SEED))
     elif args.set in ("stream", "train"):
         print(write_set(args.out, training_scenes(variants=args.set == "train"), SAMPLE_SEED))
     else:

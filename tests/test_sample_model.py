@@ -23,8 +23,8 @@ def test_demo_runs_offline_and_its_answers_make_sense(cli, tmp_path: Path) -> No
     red = next(s for s in demo["searches"] if s["query"] == "a red circle")
     captions = [CAPTION_OF[hit["path"]] for hit in red["results"]]
     assert all(" red " in caption for caption in captions), captions
-    # shape is the sample model's weak point (sample_data/README.md): most, not all, top hits are circles
-    assert sum("red circle" in caption for caption in captions) >= 2, captions
+    # shape is the sample model's weaker point (sample_data/README.md): the best hits, not all three, are circles
+    assert "red circle" in captions[0] and sum("red circle" in caption for caption in captions) >= 2, captions
     described = demo["captions"]
     assert described["results"][0]["caption"] == described["true_caption"]
     heldout = demo["heldout_recall"]
@@ -71,25 +71,10 @@ def test_planted_copies_join_their_originals_group(cli, tmp_path: Path) -> None:
     assert all({"path", "size", "width", "height", "id"} <= set(m) for m in json.loads(result.stdout)[0])
 
 
-def _short_query_precision(model: str) -> float:
-    """Share of the top 3 sample photos that show "a COLOUR SHAPE", over every colour and shape."""
-    import numpy as np
-
-    from retrieval.factory import load_encoder
-    from retrieval.images import open_image
-    from sample_data.synth import COLOURS, SHAPES
-
-    encoder = load_encoder(model, None, "cpu")
-    images = encoder.encode_images([open_image(config.SAMPLE_DATA_DIR / r["image"], encoder.image_size) for r in SAMPLE_ROWS])
-    hits = []
-    for colour in COLOURS:
-        queries = [f"a {colour} {shape}" for shape in SHAPES]
-        for shape, vector in zip(SHAPES, encoder.encode_texts(queries)):
-            top = np.argsort(-(images @ vector))[:3]
-            hits += [f"{colour} {shape}" in SAMPLE_ROWS[i]["caption"] for i in top]
-    return float(np.mean(hits))
-
 
 def test_short_colour_and_shape_queries_find_that_shape() -> None:
-    """The sample model's known weak point, measured: chance is ~0.25 once the colour is right."""
-    assert _short_query_precision("sample") >= 0.0
+    """Full-caption recall can be high with shape ignored (an earlier sample model scored 0.25, chance, here)."""
+    from sample_data.short_queries import short_query_precision
+
+    both, colour = short_query_precision("sample")
+    assert colour == 1.0 and both >= 0.6
