@@ -51,6 +51,7 @@ def main() -> None:
             vectors = rng.standard_normal((n, encoder.identity.dim)).astype(np.float32)
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
             library.store.write(inserts=[NewItem(IMAGE, f"/photos/{start + i}.jpg", v) for i, v in enumerate(vectors)])
+        library = Library(Path(tmp) / "lib")  # opened afresh, as `clipdex serve` opens it
         client = TestClient(create_app(library, "cpu", args.precision))
         client.get("/api/search", params={"q": "warm up"})
         text_encoder = type(library.text_encoder("cpu", args.precision)).__name__
