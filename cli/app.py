@@ -345,7 +345,10 @@ def duplicates(
 
 @app.command()
 def finetune(
-    pairs: Path = typer.Argument(..., help="Pairs file: CSV `image,caption` or JSONL; paths relative to it."),
+    pairs: Path = typer.Argument(
+        ..., help="Pairs file: CSV `image,caption[,group]` or JSONL; paths relative to it. Pairs sharing a group "
+        "train in one batch.",
+    ),
     out: Path = typer.Option(Path("finetuned.safetensors"), "--out", "-o", help="Checkpoint to write."),
     model: Optional[str] = ModelOption,
     pretrained: Optional[str] = PretrainedOption,
