@@ -62,7 +62,7 @@ def build(library_dir: Path, images: int, model: str) -> None:
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         library.store.write(inserts=[NewItem(IMAGE, f"/photos/{start + i}.jpg", v) for i, v in enumerate(vectors)])
     library.vector_index(IMAGE)
-    print(prepare_text_queries(encoder) or "the text tower was already exported")
+    print(*prepare_text_queries(encoder) or ["the text tower was already exported"])
 
 
 def cold_search(library_dir: Path, cache: Path) -> tuple[float, list[int]]:

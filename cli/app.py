@@ -280,6 +280,7 @@ def status_info(library) -> dict:
 
     identity = library.identity
     index = library.vector_index(IMAGE) if identity else None
+    export = export_paths(identity)[0] if identity else None
     sqlite = library.store.engine.dialect.name == "sqlite"
     return {
         "library": str(library.root),
@@ -293,7 +294,7 @@ def status_info(library) -> dict:
             "preference": library.index_preference,
             "gpu": bool(index and index.on_gpu),
         },
-        "text_export": str(export_paths(identity)[0]) if identity and export_paths(identity)[0].is_file() else None,
+        "text_export": str(export) if export and export.is_file() else None,
     }
 
 

@@ -43,15 +43,16 @@ def _item(file: FileStat, sha256: str, decoded, vector) -> NewItem:
     )
 
 
-def prepare_text_queries(encoder, progress: Progress | None = None) -> str:
-    """Export the model's text tower for torch-free queries (once per model, cached); a note, or "" if reused."""
+def prepare_text_queries(encoder, progress: Progress | None = None) -> list[str]:
+    """Export the model's text tower for torch-free queries (once per model, cached); the notes for the user,
+    none when an earlier export was reused."""
     from retrieval.onnx_text import export_text_tower
 
     advance = progress("exporting the text tower for fast queries", None) if progress else None
     result = export_text_tower(encoder)
     if advance:
         advance(1)
-    return result.note
+    return [result.note] if result.note else []
 
 
 def index_folders(
@@ -116,6 +117,6 @@ def index_folders(
     report.failed = [{"path": p, "error": e} for p, e in failures]
     if not report.interrupted:
         library.vector_index(IMAGE)  # top up and save the cache now, not on the next query
-        report.notes += [note for note in [prepare_text_queries(encoder, progress)] if note]
+        report.notes += prepare_text_queries(encoder, progress)
     report.seconds = time.perf_counter() - started
     return report

@@ -61,5 +61,5 @@ def reembed_library(
     library.use_encoder(encoder)
     for kind in ("image", CAPTION):
         library.vector_index(kind)
-    report.notes += [note for note in [prepare_text_queries(encoder, progress)] if note]
+    report.notes += prepare_text_queries(encoder, progress)
     return report

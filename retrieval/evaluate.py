@@ -33,18 +33,23 @@ def recall_at_k(
     }
 
 
-def evaluate_pairs(encoder, pairs, batch_size: int = 64) -> dict:
-    """Recall@K of `encoder` on pairs; images with several captions count once in image→text."""
+def embed_image_files(encoder, paths, batch_size: int = 64) -> np.ndarray:
+    """Vectors of image files in order, decoded a batch at a time so a large set never sits in memory whole."""
     from retrieval.images import open_image
 
-    paths = sorted({p.image for p in pairs})
-    row = {path: i for i, path in enumerate(paths)}
-    image_vectors = np.concatenate(
+    return np.concatenate(
         [
             encoder.encode_images([open_image(p, encoder.image_size) for p in paths[i : i + batch_size]])
             for i in range(0, len(paths), batch_size)
         ]
     )
+
+
+def evaluate_pairs(encoder, pairs, batch_size: int = 64) -> dict:
+    """Recall@K of `encoder` on pairs; images with several captions count once in image→text."""
+    paths = sorted({p.image for p in pairs})
+    row = {path: i for i, path in enumerate(paths)}
+    image_vectors = embed_image_files(encoder, paths, batch_size)
     captions = [p.caption for p in pairs]
     text_vectors = np.concatenate(
         [encoder.encode_texts(captions[i : i + batch_size]) for i in range(0, len(captions), batch_size)]

@@ -59,15 +59,17 @@ class QueryEngine:
 
     @property
     def encoder(self):
-        encoder = self.library.encoder(self.device, self.precision)
+        return self._noted(self.library.encoder(self.device, self.precision))
+
+    def _noted(self, encoder):
+        """The encoder, its notes (e.g. a precision it could not use) passed on to the user once."""
         self.notes += [n for n in encoder.notes if n not in self.notes]
         return encoder
 
     def text_vector(self, text: str) -> np.ndarray:
         if not text.strip():
             raise ClipdexError("the query text is empty")
-        encoder = self.library.text_encoder(self.device, self.precision)
-        self.notes += [n for n in encoder.notes if n not in self.notes]
+        encoder = self._noted(self.library.text_encoder(self.device, self.precision))
         tokens = len(encoder.tokenizer.encode(text)) + 2 if hasattr(encoder.tokenizer, "encode") else 0
         if tokens > encoder.context_length:
             self.notes.append(

@@ -13,8 +13,8 @@ import argparse
 import numpy as np
 
 from retrieval import config
+from retrieval.evaluate import embed_image_files
 from retrieval.factory import load_encoder
-from retrieval.images import open_image
 from retrieval.pairs import read_pairs
 from sample_data.synth import COLOURS, SHAPES
 
@@ -23,10 +23,7 @@ def short_query_precision(model: str, top: int = 3) -> tuple[float, float]:
     """(shape-and-colour precision, colour precision) of the top `top` photos over every colour and shape."""
     encoder = load_encoder(model, None, "cpu")
     pairs = read_pairs(config.SAMPLE_CAPTIONS)
-    images = np.concatenate([
-        encoder.encode_images([open_image(p.image, encoder.image_size) for p in pairs[i : i + 100]])
-        for i in range(0, len(pairs), 100)
-    ])
+    images = embed_image_files(encoder, [p.image for p in pairs])
     both, colour_only = [], []
     for colour in COLOURS:
         vectors = encoder.encode_texts([f"a {colour} {shape}" for shape in SHAPES])
