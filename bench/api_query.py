@@ -23,11 +23,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from cli.web import create_app  # noqa: E402
-from indexer.pipeline import prepare_text_queries  # noqa: E402
-from retrieval.factory import load_encoder  # noqa: E402
-from retrieval.library import Library  # noqa: E402
-from retrieval.store import IMAGE, NewItem  # noqa: E402
+from clipdex.cli.web import create_app  # noqa: E402
+from clipdex.indexer.pipeline import prepare_text_queries  # noqa: E402
+from clipdex.retrieval.factory import load_encoder  # noqa: E402
+from clipdex.retrieval.library import Library  # noqa: E402
+from clipdex.retrieval.store import IMAGE, NewItem  # noqa: E402
 
 QUERIES = ["a dog on a beach", "red car at night", "two people hiking in snow", "a bowl of ramen", "city skyline"]
 

@@ -3,7 +3,7 @@
     python bench/cold_query.py [--images 100000] [--model ViT-B-32] [--runs 3]
 
 The library holds synthetic unit vectors under a real model binding (random weights); it is built once, then
-each run is a fresh `python -m cli search` process. "torch" is the same command with the export hidden (an
+each run is a fresh `python -m clipdex search` process. "torch" is the same command with the export hidden (an
 empty cache folder), so it loads open_clip. The breakdown times each phase of one cold query in a new process.
 """
 
@@ -30,10 +30,10 @@ PHASES = r"""
 import sys, time
 marks = [("start", time.perf_counter())]
 def mark(name): marks.append((name, time.perf_counter()))
-import cli.app, retrieval.query; mark("import the CLI and query modules")
+import clipdex.cli.app, clipdex.retrieval.query; mark("import the CLI and query modules")
 from pathlib import Path
-from retrieval.library import Library
-from retrieval.store import IMAGE
+from clipdex.retrieval.library import Library
+from clipdex.retrieval.store import IMAGE
 library = Library(Path(sys.argv[1]), create=False); mark("open the library (database)")
 encoder = library.text_encoder("auto", "fp32"); mark("load the text encoder (" + type(encoder).__name__ + ")")
 vector = encoder.encode_texts([sys.argv[2]])[0]; mark("embed the query")
@@ -47,10 +47,10 @@ print(f"{(marks[-1][1] - marks[0][1]) * 1000:8.0f} ms  total (interpreter start-
 
 
 def build(library_dir: Path, images: int, model: str) -> None:
-    from indexer.pipeline import prepare_text_queries
-    from retrieval.factory import load_encoder
-    from retrieval.library import Library
-    from retrieval.store import IMAGE, NewItem
+    from clipdex.indexer.pipeline import prepare_text_queries
+    from clipdex.retrieval.factory import load_encoder
+    from clipdex.retrieval.library import Library
+    from clipdex.retrieval.store import IMAGE, NewItem
 
     encoder = load_encoder(model, None, "cpu")
     library = Library(library_dir)
@@ -67,7 +67,7 @@ def build(library_dir: Path, images: int, model: str) -> None:
 
 def cold_search(library_dir: Path, cache: Path) -> tuple[float, list[int]]:
     env = {**os.environ, "CLIPDEX_CACHE": str(cache)}
-    command = [sys.executable, "-m", "cli", "-L", str(library_dir), "search", QUERY, "-k", "10", "--json"]
+    command = [sys.executable, "-m", "clipdex", "-L", str(library_dir), "search", QUERY, "-k", "10", "--json"]
     started = time.perf_counter()
     out = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, check=True).stdout
     return time.perf_counter() - started, [hit["id"] for hit in json.loads(out)]

@@ -22,9 +22,9 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from indexer.pipeline import index_folders, prepare_text_queries  # noqa: E402
-from retrieval.factory import load_encoder  # noqa: E402
-from retrieval.library import Library  # noqa: E402
+from clipdex.indexer.pipeline import index_folders, prepare_text_queries  # noqa: E402
+from clipdex.retrieval.factory import load_encoder  # noqa: E402
+from clipdex.retrieval.library import Library  # noqa: E402
 
 
 def camera_jpegs(count: int) -> Path:

@@ -18,7 +18,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.synthetic import clustered  # noqa: E402
-from retrieval.vector_index import exact_top_k  # noqa: E402
+from clipdex.retrieval.vector_index import exact_top_k  # noqa: E402
 
 CHUNK = 250_000
 TRAIN_SEED, QUERY_SEED = 987_654_321, 2**31  # not multiples of CHUNK: never a chunk's seed

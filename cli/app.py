@@ -11,9 +11,9 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from cli.output import console, err_console, print_json, print_table, progress_tasks, recall_rows
-from retrieval import config
-from retrieval.errors import ClipdexError
+from clipdex.cli.output import console, err_console, print_json, print_table, progress_tasks, recall_rows
+from clipdex.retrieval import config
+from clipdex.retrieval.errors import ClipdexError
 
 
 class _Commands(TyperGroup):
@@ -72,14 +72,14 @@ def _print_notes(notes: list[str]) -> None:
 
 
 def _model_choice(model: Optional[str], pretrained: Optional[str]) -> tuple[str, Optional[str]]:
-    from retrieval.factory import default_pretrained
+    from clipdex.retrieval.factory import default_pretrained
 
     name = model or config.DEFAULT_MODEL
     return name, pretrained if pretrained is not None else default_pretrained(name)
 
 
 def _library(ctx: typer.Context, create: bool = False):
-    from retrieval.library import Library
+    from clipdex.retrieval.library import Library
 
     return Library(ctx.obj["library"], ctx.obj["database"], create=create)
 
@@ -99,7 +99,7 @@ def _engine(name: str, encoder, batch_size: int, ray_address: Optional[str]):
     if name == "local":
         return None
     if name == "ray":
-        from indexer.ray_engine import RayEngine
+        from clipdex.indexer.ray_engine import RayEngine
 
         return RayEngine(encoder, batch_size, ray_address)
     raise ClipdexError(f"unknown engine {name!r}: use local or ray")
@@ -131,9 +131,9 @@ def index(
     """Embed new and changed images under PATHS; moved files keep their vectors, deleted ones leave.
 
     Unreadable files are skipped and reported, never fatal; Ctrl-C keeps every batch already written."""
-    from indexer.pipeline import IndexReport, index_folders
-    from indexer.reembed import reembed_library
-    from retrieval.factory import load_encoder
+    from clipdex.indexer.pipeline import IndexReport, index_folders
+    from clipdex.indexer.reembed import reembed_library
+    from clipdex.retrieval.factory import load_encoder
 
     if not paths and not reembed:
         raise ClipdexError("give one or more folders to index (or --reembed --model M)")
@@ -217,8 +217,8 @@ def search(
     as_json: bool = JsonOption,
 ) -> None:
     """Images ranked by similarity to a sentence (text→image), an image (image→image), or a mix of both."""
-    from retrieval.query import Filters, QueryEngine
-    from retrieval.terms import Term, parse_terms
+    from clipdex.retrieval.query import Filters, QueryEngine
+    from clipdex.retrieval.terms import Term, parse_terms
 
     parsed = parse_terms(terms) if terms else []
     if image is not None:
@@ -246,7 +246,7 @@ def captions(
     as_json: bool = JsonOption,
 ) -> None:
     """Captions from the library's corpus ranked by how well they describe IMAGE (image→text)."""
-    from retrieval.query import QueryEngine
+    from clipdex.retrieval.query import QueryEngine
 
     hits = QueryEngine(_library(ctx), device).captions(image, top_k)
     _print_hits(hits, as_json, f"captions for {image}")
@@ -260,8 +260,8 @@ def add_captions_command(
     as_json: bool = JsonOption,
 ) -> None:
     """Add captions to the corpus that `clipdex captions` ranks."""
-    from retrieval.captions import add_captions
-    from retrieval.pairs import read_captions
+    from clipdex.retrieval.captions import add_captions
+    from clipdex.retrieval.pairs import read_captions
 
     texts = read_captions(file)
     library = _library(ctx)
@@ -275,8 +275,8 @@ def add_captions_command(
 
 def status_info(library) -> dict:
     """What `status --json` and the HTTP API's /api/status report."""
-    from retrieval.onnx_text import export_paths
-    from retrieval.store import IMAGE
+    from clipdex.retrieval.onnx_text import export_paths
+    from clipdex.retrieval.store import IMAGE
 
     identity = library.identity
     index = library.vector_index(IMAGE) if identity else None
@@ -329,7 +329,7 @@ def duplicates(
     as_json: bool = JsonOption,
 ) -> None:
     """Groups of near-identical photos, largest first, so you can pick which to keep (nothing is deleted)."""
-    from retrieval.duplicates import duplicate_groups
+    from clipdex.retrieval.duplicates import duplicate_groups
 
     groups = duplicate_groups(_library(ctx), threshold)
     if as_json:
@@ -370,8 +370,8 @@ def finetune(
     as_json: bool = JsonOption,
 ) -> None:
     """Train the dual encoder on your image–caption pairs with the CLIP contrastive loss."""
-    from retrieval.pairs import read_pairs
-    from retrieval.training.finetune import FinetuneOptions, finetune as run_finetune
+    from clipdex.retrieval.pairs import read_pairs
+    from clipdex.retrieval.training.finetune import FinetuneOptions, finetune as run_finetune
 
     name, tag = _model_choice(model, pretrained)
     options = FinetuneOptions(
@@ -415,9 +415,9 @@ def eval_command(
     as_json: bool = JsonOption,
 ) -> None:
     """Recall@1/5/10 in both directions, as the CLIP retrieval benchmarks compute it."""
-    from retrieval.evaluate import evaluate_pairs
-    from retrieval.factory import load_encoder
-    from retrieval.pairs import read_pairs
+    from clipdex.retrieval.evaluate import evaluate_pairs
+    from clipdex.retrieval.factory import load_encoder
+    from clipdex.retrieval.pairs import read_pairs
 
     loaded = read_pairs(pairs)
     encoder = load_encoder(*_model_choice(model, pretrained), device)
@@ -443,7 +443,7 @@ def serve(
     """A local web page and HTTP JSON API over the library (OpenAPI schema at /openapi.json)."""
     import uvicorn
 
-    from cli.web import create_app
+    from clipdex.cli.web import create_app
 
     library = _library(ctx)
     _print_notes(library.encoder(device, precision).notes)  # load now: the first query is as fast as the rest
@@ -460,7 +460,7 @@ def demo(
     as_json: bool = JsonOption,
 ) -> None:
     """Offline tour on the bundled sample model: index sample_data/, search, describe, measure recall."""
-    from cli.demo import default_demo_dir, run_demo
+    from clipdex.cli.demo import default_demo_dir, run_demo
 
     folder = out or default_demo_dir()
     with progress_tasks(enabled=not as_json) as start:

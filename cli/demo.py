@@ -7,8 +7,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from retrieval import config
-from retrieval.errors import ClipdexError
+from clipdex.retrieval import config
+from clipdex.retrieval.errors import ClipdexError
 
 DEMO_QUERIES = (
     "a red circle",
@@ -36,14 +36,14 @@ def _fresh_folder(folder: Path) -> None:
 
 
 def run_demo(folder: Path, device: str, progress: Callable) -> dict:
-    from indexer.pipeline import index_folders
-    from retrieval.captions import add_captions
-    from retrieval.evaluate import evaluate_pairs
-    from retrieval.factory import SAMPLE_ALIAS, load_encoder
-    from retrieval.library import Library
-    from retrieval.pairs import read_pairs
-    from retrieval.query import QueryEngine
-    from sample_data.synth import HELDOUT_SEED, heldout_scenes, write_set
+    from clipdex.indexer.pipeline import index_folders
+    from clipdex.retrieval.captions import add_captions
+    from clipdex.retrieval.evaluate import evaluate_pairs
+    from clipdex.retrieval.factory import SAMPLE_ALIAS, load_encoder
+    from clipdex.retrieval.library import Library
+    from clipdex.retrieval.pairs import read_pairs
+    from clipdex.retrieval.query import QueryEngine
+    from clipdex.sample_data.synth import HELDOUT_SEED, heldout_scenes, write_set
 
     if not config.SAMPLE_MODEL.is_file():
         raise ClipdexError(f"the sample model is missing: {config.SAMPLE_MODEL}")

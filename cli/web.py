@@ -13,13 +13,13 @@ from pathlib import Path
 from fastapi import FastAPI, File, HTTPException, Query, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
-from retrieval import config
-from retrieval.errors import ClipdexError
-from retrieval.images import open_image, read_image
-from retrieval.library import Library
-from retrieval.query import QueryEngine
-from retrieval.store import CAPTION, IMAGE
-from retrieval.terms import parse_terms, split_query
+from clipdex.retrieval import config
+from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.images import open_image, read_image
+from clipdex.retrieval.library import Library
+from clipdex.retrieval.query import QueryEngine
+from clipdex.retrieval.store import CAPTION, IMAGE
+from clipdex.retrieval.terms import parse_terms, split_query
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 THUMBNAIL_SIDE = 320
@@ -85,8 +85,8 @@ def create_app(library: Library, device: str = "auto", precision: str = "fp32") 
 
     @app.post("/api/captions", summary="Add captions (txt: one a line; csv/jsonl with a caption field)")
     def add_captions(file: UploadFile = File(...)) -> dict:
-        from retrieval.captions import add_captions as add
-        from retrieval.pairs import parse_captions
+        from clipdex.retrieval.captions import add_captions as add
+        from clipdex.retrieval.pairs import parse_captions
 
         suffix = Path(file.filename or "captions.txt").suffix.lower()
         try:
@@ -122,7 +122,7 @@ def create_app(library: Library, device: str = "auto", precision: str = "fp32") 
 
     @app.get("/api/status", summary="Counts, model and index, as `clipdex status --json`")
     def status() -> dict:
-        from cli.app import status_info
+        from clipdex.cli.app import status_info
 
         with lock:
             return status_info(library)

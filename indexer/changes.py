@@ -11,9 +11,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from indexer.scan import FileStat
-from retrieval.digest import file_sha256
-from retrieval.store import StoredImage
+from clipdex.indexer.scan import FileStat
+from clipdex.retrieval.digest import file_sha256
+from clipdex.retrieval.store import StoredImage
 
 
 @dataclass

@@ -12,8 +12,8 @@ from typing import Callable, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from retrieval.errors import ClipdexError
-from retrieval.images import read_image
+from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.images import read_image
 
 
 @dataclass

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from indexer.decode import Decoded, DecodeDataset, collate, single_thread_worker
-from retrieval import config
+from clipdex.indexer.decode import Decoded, DecodeDataset, collate, single_thread_worker
+from clipdex.retrieval import config
 
 
 @dataclass

@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from indexer.changes import plan_changes
-from indexer.engine import LocalEngine
-from indexer.scan import FileStat, root_path, scan
-from retrieval import config
-from retrieval.library import Library
-from retrieval.store import IMAGE, NewItem
+from clipdex.indexer.changes import plan_changes
+from clipdex.indexer.engine import LocalEngine
+from clipdex.indexer.scan import FileStat, root_path, scan
+from clipdex.retrieval import config
+from clipdex.retrieval.library import Library
+from clipdex.retrieval.store import IMAGE, NewItem
 
 Progress = Callable[[str, int | None], Callable[[int], None]]
 
@@ -46,7 +46,7 @@ def _item(file: FileStat, sha256: str, decoded, vector) -> NewItem:
 def prepare_text_queries(encoder, progress: Progress | None = None) -> list[str]:
     """Export the model's text tower for torch-free queries (once per model, cached); the notes for the user,
     none when an earlier export was reused."""
-    from retrieval.onnx_text import export_text_tower
+    from clipdex.retrieval.onnx_text import export_text_tower
 
     advance = progress("exporting the text tower for fast queries", None) if progress else None
     result = export_text_tower(encoder)

@@ -11,9 +11,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from indexer.decode import Decoded, DecodeDataset
-from indexer.engine import EmbeddedBatch
-from retrieval import config
+from clipdex.indexer.decode import Decoded, DecodeDataset
+from clipdex.indexer.engine import EmbeddedBatch
+from clipdex.retrieval import config
 
 
 class _EmbedActor:
@@ -22,7 +22,7 @@ class _EmbedActor:
     def __init__(self, name: str, pretrained: str | None, device: str) -> None:
         import torch
 
-        from retrieval.factory import load_encoder
+        from clipdex.retrieval.factory import load_encoder
 
         torch.set_num_threads(1)
         self.encoder = load_encoder(name, pretrained, device)
@@ -57,7 +57,7 @@ class RayEngine:
         try:
             import ray
         except ImportError:
-            from retrieval.errors import ClipdexError
+            from clipdex.retrieval.errors import ClipdexError
 
             raise ClipdexError("--engine ray needs Ray: pip install 'clipdex[ray]'") from None
         if not ray.is_initialized():

@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from indexer.engine import LocalEngine
-from indexer.pipeline import prepare_text_queries
-from retrieval import config
-from retrieval.errors import ClipdexError
-from retrieval.library import Library
-from retrieval.store import CAPTION
+from clipdex.indexer.engine import LocalEngine
+from clipdex.indexer.pipeline import prepare_text_queries
+from clipdex.retrieval import config
+from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.library import Library
+from clipdex.retrieval.store import CAPTION
 
 
 @dataclass

@@ -8,8 +8,8 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Sequence
 
-from retrieval import config
-from retrieval.errors import ClipdexError
+from clipdex.retrieval import config
+from clipdex.retrieval.errors import ClipdexError
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from retrieval import config
-from retrieval.library import Library
-from retrieval.store import CAPTION, NewItem
+from clipdex.retrieval import config
+from clipdex.retrieval.library import Library
+from clipdex.retrieval.store import CAPTION, NewItem
 
 
 def add_captions(library: Library, encoder, captions: Sequence[str], batch_size: int = config.DEFAULT_BATCH_SIZE * 4) -> tuple[int, int]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from retrieval.errors import ClipdexError
+from clipdex.retrieval.errors import ClipdexError
 
 METADATA_KEY = "clipdex"
 CHECKPOINT_SUFFIXES = (".safetensors",)

@@ -6,8 +6,8 @@ twenty shots of one sunset becomes one group even when the first and last differ
 
 from __future__ import annotations
 
-from retrieval.library import Library
-from retrieval.store import IMAGE
+from clipdex.retrieval.library import Library
+from clipdex.retrieval.store import IMAGE
 
 
 def _root(parent: dict[int, int], item: int) -> int:

@@ -14,9 +14,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from retrieval import config
-from retrieval.digest import file_sha256
-from retrieval.errors import ClipdexError
+from clipdex.retrieval import config
+from clipdex.retrieval.digest import file_sha256
+from clipdex.retrieval.errors import ClipdexError
 
 SAMPLE_ALIAS = "sample"
 
@@ -105,8 +105,8 @@ def load_encoder(
     import open_clip
     import torch
 
-    from retrieval.checkpoint import is_checkpoint_path, load_weights, read_checkpoint_info
-    from retrieval.encoder import Encoder
+    from clipdex.retrieval.checkpoint import is_checkpoint_path, load_weights, read_checkpoint_info
+    from clipdex.retrieval.encoder import Encoder
 
     _register_project_configs()
     device = resolve_device(device)

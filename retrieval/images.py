@@ -10,8 +10,8 @@ from typing import IO
 
 from PIL import Image, ImageOps
 
-from retrieval import config
-from retrieval.errors import ClipdexError
+from clipdex.retrieval import config
+from clipdex.retrieval.errors import ClipdexError
 
 Image.MAX_IMAGE_PIXELS = config.MAX_IMAGE_PIXELS
 

@@ -9,11 +9,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from retrieval import config
-from retrieval.errors import ClipdexError
-from retrieval.factory import ModelIdentity
-from retrieval.store import Store
-from retrieval.vector_index import FLAT, IndexState, VectorIndex, kind_for
+from clipdex.retrieval import config
+from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.factory import ModelIdentity
+from clipdex.retrieval.store import Store
+from clipdex.retrieval.vector_index import FLAT, IndexState, VectorIndex, kind_for
 
 
 class Library:
@@ -100,7 +100,7 @@ class Library:
     def encoder(self, device: str = "auto", precision: str = "fp32"):
         """The library's own model, loaded once and checked against the binding."""
         if self._encoder is None:
-            from retrieval.factory import load_encoder
+            from clipdex.retrieval.factory import load_encoder
 
             bound = self.require_identity()
             encoder = load_encoder(bound.name, bound.pretrained, device)
@@ -115,7 +115,7 @@ class Library:
         runs in fp32 off the GPU (no torch import: what makes a one-off query start fast), else the model."""
         if self._encoder is None and precision == "fp32" and device in ("auto", "cpu"):
             if self._text_encoder is None:
-                from retrieval.onnx_text import OnnxTextEncoder
+                from clipdex.retrieval.onnx_text import OnnxTextEncoder
 
                 self._text_encoder = OnnxTextEncoder.for_model(self.require_identity())
             if self._text_encoder is not None:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval import config
-from retrieval.factory import ModelIdentity
-from retrieval.tokenizer import BpeTokenizer, default_merges_file
+from clipdex.retrieval import config
+from clipdex.retrieval.factory import ModelIdentity
+from clipdex.retrieval.tokenizer import BpeTokenizer, default_merges_file
 
 PROBE_TEXTS = (
     "a photo of a dog running on a beach at sunset",

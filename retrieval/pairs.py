@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from retrieval.errors import ClipdexError
+from clipdex.retrieval.errors import ClipdexError
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,11 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from retrieval.errors import ClipdexError
-from retrieval.images import open_image
-from retrieval.library import Library
-from retrieval.store import CAPTION, IMAGE
-from retrieval.terms import Term, parse_terms
+from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.images import open_image
+from clipdex.retrieval.library import Library
+from clipdex.retrieval.store import CAPTION, IMAGE
+from clipdex.retrieval.terms import Term, parse_terms
 
 
 @dataclass

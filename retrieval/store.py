@@ -37,8 +37,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from retrieval.errors import ClipdexError
-from retrieval.factory import ModelIdentity
+from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.factory import ModelIdentity
 
 SCHEMA_VERSION = 1
 IMAGE, CAPTION = "image", "caption"

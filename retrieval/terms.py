@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from retrieval import config
-from retrieval.errors import ClipdexError
+from clipdex.retrieval import config
+from clipdex.retrieval.errors import ClipdexError
 
 _WEIGHTED = re.compile(r"^(\d+(?:\.\d*)?|\.\d+):(.+)$", re.S)
 _PATH_PREFIXES = ("./", "../", "~/", "/")

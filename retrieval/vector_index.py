@@ -19,7 +19,7 @@ import math
 import faiss
 import numpy as np
 
-from retrieval import config
+from clipdex.retrieval import config
 
 FLAT, IVF = "flat", "ivf"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sample_data.synth import (
+from clipdex.sample_data.synth import (
     SAMPLE_COUNT,
     SAMPLE_SEED,
     HELDOUT_SEED,

@@ -1,4 +1,4 @@
-"""How well a model finds shapes from short queries: `python -m sample_data.short_queries [--model M]`.
+"""How well a model finds shapes from short queries: `python -m clipdex.sample_data.short_queries [--model M]`.
 
 For every colour and shape, the query "a COLOUR SHAPE" ranks the 300 committed photos; the figure is the share
 of the top 3 whose caption has that colour and shape (one of a pair counts, so does a group). Once the colour is
@@ -12,11 +12,11 @@ import argparse
 
 import numpy as np
 
-from retrieval import config
-from retrieval.evaluate import embed_image_files
-from retrieval.factory import load_encoder
-from retrieval.pairs import read_pairs
-from sample_data.synth import COLOURS, SHAPES
+from clipdex.retrieval import config
+from clipdex.retrieval.evaluate import embed_image_files
+from clipdex.retrieval.factory import load_encoder
+from clipdex.retrieval.pairs import read_pairs
+from clipdex.sample_data.synth import COLOURS, SHAPES
 
 
 def short_query_precision(model: str, top: int = 3) -> tuple[float, float]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from retrieval import config
+from clipdex.retrieval import config
 
 SAMPLE_ROWS = list(csv.DictReader(config.SAMPLE_CAPTIONS.open(encoding="utf-8")))
 
@@ -37,7 +37,7 @@ def model_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny():
     """clipdex-tiny with its seeded init: the same weights in every process, so CLI runs agree with it."""
-    from retrieval.factory import load_encoder
+    from clipdex.retrieval.factory import load_encoder
 
     return load_encoder("clipdex-tiny", None, "cpu")
 
@@ -70,7 +70,7 @@ def database_url() -> str | None:
 @pytest.fixture
 def cli(library_dir: Path, database_url: str | None):
     """Run the real typer app against the temp library; returns the click Result."""
-    from cli.app import app
+    from clipdex.cli.app import app
 
     runner = CliRunner()
     database = ["--database", database_url] if database_url else []

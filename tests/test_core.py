@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retrieval import config
-from retrieval.digest import file_sha256
-from retrieval.library import Library
-from retrieval.query import QueryEngine
-from retrieval.store import CAPTION, IMAGE
+from clipdex.retrieval import config
+from clipdex.retrieval.digest import file_sha256
+from clipdex.retrieval.library import Library
+from clipdex.retrieval.query import QueryEngine
+from clipdex.retrieval.store import CAPTION, IMAGE
 from tests.conftest import SAMPLE_ROWS
 
 TINY = ("--model", "clipdex-tiny")

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retrieval.factory import load_encoder
-from retrieval.images import read_image
+from clipdex.retrieval.factory import load_encoder
+from clipdex.retrieval.images import read_image
 
 CAUSAL_CONFIGS = ("clipdex-tiny", "clipdex-small", "ViT-B-32")
 TEXTS = ["a dog", "a small red circle left of a large green circle on a dotted background", "word " * 120, ""]
@@ -59,7 +59,7 @@ TOKENIZER_TEXTS = [
 def test_torch_free_tokenizer_gives_open_clips_ids() -> None:
     import open_clip
 
-    from retrieval.tokenizer import BpeTokenizer, default_merges_file
+    from clipdex.retrieval.tokenizer import BpeTokenizer, default_merges_file
 
     tokenizer = BpeTokenizer(default_merges_file())
     ours = tokenizer(TOKENIZER_TEXTS)
@@ -70,7 +70,7 @@ def test_torch_free_tokenizer_gives_open_clips_ids() -> None:
 
 @pytest.mark.parametrize("name", ("clipdex-tiny", "ViT-B-32"))
 def test_exported_text_tower_matches_torch(name: str, tmp_path: Path, monkeypatch) -> None:
-    from retrieval.onnx_text import OnnxTextEncoder, export_text_tower
+    from clipdex.retrieval.onnx_text import OnnxTextEncoder, export_text_tower
 
     monkeypatch.setenv("CLIPDEX_CACHE", str(tmp_path))
     encoder = load_encoder(name, None, "cpu")
@@ -110,9 +110,9 @@ def test_cold_text_query_needs_no_torch_and_gives_the_same_hits(
 
 
 def test_memory_mapped_index_answers_like_the_loaded_one_and_still_tops_up(tmp_path: Path, tiny) -> None:
-    from retrieval.library import Library
-    from retrieval.store import IMAGE, NewItem
-    from retrieval.vector_index import VectorIndex
+    from clipdex.retrieval.library import Library
+    from clipdex.retrieval.store import IMAGE, NewItem
+    from clipdex.retrieval.vector_index import VectorIndex
 
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((60, tiny.identity.dim)).astype(np.float32)
@@ -141,8 +141,8 @@ def test_memory_mapped_index_answers_like_the_loaded_one_and_still_tops_up(tmp_p
 def test_a_damaged_export_falls_back_to_torch(cli, library_dir: Path, photos, tmp_path: Path, monkeypatch) -> None:
     import json
 
-    from retrieval.library import Library
-    from retrieval.onnx_text import export_paths
+    from clipdex.retrieval.library import Library
+    from clipdex.retrieval.onnx_text import export_paths
 
     monkeypatch.setenv("CLIPDEX_CACHE", str(tmp_path / "cache"))
     assert cli("index", photos(6), "--model", "clipdex-tiny").exit_code == 0

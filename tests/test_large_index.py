@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval import config
-from retrieval.library import Library
-from retrieval.store import IMAGE
-from retrieval.vector_index import FLAT, IVF, VectorIndex, exact_top_k, ivf_lists
+from clipdex.retrieval import config
+from clipdex.retrieval.library import Library
+from clipdex.retrieval.store import IMAGE
+from clipdex.retrieval.vector_index import FLAT, IVF, VectorIndex, exact_top_k, ivf_lists
 from tests.test_core import _json
 
 

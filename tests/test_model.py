@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retrieval.checkpoint import CheckpointInfo, save_checkpoint
-from retrieval.errors import ClipdexError
-from retrieval.factory import _hub_resolves, load_encoder
+from clipdex.retrieval.checkpoint import CheckpointInfo, save_checkpoint
+from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.factory import _hub_resolves, load_encoder
 
 
 def test_tiny_encodes_to_unit_vectors_of_its_dimension(tiny) -> None:
@@ -69,7 +69,7 @@ def test_offline_default_model_fails_in_one_clear_line(tmp_path: Path) -> None:
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
     env.pop("HF_HUB_OFFLINE", None)
     result = subprocess.run(
-        [sys.executable, "-m", "cli", "--library", str(tmp_path / "lib"), "index", str(tmp_path)],
+        [sys.executable, "-m", "clipdex", "--library", str(tmp_path / "lib"), "index", str(tmp_path)],
         capture_output=True, text=True, env=env, timeout=120,
     )
     assert result.returncode == 1

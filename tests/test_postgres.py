@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from retrieval import config
-from retrieval.errors import ClipdexError
-from retrieval.library import Library
+from clipdex.retrieval import config
+from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.library import Library
 from tests.conftest import new_postgres_database
 
 

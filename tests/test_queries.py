@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retrieval import config
-from retrieval.errors import ClipdexError
-from retrieval.images import read_image
-from retrieval.library import Library
-from retrieval.store import IMAGE, items_table
-from retrieval.terms import parse_terms
+from clipdex.retrieval import config
+from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.images import read_image
+from clipdex.retrieval.library import Library
+from clipdex.retrieval.store import IMAGE, items_table
+from clipdex.retrieval.terms import parse_terms
 from tests.conftest import SAMPLE_ROWS
 from tests.test_core import _brute_force, _json
 

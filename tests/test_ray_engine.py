@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval.digest import file_sha256
-from retrieval.library import Library
-from retrieval.store import IMAGE
+from clipdex.retrieval.digest import file_sha256
+from clipdex.retrieval.library import Library
+from clipdex.retrieval.store import IMAGE
 from tests.conftest import SAMPLE_ROWS
 
 ray = pytest.importorskip("ray", reason="the Ray engine is optional: pip install 'clipdex[ray]'")
@@ -35,7 +35,7 @@ def _vectors(library_dir: Path) -> dict[str, np.ndarray]:
 def test_ray_engine_matches_local_and_reruns_incrementally(local_ray, cli, photos, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from cli.app import app
+    from clipdex.cli.app import app
 
     folder = photos(len(SAMPLE_ROWS))
     (folder / "broken.jpg").write_bytes(b"not a jpeg")

@@ -20,12 +20,12 @@ import pytest
 import torch
 from PIL import Image
 
-from retrieval import config
-from retrieval.errors import ClipdexError
-from retrieval.factory import load_encoder
-from retrieval.images import read_image
-from retrieval.library import Library
-from retrieval.store import IMAGE
+from clipdex.retrieval import config
+from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.factory import load_encoder
+from clipdex.retrieval.images import read_image
+from clipdex.retrieval.library import Library
+from clipdex.retrieval.store import IMAGE
 from tests.conftest import SAMPLE_ROWS
 from tests.test_core import _json
 
@@ -132,7 +132,7 @@ def test_bad_files_are_skipped_with_reasons_and_odd_images_are_indexed(cli, tmp_
 
 
 def test_a_file_that_vanishes_before_decoding_is_reported(tiny, tmp_path: Path) -> None:
-    from indexer.engine import LocalEngine
+    from clipdex.indexer.engine import LocalEngine
 
     kept = tmp_path / "kept.png"
     shutil.copy(config.SAMPLE_DATA_DIR / SAMPLE_ROWS[0]["image"], kept)
@@ -212,7 +212,7 @@ def test_a_second_writer_is_refused(cli, library_dir: Path, photos) -> None:
 
 def _index_process(library_dir: Path, folder: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "cli", "--library", str(library_dir), "index", str(folder), *TINY,
+        [sys.executable, "-m", "clipdex", "--library", str(library_dir), "index", str(folder), *TINY,
          "--batch-size", "2", "--workers", "0", *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )

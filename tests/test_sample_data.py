@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval import config
-from retrieval.images import read_image
-from sample_data.synth import (
+from clipdex.retrieval import config
+from clipdex.retrieval.images import read_image
+from clipdex.sample_data.synth import (
     COLOURS,
     SAMPLE_COUNT,
     SAMPLE_SEED,

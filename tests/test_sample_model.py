@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from retrieval import config
+from clipdex.retrieval import config
 from tests.conftest import SAMPLE_ROWS
 
 CAPTION_OF = {str(config.SAMPLE_DATA_DIR / row["image"]): row["caption"] for row in SAMPLE_ROWS}
@@ -74,7 +74,7 @@ def test_planted_copies_join_their_originals_group(cli, tmp_path: Path) -> None:
 
 def test_short_colour_and_shape_queries_find_that_shape() -> None:
     """Full-caption recall can be high with shape ignored (an earlier sample model scored 0.25, chance, here)."""
-    from sample_data.short_queries import short_query_precision
+    from clipdex.sample_data.short_queries import short_query_precision
 
     both, colour = short_query_precision("sample")
     assert colour == 1.0 and both >= 0.6

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval import config
-from retrieval.checkpoint import read_checkpoint_info
-from retrieval.evaluate import evaluate_pairs, recall_at_k
-from retrieval.factory import load_encoder
-from retrieval.images import open_image
-from retrieval.pairs import Pair, read_pairs
-from retrieval.training.finetune import FinetuneOptions, _epoch_batches, finetune, split_pairs
+from clipdex.retrieval import config
+from clipdex.retrieval.checkpoint import read_checkpoint_info
+from clipdex.retrieval.evaluate import evaluate_pairs, recall_at_k
+from clipdex.retrieval.factory import load_encoder
+from clipdex.retrieval.images import open_image
+from clipdex.retrieval.pairs import Pair, read_pairs
+from clipdex.retrieval.training.finetune import FinetuneOptions, _epoch_batches, finetune, split_pairs
 from tests.conftest import SAMPLE_ROWS
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from cli.web import MAX_UPLOAD_BYTES, create_app
-from retrieval.library import Library
+from clipdex.cli.web import MAX_UPLOAD_BYTES, create_app
+from clipdex.retrieval.library import Library
 from tests.test_core import _json
 
 

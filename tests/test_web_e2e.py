@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from retrieval import config
+from clipdex.retrieval import config
 from tests.conftest import SAMPLE_ROWS
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -28,8 +28,8 @@ def _free_port() -> int:
 def server(cli, library_dir: Path, photos, tmp_path: Path):
     import uvicorn
 
-    from cli.web import create_app
-    from retrieval.library import Library
+    from clipdex.cli.web import create_app
+    from clipdex.retrieval.library import Library
 
     cli("index", photos(24), "--model", "clipdex-tiny")
     corpus = tmp_path / "corpus.txt"

@@ -12,13 +12,13 @@ from typing import Callable, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from retrieval import config
-from retrieval.checkpoint import CheckpointInfo, load_optimizer_state, save_checkpoint
-from retrieval.errors import ClipdexError
-from retrieval.evaluate import evaluate_pairs
-from retrieval.images import open_image
-from retrieval.pairs import Pair
-from retrieval.training.schedule import cosine_lr, make_optimizer
+from clipdex.retrieval import config
+from clipdex.retrieval.checkpoint import CheckpointInfo, load_optimizer_state, save_checkpoint
+from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.evaluate import evaluate_pairs
+from clipdex.retrieval.images import open_image
+from clipdex.retrieval.pairs import Pair
+from clipdex.retrieval.training.schedule import cosine_lr, make_optimizer
 
 LOGIT_SCALE_MAX = math.log(100)  # open_clip's clamp: temperature never below 0.01
 
@@ -117,7 +117,7 @@ def finetune(
     """Train on `pairs`, evaluate on a held-out split, and write a clipdex checkpoint to options.out."""
     import open_clip
 
-    from retrieval.factory import load_encoder
+    from clipdex.retrieval.factory import load_encoder
 
     started = time.perf_counter()
     torch.manual_seed(options.seed)

@@ -1,0 +1,1 @@
+"""clipdex: search your photos by sentence."""

@@ -1,0 +1,3 @@
+from clipdex.cli.app import main
+
+main()
