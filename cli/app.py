@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -493,6 +494,8 @@ def demo(
 
 def main() -> None:
     """Console-script entry: a Ctrl-C ends with status 130 and no traceback."""
+    # Pillow warns about images over ~89 MP; clipdex has already checked each one against its own cap.
+    warnings.filterwarnings("ignore", message="Image size .* could be decompression bomb")
     try:
         app()
     except KeyboardInterrupt:

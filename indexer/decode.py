@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 from torch.utils.data import Dataset
 
+from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.images import read_image
 
@@ -38,7 +40,11 @@ class DecodeDataset(Dataset):
         path = self.paths[position]
         try:
             with open(path, "rb") as f:
-                data = f.read()
+                too_large = os.fstat(f.fileno()).st_size > config.MAX_IMAGE_FILE_BYTES
+                data = b"" if too_large else f.read(config.MAX_IMAGE_FILE_BYTES + 1)
+            if too_large or len(data) > config.MAX_IMAGE_FILE_BYTES:
+                return Decoded(position, None, error=f"{path}: file larger than "
+                               f"{config.MAX_IMAGE_FILE_BYTES // 2**20} MB, refused before reading")
         except OSError as exc:
             return Decoded(position, None, error=f"cannot read {path}: {exc.strerror or exc}")
         try:

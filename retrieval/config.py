@@ -30,8 +30,11 @@ DEFAULT_TOP_K = 10
 DEFAULT_BATCH_SIZE = 32
 # Decode workers: leave one core to the encoder, which is the bottleneck.
 DEFAULT_DECODE_WORKERS = max(1, (os.cpu_count() or 2) - 1)
-# Pillow refuses anything larger than this many pixels before decoding it (decompression bombs).
-MAX_IMAGE_PIXELS = 200_000_000
+# Images declaring more pixels than this are refused from their header, before decoding (decompression bombs).
+# Pillow itself refuses more than 2 × its own limit (≈ 179 MP) and warns above ≈ 89 MP; clipdex checks first.
+MAX_IMAGE_PIXELS = 178_000_000
+# Files larger than this are refused before they are read (nothing a camera writes as one image comes close).
+MAX_IMAGE_FILE_BYTES = 512 * 1024 * 1024
 
 # Hugging Face hub host: resolved once, briefly, to decide whether downloads are possible at all.
 HF_HUB_HOST = "huggingface.co"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -13,19 +12,28 @@ from PIL import Image, ImageOps
 from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
 
-Image.MAX_IMAGE_PIXELS = config.MAX_IMAGE_PIXELS
+_heif_ready = False
 
-try:  # HEIC/HEIF from phones
-    from pillow_heif import register_heif_opener
 
-    register_heif_opener()
-except ImportError:  # pragma: no cover - pillow-heif is a declared dependency
-    pass
+def _register_heif() -> None:
+    """HEIC/HEIF from phones, registered with Pillow on first use rather than on import."""
+    global _heif_ready
+    if not _heif_ready:
+        from pillow_heif import register_heif_opener
+
+        register_heif_opener()
+        _heif_ready = True
 
 _EXIF_IFD = 0x8769
 _DATETIME_ORIGINAL = 0x9003
 _ORIENTATION = 0x0112
 _SIDEWAYS = {5, 6, 7, 8}  # orientations that swap width and height
+
+
+class ImageTooLarge(Exception):
+    def __init__(self, width: int, height: int) -> None:
+        super().__init__(f"{width}×{height}")
+        self.width, self.height = width, height
 
 
 @dataclass
@@ -61,25 +69,39 @@ def _upright(im: Image.Image) -> Image.Image:
         return im
 
 
-def read_image(path: Path | IO[bytes], min_side: int | None = None, name: str | None = None) -> DecodedImage:
+def read_image(
+    path: Path | IO[bytes],
+    min_side: int | None = None,
+    name: str | None = None,
+    max_pixels: int = config.MAX_IMAGE_PIXELS,
+) -> DecodedImage:
     """Decode `path` (or an open binary stream, e.g. an upload, called `name` in errors); with `min_side`, JPEGs
     decode at a reduced scale that still covers it (draft mode), several times faster for camera-size files and
-    nothing the model could see is lost."""
+    nothing the model could see is lost.
+
+    The pixel count is checked from the header, before any pixel is decoded: a small file can declare a huge
+    canvas, and decoding it is what costs the memory. (Pillow's own, process-wide limit stays as it is; it only
+    matters above clipdex's cap.)"""
     name = name or str(path)
+    _register_heif()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                width, height = im.size
-                exif = _exif(im)
-                if exif.get(_ORIENTATION) in _SIDEWAYS:
-                    width, height = height, width
-                if min_side and im.format == "JPEG":
-                    im.draft("RGB", (min_side, min_side))
-                image = _upright(im).convert("RGB")
-                return DecodedImage(image, width, height, _taken_at(exif))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ClipdexError(f"{name}: image too large (over {config.MAX_IMAGE_PIXELS} pixels), refused") from None
+        with Image.open(path) as im:
+            width, height = im.size
+            if width * height > max_pixels:
+                raise ImageTooLarge(width, height)
+            exif = _exif(im)
+            if exif.get(_ORIENTATION) in _SIDEWAYS:
+                width, height = height, width
+            if min_side and im.format == "JPEG":
+                im.draft("RGB", (min_side, min_side))
+            image = _upright(im).convert("RGB")
+            return DecodedImage(image, width, height, _taken_at(exif))
+    except ImageTooLarge as exc:
+        raise ClipdexError(
+            f"{name}: image too large ({exc.width}×{exc.height} pixels, over {max_pixels:,}), refused"
+        ) from None
+    except Image.DecompressionBombError:
+        raise ClipdexError(f"{name}: image too large (over {max_pixels:,} pixels), refused") from None
     except Exception as exc:  # Pillow raises many types for damaged files; each one means "unreadable"
         raise ClipdexError(f"cannot read image {name}: {exc}") from None
 
