@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from fastapi.testclient import TestClient  # noqa: E402
 
 from clipdex.cli.web import create_app  # noqa: E402
-from clipdex.indexer.pipeline import prepare_text_queries  # noqa: E402
+from clipdex.api import export_text_tower  # noqa: E402
 from clipdex.retrieval.factory import load_encoder  # noqa: E402
 from clipdex.retrieval.library import Library  # noqa: E402
 from clipdex.retrieval.store import IMAGE, NewItem  # noqa: E402
@@ -42,8 +42,8 @@ def main() -> None:
     encoder = load_encoder(args.model, None, "cpu")
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["CLIPDEX_CACHE"] = str(Path(tmp) / "cache")
-        prepare_text_queries(encoder)
-        library = Library(Path(tmp) / "lib")
+        export_text_tower(encoder)
+        library = Library(Path(tmp) / "lib", create=True)
         library.use_encoder(encoder)
         rng = np.random.default_rng(0)
         for start in range(0, args.images, 5000):
@@ -51,7 +51,7 @@ def main() -> None:
             vectors = rng.standard_normal((n, encoder.identity.dim)).astype(np.float32)
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
             library.store.write(inserts=[NewItem(IMAGE, f"/photos/{start + i}.jpg", v) for i, v in enumerate(vectors)])
-        library = Library(Path(tmp) / "lib")  # opened afresh, as `clipdex serve` opens it
+        library = Library(Path(tmp) / "lib", create=True)  # opened afresh, as `clipdex serve` opens it
         client = TestClient(create_app(library, "cpu", args.precision))
         client.get("/api/search", params={"q": "warm up"})
         text_encoder = type(library.text_encoder("cpu", args.precision)).__name__

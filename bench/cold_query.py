@@ -37,7 +37,7 @@ from clipdex.retrieval.store import IMAGE
 library = Library(Path(sys.argv[1]), create=False); mark("open the library (database)")
 encoder = library.text_encoder("auto", "fp32"); mark("load the text encoder (" + type(encoder).__name__ + ")")
 vector = encoder.encode_texts([sys.argv[2]])[0]; mark("embed the query")
-index = library.vector_index(IMAGE); mark("load the vector index (" + index.kind + ")")
+index = library.vector_index(IMAGE); mark("load the vector index (" + index.type + ")")
 scores, ids = index.search(vector[None, :], 10); mark("search")
 rows = library.store.items([int(i) for i in ids[0]]); mark("fetch the paths")
 for (name, t), (_, before) in zip(marks[1:], marks):
@@ -47,13 +47,13 @@ print(f"{(marks[-1][1] - marks[0][1]) * 1000:8.0f} ms  total (interpreter start-
 
 
 def build(library_dir: Path, images: int, model: str) -> None:
-    from clipdex.indexer.pipeline import prepare_text_queries
+    from clipdex.api import export_text_tower
     from clipdex.retrieval.factory import load_encoder
     from clipdex.retrieval.library import Library
     from clipdex.retrieval.store import IMAGE, NewItem
 
     encoder = load_encoder(model, None, "cpu")
-    library = Library(library_dir)
+    library = Library(library_dir, create=True)
     library.use_encoder(encoder)
     rng = np.random.default_rng(0)
     for start in range(0, images, 10_000):
@@ -61,8 +61,8 @@ def build(library_dir: Path, images: int, model: str) -> None:
         vectors = rng.standard_normal((n, encoder.identity.dim)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         library.store.write(inserts=[NewItem(IMAGE, f"/photos/{start + i}.jpg", v) for i, v in enumerate(vectors)])
-    library.vector_index(IMAGE)
-    print(*prepare_text_queries(encoder) or ["the text tower was already exported"])
+    library.save_index(IMAGE)
+    print(*export_text_tower(encoder) or ["the text tower was already exported"])
 
 
 def cold_search(library_dir: Path, cache: Path) -> tuple[float, list[int]]:

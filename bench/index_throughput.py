@@ -22,7 +22,8 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from clipdex.indexer.pipeline import index_folders, prepare_text_queries  # noqa: E402
+from clipdex.api import export_text_tower  # noqa: E402
+from clipdex.indexer.pipeline import index_folders  # noqa: E402
 from clipdex.retrieval.factory import load_encoder  # noqa: E402
 from clipdex.retrieval.library import Library  # noqa: E402
 
@@ -61,7 +62,7 @@ def naive(encoder, files: list[Path]) -> float:
 
 def pipeline(encoder, folder: Path, batch_size: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        library = Library(Path(tmp) / "lib")
+        library = Library(Path(tmp) / "lib", create=True)
         report = index_folders(library, [folder], encoder, batch_size=batch_size)
         assert report.added == len(list(folder.iterdir())), report
         return report.added / report.seconds
@@ -77,7 +78,7 @@ def main() -> None:
     files = sorted(folder.iterdir())[: args.images]
     encoder = load_encoder(args.model, None, "cpu")
     os.environ["CLIPDEX_CACHE"] = tempfile.mkdtemp(prefix="clipdex-bench-cache-")
-    prepare_text_queries(encoder)
+    export_text_tower(encoder)
     print(f"{args.model}, random weights, {len(files)} JPEGs 4000×3000, batch {args.batch_size}, "
           f"{torch.get_num_threads()} torch threads, {os.cpu_count()} cores")
 

@@ -19,13 +19,13 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.synthetic import clustered  # noqa: E402
-from clipdex.retrieval.vector_index import IndexState, VectorIndex, exact_top_k  # noqa: E402
+from clipdex.retrieval.vector_index import VectorIndex, exact_top_k  # noqa: E402
 
 
 def file_bytes(index: VectorIndex) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "i.faiss")
-        index.save(Path(path), IndexState(0, "", index.dim))
+        index.save(Path(path))
         return os.path.getsize(path)
 
 

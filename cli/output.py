@@ -1,4 +1,9 @@
-"""Printing for the CLI: rich tables and progress for people, JSON for programs."""
+"""Printing for the CLI: rich tables and progress for people, JSON for programs.
+
+User data (paths, queries, captions, error messages that quote them) is printed literally: both consoles have
+rich markup switched off, so a file called `[red]x[/].jpg` is shown as it is named, never styled or dropped.
+Styling is applied with explicit `Text` styles instead.
+"""
 
 from __future__ import annotations
 
@@ -10,21 +15,40 @@ from typing import Any, Callable, Iterator, Sequence
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(markup=False, highlight=False)
+err_console = Console(stderr=True, markup=False, highlight=False)
 
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
+def print_error(message: str) -> None:
+    err_console.print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True)
+
+
+def print_warning(message: str) -> None:
+    err_console.print(Text.assemble(("warning:", "yellow"), " ", message), soft_wrap=True)
+
+
+def print_notes(notes: Sequence[str]) -> None:
+    for note in notes:
+        err_console.print(Text(f"note: {note}"), soft_wrap=True)
+
+
+def say(message: str) -> None:
+    """One line of information for a person, on stderr (stdout is for data)."""
+    err_console.print(Text(message), soft_wrap=True)
+
+
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    table = Table(title=title, title_justify="left")
+    table = Table(title=Text(title), title_justify="left")
     for column in columns:
         table.add_column(column, justify="right" if column in ("score", "#", "id", "R@1", "R@5", "R@10") else "left")
     for row in rows:
-        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
+        table.add_row(*(Text(f"{v:.4f}" if isinstance(v, float) else str(v)) for v in row))
     console.print(table)
 
 
@@ -38,11 +62,11 @@ def progress_tasks(enabled: bool = True) -> Iterator[Callable[[str, int | None],
         yield lambda description, total: (lambda n=1, note="": None)
         return
     progress = Progress(
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", markup=False, style="bold"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
-        TextColumn("{task.fields[note]}"),
+        TextColumn("{task.fields[note]}", markup=False),
         console=err_console,
         transient=True,
     )

@@ -17,7 +17,7 @@ from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.images import open_image, read_image
 from clipdex.retrieval.library import Library
-from clipdex.retrieval.query import QueryEngine
+from clipdex.retrieval.query import Searcher
 from clipdex.retrieval.store import CAPTION, IMAGE
 from clipdex.retrieval.terms import parse_terms, split_query
 
@@ -34,7 +34,7 @@ def _read_upload(upload: UploadFile) -> bytes:
 
 
 def create_app(library: Library, device: str = "auto", precision: str = "fp32") -> FastAPI:
-    engine = QueryEngine(library, device, precision)
+    engine = Searcher(library, device, precision)
     lock = threading.Lock()  # one query at a time: the index cache is refreshed and saved in place
     thumbnails = library.root / "thumbnails"
     app = FastAPI(title="clipdex", description="Search a photo library by sentence or by image.")
@@ -122,9 +122,9 @@ def create_app(library: Library, device: str = "auto", precision: str = "fp32") 
 
     @app.get("/api/status", summary="Counts, model and index, as `clipdex status --json`")
     def status() -> dict:
-        from clipdex.cli.app import status_info
+        from clipdex.api import status as library_status
 
         with lock:
-            return status_info(library)
+            return library_status(library)
 
     return app

@@ -1,1 +1,34 @@
-"""clipdex: search your photos by sentence."""
+"""clipdex: search your photos by sentence.
+
+The names below are the library API (see `clipdex.api`); they are imported on first use, so `import clipdex`
+stays instant and pulls in neither torch nor FAISS until a function needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = [
+    "open_library", "load_model", "index", "search", "captions", "add_captions", "duplicates", "finetune",
+    "evaluate", "status", "export_text_tower", "Library", "Filters", "Hit", "Hits", "FinetuneOptions",
+    "ClipdexError",
+]
+
+_HOMES = {
+    "Library": "clipdex.retrieval.library",
+    "Filters": "clipdex.retrieval.query",
+    "Hit": "clipdex.retrieval.query",
+    "FinetuneOptions": "clipdex.retrieval.training.options",
+    "ClipdexError": "clipdex.retrieval.errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in __all__:
+        raise AttributeError(f"module 'clipdex' has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES.get(name, "clipdex.api")), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

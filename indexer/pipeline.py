@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from clipdex.indexer.changes import plan_changes
-from clipdex.indexer.engine import LocalEngine
+from clipdex.indexer.embedders import LocalEmbedder
 from clipdex.indexer.scan import FileStat, root_path, scan
 from clipdex.retrieval import config
 from clipdex.retrieval.library import Library
@@ -32,27 +32,16 @@ class IndexReport:
     seconds: float = 0.0
     interrupted: bool = False
     notes: list[str] = field(default_factory=list)
+    reembedded: dict | None = None  # {"images": n, "captions": n} when the run re-embedded the library first
 
     def as_json(self) -> dict:
-        return {k: round(v, 3) if isinstance(v, float) else v for k, v in self.__dict__.items()}
+        return {k: round(v, 3) if isinstance(v, float) else v for k, v in self.__dict__.items() if v is not None}
 
 
 def _item(file: FileStat, sha256: str, decoded, vector) -> NewItem:
     return NewItem(
         IMAGE, file.path, vector, sha256, file.size, file.mtime, decoded.width, decoded.height, decoded.taken_at
     )
-
-
-def prepare_text_queries(encoder, progress: Progress | None = None) -> list[str]:
-    """Export the model's text tower for torch-free queries (once per model, cached); the notes for the user,
-    none when an earlier export was reused."""
-    from clipdex.retrieval.onnx_text import export_text_tower
-
-    advance = progress("exporting the text tower for fast queries", None) if progress else None
-    result = export_text_tower(encoder)
-    if advance:
-        advance(1)
-    return [result.note] if result.note else []
 
 
 def index_folders(
@@ -64,12 +53,19 @@ def index_folders(
     batch_size: int = config.DEFAULT_BATCH_SIZE,
     workers: int = config.DEFAULT_DECODE_WORKERS,
     progress: Progress | None = None,
-    engine=None,
+    embedder=None,
 ) -> IndexReport:
-    """Bring the library's images under `roots` up to date with the disk.
+    """Bring the library's images under `roots` up to date with the disk, holding the library's writer lock.
 
-    `engine` embeds the files (default: LocalEngine with `encoder`); whichever it is, scanning, change
+    `embedder` embeds the files (default: LocalEmbedder with `encoder`); whichever it is, scanning, change
     detection and every write happen here, in this process."""
+    with library.writer():
+        return _index_folders(
+            library, roots, encoder, exclude, include_hidden, batch_size, workers, progress, embedder
+        )
+
+
+def _index_folders(library, roots, encoder, exclude, include_hidden, batch_size, workers, progress, embedder):
     started = time.perf_counter()
     report = IndexReport()
     library.use_encoder(encoder)
@@ -93,8 +89,8 @@ def index_folders(
 
         jobs = [(None, f, digest) for f, digest in plan.new] + [(i, f, digest) for i, f, digest in plan.modified]
         advance = progress("embedding", len(jobs)) if progress and jobs else None
-        engine = engine or LocalEngine(encoder, batch_size, workers)
-        for batch in engine.embed([f.path for _, f, _ in jobs]):
+        embedder = embedder or LocalEmbedder(encoder, batch_size, workers)
+        for batch in embedder.embed([f.path for _, f, _ in jobs]):
             inserts, updates = [], []
             for decoded, vector in batch.done:
                 item_id, file, digest = jobs[decoded.position]
@@ -116,7 +112,6 @@ def index_folders(
     store.record_failures(failures)
     report.failed = [{"path": p, "error": e} for p, e in failures]
     if not report.interrupted:
-        library.vector_index(IMAGE)  # top up and save the cache now, not on the next query
-        report.notes += prepare_text_queries(encoder, progress)
+        library.save_index(IMAGE)  # top up and save the cache now, not on the next query
     report.seconds = time.perf_counter() - started
     return report

@@ -10,12 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from clipdex.indexer.engine import LocalEngine
-from clipdex.indexer.pipeline import prepare_text_queries
+from clipdex.indexer.embedders import LocalEmbedder
 from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.library import Library
-from clipdex.retrieval.store import CAPTION
+from clipdex.retrieval.store import CAPTION, IMAGE
 
 
 @dataclass
@@ -23,7 +22,6 @@ class ReembedReport:
     images: int = 0
     captions: int = 0
     dropped: list[dict] = field(default_factory=list)  # unreadable now: the swap waits for them
-    notes: list[str] = field(default_factory=list)
 
 
 def reembed_library(
@@ -33,13 +31,20 @@ def reembed_library(
     workers: int = config.DEFAULT_DECODE_WORKERS,
     progress: Callable[[str, int | None], Callable[[int], None]] | None = None,
 ) -> ReembedReport:
+    """Re-embed every image and caption with `encoder`'s model and switch the library to it, holding the
+    writer lock; resumable. Refused (library unchanged) while any image can't be read."""
+    with library.writer():
+        return _reembed(library, encoder, batch_size, workers, progress)
+
+
+def _reembed(library: Library, encoder, batch_size: int, workers: int, progress) -> ReembedReport:
     store, fingerprint = library.store, encoder.identity.fingerprint
     report = ReembedReport()
     done = store.staged_ids(fingerprint)
     images = [s for s in store.images() if s.id not in done]
     advance = progress("re-embedding", len(images)) if progress and images else None
-    for batch in LocalEngine(encoder, batch_size, workers).embed([s.path for s in images]):
-        store.stage(fingerprint, [(images[d.position].id, vector) for d, vector in batch.done])
+    for batch in LocalEmbedder(encoder, batch_size, workers).embed([s.path for s in images]):
+        store.stage(fingerprint, [(images[d.position].id, d.sha256, vector) for d, vector in batch.done])
         report.images += len(batch.done)
         report.dropped += [{"path": images[d.position].path, "error": d.error} for d in batch.failed]
         if advance:
@@ -47,7 +52,8 @@ def reembed_library(
     captions = [(i, text) for i, text in store.captions() if i not in done]
     for start in range(0, len(captions), batch_size * 4):
         chunk = captions[start : start + batch_size * 4]
-        store.stage(fingerprint, list(zip((i for i, _ in chunk), encoder.encode_texts([t for _, t in chunk]))))
+        vectors = encoder.encode_texts([t for _, t in chunk])
+        store.stage(fingerprint, [(i, "", vector) for (i, _), vector in zip(chunk, vectors)])
         report.captions += len(chunk)
     if report.dropped:
         first = report.dropped[0]
@@ -59,7 +65,6 @@ def reembed_library(
     store.swap_in_staged(encoder.identity)
     library.forget_model()
     library.use_encoder(encoder)
-    for kind in ("image", CAPTION):
-        library.vector_index(kind)
-    report.notes += prepare_text_queries(encoder, progress)
+    for kind in (IMAGE, CAPTION):
+        library.save_index(kind)
     return report

@@ -10,7 +10,13 @@ from clipdex.retrieval.store import CAPTION, NewItem
 
 
 def add_captions(library: Library, encoder, captions: Sequence[str], batch_size: int = config.DEFAULT_BATCH_SIZE * 4) -> tuple[int, int]:
-    """Embed and store the captions the library does not hold yet; returns (added, already present)."""
+    """Embed and store the captions the library does not hold yet, holding the writer lock; returns (added,
+    already present)."""
+    with library.writer():
+        return _add_captions(library, encoder, captions, batch_size)
+
+
+def _add_captions(library: Library, encoder, captions: Sequence[str], batch_size: int) -> tuple[int, int]:
     library.use_encoder(encoder)
     present = library.store.caption_keys()
     fresh = [c for c in dict.fromkeys(captions) if c not in present]
@@ -18,5 +24,5 @@ def add_captions(library: Library, encoder, captions: Sequence[str], batch_size:
         chunk = fresh[start : start + batch_size]
         vectors = encoder.encode_texts(chunk)
         library.store.write(inserts=[NewItem(CAPTION, text, vector) for text, vector in zip(chunk, vectors)])
-    library.vector_index(CAPTION)
+    library.save_index(CAPTION)
     return len(fresh), len(captions) - len(fresh)

@@ -15,6 +15,13 @@ SAMPLE_CAPTIONS = SAMPLE_DATA_DIR / "captions.csv"
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 
+
+def default_pretrained(name: str) -> str | None:
+    """The tag a model gets when the user names none: the default model's, else none (project configs and
+    checkpoints carry their own weights or start from the seeded init)."""
+    return DEFAULT_PRETRAINED if name == DEFAULT_MODEL else None
+
+
 LIBRARY_ENV = "CLIPDEX_LIBRARY"
 CACHE_ENV = "CLIPDEX_CACHE"  # where per-model artifacts (the exported text tower) are kept
 DATABASE_ENV = "CLIPDEX_DATABASE_URL"
@@ -27,6 +34,8 @@ IMAGE_EXTENSIONS = frozenset(
 )
 
 DEFAULT_TOP_K = 10
+DEFAULT_CAPTIONS_K = 5  # captions shown for one photo on the web page
+DEFAULT_DUPLICATE_THRESHOLD = 0.95  # cosine at which two photos count as copies
 DEFAULT_BATCH_SIZE = 32
 # Decode workers: leave one core to the encoder, which is the bottleneck.
 DEFAULT_DECODE_WORKERS = max(1, (os.cpu_count() or 2) - 1)

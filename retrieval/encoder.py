@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from clipdex.retrieval.errors import ClipdexError
-from clipdex.retrieval.factory import ModelIdentity
+from clipdex.retrieval.identity import ModelIdentity
 
 MIN_PRECISION_COSINE = 0.99  # reduced precision must agree with fp32 at least this well, or it is not used
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

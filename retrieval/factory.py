@@ -1,9 +1,9 @@
 """Turn what the user names (open_clip model + pretrained tag, `hf-hub:` id, clipdex checkpoint, project config)
 into an Encoder, and decide fast whether weights can be downloaded at all.
 
-open_clip retries the hub for about 46 s when there is no network; a short DNS probe lets clipdex switch
-huggingface_hub to offline mode first, so a missing download fails in about a second, while weights already in
-the local cache still load.
+open_clip retries the hub for about 46 s when there is no network; a short DNS probe lets clipdex put
+huggingface_hub in offline mode for the one load that needs it, so a missing download fails in about a second,
+while weights already in the local cache still load.
 """
 
 from __future__ import annotations
@@ -11,27 +11,19 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from dataclasses import dataclass
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Iterator
 from pathlib import Path
 
 from clipdex.retrieval import config
 from clipdex.retrieval.digest import file_sha256
 from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.identity import ModelIdentity
+
+if TYPE_CHECKING:  # the encoder module imports torch: only its type is needed here
+    from clipdex.retrieval.encoder import Encoder
 
 SAMPLE_ALIAS = "sample"
-
-
-@dataclass(frozen=True)
-class ModelIdentity:
-    """What a library is bound to: a query or index run with any other model is refused."""
-
-    name: str
-    pretrained: str | None
-    fingerprint: str
-    dim: int
-
-    def describe(self) -> str:
-        return self.name + (f" ({self.pretrained})" if self.pretrained else "")
 
 
 def _register_project_configs() -> None:
@@ -70,17 +62,29 @@ def _hub_resolves(host: str = config.HF_HUB_HOST, seconds: float = config.HUB_PR
     return bool(result and result[0])
 
 
-def _prepare_hub() -> bool:
-    """Switch huggingface_hub to offline mode when the hub can't be reached; returns whether it is online."""
+@contextmanager
+def _hub_access() -> Iterator[bool]:
+    """huggingface_hub in offline mode while the hub can't be reached, for this load only; yields whether it is
+    online. The setting is restored afterwards, so the process is left as it was found."""
     import huggingface_hub.constants as hub
 
     if hub.HF_HUB_OFFLINE:
-        return False
+        yield False
+        return
     if _hub_resolves():
-        return True
+        yield True
+        return
+    saved = os.environ.get("HF_HUB_OFFLINE")
     os.environ["HF_HUB_OFFLINE"] = "1"
     hub.HF_HUB_OFFLINE = True
-    return False
+    try:
+        yield False
+    finally:
+        hub.HF_HUB_OFFLINE = False
+        if saved is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = saved
 
 
 def _download_error(what: str, online: bool, exc: Exception) -> ClipdexError:
@@ -92,15 +96,12 @@ def _download_error(what: str, online: bool, exc: Exception) -> ClipdexError:
     )
 
 
-def load_encoder(
-    name: str = config.DEFAULT_MODEL,
-    pretrained: str | None = config.DEFAULT_PRETRAINED,
-    device: str = "auto",
-):
-    """Build the model named by the user and wrap it for embedding.
+def load_encoder(name: str, pretrained: str | None = None, device: str = "auto") -> Encoder:
+    """Build the model named by the user and wrap it for embedding: the one place encoders are made (CLI,
+    library, Ray actors and fine-tuning all come here).
 
     `pretrained=None` with an architecture name gives seeded random weights: the same in every process, which
-    the tests and speed benchmarks rely on.
+    the tests and speed benchmarks rely on. The tag a user gets by default is `config.default_pretrained(name)`.
     """
     import open_clip
     import torch
@@ -123,11 +124,11 @@ def load_encoder(
             raise ClipdexError(f"{path} does not match architecture {info.model_name}: {exc}") from None
         arch, identity = info.model_name, ModelIdentity(str(path), None, "sha256:" + file_sha256(path), 0)
     elif name.startswith("hf-hub:"):
-        online = _prepare_hub()
-        try:
-            model, _, preprocess = open_clip.create_model_and_transforms(name)
-        except Exception as exc:
-            raise _download_error(name, online, exc) from None
+        with _hub_access() as online:
+            try:
+                model, _, preprocess = open_clip.create_model_and_transforms(name)
+            except Exception as exc:
+                raise _download_error(name, online, exc) from None
         arch, identity = name, ModelIdentity(name, None, name, 0)
     else:
         if name not in open_clip.list_models():
@@ -150,11 +151,11 @@ def load_encoder(
                 raise ClipdexError(f"refusing to load {pretrained} as {name} weights: {reason[:200]}") from None
             fingerprint = "sha256:" + file_sha256(Path(pretrained))
         elif open_clip.get_pretrained_cfg(name, pretrained):
-            online = _prepare_hub()
-            try:
-                model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
-            except Exception as exc:
-                raise _download_error(f"{name} ({pretrained})", online, exc) from None
+            with _hub_access() as online:
+                try:
+                    model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
+                except Exception as exc:
+                    raise _download_error(f"{name} ({pretrained})", online, exc) from None
             fingerprint = f"tag:{pretrained}"
         else:
             tags = ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none"
@@ -163,9 +164,3 @@ def load_encoder(
 
     model.eval().to(device)
     return Encoder(model, preprocess, open_clip.get_tokenizer(arch), device, identity, arch)
-
-
-def default_pretrained(name: str) -> str | None:
-    """The tag a model gets when the user names none: the default model's, else none (project configs and
-    checkpoints carry their own weights or start from the seeded init)."""
-    return config.DEFAULT_PRETRAINED if name == config.DEFAULT_MODEL else None

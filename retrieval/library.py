@@ -1,4 +1,8 @@
-"""A library folder: the store (source of truth), the model it is bound to, and the FAISS caches per kind."""
+"""A library folder: the store (source of truth), the model it is bound to, its writer lock and its index cache.
+
+A `Library` is a handle, not a worker: indexing lives in `clipdex.indexer`, queries in `query.py`, the FAISS
+cache's lifecycle in `index_cache.py`. What it owns is what every one of those needs to agree on.
+"""
 
 from __future__ import annotations
 
@@ -10,59 +14,56 @@ from pathlib import Path
 from typing import Iterator
 
 from clipdex.retrieval import config
+from clipdex.retrieval.database_url import database_url_for
 from clipdex.retrieval.errors import ClipdexError
-from clipdex.retrieval.factory import ModelIdentity
+from clipdex.retrieval.identity import ModelIdentity
+from clipdex.retrieval.index_cache import IndexCache
 from clipdex.retrieval.store import Store
-from clipdex.retrieval.vector_index import FLAT, IndexState, VectorIndex, kind_for
+from clipdex.retrieval.vector_index import VectorIndex
 
 
 class Library:
-    def __init__(self, root: Path, database_url: str | None = None, create: bool = True) -> None:
+    def __init__(self, root: Path, database_url: str | None = None, create: bool = False) -> None:
         self.root = Path(root).expanduser().absolute()
+        if self.root.exists() and not self.root.is_dir():
+            raise ClipdexError(f"the library path {self.root} is a file, not a folder")
         if not self.root.is_dir():
             if not create:
                 raise ClipdexError(f"no library at {self.root}: run `clipdex index PATH` first")
             self.root.mkdir(parents=True, mode=0o700)
-        url, remember = self._database_url(database_url)
+        _make_private(self.root)
+        settings_path = self.root / config.LIBRARY_CONFIG_FILE
+        url, remember = database_url_for(self.root, _read_settings(settings_path).get("database"), database_url)
         self.store = Store(url)
         if remember:  # only once the database has answered: a mistyped URL must not stick
-            settings = self.root / config.LIBRARY_CONFIG_FILE
-            settings.write_text(json.dumps({"database": remember}, indent=2))
-        self._indexes: dict[str, tuple[VectorIndex, IndexState]] = {}
+            _write_private(settings_path, json.dumps({"database": remember}, indent=2))
+        if self.store.is_sqlite:
+            for name in (config.DATABASE_FILE, config.DATABASE_FILE + "-wal", config.DATABASE_FILE + "-shm"):
+                _make_private(self.root / name)
+        self.indexes = IndexCache(self.root, self.store)
         self._encoder = None
         self._text_encoder = None
-        self.gpu_search = False  # set when the model runs on CUDA: FAISS then searches there too, if it can
-
-    def _database_url(self, given: str | None) -> tuple[str, str | None]:
-        """(URL to open, URL to remember or None): the URL the library was created with, remembered in its
-        config file; SQLite in the folder by default. The remembered URL carries no password: libpq reads
-        PGPASSWORD or ~/.pgpass."""
-        settings_path = self.root / config.LIBRARY_CONFIG_FILE
-        remembered = json.loads(settings_path.read_text()).get("database") if settings_path.is_file() else None
-        if given is None:
-            return remembered or f"sqlite:///{self.root / config.DATABASE_FILE}", None
-        from sqlalchemy.engine import make_url
-
-        try:
-            url = make_url(given)
-        except Exception:
-            raise ClipdexError(f"not a database URL: {given!r} (e.g. postgresql+psycopg://user@host/db)") from None
-        safe = url._replace(password=None).render_as_string(hide_password=False)  # set() keeps it on None
-        if remembered and remembered != safe:
-            raise ClipdexError(f"the library at {self.root} uses {remembered}, not {safe}")
-        return url.render_as_string(hide_password=False), None if remembered else safe
+        self._writing = 0
 
     @contextmanager
     def writer(self) -> Iterator[None]:
-        """Only one writer (index, add-captions, re-embed) per library at a time; readers never wait.
+        """Only one writer (index, add-captions, re-embed, a cache save) per library at a time; readers never
+        wait. Re-entrant within this object, so a writer may call another.
 
-        An OS file lock, so a writer killed with -9 releases it with its process."""
+        An OS file lock, so a writer killed with -9 releases it with its process; with PostgreSQL also an
+        advisory lock in the database, which excludes writers on other machines sharing it."""
+        if self._writing:
+            self._writing += 1
+            try:
+                yield
+            finally:
+                self._writing -= 1
+            return
         path = self.root / config.LOCK_FILE
-        with open(path, "a+") as handle:
+        with open(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                handle.seek(0)
                 holder = handle.read().strip() or "another process"
                 raise ClipdexError(
                     f"the library at {self.root} is being written by {holder}; wait for it to finish"
@@ -72,8 +73,11 @@ class Library:
             handle.write(f"clipdex (pid {os.getpid()})")
             handle.flush()
             try:
-                yield
+                with self.store.writer_lock():
+                    self._writing = 1
+                    yield
             finally:
+                self._writing = 0
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     # ------------------------------------------------------------------------------------------ model
@@ -91,33 +95,44 @@ class Library:
     def check_model(self, identity: ModelIdentity) -> None:
         """Refuse a model other than the one the library's vectors came from."""
         bound = self.identity
-        if bound is not None and (bound.fingerprint, bound.dim) != (identity.fingerprint, identity.dim):
+        if bound is not None and not bound.same_model(identity):
             raise ClipdexError(
                 f"this library was built with {bound.describe()}, not {identity.describe()}; "
                 f"use the library's model, or re-embed with `clipdex index PATH --model ... --reembed`"
             )
 
+    def follow_binding(self) -> ModelIdentity:
+        """The bound model, dropping loaded encoders first when another process re-embedded the library since
+        they were loaded (a long-running server must never embed queries with the old model)."""
+        bound = self.require_identity()
+        for loaded in (self._encoder, self._text_encoder):
+            if loaded is not None and not bound.same_model(loaded.identity):
+                self.forget_model()
+                break
+        return bound
+
     def encoder(self, device: str = "auto", precision: str = "fp32"):
         """The library's own model, loaded once and checked against the binding."""
+        bound = self.follow_binding()
         if self._encoder is None:
             from clipdex.retrieval.factory import load_encoder
 
-            bound = self.require_identity()
             encoder = load_encoder(bound.name, bound.pretrained, device)
             self.check_model(encoder.identity)
             self._encoder = encoder
-            self.gpu_search = encoder.device == "cuda"
+            self.indexes.use_gpu = encoder.device == "cuda"
         self._encoder.set_precision(precision)
         return self._encoder
 
     def text_encoder(self, device: str = "auto", precision: str = "fp32"):
-        """The encoder for text queries: the library model's ONNX text tower when it was exported and the query
-        runs in fp32 off the GPU (no torch import: what makes a one-off query start fast), else the model."""
-        if self._encoder is None and precision == "fp32" and device in ("auto", "cpu"):
+        """The encoder for text queries: the model's exported ONNX text tower whenever the query runs in fp32 off
+        the GPU and an export exists (no torch import: what makes a one-off query start fast), else the model."""
+        if precision == "fp32" and device in ("auto", "cpu"):
+            bound = self.follow_binding()
             if self._text_encoder is None:
                 from clipdex.retrieval.onnx_text import OnnxTextEncoder
 
-                self._text_encoder = OnnxTextEncoder.for_model(self.require_identity())
+                self._text_encoder = OnnxTextEncoder.for_model(bound)
             if self._text_encoder is not None:
                 return self._text_encoder
         return self.encoder(device, precision)
@@ -132,12 +147,9 @@ class Library:
     def forget_model(self) -> None:
         """Drop the loaded model and cached indexes after the binding changed underneath them."""
         self._encoder = self._text_encoder = None
-        self._indexes.clear()
+        self.indexes.clear()
 
     # ------------------------------------------------------------------------------------------ index
-
-    def index_path(self, kind: str) -> Path:
-        return self.root / f"{kind}s.faiss"
 
     @property
     def index_preference(self) -> str:
@@ -146,58 +158,45 @@ class Library:
     def set_index_preference(self, preference: str) -> None:
         if preference not in config.INDEX_TYPES:
             raise ClipdexError(f"unknown index type {preference!r}: use one of {', '.join(config.INDEX_TYPES)}")
-        self.store.set_meta("index_type", preference)
+        with self.writer():
+            self.store.set_meta("index_type", preference)
 
     def vector_index(self, kind: str) -> VectorIndex:
-        """The FAISS index for `kind`, brought up to the store's current generation first, and rebuilt when
-        the library's size (or the user's choice) calls for another kind of index."""
-        identity = self.require_identity()
-        generation = self.store.generation()
-        cached = self._indexes.get(kind)
-        if cached is None or (cached[0].mapped and cached[1].generation != generation):
-            cached = self._load_index(kind, identity, generation)
-        index, state = cached
-        changed = state.generation != generation
-        if changed:
-            index.remove(self.store.deleted_since(kind, state.generation))
-            for ids, vectors in self.store.vectors(kind, identity.dim, since=state.generation):
-                index.add(ids, vectors)
-        wanted = kind_for(index.count, self.index_preference)
-        if index.kind != wanted:
-            index, changed = self._build(kind, identity.dim, wanted), True
-        if changed:
-            state = IndexState(generation, identity.fingerprint, identity.dim)
-            try:
-                index.save(self.index_path(kind), state)
-            except OSError:
-                pass  # a read-only library still answers from the in-memory index
-        if self.gpu_search:
-            index.to_gpu()
-        self._indexes[kind] = (index, state)
-        return index
+        """The FAISS index for `kind`, current with the store (refreshed in memory; readers never save)."""
+        return self.indexes.current(kind, self.follow_binding(), self.index_preference)
 
-    def _build(self, kind: str, dim: int, wanted: str) -> VectorIndex:
-        """A new index of the wanted kind over everything the store holds."""
-        if wanted != FLAT:
-            return VectorIndex.build_ivf(dim, self.store.counts()[kind], lambda: self.store.vectors(kind, dim))
-        index = VectorIndex(dim)
-        for ids, vectors in self.store.vectors(kind, dim):
-            index.add(ids, vectors, replace=False)
-        return index
+    def save_index(self, kind: str) -> None:
+        """Write the index cache of `kind` for the next process (writers only)."""
+        with self.writer():
+            self.indexes.save(kind, self.require_identity(), self.index_preference)
 
-    def _load_index(self, kind: str, identity: ModelIdentity, generation: int) -> tuple[VectorIndex, IndexState]:
-        """The saved index when it belongs to this model and store state, else an empty one to fill.
 
-        An index that is already current is memory-mapped (a one-off query reads only what it touches); one
-        that needs a top-up is read into memory, where it can change."""
-        path = self.index_path(kind)
-        loaded = VectorIndex.load(path, mapped=True)
-        if loaded is not None:
-            state = loaded[1]
-            if (state.fingerprint, state.dim) == (identity.fingerprint, identity.dim) and state.generation <= generation:
-                return loaded if state.generation == generation else VectorIndex.load(path) or self._empty(identity)
-        return self._empty(identity)
+def _read_settings(path: Path) -> dict:
+    """The library's config.json, or a one-line error when it is damaged (never a traceback)."""
+    if not path.is_file():
+        return {}
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ClipdexError(f"cannot read {path}: {exc}; fix or delete it (it only remembers --database)") from None
+    if not isinstance(settings, dict):
+        raise ClipdexError(f"cannot read {path}: expected a JSON object; fix or delete it")
+    return settings
 
-    @staticmethod
-    def _empty(identity: ModelIdentity) -> tuple[VectorIndex, IndexState]:
-        return VectorIndex(identity.dim), IndexState(0, identity.fingerprint, identity.dim)
+
+def _make_private(path: Path) -> None:
+    """Folder 0700, files 0600: a photo library says a lot about a person. Best effort on what we don't own."""
+    try:
+        if path.is_dir():
+            path.chmod(0o700)
+        elif path.is_file():
+            path.chmod(0o600)
+    except OSError:
+        pass
+
+
+def _write_private(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)

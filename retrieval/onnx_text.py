@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from clipdex.retrieval import config
-from clipdex.retrieval.factory import ModelIdentity
+from clipdex.retrieval.identity import ModelIdentity
 from clipdex.retrieval.tokenizer import BpeTokenizer, default_merges_file
 
 PROBE_TEXTS = (

@@ -24,12 +24,19 @@ from clipdex.retrieval.terms import Term, parse_terms
 @dataclass
 class Hit:
     id: int
-    kind: str
-    text: str  # the image's path or the caption
+    kind: str  # IMAGE or CAPTION
     score: float
+    path: str | None = None  # an image's file
+    caption: str | None = None  # a caption's text
+
+    @property
+    def label(self) -> str:
+        """What a person reads for this hit: the path of an image, the text of a caption."""
+        return self.path if self.kind == IMAGE else self.caption
 
     def as_json(self) -> dict:
-        return {"id": self.id, "path" if self.kind == IMAGE else "caption": self.text, "score": round(self.score, 6)}
+        field = "path" if self.kind == IMAGE else "caption"
+        return {"id": self.id, field: self.label, "score": round(self.score, 6)}
 
 
 @dataclass
@@ -50,7 +57,9 @@ class Filters:
         return any(v is not None for v in (self.folder, self.after, self.before))
 
 
-class QueryEngine:
+class Searcher:
+    """Queries over one library with its bound model; the model is loaded on the first query that needs it."""
+
     def __init__(self, library: Library, device: str = "auto", precision: str = "fp32") -> None:
         self.library = library
         self.device = device
@@ -110,7 +119,8 @@ class QueryEngine:
         if filters.min_score is not None:
             found = [(i, s) for i, s in found if s >= filters.min_score]
         rows = self.library.store.items([i for i, _ in found])
-        return [Hit(i, kind, rows[i]["key"], s) for i, s in found if i in rows]
+        field = "path" if kind == IMAGE else "caption"
+        return [Hit(i, kind, s, **{field: rows[i]["key"]}) for i, s in found if i in rows]
 
     def search(self, terms: Sequence[Term] | Sequence[str], k: int = 10, filters: Filters | None = None) -> list[Hit]:
         """Images for a combined query; `terms` may be parsed Terms or the raw tokens a user typed."""

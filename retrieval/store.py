@@ -10,78 +10,31 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    Float,
-    Integer,
-    LargeBinary,
-    MetaData,
-    String,
-    Table,
-    Text,
-    UniqueConstraint,
-    create_engine,
-    delete,
-    event,
-    func,
-    inspect,
-    select,
-    update,
-)
+from sqlalchemy import create_engine, delete, event, func, inspect, select, update
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
 
+from clipdex.retrieval.database_url import without_password
 from clipdex.retrieval.errors import ClipdexError
-from clipdex.retrieval.factory import ModelIdentity
+from clipdex.retrieval.identity import ModelIdentity
+from clipdex.retrieval.schema import (
+    CAPTION,
+    IMAGE,
+    SCHEMA_VERSION,
+    failures_table,
+    items_table,
+    meta_table,
+    metadata,
+    staged_table,
+    tombstones_table,
+)
 
-SCHEMA_VERSION = 1
-IMAGE, CAPTION = "image", "caption"
-
-_meta = MetaData()
-meta_table = Table("meta", _meta, Column("key", String(64), primary_key=True), Column("value", Text, nullable=False))
-items_table = Table(
-    "items",
-    _meta,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("kind", String(16), nullable=False),
-    Column("key", Text, nullable=False),  # image: absolute path; caption: the caption text
-    Column("sha256", String(64), index=True),
-    Column("size", BigInteger),
-    Column("mtime", Float),
-    Column("width", Integer),
-    Column("height", Integer),
-    Column("taken_at", Float),
-    Column("vector", LargeBinary, nullable=False),
-    Column("generation", BigInteger, nullable=False, index=True),
-    UniqueConstraint("kind", "key"),
-)
-tombstones_table = Table(
-    "tombstones",
-    _meta,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("kind", String(16), nullable=False),
-    Column("generation", BigInteger, nullable=False, index=True),
-)
-staged_table = Table(  # vectors from a model the library is being re-embedded with, until they are swapped in
-    "staged_vectors",
-    _meta,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("fingerprint", String(128), nullable=False),
-    Column("vector", LargeBinary, nullable=False),
-)
-failures_table = Table(
-    "failures",
-    _meta,
-    Column("path", Text, primary_key=True),
-    Column("error", Text, nullable=False),
-    Column("seen_at", Float, nullable=False),
-)
+_ADVISORY_KEY = 0x636C6970646578  # "clipdex": the PostgreSQL advisory lock writers take
 
 
 @dataclass(frozen=True)
@@ -123,30 +76,64 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine: Engine = create_engine(url)
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.db: Engine = create_engine(url)  # SQLAlchemy's engine: the connection pool to the database
+        if self.db.dialect.name == "sqlite":
+            event.listen(self.db, "connect", _sqlite_pragmas)
         try:
             self._check_schema()
         except (OperationalError, ModuleNotFoundError) as exc:
-            shown = self.engine.url.render_as_string(hide_password=True)
-            reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+            shown = without_password(url)
+            reason = (str(getattr(exc, "orig", exc)).strip().splitlines() or [type(exc).__name__])[0]
             raise ClipdexError(f"cannot open the library database {shown}: {reason}") from None
+        except DatabaseError as exc:  # not a database at all: a damaged or foreign file
+            reason = (str(getattr(exc, "orig", exc)).strip().splitlines() or [type(exc).__name__])[0]
+            raise ClipdexError(
+                f"{without_password(url)} is not a readable clipdex database ({reason}); restore it from a backup, "
+                f"or move it aside and index again"
+            ) from None
 
-    @classmethod
-    def sqlite(cls, path: Path) -> "Store":
-        return cls(f"sqlite:///{path}")
+    @property
+    def is_sqlite(self) -> bool:
+        return self.db.dialect.name == "sqlite"
+
+    @contextmanager
+    def writer_lock(self) -> Iterator[None]:
+        """Held for as long as a writer runs. SQLite: nothing to add (the library's file lock covers the one
+        machine that can open the file). PostgreSQL: a session advisory lock, so writers on different machines
+        sharing one database take turns too."""
+        if self.is_sqlite:
+            yield
+            return
+        with self.db.connect() as conn:
+            locked = conn.execute(select(func.pg_try_advisory_lock(_ADVISORY_KEY))).scalar()
+            conn.commit()
+            if not locked:
+                raise ClipdexError(
+                    f"the library database {without_password(self.url)} is being written by another clipdex "
+                    f"process (maybe on another machine); wait for it to finish"
+                )
+            try:
+                yield
+            finally:
+                conn.execute(select(func.pg_advisory_unlock(_ADVISORY_KEY)))
+                conn.commit()
 
     def _check_schema(self) -> None:
-        if not inspect(self.engine).has_table("meta"):
-            with self.engine.begin() as conn:
-                _meta.create_all(conn)
+        if not inspect(self.db).has_table("meta"):
+            with self.db.begin() as conn:
+                metadata.create_all(conn)
                 conn.execute(meta_table.insert(), [
                     {"key": "schema_version", "value": str(SCHEMA_VERSION)},
                     {"key": "generation", "value": "0"},
                 ])
             return
         found = self.get_meta("schema_version")
+        if found == "1":  # staged vectors are only a resumable cache: version 1's, which lack a source, go
+            with self.db.begin() as conn:
+                staged_table.drop(conn, checkfirst=True)
+                staged_table.create(conn)
+                self._set_meta(conn, "schema_version", str(SCHEMA_VERSION))
+            return
         if found != str(SCHEMA_VERSION):
             raise ClipdexError(
                 f"library database has schema version {found}, this clipdex reads version {SCHEMA_VERSION}; "
@@ -159,11 +146,11 @@ class Store:
         query = select(meta_table.c.value).where(meta_table.c.key == key)
         if conn is not None:
             return conn.execute(query).scalar()
-        with self.engine.connect() as c:
+        with self.db.connect() as c:
             return c.execute(query).scalar()
 
     def set_meta(self, key: str, value: str) -> None:
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             self._set_meta(conn, key, value)
 
     def _set_meta(self, conn: Connection, key: str, value: str) -> None:
@@ -200,7 +187,7 @@ class Store:
     ) -> int:
         """Apply one batch of changes in one transaction; returns the generation it wrote."""
         try:
-            with self.engine.begin() as conn:
+            with self.db.begin() as conn:
                 generation = self._next_generation(conn)
                 if deletes:
                     found = select(items_table.c.id, items_table.c.kind).where(items_table.c.id.in_(deletes))
@@ -233,57 +220,67 @@ class Store:
         row = {k: v for k, v in item.__dict__.items() if k != "vector"}
         return {**row, "vector": _to_blob(item.vector), "generation": generation}
 
-    def stage(self, fingerprint: str, rows: Sequence[tuple[int, np.ndarray]]) -> None:
-        """Keep re-embedded vectors aside; the library keeps answering with its current model meanwhile."""
-        with self.engine.begin() as conn:
+    def stage(self, fingerprint: str, rows: Sequence[tuple[int, str, np.ndarray]]) -> None:
+        """Keep re-embedded vectors aside, each with the content it was computed from (item id, source, vector);
+        the library keeps answering with its current model meanwhile."""
+        with self.db.begin() as conn:
             conn.execute(
                 staged_table.insert(),
-                [{"id": int(i), "fingerprint": fingerprint, "vector": _to_blob(v)} for i, v in rows],
+                [{"id": int(i), "fingerprint": fingerprint, "source": src, "vector": _to_blob(v)} for i, src, v in rows],
             )
 
-    def staged_ids(self, fingerprint: str) -> set[int]:
-        """Ids already re-embedded for `fingerprint` (an interrupted re-embed resumes); others' are dropped."""
-        s = staged_table.c
-        with self.engine.begin() as conn:
-            conn.execute(delete(staged_table).where(s.fingerprint != fingerprint))
-            return set(conn.execute(select(s.id)).scalars())
-
-    def swap_in_staged(self, identity: ModelIdentity) -> int:
-        """In one transaction: staged vectors replace the current ones and the library is bound to the new
-        model. Items with no staged vector (deleted meanwhile) leave; returns how many."""
+    def _current_staged(self, fingerprint: str):
+        """Staged rows still valid: for `fingerprint`, of an item that exists with the content they were made from."""
         c, s = items_table.c, staged_table.c
-        with self.engine.begin() as conn:
+        return (
+            select(s.id, s.vector)
+            .join(items_table, c.id == s.id)
+            .where(s.fingerprint == fingerprint, s.source == func.coalesce(c.sha256, ""))
+        )
+
+    def staged_ids(self, fingerprint: str) -> set[int]:
+        """Ids already re-embedded for `fingerprint` from their current content (an interrupted re-embed
+        resumes); vectors of another model, or of content that changed since, are dropped and made again."""
+        s = staged_table.c
+        valid = self._current_staged(fingerprint).with_only_columns(s.id)
+        with self.db.begin() as conn:
+            conn.execute(delete(staged_table).where(s.id.not_in(valid.scalar_subquery())))
+            return set(conn.execute(valid).scalars())
+
+    def swap_in_staged(self, identity: ModelIdentity) -> None:
+        """In one transaction: staged vectors replace the current ones and the library is bound to the new
+        model. Refused, with nothing changed, unless every item has a valid staged vector: a library never
+        mixes two models' vectors, and nothing is deleted to make it fit."""
+        c = items_table.c
+        with self.db.begin() as conn:
             generation = self._next_generation(conn)
-            staged = conn.execute(select(s.id, s.vector).where(s.fingerprint == identity.fingerprint)).all()
+            staged = conn.execute(self._current_staged(identity.fingerprint)).all()
+            missing = (conn.execute(select(func.count()).select_from(items_table)).scalar() or 0) - len(staged)
+            if missing:
+                raise ClipdexError(
+                    f"{missing} image(s) changed on disk since they were indexed: run `clipdex index` on their "
+                    f"folders, then the re-embed again (the vectors already made are kept)"
+                )
             for item_id, vector in staged:
                 conn.execute(update(items_table).where(c.id == item_id).values(vector=vector, generation=generation))
-            orphans = conn.execute(select(c.id, c.kind).where(c.id.not_in(select(s.id)))).all()
-            if orphans:
-                conn.execute(delete(items_table).where(c.id.in_([i for i, _ in orphans])))
-                conn.execute(delete(tombstones_table).where(tombstones_table.c.id.in_([i for i, _ in orphans])))
-                conn.execute(
-                    tombstones_table.insert(),
-                    [{"id": i, "kind": k, "generation": generation} for i, k in orphans],
-                )
             conn.execute(delete(staged_table))
             self._set_meta(conn, "model", json.dumps(identity.__dict__))
-            return len(orphans)
 
     def captions(self) -> list[tuple[int, str]]:
         c = items_table.c
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             return [tuple(row) for row in conn.execute(select(c.id, c.key).where(c.kind == CAPTION))]
 
     def touch(self, stats: Iterable[tuple[int, int, float]]) -> None:
         """Record a new size/mtime for files whose bytes did not change; vectors and generation stay."""
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             for item_id, size, mtime in stats:
                 conn.execute(update(items_table).where(items_table.c.id == item_id).values(size=size, mtime=mtime))
 
     def record_failures(self, failures: Sequence[tuple[str, str]]) -> None:
         if not failures:
             return
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             paths = [p for p, _ in failures]
             conn.execute(delete(failures_table).where(failures_table.c.path.in_(paths)))
             conn.execute(
@@ -292,19 +289,19 @@ class Store:
 
     def clear_failures(self, paths: Sequence[str]) -> None:
         if paths:
-            with self.engine.begin() as conn:
+            with self.db.begin() as conn:
                 conn.execute(delete(failures_table).where(failures_table.c.path.in_(list(paths))))
 
     # ------------------------------------------------------------------------------------------ reads
 
     def images(self) -> list[StoredImage]:
         c = items_table.c
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             rows = conn.execute(select(c.id, c.key, c.sha256, c.size, c.mtime).where(c.kind == IMAGE))
             return [StoredImage(*row) for row in rows]
 
     def caption_keys(self) -> set[str]:
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             return set(conn.execute(select(items_table.c.key).where(items_table.c.kind == CAPTION)).scalars())
 
     def vectors(self, kind: str, dim: int, since: int = 0, chunk: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -316,7 +313,7 @@ class Store:
             .order_by(c.id)
             .execution_options(yield_per=chunk)
         )
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             for part in conn.execute(query).partitions(chunk):
                 ids = np.fromiter((row[0] for row in part), dtype=np.int64, count=len(part))
                 matrix = np.frombuffer(b"".join(row[1] for row in part), dtype=np.float32).reshape(len(part), dim)
@@ -336,32 +333,36 @@ class Store:
             query = query.where(taken >= after)
         if before is not None:
             query = query.where(taken < before)
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             return np.asarray(conn.execute(query).scalars().all(), dtype=np.int64)
 
     def deleted_since(self, kind: str, since: int) -> np.ndarray:
         t = tombstones_table.c
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             ids = conn.execute(select(t.id).where(t.kind == kind, t.generation > since)).scalars().all()
         return np.asarray(ids, dtype=np.int64)
 
     def vector(self, item_id: int) -> tuple[str, np.ndarray] | None:
         """(kind, vector) of one item, or None when there is no such item."""
         c = items_table.c
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             row = conn.execute(select(c.kind, c.vector).where(c.id == item_id)).first()
         return None if row is None else (row[0], np.frombuffer(row[1], dtype=np.float32))
 
     def items(self, ids: Sequence[int]) -> dict[int, dict]:
         c = items_table.c
         columns = [c.id, c.kind, c.key, c.sha256, c.size, c.mtime, c.width, c.height, c.taken_at]
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             rows = conn.execute(select(*columns).where(c.id.in_([int(i) for i in ids]))).mappings().all()
         return {row["id"]: dict(row) for row in rows}
 
+    def count(self, kind: str) -> int:
+        with self.db.connect() as conn:
+            return conn.execute(select(func.count()).select_from(items_table).where(items_table.c.kind == kind)).scalar() or 0
+
     def counts(self) -> dict[str, int]:
         c = items_table.c
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             counted = dict(conn.execute(select(c.kind, func.count()).group_by(c.kind)).all())
             failed = conn.execute(select(func.count()).select_from(failures_table)).scalar() or 0
         return {IMAGE: counted.get(IMAGE, 0), CAPTION: counted.get(CAPTION, 0), "failed": failed}

@@ -2,19 +2,16 @@
 
 Small libraries get exact flat search; past config.IVF_MIN_ITEMS an IVF index (k-means lists, a few probed
 per query) answers many times faster at a recall set by its parameters, which follow from the size.
-It is a cache of the store. Beside each index file a small JSON file records the store generation it
-reflects; the library tops it up from there, and any doubt (missing, unreadable, other model) means a rebuild.
+It is a cache of the store; index_cache.py decides when it is loaded, topped up, rebuilt and saved.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import os
-from dataclasses import dataclass
+import uuid
 from pathlib import Path
 from typing import Callable, Iterable
-
-import math
 
 import faiss
 import numpy as np
@@ -24,18 +21,16 @@ from clipdex.retrieval import config
 FLAT, IVF = "flat", "ivf"
 
 
-@dataclass
-class IndexState:
-    generation: int
-    fingerprint: str
-    dim: int
-
-
-def kind_for(count: int, preference: str = "auto") -> str:
-    """The index kind a library of `count` items gets, unless the user forced one."""
+def index_type_for(count: int, preference: str = "auto") -> str:
+    """The index type a library of `count` items gets, unless the user forced one."""
     if preference != "auto":
         return preference
     return IVF if count >= config.IVF_MIN_ITEMS else FLAT
+
+
+def gpu_count() -> int:
+    """GPUs FAISS can use: none with faiss-cpu, which lacks the GPU functions altogether."""
+    return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 
 
 def ivf_lists(count: int) -> int:
@@ -106,17 +101,17 @@ class VectorIndex:
             self.index.nprobe = min(self.index.nlist, self.index.nprobe * 2)
 
     @property
-    def kind(self) -> str:
+    def type(self) -> str:
         return IVF if isinstance(self.index, faiss.IndexIVF) else FLAT
 
     def describe(self) -> str:
-        if self.kind == IVF:
+        if self.type == IVF:
             return f"IVF-flat, {self.index.nlist} lists, {self.index.nprobe} probed (approximate)"
         return "flat inner product (exact)"
 
     def ids(self) -> np.ndarray:
         """Every id the index holds (for consistency checks)."""
-        if self.kind == FLAT:
+        if self.type == FLAT:
             return faiss.vector_to_array(self.index.id_map).astype(np.int64)
         lists = self.index.invlists
         parts = [
@@ -160,7 +155,7 @@ class VectorIndex:
         if allowed is None:
             return (self.gpu_index if self.on_gpu else self.index).search(queries, k)
         selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
-        if self.kind == IVF:  # probing every list keeps a filtered search exact
+        if self.type == IVF:  # probing every list keeps a filtered search exact
             params = faiss.SearchParametersIVF(sel=selector, nprobe=self.index.nlist)
         else:
             params = faiss.SearchParameters(sel=selector)
@@ -184,31 +179,23 @@ class VectorIndex:
         self.on_gpu = True
         return True
 
-    def save(self, path: Path, state: IndexState) -> None:
-        """Write the index, then its state; a crash between the two leaves an older state, which only makes
-        the next top-up redo work (adds replace, removals are idempotent)."""
-        tmp = path.with_suffix(".tmp")
-        faiss.write_index(self.index, str(tmp))
-        os.replace(tmp, path)
-        state_path = _state_path(path)
-        state_path.with_suffix(".tmp").write_text(json.dumps(state.__dict__))
-        os.replace(state_path.with_suffix(".tmp"), state_path)
+    def save(self, path: Path) -> None:
+        """Write the index to `path` through a temporary file of its own, so no reader sees half a file."""
+        tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+        try:
+            faiss.write_index(self.index, str(tmp))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     @classmethod
-    def load(cls, path: Path, mapped: bool = False) -> tuple["VectorIndex", IndexState] | None:
-        """The saved index and its state, or None when either is missing or unreadable.
+    def load(cls, path: Path, dim: int, mapped: bool = False) -> "VectorIndex | None":
+        """The saved index, or None when it is missing, unreadable or of another dimension.
 
         `mapped` maps the vectors from the file instead of reading them (~15 ms instead of ~250 ms for 100k
         512-d vectors): the index can then only be searched."""
         try:
-            state = IndexState(**json.loads(_state_path(path).read_text()))
             index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC if mapped else 0)
-        except (OSError, ValueError, TypeError, RuntimeError):
+        except (OSError, RuntimeError):
             return None
-        if index.d != state.dim:
-            return None
-        return cls(state.dim, index, mapped), state
-
-
-def _state_path(path: Path) -> Path:
-    return path.with_name(path.name + ".json")
+        return cls(dim, index, mapped) if index.d == dim else None

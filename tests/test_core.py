@@ -15,7 +15,7 @@ from PIL import Image
 from clipdex.retrieval import config
 from clipdex.retrieval.digest import file_sha256
 from clipdex.retrieval.library import Library
-from clipdex.retrieval.query import QueryEngine
+from clipdex.retrieval.query import Searcher
 from clipdex.retrieval.store import CAPTION, IMAGE
 from tests.conftest import SAMPLE_ROWS
 
@@ -47,7 +47,7 @@ def _brute_force(library_dir: Path, query: np.ndarray, k: int, kind: str = IMAGE
 def test_index_sample_data_then_search_both_ways(cli, library_dir: Path, database_url, tiny) -> None:
     report = _json(cli("index", config.SAMPLE_DATA_DIR, *TINY, "--json"))
     assert report["added"] == len(SAMPLE_ROWS) and report["failed"] == []
-    assert Library(library_dir).store.engine.dialect.name == ("postgresql" if database_url else "sqlite")
+    assert Library(library_dir).store.db.dialect.name == ("postgresql" if database_url else "sqlite")
     ids, _ = _stored(library_dir)
     paths = [row["key"] for row in Library(library_dir).store.items(ids).values()]
     assert sorted(paths) == sorted(str(config.SAMPLE_DATA_DIR / row["image"]) for row in SAMPLE_ROWS)
@@ -120,34 +120,62 @@ def test_captions_rank_like_brute_force(cli, library_dir: Path, photos, tiny, tm
     assert _json(cli("add-captions", corpus, "--json")) == {"added": 0, "already_present": 40}
     image = config.SAMPLE_DATA_DIR / SAMPLE_ROWS[0]["image"]
     hits = _json(cli("captions", image, "-k", "5", "--json"))
-    query = QueryEngine(Library(library_dir)).image_vector(image)
+    query = Searcher(Library(library_dir)).image_vector(image)
     assert [h["id"] for h in hits] == _brute_force(library_dir, query, 5, CAPTION)
     assert all(set(h) == {"id", "caption", "score"} for h in hits)
 
 
-def test_deleted_faiss_file_is_rebuilt_with_the_same_answers(cli, library_dir: Path, photos) -> None:
+def _index_file(library_dir: Path, kind: str = "image") -> Path:
+    """The index file the saved state names (the state file and the index it describes are replaced together)."""
+    return library_dir / json.loads((library_dir / f"{kind}s.faiss.json").read_text())["file"]
+
+
+def _cache_files(library_dir: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in library_dir.iterdir() if ".faiss" in p.name}
+
+
+def test_deleted_or_damaged_faiss_file_is_rebuilt_in_memory_by_readers(cli, library_dir: Path, photos) -> None:
     cli("index", photos(10), *TINY)
     before = _json(cli("search", "a large blue square", "--json"))
-    index_file = library_dir / "images.faiss"
-    assert index_file.is_file()
+    index_file = _index_file(library_dir)
     index_file.unlink()
+    cached = _cache_files(library_dir)
     assert _json(cli("search", "a large blue square", "--json")) == before
-    assert index_file.is_file()
+    assert _json(cli("status", "--json"))["counts"]["image"] == 10
+    assert _cache_files(library_dir) == cached  # readers never write the cache
     index_file.write_bytes(b"not a faiss index")
     assert _json(cli("search", "a large blue square", "--json")) == before
+    cli("index", photos(10, "again"), *TINY)  # a writer saves a good cache again
+    assert _index_file(library_dir).is_file() and _index_file(library_dir) != index_file
 
 
 def test_faiss_cache_that_lags_the_store_is_topped_up(cli, library_dir: Path, photos) -> None:
     folder = photos(6)
     cli("index", folder, *TINY)
-    stale = (library_dir / "images.faiss").read_bytes(), (library_dir / "images.faiss.json").read_bytes()
+    stale = _cache_files(library_dir)
     shutil.copy2(config.SAMPLE_DATA_DIR / SAMPLE_ROWS[50]["image"], folder / "new.png")
     (folder / sorted(p.name for p in folder.iterdir())[0]).unlink()
     cli("index", folder)
     fresh = _json(cli("search", "x", "-k", "20", "--json"))
-    (library_dir / "images.faiss").write_bytes(stale[0])
-    (library_dir / "images.faiss.json").write_bytes(stale[1])
+    for path in library_dir.glob("*.faiss*"):
+        path.unlink()
+    for name, data in stale.items():
+        (library_dir / name).write_bytes(data)
     assert _json(cli("search", "x", "-k", "20", "--json")) == fresh
+
+
+def test_a_state_file_paired_with_an_older_index_is_not_trusted(cli, library_dir: Path, photos) -> None:
+    """The failure two unlocked savers once produced: a current state beside an older index of the same size."""
+    folder = photos(6)
+    cli("index", folder, *TINY)
+    stale = _index_file(library_dir).read_bytes()
+    shutil.copy2(config.SAMPLE_DATA_DIR / SAMPLE_ROWS[50]["image"], folder / "new.png")
+    (folder / sorted(p.name for p in folder.iterdir())[0]).unlink()  # same count, other ids
+    cli("index", folder)
+    fresh = _json(cli("search", "x", "-k", "20", "--json"))
+    _index_file(library_dir).write_bytes(stale)
+    assert _json(cli("search", "x", "-k", "20", "--json")) == fresh
+    assert len(fresh) == 6
 
 
 def test_a_library_refuses_another_model(cli, photos, tmp_path: Path) -> None:

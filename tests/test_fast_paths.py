@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -117,15 +118,16 @@ def test_memory_mapped_index_answers_like_the_loaded_one_and_still_tops_up(tmp_p
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((60, tiny.identity.dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    writer = Library(tmp_path / "lib")
+    writer = Library(tmp_path / "lib", create=True)
     writer.use_encoder(tiny)
     writer.store.write(inserts=[NewItem(IMAGE, f"/p/{i}.jpg", v) for i, v in enumerate(vectors[:50])])
-    writer.vector_index(IMAGE)  # saved to disk
+    writer.save_index(IMAGE)
 
     reader = Library(tmp_path / "lib")
     mapped = reader.vector_index(IMAGE)
     assert mapped.mapped
-    loaded, _ = VectorIndex.load(reader.index_path(IMAGE))
+    saved = json.loads(reader.indexes.state_path(IMAGE).read_text())["file"]
+    loaded = VectorIndex.load(tmp_path / "lib" / saved, tiny.identity.dim)
     for got, expected in zip(mapped.search(vectors[:5], 7), loaded.search(vectors[:5], 7)):
         assert np.array_equal(got, expected)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +33,7 @@ def test_ivf_recall_and_removals_on_a_small_synthetic_set() -> None:
     ids = np.arange(1, 20_001, dtype=np.int64) * 3  # database ids, not positions
     index = VectorIndex.ivf(64, len(vectors), vectors)
     index.add(ids, vectors, replace=False)
-    assert index.kind == IVF and index.index.nlist == ivf_lists(20_000)
+    assert index.type == IVF and index.index.nlist == ivf_lists(20_000)
     tuning = clustered(200, 64, seed=2)
     chunks = [(ids[i : i + 3000], vectors[i : i + 3000]) for i in range(0, len(ids), 3000)]
     assert index.tune_probes(tuning, exact_top_k(chunks, tuning, 10)) >= 0.97

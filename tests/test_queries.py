@@ -93,7 +93,7 @@ def test_filters_equal_brute_force_on_stored_rows(cli, library_dir, photos, tiny
     assert cli("index", root, "--model", "clipdex-tiny").exit_code == 0
 
     library = Library(library_dir)
-    with library.store.engine.connect() as conn:
+    with library.store.db.connect() as conn:
         rows = conn.execute(items_table.select().where(items_table.c.kind == IMAGE)).mappings().all()
     query = tiny.encode_texts(["a large yellow star"])[0]
     cases = [

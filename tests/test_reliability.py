@@ -132,11 +132,11 @@ def test_bad_files_are_skipped_with_reasons_and_odd_images_are_indexed(cli, tmp_
 
 
 def test_a_file_that_vanishes_before_decoding_is_reported(tiny, tmp_path: Path) -> None:
-    from clipdex.indexer.engine import LocalEngine
+    from clipdex.indexer.embedders import LocalEmbedder
 
     kept = tmp_path / "kept.png"
     shutil.copy(config.SAMPLE_DATA_DIR / SAMPLE_ROWS[0]["image"], kept)
-    batches = list(LocalEngine(tiny, batch_size=4, workers=0).embed([str(kept), str(tmp_path / "gone.jpg")]))
+    batches = list(LocalEmbedder(tiny, batch_size=4, workers=0).embed([str(kept), str(tmp_path / "gone.jpg")]))
     assert len(batches[0].done) == 1
     assert "gone.jpg" in batches[0].failed[0].error
 

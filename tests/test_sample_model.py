@@ -6,7 +6,6 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
 from clipdex.retrieval import config
@@ -38,8 +37,13 @@ def test_demo_refuses_a_folder_that_is_not_its_own(cli, tmp_path: Path) -> None:
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.docx").write_text("precious")
     result = cli("demo", "--out", tmp_path / "mine")
-    assert result.exit_code == 1 and "holds other files" in result.stderr
+    assert result.exit_code == 1 and "holds files the demo did not write" in result.stderr
     assert (tmp_path / "mine" / "thesis.docx").read_text() == "precious"
+    (tmp_path / "theirs").mkdir()  # names that only look like clipdex's, in a folder the demo never made
+    for name in ("library.db-backup", "index.lock.txt", "old.faiss"):
+        (tmp_path / "theirs" / name).write_text("precious")
+    assert cli("demo", "--out", tmp_path / "theirs").exit_code == 1
+    assert sorted(p.name for p in (tmp_path / "theirs").iterdir()) == ["index.lock.txt", "library.db-backup", "old.faiss"]
 
 
 def test_planted_copies_join_their_originals_group(cli, tmp_path: Path) -> None:

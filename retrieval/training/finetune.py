@@ -12,37 +12,15 @@ from typing import Callable, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from clipdex.retrieval import config
 from clipdex.retrieval.checkpoint import CheckpointInfo, load_optimizer_state, save_checkpoint
 from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.evaluate import evaluate_pairs
 from clipdex.retrieval.images import open_image
 from clipdex.retrieval.pairs import Pair
+from clipdex.retrieval.training.options import FinetuneOptions
 from clipdex.retrieval.training.schedule import cosine_lr, make_optimizer
 
 LOGIT_SCALE_MAX = math.log(100)  # open_clip's clamp: temperature never below 0.01
-
-
-@dataclass
-class FinetuneOptions:
-    model: str
-    pretrained: str | None
-    out: Path
-    epochs: int = 1
-    max_steps: int | None = None
-    batch_size: int = 64
-    accum_steps: int = 1
-    lr: float = 1e-5
-    weight_decay: float = 0.2
-    warmup: int = 100
-    lock_image: bool = False
-    lock_text: bool = False
-    seed: int = 0
-    val_fraction: float = 0.1
-    resume: Path | None = None
-    device: str = "auto"
-    half: bool = False
-    workers: int = config.DEFAULT_DECODE_WORKERS
 
 
 @dataclass

@@ -1,6 +1,6 @@
-"""The Ray engine: decoding and encoding spread over a Ray cluster (Ray Data, an actor pool, one model per
+"""The Ray embedder: decoding and encoding spread over a Ray cluster (Ray Data, an actor pool, one model per
 actor, a GPU per actor where the cluster has them). Embedded batches come back to the driver, which writes
-them exactly as with the local engine; Ray restarts a dead actor and retries its batch, and a retried batch
+them exactly as with the local embedder; Ray restarts a dead actor and retries its batch, and a retried batch
 only repeats vectors the driver has not written yet.
 """
 
@@ -12,7 +12,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from clipdex.indexer.decode import Decoded, DecodeDataset
-from clipdex.indexer.engine import EmbeddedBatch
+from clipdex.indexer.embedders import EmbeddedBatch
 from clipdex.retrieval import config
 
 
@@ -49,8 +49,8 @@ class _EmbedActor:
         }
 
 
-class RayEngine:
-    """Embeds files on a Ray cluster (`address`, or a local one); same batches out as LocalEngine."""
+class RayEmbedder:
+    """Embeds files on a Ray cluster (`address`, or a local one); same batches out as LocalEmbedder."""
 
     def __init__(self, encoder, batch_size: int = config.DEFAULT_BATCH_SIZE, address: str | None = None,
                  actors: int | None = None) -> None:

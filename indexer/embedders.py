@@ -1,5 +1,5 @@
-"""Embedding engines: a list of files in, batches of vectors (or per-file errors) out. Engines never touch the
-store; the pipeline alone writes, so every engine gets the same transactions and change detection."""
+"""Embedders: a list of files in, batches of vectors (or per-file errors) out. Embedders never touch the
+store; the pipeline alone writes, so every embedder gets the same transactions and change detection."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ class EmbeddedBatch:
     failed: list[Decoded]
 
 
-class LocalEngine:
+class LocalEmbedder:
     """Decode workers feeding one encoder in this process."""
 
     def __init__(self, encoder, batch_size: int = config.DEFAULT_BATCH_SIZE, workers: int = config.DEFAULT_DECODE_WORKERS):

@@ -1,0 +1,22 @@
+"""Options several commands share, with their help text written once."""
+
+from __future__ import annotations
+
+import typer
+
+from clipdex.retrieval import config
+
+JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table.")
+ModelOption = typer.Option(
+    None, "--model", "-m",
+    help="open_clip name, hf-hub:ID, a .safetensors checkpoint, or 'sample' (default: the library's model, "
+    f"else {config.DEFAULT_MODEL}).",
+)
+PretrainedOption = typer.Option(
+    None, "--pretrained", help=f"Pretrained tag or weights file (default: {config.DEFAULT_PRETRAINED} for "
+    f"{config.DEFAULT_MODEL}, none otherwise)."
+)
+DeviceOption = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda.")
+PrecisionOption = typer.Option(
+    "fp32", "--precision", help="fp32, or bf16 (CPU/CUDA) / fp16 (CUDA): faster, used only if it matches fp32."
+)

@@ -1,0 +1,109 @@
+"""`clipdex finetune` and `clipdex eval`: training and measuring the dual encoder on image–caption pairs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from clipdex.cli.options import DeviceOption, JsonOption, ModelOption, PretrainedOption
+from clipdex.cli.output import print_json, print_table, print_warning, progress_tasks, recall_rows, say
+from clipdex.retrieval.training.options import FinetuneOptions
+
+DEFAULTS = FinetuneOptions()
+
+
+def finetune(
+    ctx: typer.Context,
+    pairs: Path = typer.Argument(
+        ..., help="Pairs file: CSV `image,caption[,group]` or JSONL; paths relative to it. Pairs sharing a group "
+        "train in one batch.",
+    ),
+    out: Path = typer.Option(DEFAULTS.out, "--out", "-o", help="Checkpoint to write."),
+    model: Optional[str] = ModelOption,
+    pretrained: Optional[str] = PretrainedOption,
+    epochs: int = typer.Option(DEFAULTS.epochs, min=1, help="Passes over the training pairs."),
+    max_steps: Optional[int] = typer.Option(DEFAULTS.max_steps, min=1, help="Stop after this many optimizer steps."),
+    batch_size: int = typer.Option(DEFAULTS.batch_size, min=2, help="Pairs per micro-batch (the contrastive negatives)."),
+    accum_steps: int = typer.Option(DEFAULTS.accum_steps, min=1, help="Micro-batches accumulated per optimizer step."),
+    lr: float = typer.Option(DEFAULTS.lr, help="Peak learning rate (use ~1e-3 when training from scratch)."),
+    weight_decay: float = typer.Option(
+        DEFAULTS.weight_decay, help="AdamW weight decay on matrices (not biases, norms, embeddings)."
+    ),
+    warmup: int = typer.Option(DEFAULTS.warmup, min=0, help="Linear warmup steps before the cosine decay."),
+    lock_image: bool = typer.Option(DEFAULTS.lock_image, help="Freeze the image tower."),
+    lock_text: bool = typer.Option(DEFAULTS.lock_text, help="Freeze the text tower."),
+    val_fraction: float = typer.Option(DEFAULTS.val_fraction, min=0.0, max=0.9, help="Share of images held out for recall."),
+    seed: int = typer.Option(DEFAULTS.seed, help="Seed for the split, the data order and initialisation."),
+    resume: Optional[Path] = typer.Option(None, help="Continue from a checkpoint written by finetune."),
+    half: bool = typer.Option(DEFAULTS.half, help="Store fp16 weights and no optimizer state (for distribution)."),
+    device: str = DeviceOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Train the dual encoder on your image–caption pairs with the CLIP contrastive loss."""
+    from clipdex import api
+    from clipdex.retrieval import config
+
+    name = model or config.DEFAULT_MODEL
+    options = FinetuneOptions(
+        model=name, pretrained=pretrained if pretrained is not None else config.default_pretrained(name), out=out,
+        epochs=epochs, max_steps=max_steps, batch_size=batch_size, accum_steps=accum_steps, lr=lr,
+        weight_decay=weight_decay, warmup=warmup, lock_image=lock_image, lock_text=lock_text, seed=seed,
+        val_fraction=val_fraction, resume=resume, device=device, half=half,
+    )
+    with progress_tasks(enabled=not as_json) as start:
+        bar: list = []
+
+        def on_step(step: int, total: int, loss: float) -> None:
+            if not bar:
+                bar.append(start("training", total))
+            bar[0](1, f"loss {loss:.3f}")
+
+        result = api.finetune(pairs, options, on_step=on_step)
+    if as_json:
+        print_json({k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()})
+        return
+    say(f"{result.steps} steps on {result.train_pairs} pairs in {result.seconds:.0f}s; "
+        f"loss {result.first_loss:.3f} → {result.final_loss:.3f}; wrote {result.checkpoint}")
+    if result.before and result.after:
+        print_table(
+            f"held-out recall ({result.val_pairs} pairs)",
+            ["", "R@1", "R@5", "R@10"],
+            recall_rows(result.before, "before: ") + recall_rows(result.after, "after:  "),
+        )
+    for warning in result.warnings:
+        print_warning(warning)
+
+
+def eval_command(
+    ctx: typer.Context,
+    pairs: Path = typer.Argument(..., help="Pairs file: CSV `image,caption` or JSONL; several captions per image."),
+    model: Optional[str] = ModelOption,
+    pretrained: Optional[str] = PretrainedOption,
+    device: str = DeviceOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Recall@1/5/10 in both directions, as the CLIP retrieval benchmarks compute it (with --model, else the
+    library's model, else the default)."""
+    from clipdex import api
+    from clipdex.retrieval.errors import ClipdexError
+
+    try:
+        library = api.open_library(ctx.obj["library"], ctx.obj["database"]) if model is None else None
+    except ClipdexError:  # no library yet: the default model
+        library = None
+    result = api.evaluate(pairs, library, model, pretrained, device)
+    if as_json:
+        print_json(result)
+        return
+    print_table(
+        f"{result['model']}: {result['texts']} captions, {result['images']} images",
+        ["", "R@1", "R@5", "R@10"],
+        recall_rows(result),
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("finetune")(finetune)
+    app.command("eval")(eval_command)

@@ -1,0 +1,230 @@
+"""The clipdex library API: everything the command line and the web server do, callable from Python.
+
+    import clipdex
+    library = clipdex.open_library("~/clipdex-library", create=True)
+    clipdex.index(library, ["~/Photos"], model="sample")
+    for hit in clipdex.search(library, "a red circle"):
+        print(hit.score, hit.path)
+
+Functions that write (index, add_captions, the re-embed inside index) take the library's writer lock
+themselves; readers (search, captions, duplicates, status) never write. The CLI and web layer only parse,
+call these and print.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+from clipdex.retrieval import config
+from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.library import Library
+
+# start(description, total) -> advance(n=1, note=""): one progress bar per phase of the work
+Progress = Callable[[str, "int | None"], Callable[..., None]]
+
+
+class Hits(list):
+    """Ranked hits (a list), with `notes`: what the user should know about how the query was read."""
+
+    def __init__(self, hits: Sequence = (), notes: Sequence[str] = ()) -> None:
+        super().__init__(hits)
+        self.notes = list(notes)
+
+
+def open_library(path: Path | str | None = None, database: str | None = None, create: bool = False) -> Library:
+    """The library at `path` (default: $CLIPDEX_LIBRARY, else the user data folder); `create` makes a new one.
+    `database` is a SQLAlchemy URL (PostgreSQL) used instead of the SQLite file, remembered by the library."""
+    return Library(Path(path) if path is not None else config.default_library_dir(), database, create=create)
+
+
+def load_model(
+    library: Library | None = None,
+    model: str | None = None,
+    pretrained: str | None = None,
+    device: str = "auto",
+    precision: str = "fp32",
+):
+    """The encoder a command should use: the library's bound model when none is named, else the named one (its
+    default tag when none is given). The one place where that choice is made."""
+    from clipdex.retrieval.factory import load_encoder
+
+    if model is None and library is not None and library.identity is not None:
+        return library.encoder(device, precision)
+    name = model or config.DEFAULT_MODEL
+    encoder = load_encoder(name, pretrained if pretrained is not None else config.default_pretrained(name), device)
+    encoder.set_precision(precision)
+    return encoder
+
+
+def index(
+    library: Library,
+    paths: Sequence[Path | str] = (),
+    *,
+    model: str | None = None,
+    pretrained: str | None = None,
+    reembed: bool = False,
+    device: str = "auto",
+    precision: str = "fp32",
+    batch_size: int = config.DEFAULT_BATCH_SIZE,
+    workers: int = config.DEFAULT_DECODE_WORKERS,
+    exclude: Sequence[str] = (),
+    hidden: bool = False,
+    index_type: str | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
+    export_text: bool = True,
+    progress: Progress | None = None,
+):
+    """Embed new and changed images under `paths` (and, with `reembed`, the whole library with `model` first).
+
+    Then, unless `export_text` is False, export the model's text tower for torch-free queries: a named step,
+    once per model, kept in the user cache folder."""
+    from clipdex.indexer.pipeline import IndexReport, index_folders
+    from clipdex.indexer.reembed import reembed_library
+
+    if not paths and not reembed:
+        raise ClipdexError("give one or more folders to index (or --reembed --model M)")
+    if reembed and model is None:
+        raise ClipdexError("--reembed needs --model: the model to re-embed the library with")
+    encoder = load_model(None if reembed else library, model, pretrained, device, precision)
+    report = IndexReport(notes=list(encoder.notes))
+    with library.writer():
+        if index_type is not None:
+            library.set_index_preference(index_type)
+        bound = library.identity
+        if reembed and bound is not None and not bound.same_model(encoder.identity):
+            done = reembed_library(library, encoder, batch_size, workers, progress=progress)
+            report.reembedded = {"images": done.images, "captions": done.captions}
+        if paths:
+            found = index_folders(
+                library, [Path(p) for p in paths], encoder, exclude=exclude, include_hidden=hidden,
+                batch_size=batch_size, workers=workers, progress=progress,
+                embedder=_embedder(engine, encoder, batch_size, ray_address),
+            )
+            found.notes[:0], found.reembedded = report.notes, report.reembedded
+            report = found
+    if export_text and not report.interrupted:
+        report.notes += export_text_tower(encoder, progress)
+    return report
+
+
+def _embedder(name: str, encoder, batch_size: int, ray_address: str | None):
+    """None means the pipeline's default local embedder."""
+    if name == "local":
+        return None
+    if name == "ray":
+        from clipdex.indexer.ray_embedder import RayEmbedder
+
+        return RayEmbedder(encoder, batch_size, ray_address)
+    raise ClipdexError(f"unknown engine {name!r}: use local or ray")
+
+
+def export_text_tower(encoder, progress: Progress | None = None) -> list[str]:
+    """Export `encoder`'s text tower to ONNX for fast, torch-free text queries (once per model, cached); the notes
+    for the user, none when an earlier export was reused."""
+    from clipdex.retrieval.onnx_text import export_text_tower as export
+
+    advance = progress("exporting the text tower for fast text queries", None) if progress else None
+    result = export(encoder)
+    if advance:
+        advance(1)
+    return [result.note] if result.note else []
+
+
+def search(
+    library: Library,
+    query,
+    k: int = config.DEFAULT_TOP_K,
+    filters=None,
+    device: str = "auto",
+    precision: str = "fp32",
+) -> Hits:
+    """Images for a query: a sentence ("horse + stripes" syntax), the tokens a user typed, or parsed Terms."""
+    from clipdex.retrieval.query import Searcher
+    from clipdex.retrieval.terms import split_query
+
+    searcher = Searcher(library, device, precision)
+    hits = searcher.search(split_query(query) if isinstance(query, str) else query, k, filters)
+    return Hits(hits, searcher.notes)
+
+
+def captions(library: Library, image, k: int = config.DEFAULT_TOP_K, device: str = "auto") -> Hits:
+    """Corpus captions ranked by how well they describe `image` (a path or a PIL image): image→text."""
+    from clipdex.retrieval.query import Searcher
+
+    searcher = Searcher(library, device)
+    return Hits(searcher.captions(image, k), searcher.notes)
+
+
+def add_captions(library: Library, captions: Sequence[str] | Path | str, device: str = "auto") -> tuple[int, int]:
+    """Add captions (a list, or a .txt/.csv/.jsonl file) to the corpus; returns (added, already present)."""
+    from clipdex.retrieval.captions import add_captions as add
+    from clipdex.retrieval.pairs import read_captions
+
+    texts = read_captions(Path(captions)) if isinstance(captions, (str, Path)) else list(captions)
+    return add(library, library.encoder(device), texts)
+
+
+def duplicates(library: Library, threshold: float = config.DEFAULT_DUPLICATE_THRESHOLD) -> list[list[dict]]:
+    """Groups of near-identical photos, largest first (nothing is deleted)."""
+    from clipdex.retrieval.duplicates import duplicate_groups
+
+    return duplicate_groups(library, threshold)
+
+
+def finetune(pairs: Path | str | Sequence, options, on_step: Callable[[int, int, float], None] | None = None):
+    """Train on image–caption pairs (a pairs file, or Pairs) with `options` (FinetuneOptions); held-out recall
+    before and after, a checkpoint at options.out."""
+    from clipdex.retrieval.pairs import read_pairs
+    from clipdex.retrieval.training.finetune import finetune as run
+
+    return run(read_pairs(Path(pairs)) if isinstance(pairs, (str, Path)) else pairs, options, on_step=on_step)
+
+
+def evaluate(
+    pairs: Path | str | Sequence,
+    library: Library | None = None,
+    model: str | None = None,
+    pretrained: str | None = None,
+    device: str = "auto",
+) -> dict:
+    """Recall@1/5/10 both ways on a pairs file, with `model`, else the library's bound model, else the default."""
+    from clipdex.retrieval.evaluate import evaluate_pairs
+    from clipdex.retrieval.pairs import read_pairs
+
+    encoder = load_model(library, model, pretrained, device)
+    loaded = read_pairs(Path(pairs)) if isinstance(pairs, (str, Path)) else pairs
+    return {**evaluate_pairs(encoder, loaded), "model": encoder.identity.describe()}
+
+
+def status(library: Library, paths: bool = True) -> dict:
+    """What the library holds, which model it is bound to, its index, and whether fast text queries are ready.
+    `paths=False` leaves out where things are on disk (for a browser)."""
+    from clipdex.retrieval.database_url import without_password
+    from clipdex.retrieval.onnx_text import export_paths
+    from clipdex.retrieval.store import IMAGE
+
+    identity = library.identity
+    index = library.vector_index(IMAGE) if identity else None
+    export = export_paths(identity)[0] if identity else None
+    store = library.store
+    info = {
+        "library": str(library.root),
+        "database": str(library.root / config.DATABASE_FILE) if store.is_sqlite else without_password(store.url),
+        "model": identity.describe() if identity else None,
+        "dim": identity.dim if identity else None,
+        "counts": store.counts(),
+        "index": {
+            "type": index.describe() if index else None,
+            "kind": index.type if index else None,
+            "preference": library.index_preference,
+            "gpu": bool(index and index.on_gpu),
+        },
+        "text_export": str(export) if export and export.is_file() else None,
+    }
+    if not paths:
+        info["library"] = library.root.name
+        info["database"] = "sqlite" if store.is_sqlite else store.db.dialect.name
+        info["text_export"] = bool(info["text_export"])
+    return info

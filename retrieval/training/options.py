@@ -1,0 +1,32 @@
+"""Fine-tuning options: torch-free, so the command line can show their defaults without importing torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from clipdex.retrieval import config
+
+
+@dataclass
+class FinetuneOptions:
+    """How to fine-tune; these defaults are also the command line's (one home for both)."""
+
+    model: str = config.DEFAULT_MODEL
+    pretrained: str | None = None
+    out: Path = Path("finetuned.safetensors")
+    epochs: int = 1
+    max_steps: int | None = None
+    batch_size: int = 64
+    accum_steps: int = 1
+    lr: float = 1e-5
+    weight_decay: float = 0.2
+    warmup: int = 100
+    lock_image: bool = False
+    lock_text: bool = False
+    seed: int = 0
+    val_fraction: float = 0.1
+    resume: Path | None = None
+    device: str = "auto"
+    half: bool = False
+    workers: int = config.DEFAULT_DECODE_WORKERS
