@@ -46,7 +46,8 @@ def say(message: str) -> None:
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     table = Table(title=Text(title), title_justify="left")
     for column in columns:
-        table.add_column(column, justify="right" if column in ("score", "#", "id", "R@1", "R@5", "R@10") else "left")
+        numeric = column in ("score", "#", "id", "R@1", "R@5", "R@10")
+        table.add_column(column, justify="right" if numeric else "left", overflow="fold")  # never cut a path short
     for row in rows:
         table.add_row(*(Text(f"{v:.4f}" if isinstance(v, float) else str(v)) for v in row))
     console.print(table)

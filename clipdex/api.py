@@ -202,12 +202,12 @@ def status(library: Library, paths: bool = True) -> dict:
     """What the library holds, which model it is bound to, its index, and whether fast text queries are ready.
     `paths=False` leaves out where things are on disk (for a browser)."""
     from clipdex.retrieval.database_url import without_password
-    from clipdex.retrieval.onnx_text import export_paths
+    from clipdex.retrieval.onnx_text import export_path
     from clipdex.retrieval.store import IMAGE
 
     identity = library.identity
     index = library.vector_index(IMAGE) if identity else None
-    export = export_paths(identity)[0] if identity else None
+    export = export_path(identity) if identity else None
     store = library.store
     info = {
         "library": str(library.root),

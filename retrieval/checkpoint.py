@@ -7,6 +7,8 @@ to resume training sits in a sibling `.optim.pt` read with `torch.load(weights_o
 from __future__ import annotations
 
 import json
+import os
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ import torch
 from clipdex.retrieval.errors import ClipdexError
 
 METADATA_KEY = "clipdex"
+SAVE_ID_KEY = "clipdex_save_id"
 CHECKPOINT_SUFFIXES = (".safetensors",)
 
 
@@ -50,12 +53,21 @@ def save_checkpoint(
         value = value.detach().to("cpu").contiguous()
         tensors[key] = value.half() if half and value.is_floating_point() else value
     path.parent.mkdir(parents=True, exist_ok=True)
-    metadata = {METADATA_KEY: json.dumps(info.__dict__)}
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(path)
-    if optimizer_state is not None:
-        torch.save(optimizer_state, optimizer_path(path))
+    save_id = uuid.uuid4().hex  # ties the optimizer state to exactly this checkpoint
+    metadata = {METADATA_KEY: json.dumps(info.__dict__), SAVE_ID_KEY: save_id}
+    tmp = path.with_name(f"{path.name}.{save_id[:12]}.tmp")
+    optim, optim_tmp = optimizer_path(path), optimizer_path(path).with_name(f"{optimizer_path(path).name}.{save_id[:12]}.tmp")
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        if optimizer_state is not None:
+            torch.save({**optimizer_state, SAVE_ID_KEY: save_id}, optim_tmp)
+            os.replace(optim_tmp, optim)
+        else:
+            optim.unlink(missing_ok=True)  # an older run's state must not sit beside these weights
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        optim_tmp.unlink(missing_ok=True)
 
 
 def read_checkpoint_info(path: Path) -> CheckpointInfo:
@@ -73,8 +85,20 @@ def read_checkpoint_info(path: Path) -> CheckpointInfo:
             f"{path} has no clipdex metadata; for plain open_clip weights use "
             f"--model ARCH --pretrained {path}"
         )
-    data = json.loads(raw)
-    return CheckpointInfo(data["model_name"], data["model_cfg"], data.get("training", {}))
+    try:
+        data = json.loads(raw)
+        return CheckpointInfo(str(data["model_name"]), dict(data["model_cfg"]), dict(data.get("training") or {}))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ClipdexError(
+            f"{path} has damaged clipdex metadata ({type(exc).__name__}: {str(exc)[:80]}); it cannot be loaded"
+        ) from None
+
+
+def _save_id(path: Path) -> str | None:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return (f.metadata() or {}).get(SAVE_ID_KEY)
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -84,11 +108,15 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_optimizer_state(path: Path) -> dict[str, Any] | None:
-    """The resume state beside a checkpoint; weights_only refuses anything that would run code."""
+    """The resume state beside a checkpoint; weights_only refuses anything that would run code, and a state
+    written for another save of the checkpoint (a crash between the two files, an old copy) is refused too."""
     opt = optimizer_path(path)
     if not opt.is_file():
         return None
     try:
-        return torch.load(opt, map_location="cpu", weights_only=True)
+        state = torch.load(opt, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ClipdexError(f"refusing to load {opt}: {exc}") from None
+        raise ClipdexError(f"refusing to load {opt}: {str(exc).strip().splitlines()[0][:200]}") from None
+    if not isinstance(state, dict) or state.pop(SAVE_ID_KEY, None) != _save_id(path):
+        raise ClipdexError(f"{opt} belongs to another save of {path.name}; delete it to resume without it")
+    return state

@@ -117,11 +117,14 @@ def load_encoder(name: str, pretrained: str | None = None, device: str = "auto")
     if is_checkpoint_path(name):
         path = Path(name).expanduser().resolve()
         info = read_checkpoint_info(path)
+        if info.model_name not in open_clip.list_models():
+            raise ClipdexError(f"{path} names an unknown architecture {info.model_name!r}; it cannot be loaded")
         model, _, preprocess = open_clip.create_model_and_transforms(info.model_name, pretrained=None)
         try:
             model.load_state_dict({k: v.float() for k, v in load_weights(path).items()})
         except RuntimeError as exc:
-            raise ClipdexError(f"{path} does not match architecture {info.model_name}: {exc}") from None
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise ClipdexError(f"{path} does not match architecture {info.model_name}: {first}") from None
         arch, identity = info.model_name, ModelIdentity(str(path), None, "sha256:" + file_sha256(path), 0)
     elif name.startswith("hf-hub:"):
         with _hub_access() as online:

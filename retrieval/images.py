@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO
 
+import numpy as np
 from PIL import Image, ImageOps
 
 from clipdex.retrieval import config
@@ -69,6 +70,14 @@ def _upright(im: Image.Image) -> Image.Image:
         return im
 
 
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """8-bit RGB. Pillow's own conversion clips 16-bit grey at 255 (a nearly white picture), so those are scaled."""
+    if im.mode.startswith("I;16") or (im.mode == "I" and im.getextrema()[1] > 255):
+        values = np.asarray(im, dtype=np.float32) / 257.0
+        im = Image.fromarray(values.clip(0, 255).astype(np.uint8), "L")
+    return im.convert("RGB")
+
+
 def read_image(
     path: Path | IO[bytes],
     min_side: int | None = None,
@@ -94,7 +103,7 @@ def read_image(
                 width, height = height, width
             if min_side and im.format == "JPEG":
                 im.draft("RGB", (min_side, min_side))
-            image = _upright(im).convert("RGB")
+            image = _to_rgb(_upright(im))
             return DecodedImage(image, width, height, _taken_at(exif))
     except ImageTooLarge as exc:
         raise ClipdexError(

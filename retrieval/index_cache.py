@@ -93,7 +93,10 @@ class IndexCache:
         tmp_state = path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.tmp")
         try:
             index.save(self.root / name)
-            tmp_state.write_text(json.dumps({**state.__dict__, "file": name, "ids_check": ids_check(index)}))
+            os.chmod(self.root / name, 0o600)  # like every file in the library: for its owner only
+            text = json.dumps({**state.__dict__, "file": name, "ids_check": ids_check(index)})
+            with open(os.open(tmp_state, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+                handle.write(text)
             os.replace(tmp_state, path)
         except OSError:
             tmp_state.unlink(missing_ok=True)

@@ -9,7 +9,6 @@ is kept only if it reproduces torch's vectors; anything it cannot serve falls ba
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +28,22 @@ PROBE_TEXTS = (
 )
 
 
-def export_paths(identity: ModelIdentity) -> tuple[Path, Path]:
-    """(model file, description file) for this model in the cache folder."""
+def export_path(identity: ModelIdentity) -> Path:
+    """The model file for this model in the cache folder. What it was exported from is written inside it (ONNX
+    metadata), so the file and its description can never drift apart: both are replaced in one rename."""
     key = hashlib.sha256(f"{identity.name}\n{identity.fingerprint}".encode()).hexdigest()[:24]
-    folder = config.default_cache_dir() / "text-towers"
-    return folder / f"{key}.onnx", folder / f"{key}.json"
+    return config.default_cache_dir() / "text-towers" / f"{key}.onnx"
+
+
+def _description(identity: ModelIdentity, context_length: int) -> dict[str, str]:
+    return {"clipdex_name": identity.name, "clipdex_fingerprint": identity.fingerprint,
+            "clipdex_dim": str(identity.dim), "clipdex_context_length": str(context_length)}
+
+
+def _describes(metadata: dict[str, str], identity: ModelIdentity) -> bool:
+    return (metadata.get("clipdex_name"), metadata.get("clipdex_fingerprint"), metadata.get("clipdex_dim")) == (
+        identity.name, identity.fingerprint, str(identity.dim)
+    )
 
 
 @dataclass
@@ -60,8 +70,8 @@ def export_text_tower(encoder) -> ExportResult:
     """Export (or reuse) the ONNX text tower for `encoder`'s model and check it against torch."""
     import torch
 
-    path, description = export_paths(encoder.identity)
-    if path.is_file() and description.is_file():
+    path = export_path(encoder.identity)
+    if OnnxTextEncoder.for_model(encoder.identity) is not None:
         return ExportResult(path, "")
     reason = _can_export(encoder)
     if reason:
@@ -90,8 +100,9 @@ def export_text_tower(encoder) -> ExportResult:
                 output_names=["vectors"], dynamic_shapes={"tokens": {0: batch, 1: length}},
                 opset_version=config.TEXT_EXPORT_OPSET, external_data=False, verbose=False,
             )
+        _write_description(tmp, _description(encoder.identity, encoder.context_length))
         reference = encoder.encode_texts(list(PROBE_TEXTS))
-        exported = OnnxTextEncoder(tmp, encoder.identity, tokenizer).encode_texts(list(PROBE_TEXTS))
+        exported = OnnxTextEncoder(_session(tmp), encoder.identity, tokenizer).encode_texts(list(PROBE_TEXTS))
         worst = float((reference * exported).sum(axis=1).min())
         if worst < config.TEXT_EXPORT_MIN_COSINE:
             return ExportResult(None, f"text queries will load torch: the export matched only to cosine {worst:.5f}")
@@ -101,21 +112,31 @@ def export_text_tower(encoder) -> ExportResult:
     finally:  # also on Ctrl-C: no half-written file is left in the cache
         tmp.unlink(missing_ok=True)
         encoder.set_precision(was)
-    info = {"name": encoder.identity.name, "fingerprint": encoder.identity.fingerprint, "dim": encoder.identity.dim,
-            "context_length": encoder.context_length, "min_cosine": worst}
-    description.write_text(json.dumps(info, indent=2))
     return ExportResult(path, f"exported the text tower for fast queries (cosine to torch ≥ {worst:.5f})")
+
+
+def _session(path: Path):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _write_description(path: Path, description: dict[str, str]) -> None:
+    """Record in the ONNX file itself which model it was exported from."""
+    import onnx
+
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, description)
+    onnx.save(model, str(path))
 
 
 class OnnxTextEncoder:
     """Text → unit vectors through ONNX Runtime; the same answers as the torch encoder's encode_texts."""
 
-    def __init__(self, path: Path, identity: ModelIdentity, tokenizer: BpeTokenizer) -> None:
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    def __init__(self, session, identity: ModelIdentity, tokenizer: BpeTokenizer) -> None:
+        self.session = session
         self.identity = identity
         self.tokenizer = tokenizer
         self.context_length = tokenizer.context_length
@@ -123,17 +144,17 @@ class OnnxTextEncoder:
 
     @classmethod
     def for_model(cls, identity: ModelIdentity) -> "OnnxTextEncoder | None":
-        """The export for exactly this model, or None when there is none to trust (then torch answers)."""
-        path, description = export_paths(identity)
-        merges = default_merges_file()
-        try:
-            info = json.loads(description.read_text())
-        except (OSError, ValueError):
-            return None
-        if (info.get("name"), info.get("fingerprint")) != (identity.name, identity.fingerprint) or merges is None:
+        """The export for exactly this model, as the file itself says, or None when there is none to trust (then
+        torch answers)."""
+        path, merges = export_path(identity), default_merges_file()
+        if merges is None or not path.is_file():
             return None
         try:
-            return cls(path, identity, BpeTokenizer(merges, int(info["context_length"])))
+            session = _session(path)
+            metadata = session.get_modelmeta().custom_metadata_map
+            if not _describes(metadata, identity):
+                return None
+            return cls(session, identity, BpeTokenizer(merges, int(metadata["clipdex_context_length"])))
         except Exception:  # no onnxruntime, or a damaged file: not worth failing a query over
             return None
 

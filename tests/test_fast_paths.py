@@ -144,11 +144,27 @@ def test_a_damaged_export_falls_back_to_torch(cli, library_dir: Path, photos, tm
     import json
 
     from clipdex.retrieval.library import Library
-    from clipdex.retrieval.onnx_text import export_paths
+    from clipdex.retrieval.onnx_text import export_path
 
     monkeypatch.setenv("CLIPDEX_CACHE", str(tmp_path / "cache"))
     assert cli("index", photos(6), "--model", "clipdex-tiny").exit_code == 0
     expected = json.loads(cli("search", "a blue star", "-k", "3", "--json").stdout)
-    export_paths(Library(library_dir).require_identity())[0].write_bytes(b"not an onnx model")
+    export_path(Library(library_dir).require_identity()).write_bytes(b"not an onnx model")
     result = cli("search", "a blue star", "-k", "3", "--json")
     assert result.exit_code == 0 and [h["id"] for h in json.loads(result.stdout)] == [h["id"] for h in expected]
+
+
+def test_an_export_of_another_model_is_never_used(tmp_path: Path, monkeypatch, tiny) -> None:
+    """The export says inside itself which model it came from: a file in the wrong place is not trusted."""
+    import shutil
+
+    from clipdex.retrieval import config
+    from clipdex.retrieval.onnx_text import OnnxTextEncoder, export_path, export_text_tower
+
+    monkeypatch.setenv(config.CACHE_ENV, str(tmp_path / "cache"))
+    small = load_encoder("clipdex-small", None, "cpu")
+    assert export_text_tower(small).path is not None
+    shutil.copy(export_path(small.identity), export_path(tiny.identity))  # tiny's slot now holds small's graph
+    assert OnnxTextEncoder.for_model(tiny.identity) is None
+    assert export_text_tower(tiny).note.startswith("exported")  # made again, for the right model
+    assert OnnxTextEncoder.for_model(tiny.identity) is not None
