@@ -46,3 +46,17 @@ def test_a_password_in_the_query_string_is_never_stored_or_shown(postgres_server
     from clipdex import api
 
     assert "s3cret" not in json.dumps(api.status(library))
+
+
+def test_writers_on_different_machines_sharing_a_database_take_turns(postgres_server, tmp_path: Path) -> None:
+    """Two library folders (two machines) on one PostgreSQL database: the file lock can't see the other, the
+    advisory lock in the database does."""
+    url = new_postgres_database(postgres_server)
+    here = Library(tmp_path / "machine-a", url, create=True)
+    there = Library(tmp_path / "machine-b", url, create=True)
+    with here.writer():
+        with pytest.raises(ClipdexError, match="being written by another clipdex process"):
+            with there.writer():
+                pass
+    with there.writer():  # released with the first writer
+        pass
