@@ -52,7 +52,7 @@ def main() -> None:
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
             library.store.write(inserts=[NewItem(IMAGE, f"/photos/{start + i}.jpg", v) for i, v in enumerate(vectors)])
         library = Library(Path(tmp) / "lib", create=True)  # opened afresh, as `clipdex serve` opens it
-        client = TestClient(create_app(library, "cpu", args.precision))
+        client = TestClient(create_app(library, "cpu", args.precision), base_url="http://127.0.0.1:8765")
         client.get("/api/search", params={"q": "warm up"})
         text_encoder = type(library.text_encoder("cpu", args.precision)).__name__
         times = []

@@ -285,18 +285,39 @@ def serve(
     port: int = typer.Option(8765, help="Port to listen on."),
     device: str = DeviceOption,
     precision: str = PrecisionOption,
+    token: Optional[str] = typer.Option(
+        None, "--token", envvar=config.WEB_TOKEN_ENV, show_default=False,
+        help="Access token every request must carry. Needed to listen beyond loopback: a new one is made at each "
+        "start when none is given.",
+    ),
+    allow_host: Optional[list[str]] = typer.Option(
+        None, "--allow-host", help="Another host name browsers use to reach this server (repeatable)."
+    ),
+    max_upload_pixels: int = typer.Option(
+        config.WEB_MAX_UPLOAD_PIXELS, "--max-upload-pixels", min=1,
+        help="Uploaded images declaring more pixels are refused before decoding.",
+    ),
 ) -> None:
     """A local web page and HTTP JSON API over the library (OpenAPI schema at /openapi.json)."""
     import uvicorn
-
     from clipdex.cli.web import create_app
+    from clipdex.cli.web_security import base_url, is_loopback, names_for, new_token, sign_in_url
 
+    if token is None and not is_loopback(host):
+        token = new_token()
     library = _library(ctx)
+    web_app = create_app(
+        library, device, precision, allowed_hosts=names_for(host, allow_host or ()), token=token,
+        max_upload_pixels=max_upload_pixels,
+    )
     print_notes(library.encoder(device, precision).notes)  # load now: the first query is as fast as the rest
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        print_warning(f"listening on {host}: anyone who can reach it sees your photos")
-    say(f"clipdex serving {library.root} on http://{host}:{port}/")
-    uvicorn.run(create_app(library, device, precision), host=host, port=port, log_level="warning")
+    url = base_url(host, port)
+    say(f"clipdex serving {library.root} on {url}")
+    if not is_loopback(host):
+        print_warning(f"listening on {host}: anyone with the sign-in link or token sees your photos")
+    if token is not None:
+        say(f"sign in (once per browser): {sign_in_url(url, token)}")
+    uvicorn.run(web_app, host=host, port=port, log_level="warning")
 
 
 @app.command()

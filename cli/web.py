@@ -1,43 +1,146 @@
 """`clipdex serve`: an HTTP JSON API and a small page over one library, with the model and index kept warm.
 
-Files are served only by item id, for items in the library; nothing in a request is ever used as a path.
-Uploads are read into memory (bounded) and decoded there, never written to disk.
+Files are served only by item id, for items in the library; nothing in a request is ever used as a path, and a
+file is sent only while it is still the one that was indexed (see `_open_indexed`).
+Uploads are never decoded past what their header declares allowed, nor more than a few at a time; request bodies
+are bounded as they arrive, and only loopback (or token-holding) clients on this server's own page get answers
+(cli/web_security.py).
 """
 
 from __future__ import annotations
 
-import io
+import mimetypes
+import os
+import stat
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import IO, Annotated, Iterable, Iterator
 
+import numpy as np
 from fastapi import FastAPI, File, HTTPException, Query, UploadFile
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
+from PIL import Image
 
+from clipdex.cli.web_security import BodyLimit, RequestGuard
 from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
-from clipdex.retrieval.images import open_image, read_image
+from clipdex.retrieval.images import read_image
 from clipdex.retrieval.library import Library
 from clipdex.retrieval.query import Searcher
 from clipdex.retrieval.store import CAPTION, IMAGE
 from clipdex.retrieval.terms import parse_terms, split_query
 
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-THUMBNAIL_SIDE = 320
+MAX_UPLOAD_BYTES = config.WEB_MAX_BODY_BYTES
+THUMBNAIL_SIDE = config.WEB_THUMBNAIL_SIDE
 PAGE = Path(__file__).with_name("static") / "index.html"
+CHUNK_BYTES = 256 * 1024
+# Item ids are SQLite/PostgreSQL 64-bit integers: a larger one cannot name an item (and must not reach the driver).
+ItemId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="An item id from a search result")]
+TopK = Query(config.DEFAULT_TOP_K, ge=1, le=1000)
+STATUS_PATHS = ("library", "database", "text_export")  # where things live on disk: not for every page to see
 
 
-def _read_upload(upload: UploadFile) -> bytes:
-    data = upload.file.read(MAX_UPLOAD_BYTES + 1)
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise HTTPException(413, f"upload larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
-    return data
+def _upload_refusal(stream: IO[bytes], max_pixels: int) -> HTTPException:
+    """Why read_image refused an upload, as an HTTP error. read_image already refused it from the header when
+    it declares too many pixels; this looks at the header again only to pick the status (413) and say why."""
+    try:
+        stream.seek(0)
+        with Image.open(stream) as im:
+            width, height = im.size
+    except Image.DecompressionBombError:  # so large that Pillow itself refuses to open it
+        return HTTPException(413, f"the upload declares more pixels than this server's limit of {max_pixels:,}")
+    except Exception:  # any other failure means the same as read_image's: not an image Pillow can read
+        width = height = 0
+    if width * height > max_pixels:
+        return HTTPException(
+            413, f"the upload declares {width}×{height} pixels, over this server's limit of {max_pixels:,}"
+        )
+    return HTTPException(400, "the upload is not a readable image")
 
 
-def create_app(library: Library, device: str = "auto", precision: str = "fp32") -> FastAPI:
+def _open_flags() -> int:
+    """Read-only; never through a final symlink; never waiting on a FIFO put where a photo was."""
+    return os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+
+
+def _opened_path(fd: int, st: os.stat_result, path: str) -> bool:
+    """Whether the open descriptor is the file at `path` itself, reached through no link in any folder.
+
+    On Linux the kernel names the opened file (/proc/self/fd), so nothing can change between check and read;
+    elsewhere the resolved path must equal `path` and still lead to the very inode that is open."""
+    if os.path.isdir("/proc/self/fd"):
+        try:
+            return os.readlink(f"/proc/self/fd/{fd}") == path
+        except OSError:
+            return False
+    try:
+        return os.path.realpath(path) == path and os.path.samestat(os.stat(path), st)
+    except OSError:
+        return False
+
+
+def _open_indexed(row: dict) -> tuple[IO[bytes], os.stat_result]:
+    """The library file of `row`, open, only while it is still what was indexed: a regular file at exactly the
+    stored path (no symlink swapped in, in the path or at its end) with the stored size and mtime. Otherwise
+    404: a photo replaced by a link to ~/.ssh/id_rsa must not be sent as image/png. The caller closes it.
+
+    The checks are made on the open descriptor (fstat), so the file read is the file checked. A file that changed
+    is not marked anywhere from here: a reader does not write to the store, and the next `clipdex index` compares
+    size and mtime with the same rows, so it re-reads (or drops) exactly the files this refuses."""
+    path = row["key"]
+    gone = HTTPException(404, "the file is gone or changed since it was indexed; `clipdex index` brings the "
+                         "library up to date")
+    try:
+        handle = os.fdopen(os.open(path, _open_flags()), "rb")  # a link at the end: ELOOP
+    except OSError:
+        raise gone from None
+    st = os.fstat(handle.fileno())
+    unchanged = stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime) == (row["size"], row["mtime"])
+    if not (unchanged and _opened_path(handle.fileno(), st, path)):
+        handle.close()
+        raise gone
+    return handle, st
+
+
+def _chunks(handle: IO[bytes]) -> Iterator[bytes]:
+    """The open file in pieces, closed once sent (or, if the client leaves early, when the response is dropped)."""
+    with handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            yield chunk
+
+
+def create_app(
+    library: Library,
+    device: str = "auto",
+    precision: str = "fp32",
+    *,
+    allowed_hosts: Iterable[str] = (),
+    token: str | None = None,
+    max_upload_pixels: int = config.WEB_MAX_UPLOAD_PIXELS,
+    max_body_bytes: int = config.WEB_MAX_BODY_BYTES,
+) -> FastAPI:
+    """The app for one library.
+
+    allowed_hosts: Host names to answer besides the loopback ones (e.g. the name given to `serve --host`).
+    token: when set, every request must carry it (bearer header, or the cookie `/login?token=…` sets).
+    max_upload_pixels: uploads declaring more pixels are refused from their header (413).
+    max_body_bytes: larger request bodies are refused as they arrive (413)."""
+    if token is not None and len(token) < config.WEB_MIN_TOKEN_CHARS:
+        raise ClipdexError(f"the access token must be at least {config.WEB_MIN_TOKEN_CHARS} characters long")
     engine = Searcher(library, device, precision)
     lock = threading.Lock()  # one query at a time: the index cache is refreshed and saved in place
+    # Decoding is what costs memory (width × height × 4 bytes, whatever the file's size), so images are decoded,
+    # and dropped, on a few threads of their own: at most that many at once (a semaphore), and the freed memory
+    # stays with those threads' allocator arenas instead of being kept by each of the 40 request threads in turn
+    # (a semaphore alone still let 20 uploads grow the process by 2 GB). A decode thread may take `lock` after
+    # it; request threads never wait for a decode while holding `lock`.
+    decoder = ThreadPoolExecutor(config.WEB_DECODE_SLOTS, thread_name_prefix="clipdex-decode")
     thumbnails = library.root / "thumbnails"
     app = FastAPI(title="clipdex", description="Search a photo library by sentence or by image.")
+    app.add_middleware(BodyLimit, limit=max_body_bytes)
+    app.add_middleware(RequestGuard, allowed_hosts={*config.WEB_LOOPBACK_HOSTS, *allowed_hosts}, token=token)
 
     @app.exception_handler(ClipdexError)
     def clipdex_error(_request, exc: ClipdexError) -> JSONResponse:
@@ -53,33 +156,54 @@ def create_app(library: Library, device: str = "auto", precision: str = "fp32") 
         with lock:
             return [hit.as_json() for hit in engine.nearest(vector, kind, k)]
 
+    def upload_vector(stream: IO[bytes]) -> np.ndarray:
+        """The query vector of an uploaded image, made on a decode thread: its full-size pixels never leave it."""
+
+        def decode_and_embed() -> np.ndarray:
+            try:
+                image = read_image(stream, engine.encoder.image_size, max_pixels=max_upload_pixels).image
+            except ClipdexError:
+                raise _upload_refusal(stream, max_upload_pixels) from None
+            with lock:
+                return engine.image_vector(image)
+
+        return decoder.submit(decode_and_embed).result()
+
+    def small_image(handle: IO[bytes], name: str) -> Image.Image:
+        """A thumbnail of an open library file, made on a decode thread."""
+
+        def decode_and_shrink() -> Image.Image:
+            try:
+                image = read_image(handle, THUMBNAIL_SIDE, name=name).image
+            except ClipdexError:
+                raise HTTPException(404, "the file is no longer a readable image") from None
+            image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+            return image
+
+        return decoder.submit(decode_and_shrink).result()
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:
         return PAGE.read_text(encoding="utf-8")
 
     @app.get("/api/search", summary="Images for a text query (the CLI's + / - syntax)")
-    def search(q: str = Query(..., max_length=10_000), k: int = Query(config.DEFAULT_TOP_K, ge=1, le=1000)) -> list[dict]:
+    def search(q: str = Query(...), k: int = TopK) -> list[dict]:
+        terms = parse_terms(split_query(q), files=False)  # refuses over-long queries before any work
         with lock:
-            vector = engine.terms_vector(parse_terms(split_query(q), files=False))
+            vector = engine.terms_vector(terms)
         return hits(vector, IMAGE, k)
 
     @app.post("/api/search/image", summary="Images like an uploaded image")
-    def search_image(file: UploadFile = File(...), k: int = Query(config.DEFAULT_TOP_K, ge=1, le=1000)) -> list[dict]:
-        try:
-            image = open_image(io.BytesIO(_read_upload(file)), engine.encoder.image_size)
-        except ClipdexError:
-            raise HTTPException(400, "the upload is not a readable image") from None
-        with lock:
-            vector = engine.image_vector(image)
-        return hits(vector, IMAGE, k)
+    def search_image(file: UploadFile = File(...), k: int = TopK) -> list[dict]:
+        return hits(upload_vector(file.file), IMAGE, k)
 
     @app.get("/api/items/{item_id}/similar", summary="Images like a library image")
-    def similar(item_id: int, k: int = Query(config.DEFAULT_TOP_K, ge=1, le=1000)) -> list[dict]:
+    def similar(item_id: ItemId, k: int = TopK) -> list[dict]:
         item(item_id)
         return hits(library.store.vector(item_id)[1], IMAGE, k)
 
     @app.get("/api/items/{item_id}/captions", summary="Corpus captions that describe a library image")
-    def captions(item_id: int, k: int = Query(5, ge=1, le=1000)) -> list[dict]:
+    def captions(item_id: ItemId, k: int = Query(5, ge=1, le=1000)) -> list[dict]:
         item(item_id)
         return hits(library.store.vector(item_id)[1], CAPTION, k)
 
@@ -90,7 +214,7 @@ def create_app(library: Library, device: str = "auto", precision: str = "fp32") 
 
         suffix = Path(file.filename or "captions.txt").suffix.lower()
         try:
-            texts = parse_captions(_read_upload(file).decode("utf-8"), suffix)
+            texts = parse_captions(file.file.read().decode("utf-8"), suffix)  # the body is bounded by BodyLimit
         except UnicodeDecodeError:
             raise HTTPException(400, "captions must be UTF-8 text") from None
         with lock, library.writer():
@@ -98,33 +222,33 @@ def create_app(library: Library, device: str = "auto", precision: str = "fp32") 
         return {"added": added, "already_present": present}
 
     @app.get("/api/items/{item_id}/image", summary="The original image file")
-    def original(item_id: int) -> FileResponse:
-        path = Path(item(item_id)["key"])
-        if not path.is_file():
-            raise HTTPException(410, "the file is no longer on disk; re-index to drop it")
-        return FileResponse(path)
+    def original(item_id: ItemId) -> StreamingResponse:
+        row = item(item_id)
+        handle, st = _open_indexed(row)
+        media_type = mimetypes.guess_type(row["key"])[0] or "application/octet-stream"
+        headers = {"content-length": str(st.st_size), "x-content-type-options": "nosniff"}
+        return StreamingResponse(_chunks(handle), media_type=media_type, headers=headers)
 
     @app.get("/api/items/{item_id}/thumbnail", summary="A small JPEG, made on first request and cached")
-    def thumbnail(item_id: int) -> FileResponse:
+    def thumbnail(item_id: ItemId) -> FileResponse:
         row = item(item_id)
         cached = thumbnails / f"{item_id}-{(row['sha256'] or 'x')[:16]}.jpg"
-        if not cached.is_file():
-            try:
-                image = read_image(Path(row["key"]), THUMBNAIL_SIDE).image
-            except ClipdexError:
-                raise HTTPException(410, "the file is no longer readable") from None
-            image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
-            thumbnails.mkdir(mode=0o700, exist_ok=True)
-            tmp = cached.with_suffix(f".{threading.get_ident()}.tmp")
-            image.save(tmp, format="JPEG", quality=85)
-            tmp.replace(cached)
+        handle, _ = _open_indexed(row)  # a cached thumbnail too is only for a file still as indexed
+        with handle:
+            if not cached.is_file():
+                image = small_image(handle, row["key"])
+                thumbnails.mkdir(mode=0o700, exist_ok=True)
+                tmp = cached.with_suffix(f".{threading.get_ident()}.tmp")
+                image.save(tmp, format="JPEG", quality=85)
+                tmp.replace(cached)
         return FileResponse(cached, media_type="image/jpeg")
 
     @app.get("/api/status", summary="Counts, model and index, as `clipdex status --json`")
-    def status() -> dict:
+    def status(paths: bool = Query(False, description="Include where the library, database and export live")) -> dict:
         from clipdex.api import status as library_status
 
         with lock:
-            return library_status(library)
+            info = library_status(library)
+        return info if paths else {key: value for key, value in info.items() if key not in STATUS_PATHS}
 
     return app

@@ -84,3 +84,31 @@ def default_cache_dir() -> Path:
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("clipdex", appauthor=False))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Limits on untrusted input, and `clipdex serve` defaults. A query or request must not cost more than a person
+# could mean by it: these bound time (terms, characters), memory (pixels, bodies, caches) and who may connect.
+
+# Query text, for the CLI and the HTTP API alike (retrieval/terms.py): longer queries are cut to the model's
+# 77 tokens anyway, so more only costs time under the server's one query lock.
+MAX_QUERY_CHARS = 1_000
+MAX_QUERY_TERMS = 16
+MAX_TERM_WEIGHT = 100.0  # |weight| of one term, e.g. "2:golden retriever"; more says nothing a smaller one cannot
+# Distinct words whose byte-pair pieces the text tokenizer remembers (least recently used ones are forgotten).
+TOKENIZER_CACHE_WORDS = 4_096
+
+# An uploaded image declaring more pixels than this is refused from its header (a 190 KB PNG can declare
+# 14000×14000, ≈ 600 MB once decoded); far above what the model sees, and above most phone cameras (12–48 MP).
+WEB_MAX_UPLOAD_PIXELS = 40_000_000
+WEB_DECODE_SLOTS = 2  # images decoded at once (threads decoding) by the server, for uploads and thumbnails
+# A request body larger than this is refused as it arrives (413), before it is read or stored anywhere.
+WEB_MAX_BODY_BYTES = 20 * 1024 * 1024
+WEB_THUMBNAIL_SIDE = 320
+# Host names a browser may use to reach a server on this machine (with any port): any other Host header is a
+# sign of DNS rebinding and is refused.
+WEB_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+# Serving beyond loopback needs an access token: given, or read from this variable, or generated at start.
+WEB_TOKEN_ENV = "CLIPDEX_TOKEN"
+WEB_MIN_TOKEN_CHARS = 16
+WEB_TOKEN_COOKIE = "clipdex_session"

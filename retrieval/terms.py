@@ -4,10 +4,14 @@
 
 Tokens between operators form one term (so unquoted words work); a term that names an existing file is an
 image term; one that looks like a path to an image but names nothing is an error, not a sentence.
+
+Every query, typed or arriving over HTTP, is parsed here, so its limits (length, terms, weights: see config) are
+checked here once, before any term is embedded: each term costs an encoder pass under the server's query lock.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -37,6 +41,10 @@ def _term(words: list[str], sign: float, files: bool) -> Term:
     match = _WEIGHTED.match(text)
     if match:
         weight, text = float(match.group(1)), match.group(2).strip()
+        if not math.isfinite(weight) or weight > config.MAX_TERM_WEIGHT:
+            # float("9" * 400) is inf, and inf × a vector is NaN: the search would silently find nothing
+            shown = match.group(1) if len(match.group(1)) <= 20 else match.group(1)[:20] + "…"
+            raise ClipdexError(f"term weight {shown} is too large: use at most {config.MAX_TERM_WEIGHT:g}")
     if not text:
         raise ClipdexError("a query term is empty")
     if not files:
@@ -56,7 +64,15 @@ def split_query(query: str) -> list[str]:
 
 def parse_terms(tokens: Sequence[str], files: bool = True) -> list[Term]:
     """Terms from tokens; with files=False (queries arriving over HTTP) every term is text, so a request
-    can never make clipdex open a path."""
+    can never make clipdex open a path.
+
+    Refuses queries over config.MAX_QUERY_CHARS characters or config.MAX_QUERY_TERMS terms before any work."""
+    length = sum(len(token) for token in tokens) + max(len(tokens) - 1, 0)  # as typed, one space between tokens
+    if length > config.MAX_QUERY_CHARS:
+        raise ClipdexError(f"the query is {length:,} characters long: at most {config.MAX_QUERY_CHARS:,} are allowed")
+    operators = sum(token in ("+", "-") for token in tokens)
+    if operators + 1 > config.MAX_QUERY_TERMS:
+        raise ClipdexError(f"the query has {operators + 1:,} terms: at most {config.MAX_QUERY_TERMS} are allowed")
     if tokens and not any(token.strip() for token in tokens):
         raise ClipdexError("the query text is empty")
     terms: list[Term] = []

@@ -6,6 +6,7 @@ compares them); only the query path uses it, next to the exported text tower.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import html
 import importlib.util
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import regex
+
+from clipdex.retrieval import config
 
 SPECIAL_TOKENS = ("<start_of_text>", "<end_of_text>")
 _MERGE_COUNT = 49152 - 256 - 2  # open_clip's vocabulary: 256 bytes ×2 (plain, word-final), merges, specials
@@ -61,12 +64,13 @@ class BpeTokenizer:
         self.alphabet = alphabet
         self.context_length = context_length
         self.sot, self.eot = self.ids[SPECIAL_TOKENS[0]], self.ids[SPECIAL_TOKENS[1]]
-        self._known: dict[str, tuple[int, ...]] = {token: (self.ids[token],) for token in SPECIAL_TOKENS}
+        self._specials = {token: (self.ids[token],) for token in SPECIAL_TOKENS}
+        # Words repeat, so their pieces are remembered; but a long-running server sees endless new words (every
+        # query is untrusted text), so only the most recently used ones are kept.
+        self._cached_merge = functools.lru_cache(maxsize=config.TOKENIZER_CACHE_WORDS)(self._merge)
 
     def _word_ids(self, word: str) -> tuple[int, ...]:
-        if word not in self._known:
-            self._known[word] = self._merge(word)
-        return self._known[word]
+        return self._specials.get(word) or self._cached_merge(word)
 
     def _merge(self, word: str) -> tuple[int, ...]:
         """Apply merges lowest rank first until none applies: the ids of the word's byte-pair pieces."""

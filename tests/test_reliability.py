@@ -152,7 +152,9 @@ def test_unreadable_file_is_reported(cli, photos) -> None:
 
 def test_strange_queries(cli, photos, tmp_path: Path) -> None:
     cli("index", photos(3), *TINY)
-    long = cli("search", "a red circle " * 800, "-k", "2", "--json")
+    too_long = cli("search", "a red circle " * 800, "-k", "2", "--json")
+    assert too_long.exit_code == 1 and "1,000" in too_long.stderr.replace("1000", "1,000")
+    long = cli("search", "a red circle " * 70, "-k", "2", "--json")
     assert long.exit_code == 0 and len(json.loads(long.stdout)) == 2
     assert "query truncated to the model's 32 tokens" in long.stderr
     assert "query text is empty" in cli("search", "   ").stderr

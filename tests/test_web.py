@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
@@ -10,6 +15,41 @@ from fastapi.testclient import TestClient
 from clipdex.cli.web import MAX_UPLOAD_BYTES, create_app
 from clipdex.retrieval.library import Library
 from tests.test_core import _json
+
+LOCAL = "http://127.0.0.1:8765"  # the server answers only to loopback host names (TestClient's default is not one)
+
+
+@contextmanager
+def live_server(app) -> Iterator[int]:
+    """The app behind a real uvicorn on a free 127.0.0.1 port, in a thread; yields the port."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def _response_head(sock: socket.socket) -> bytes:
+    """What the server sent until it closed the connection (or 64 KB of it)."""
+    received = b""
+    while len(received) < 65536:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        received += chunk
+    return received
 
 
 @pytest.fixture
@@ -19,7 +59,7 @@ def served(cli, library_dir: Path, photos, tmp_path: Path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("a red circle\na blue square\nthree green stars\n")
     cli("add-captions", corpus)
-    return TestClient(create_app(Library(library_dir, create=False), "cpu")), folder
+    return TestClient(create_app(Library(library_dir, create=False), "cpu"), base_url=LOCAL), folder
 
 
 def test_search_matches_the_cli(served, cli) -> None:
@@ -77,7 +117,7 @@ def test_path_traversal_gets_nothing(served) -> None:
     assert client.get("/api/search", params={"q": "/etc/passwd.jpg + x"}).status_code == 200
 
 
-def test_bad_requests_are_clear_4xx(served, library_dir: Path) -> None:
+def test_bad_requests_are_clear_4xx(served) -> None:
     client, _ = served
     assert client.get("/api/search", params={"q": "x", "k": 0}).status_code == 422
     assert client.get("/api/search").status_code == 422
@@ -85,9 +125,25 @@ def test_bad_requests_are_clear_4xx(served, library_dir: Path) -> None:
     assert empty.status_code == 400 and "empty" in empty.json()["detail"]
     not_image = client.post("/api/search/image", files={"file": ("x.jpg", b"not an image")})
     assert not_image.status_code == 400 and "not a readable image" in not_image.json()["detail"]
-    too_big = client.post("/api/search/image", files={"file": ("big.jpg", b"\0" * (MAX_UPLOAD_BYTES + 1))})
-    assert too_big.status_code == 413
-    assert not any(p.name.startswith("big") for p in library_dir.rglob("*"))
+
+
+def test_upload_over_the_limit_is_refused_before_its_body_is_sent(served) -> None:
+    """A real server, a raw socket: the request announces a body ten times the limit and sends none of it. The
+    413 must come back anyway, so the server decided from the header alone, never reading or spooling a byte."""
+    client, _ = served
+    with live_server(client.app) as port, socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.settimeout(30)  # only so that a server waiting for the body fails the test instead of hanging it
+        sock.sendall(
+            b"POST /api/search/image HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: multipart/form-data; boundary=x\r\n"
+            + f"Content-Length: {10 * MAX_UPLOAD_BYTES}\r\n\r\n".encode()
+        )
+        try:
+            answer = _response_head(sock)
+        except TimeoutError:
+            pytest.fail("no answer without the body: the server was waiting to read it")
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert b"request body larger than 20 MB" in answer
 
 
 def test_captions_upload(served) -> None:

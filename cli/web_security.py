@@ -1,0 +1,274 @@
+"""Who may talk to `clipdex serve`, and how much they may send: two pure ASGI middlewares in front of the app.
+
+A local server is reachable by every web page the user opens: a page on evil.example can POST to
+http://127.0.0.1:8765 (cross-site request), or resolve its own name to 127.0.0.1 and then read answers as if they
+came from its own origin (DNS rebinding). So:
+
+- `RequestGuard` accepts only Host names that mean this server (loopback, or the name it was started with),
+  refuses state-changing requests whose Origin (or Referer) is another site, and, when the server is shared
+  beyond loopback, asks every request for the access token (a bearer header, or the cookie `/login` sets).
+- `BodyLimit` refuses a body over the limit as it arrives, before the app reads (or spools) it.
+
+They are pure ASGI (no BaseHTTPMiddleware), so nothing reads the body ahead of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import json
+import secrets
+import socket
+from typing import Awaitable, Callable, Iterable, MutableMapping
+from urllib.parse import parse_qs, quote, urlsplit
+
+from starlette.requests import cookie_parser
+
+from clipdex.retrieval import config
+
+Scope = MutableMapping[str, object]
+Message = MutableMapping[str, object]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+LOGIN_PATH = "/login"
+
+
+async def send_error(send: Send, status: int, detail: str, headers: Iterable[tuple[str, str]] = ()) -> None:
+    """A JSON error shaped like FastAPI's ({"detail": ...}); the connection is closed after it, since the rest
+    of a refused request's body is never read."""
+    body = json.dumps({"detail": detail}).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+           (b"connection", b"close"), *((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers)]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    """The value of a header sent exactly once; None when absent. (Sent twice, it is ambiguous: "" for that.)"""
+    values = [value for key, value in scope["headers"] if key == name]  # type: ignore[union-attr]
+    if len(values) > 1:
+        return b""
+    return values[0] if values else None
+
+
+def host_name(netloc: str) -> str | None:
+    """The host part of a Host header or URL authority ("example.org:80", "[::1]:8765"), lower case and
+    without brackets; None when it is malformed."""
+    netloc = netloc.strip().lower()
+    if netloc.startswith("["):
+        host, bracket, rest = netloc[1:].partition("]")
+        if not bracket or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
+            return None
+        return host or None
+    host, colon, port = netloc.partition(":")
+    if colon and not port.isdigit():
+        return None
+    return host or None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether listening on `host` keeps the server to this machine (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def is_wildcard(host: str) -> bool:
+    """0.0.0.0 or ::: listening on every address, so the names browsers will use are not known from it."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        return False
+
+
+def names_for(host: str, extra: Iterable[str] = ()) -> set[str]:
+    """The Host names to accept for a server listening on `host`: loopback names always, the listening name,
+    and, for a wildcard address, this machine's own names and addresses (best effort: more with `extra`)."""
+    names = {*config.WEB_LOOPBACK_HOSTS, *(name.lower().strip("[]") for name in extra)}
+    if not is_wildcard(host):
+        names.add(host.lower().strip("[]"))
+        return names
+    hostname = socket.gethostname()
+    names.update({hostname.lower(), socket.getfqdn().lower(), f"{hostname.lower()}.local"})
+    try:
+        names.update(info[4][0] for info in socket.getaddrinfo(hostname, None))
+    except OSError:
+        pass
+    return names
+
+
+def base_url(host: str, port: int) -> str:
+    """The address to open in a browser for a server listening on `host`."""
+    shown = socket.gethostname() if is_wildcard(host) else host.strip("[]")
+    return f"http://[{shown}]:{port}/" if ":" in shown else f"http://{shown}:{port}/"
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def sign_in_url(base: str, token: str) -> str:
+    """The link that signs a browser in (sets the session cookie) and goes on to the page."""
+    return f"{base.rstrip('/')}{LOGIN_PATH}?token={quote(token, safe='')}"
+
+
+def _session_value(token: str) -> str:
+    """What the cookie holds: derived from the token, so the token itself (which may hold any character) is
+    never stored in the browser, and the value is always cookie-safe."""
+    return hmac.new(token.encode(), b"clipdex session cookie", hashlib.sha256).hexdigest()
+
+
+def _same(given: str | bytes, expected: str) -> bool:
+    """Constant-time comparison (hmac.compare_digest wants bytes for non-ASCII text)."""
+    given_bytes = given if isinstance(given, bytes) else given.encode("utf-8", "surrogatepass")
+    return hmac.compare_digest(given_bytes, expected.encode())
+
+
+class RequestGuard:
+    """Refuses (before the app sees the request) what a browser could be tricked into sending:
+
+    - a Host header that is not one of `allowed_hosts` (DNS rebinding): 403; none, or a malformed one: 400;
+    - with a `token`, any request without it (bearer header or session cookie): 401; `/login?token=…` sets the
+      cookie (HttpOnly, SameSite=Strict: never sent by other sites' pages) and redirects to the page;
+    - a POST/PUT/PATCH/DELETE whose Origin, or Referer when there is no Origin, is not this server: 403.
+      Requests with neither (curl, scripts) are let through: only browsers send them, and browsers always do
+      on cross-site POSTs.
+    """
+
+    def __init__(self, app: ASGIApp, allowed_hosts: Iterable[str], token: str | None = None) -> None:
+        self.app = app
+        self.allowed_hosts = frozenset(name.lower().strip("[]") for name in allowed_hosts)
+        self.token = token
+        self.session = _session_value(token) if token else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        host_header = _header(scope, b"host")
+        if not host_header:
+            await send_error(send, 400, "a single Host header is required")
+            return
+        netloc = host_header.decode("latin-1")
+        name = host_name(netloc)
+        if name is None:
+            await send_error(send, 400, "malformed Host header")
+            return
+        if name not in self.allowed_hosts:
+            await send_error(send, 403, f"this server does not answer to the host name {name!r}")
+            return
+        if self.token is not None:
+            if scope["path"] == LOGIN_PATH:
+                await self._login(scope, send)
+                return
+            if not self._signed_in(scope):
+                await send_error(
+                    send, 401, "sign in first: open the link `clipdex serve` printed, or send "
+                    "'Authorization: Bearer TOKEN'", [("www-authenticate", "Bearer")],
+                )
+                return
+        if scope["method"] in STATE_CHANGING and not self._same_origin(scope, netloc):
+            await send_error(send, 403, "cross-site request refused: it does not come from this server's page")
+            return
+        await self.app(scope, receive, send)
+
+    def _signed_in(self, scope: Scope) -> bool:
+        assert self.token is not None and self.session is not None
+        authorization = _header(scope, b"authorization") or b""
+        scheme, _, credentials = authorization.partition(b" ")
+        if scheme.lower() == b"bearer" and _same(credentials.strip(), self.token):
+            return True
+        cookies = cookie_parser((_header(scope, b"cookie") or b"").decode("latin-1"))
+        return _same(cookies.get(config.WEB_TOKEN_COOKIE, ""), self.session)
+
+    async def _login(self, scope: Scope, send: Send) -> None:
+        assert self.token is not None and self.session is not None
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))  # type: ignore[union-attr]
+        given = query.get("token", [""])[0]
+        if not _same(given.encode("latin-1", "replace"), self.token):
+            await send_error(send, 401, "wrong or missing token in the sign-in link")
+            return
+        cookie = f"{config.WEB_TOKEN_COOKIE}={self.session}; HttpOnly; SameSite=Strict; Path=/"
+        headers = [(b"location", b"/"), (b"set-cookie", cookie.encode()), (b"content-length", b"0"),
+                   (b"cache-control", b"no-store"), (b"referrer-policy", b"no-referrer")]
+        await send({"type": "http.response.start", "status": 303, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+    @staticmethod
+    def _same_origin(scope: Scope, netloc: str) -> bool:
+        """Whether a browser says the request comes from a page of this server (host and port as in Host)."""
+        origin = _header(scope, b"origin")
+        if origin is None:
+            origin = _header(scope, b"referer")
+            if origin is None:
+                return True  # not sent by a browser page
+        try:
+            source = urlsplit(origin.decode("latin-1")).netloc
+        except ValueError:
+            return False
+        return bool(source) and source.lower() == netloc.strip().lower()  # "null" and garbage have no netloc
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """Refuses a request body over `limit` bytes with 413 before the app stores it: at once when the declared
+    Content-Length is over, else (chunked bodies) as soon as the bytes received pass the limit. The rest is
+    never read: the connection is closed after the 413."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    def _refusal(self) -> str:
+        return f"request body larger than {self.limit / (1024 * 1024):g} MB"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _header(scope, b"content-length")
+        if declared is not None:
+            if not declared.strip().isdigit():
+                await send_error(send, 400, "malformed Content-Length header")
+                return
+            if int(declared) > self.limit:
+                await send_error(send, 413, self._refusal())
+                return
+        received = 0
+        over = False
+        started = False
+
+        async def counted_receive() -> Message:
+            nonlocal received, over
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))  # type: ignore[arg-type]
+                if received > self.limit:
+                    over = True
+                    raise _BodyTooLarge
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if over:
+                return  # the app's answer to a body cut short (FastAPI makes it a 400) gives way to the 413
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, guarded_send)
+        except Exception:
+            if not over:
+                raise
+        if over and not started:
+            await send_error(send, 413, self._refusal())

@@ -1,0 +1,542 @@
+"""`clipdex serve` against hostile input and hostile pages (issue #14): the real tiny model, real SQLite, real HTTP.
+
+Memory is measured as this process's peak resident size (/proc), since TestClient runs the app in-process.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import re
+import select
+import shutil
+import socket
+import struct
+import threading
+import tracemalloc
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from clipdex.cli.web import create_app
+from clipdex.retrieval import config
+from clipdex.retrieval.library import Library
+from tests.conftest import SAMPLE_ROWS
+from tests.test_web import LOCAL, live_server
+
+EVIL = "http://evil.example"
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_header(width: int, height: int, mode: tuple[int, int] = (8, 0)) -> bytes:
+    """The start of a PNG declaring width × height (bit depth, colour type = `mode`), with no pixel data: enough
+    for Pillow to open it (and read its size) but not to decode it."""
+    header = struct.pack(">II", width, height) + bytes(mode) + b"\0\0\0"
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", b"")
+
+
+@lru_cache(maxsize=None)
+def png_declaring(width: int, height: int) -> bytes:
+    """A valid all-black grayscale PNG of width × height, compressed row by row: a few hundred KB that decode
+    to width × height bytes (and three times that as RGB). Never decoded here."""
+    compressor = zlib.compressobj(9)
+    row = bytes(width + 1)  # filter byte + pixels
+    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return int(next(line for line in f if line.startswith(field + ":")).split()[1])
+
+
+class PeakRss:
+    """This process's peak resident memory during the block, above what it was at its start: the kernel's
+    high-water mark (VmHWM, reset on entry through clear_refs), and samples of VmRSS where that cannot be reset."""
+
+    def __enter__(self) -> "PeakRss":
+        if not os.path.exists("/proc/self/status"):
+            pytest.skip("needs /proc to read resident memory")
+        gc.collect()
+        self.start = self.peak = _status_kb("VmRSS")
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # resets VmHWM to the current RSS
+            self.high_water = True
+        except OSError:
+            self.high_water = False
+        self._done = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._sampler.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.002):
+            self.peak = max(self.peak, _status_kb("VmRSS"))
+
+    def __exit__(self, *_exc) -> None:
+        self._done.set()
+        self._sampler.join()
+        if self.high_water:
+            self.peak = max(self.peak, _status_kb("VmHWM"))
+
+    @property
+    def growth_mb(self) -> float:
+        return (self.peak - self.start) / 1024
+
+
+def _burst(client: TestClient, uploads: list[bytes]) -> list:
+    """All uploads at once, one thread each."""
+
+    def post(data: bytes):
+        return client.post("/api/search/image", files={"file": ("burst.png", data)}, params={"k": 1})
+
+    with ThreadPoolExecutor(max_workers=len(uploads)) as pool:
+        return list(pool.map(post, uploads))
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory) -> Library:
+    """One indexed library (6 photos, 3 captions) and one loaded model for the module's read-mostly tests."""
+    from clipdex.cli.app import app
+
+    root = tmp_path_factory.mktemp("web-security")
+    photos = root / "photos"
+    photos.mkdir()
+    for row in SAMPLE_ROWS[:6]:
+        shutil.copy2(config.SAMPLE_DATA_DIR / row["image"], photos / Path(row["image"]).name)
+    corpus = root / "corpus.txt"
+    corpus.write_text("a red circle\na blue square\nthree green stars\n")
+    runner = CliRunner()
+    for args in (["index", str(photos), "--model", "clipdex-tiny"], ["add-captions", str(corpus)]):
+        result = runner.invoke(app, ["--library", str(root / "library"), *args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+    return Library(root / "library", create=False)
+
+
+@pytest.fixture(scope="module")
+def client(library: Library) -> TestClient:
+    """A loopback client that sees server errors as responses (a 500 is what the tests look for)."""
+    return TestClient(create_app(library, "cpu"), base_url=LOCAL, raise_server_exceptions=False)
+
+
+@pytest.fixture
+def own_library(cli, photos, library_dir: Path) -> tuple[Library, Path]:
+    """A library of 3 photos this test may change on disk."""
+    folder = photos(3)
+    cli("index", folder, "--model", "clipdex-tiny")
+    return Library(library_dir, create=False), folder
+
+
+# ------------------------------------------------------------------------------------------------ 1. decoding
+
+
+def test_burst_of_uploads_declaring_huge_canvases_is_refused_from_the_header(library: Library) -> None:
+    """20 concurrent ~150 KB PNGs declaring 12000×12000 (under the indexer's 178 MP cap, over the server's 40 MP):
+    each is refused with a clear 413 before decoding, and the server's memory barely moves (decoding just one
+    takes over 500 MB)."""
+    upload = png_declaring(12_000, 12_000)
+    assert len(upload) < 300_000
+    with TestClient(create_app(library, "cpu"), base_url=LOCAL) as client:
+        client.get("/api/search", params={"q": "warm up"})  # the model is loaded before measuring
+        with PeakRss() as rss:
+            responses = _burst(client, [upload] * 20)
+    assert [r.status_code for r in responses] == [413] * 20
+    assert responses[0].json() == {
+        "detail": "the upload declares 12000×12000 pixels, over this server's limit of 40,000,000"
+    }
+    assert rss.growth_mb < 500, rss.growth_mb
+
+
+def test_concurrent_decodes_are_bounded(library: Library) -> None:
+    """20 concurrent uploads of a 25 MP PNG, each allowed: ~125 MB each while decoded and encoded, so 20 at once
+    take over 2 GB. The server decodes two at a time, on two threads of its own (decoding in each request's
+    thread, two at a time, still grew it by 2 GB: the memory stayed with each thread's malloc arena)."""
+    upload = png_declaring(5_000, 5_000)
+    with TestClient(create_app(library, "cpu"), base_url=LOCAL) as client:
+        client.get("/api/search", params={"q": "warm up"})
+        with PeakRss() as rss:
+            responses = _burst(client, [upload] * 20)
+    assert [r.status_code for r in responses] == [200] * 20
+    assert rss.growth_mb < 500, rss.growth_mb
+
+
+def test_the_pixel_cap_is_configurable(library: Library) -> None:
+    client = TestClient(create_app(library, "cpu", max_upload_pixels=100 * 100), base_url=LOCAL)
+    assert client.post("/api/search/image", files={"file": ("s.png", png_declaring(100, 100))}).status_code == 200
+    refused = client.post("/api/search/image", files={"file": ("s.png", png_declaring(101, 100))})
+    assert refused.status_code == 413 and "101×100 pixels, over this server's limit of 10,000" in refused.text
+    beyond_pillow = client.post("/api/search/image", files={"file": ("b.png", png_header(2**20, 2**20))})
+    assert beyond_pillow.json() == {"detail": "the upload declares more pixels than this server's limit of 10,000"}
+    assert beyond_pillow.status_code == 413
+
+
+# ------------------------------------------------------------------------------------------------ 2. body size
+
+
+def test_chunked_body_is_cut_off_once_over_the_limit(library: Library) -> None:
+    """A chunked upload (no Content-Length) to a real server with a 1 MB limit: the server answers 413 after
+    about 1 MB, while the client still has most of its 64 MB to send; it never reads (or spools) the rest."""
+    limit, total, piece = 1024 * 1024, 64 * 1024 * 1024, 64 * 1024
+    app = create_app(library, "cpu", max_body_bytes=limit)
+    with live_server(app) as port, socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.settimeout(30)  # a guard against hanging, not a timing assertion
+        sock.sendall(
+            b"POST /api/search/image HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Type: multipart/form-data; boundary=x\r\n\r\n"
+        )
+        part = b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'
+        sent, answer = 0, b""
+        try:
+            while sent < total and not select.select([sock], [], [], 0)[0]:  # until the server answers
+                data = (part + bytes(piece))[:piece] if sent == 0 else bytes(piece)
+                sock.sendall(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                sent += len(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server closed the connection: the rest of the body was refused
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            pass  # it closed with our unread data still arriving; what it answered was received first
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
+    assert b"request body larger than 1 MB" in answer
+    assert sent < total // 4, sent
+
+
+def test_malformed_content_length_is_a_clear_400(client: TestClient) -> None:
+    response = client.post("/api/captions", content=b"x", headers={"content-length": "12abc"})
+    assert response.status_code == 400 and response.json() == {"detail": "malformed Content-Length header"}
+
+
+# ------------------------------------------------------------------------------------------------ 3. who may ask
+
+
+def test_foreign_host_names_are_refused(client: TestClient) -> None:
+    """DNS rebinding: a page on attacker.example resolving its name to 127.0.0.1 sends Host: attacker.example."""
+    for host in ("attacker.example", "attacker.example:8765", "127.0.0.1.attacker.example", "evil"):
+        for url in ("/", "/api/status", "/api/search?q=x", "/api/items/1/image"):
+            response = client.get(url, headers={"host": host})
+            assert response.status_code == 403, (host, url)
+            assert response.json()["detail"] == f"this server does not answer to the host name {host.split(':')[0]!r}"
+    for host in ("127.0.0.1", "127.0.0.1:1", "localhost:8765", "LOCALHOST", "[::1]:8765", "[::1]"):
+        assert client.get("/api/status", headers={"host": host}).status_code == 200, host
+    for host in ("127.0.0.1:http", "[::1", ":8765"):
+        assert client.get("/api/status", headers={"host": host}).status_code == 400, host
+
+
+def test_cross_site_writes_are_refused(library: Library, client: TestClient) -> None:
+    """A page on evil.example POSTing to the local server: its browser sends Origin (or at least Referer)."""
+
+    def add(caption: bytes, **headers: str):
+        return client.post("/api/captions", files={"file": ("c.txt", caption)}, headers=headers)
+
+    before = library.store.counts()["caption"]
+    for headers in (
+        {"origin": EVIL},
+        {"origin": "null"},  # sandboxed frames, file:// pages
+        {"origin": "http://127.0.0.1:9999"},  # another local server is another origin
+        {"referer": f"{EVIL}/page.html"},
+        {"origin": EVIL, "referer": f"{LOCAL}/"},  # Origin decides when both are sent
+    ):
+        refused = add(b"an evil caption\n", **headers)
+        assert refused.status_code == 403, headers
+        assert "cross-site request refused" in refused.json()["detail"]
+    assert library.store.counts()["caption"] == before
+    assert add(b"a caption from the page\n", origin=LOCAL).json() == {"added": 1, "already_present": 0}
+    assert add(b"a caption from the page\n", referer=f"{LOCAL}/").json()["already_present"] == 1
+    assert add(b"a caption from a script\n").status_code == 200  # curl: neither header
+
+
+def test_status_keeps_paths_to_itself_unless_asked(library: Library, client: TestClient) -> None:
+    plain = client.get("/api/status")
+    assert plain.status_code == 200 and plain.json()["counts"]["image"] == 6
+    assert str(library.root) not in plain.text and "library.db" not in plain.text
+    assert not {"library", "database", "text_export"} & plain.json().keys()
+    full = client.get("/api/status", params={"paths": "true"}).json()
+    assert full["library"] == str(library.root)
+
+
+TOKEN = "correct-horse-battery-staple"
+
+
+def test_a_token_guards_every_request_when_set(library: Library) -> None:
+    app = create_app(library, "cpu", allowed_hosts=["photos.lan"], token=TOKEN)
+    client = TestClient(app, base_url="http://photos.lan:8765")
+    for url in ("/", "/api/status", "/api/search?q=x", "/api/items/1/thumbnail", "/openapi.json"):
+        refused = client.get(url)
+        assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer", url
+        assert "sign in first" in refused.json()["detail"]
+    assert client.get("/api/status", headers={"authorization": "Bearer wrong-token-of-some-length"}).status_code == 401
+    assert client.get("/api/status", headers={"authorization": f"Basic {TOKEN}"}).status_code == 401
+    assert client.get("/api/status", headers={"authorization": "Bearer ünïcode".encode()}).status_code == 401
+    assert client.get("/api/status", headers={"authorization": f"Bearer {TOKEN}"}).status_code == 200
+    assert client.get("/api/status", headers={"host": "attacker.example", "authorization": f"Bearer {TOKEN}"}).status_code == 403
+
+    assert client.get("/login", params={"token": "wrong"}, follow_redirects=False).status_code == 401
+    assert client.get("/login", follow_redirects=False).status_code == 401
+    assert not client.cookies
+    signed_in = client.get("/login", params={"token": TOKEN}, follow_redirects=False)
+    assert signed_in.status_code == 303 and signed_in.headers["location"] == "/"
+    cookie = signed_in.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and TOKEN not in cookie
+    page = client.get("/")  # the cookie from the sign-in link now opens everything
+    assert page.status_code == 200 and 'id="q"' in page.text
+    assert client.get("/api/search", params={"q": "a red circle"}).status_code == 200
+    forged = TestClient(app, base_url="http://photos.lan:8765", cookies={config.WEB_TOKEN_COOKIE: "0" * 64})
+    assert forged.get("/api/status").status_code == 401
+
+    with pytest.raises(Exception, match="at least 16 characters"):
+        create_app(library, "cpu", token="short")
+
+
+@pytest.fixture
+def serve(cli, photos, monkeypatch):
+    """`clipdex serve ARGS` through the real CLI, up to the point where uvicorn would listen: returns the app it
+    built, where it would listen, and what it printed."""
+    import uvicorn
+
+    cli("index", photos(3), "--model", "clipdex-tiny")
+    started: dict = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: started.update(app=app, **options))
+
+    def run(*args: str, env: dict[str, str] | None = None):
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
+        result = cli("serve", *args)
+        assert result.exit_code == 0, result.output
+        return started["app"], started["host"], result.stderr
+
+    return run
+
+
+def test_serving_beyond_loopback_needs_the_printed_token(serve) -> None:
+    app, host, printed = serve("--host", "192.0.2.7", "--port", "9000")
+    assert host == "192.0.2.7"
+    link = re.search(r"http://192\.0\.2\.7:9000/login\?token=(\S+)", printed)
+    assert link, printed
+    token = link.group(1)
+    assert len(token) >= 32
+    client = TestClient(app, base_url="http://192.0.2.7:9000")
+    assert client.get("/api/status").status_code == 401
+    assert client.get("/api/status", headers={"authorization": f"Bearer {token}"}).status_code == 200
+    assert client.get(link.group(0), follow_redirects=False).status_code == 303
+    assert client.get("/api/status").status_code == 200
+    assert client.get("/api/status", headers={"host": "attacker.example"}).status_code == 403
+
+    app, _, printed = serve("--host", "192.0.2.7", env={config.WEB_TOKEN_ENV: TOKEN})
+    assert f"/login?token={TOKEN}" in printed
+    assert TestClient(app, base_url="http://192.0.2.7:8765").get(
+        "/api/status", headers={"authorization": f"Bearer {TOKEN}"}
+    ).status_code == 200
+
+
+def test_serving_on_loopback_needs_no_token(serve) -> None:
+    app, host, printed = serve("--max-upload-pixels", "10000")
+    assert host == "127.0.0.1" and "token" not in printed
+    client = TestClient(app, base_url=LOCAL)
+    assert client.get("/api/status").status_code == 200
+    refused = client.post("/api/search/image", files={"file": ("s.png", png_declaring(200, 200))})
+    assert refused.status_code == 413 and "limit of 10,000" in refused.text
+
+
+# ------------------------------------------------------------------------------------------------ 4. files
+
+
+def _replace_with_link_to_text(path: Path) -> None:
+    secret = path.parent.parent / "secret.txt"
+    secret.write_text("not a photo: a private key, say\n")
+    path.unlink()
+    path.symlink_to(secret)
+
+
+def _replace_with_fifo(path: Path) -> None:
+    path.unlink()
+    os.mkfifo(path)
+
+
+def _rewrite(path: Path) -> None:
+    path.write_bytes(path.read_bytes() + b"appended")
+
+
+GONE = "the file is gone or changed since it was indexed; `clipdex index` brings the library up to date"
+
+
+@pytest.mark.parametrize("change", [_replace_with_link_to_text, _replace_with_fifo, _rewrite])
+def test_a_file_changed_since_indexing_is_not_served(own_library, cli, change) -> None:
+    library, folder = own_library
+    client = TestClient(create_app(library, "cpu"), base_url=LOCAL)
+    row = library.store.items([1])[1]
+    path = Path(row["key"])
+    change(path)
+    for url in ("/api/items/1/image", "/api/items/1/thumbnail"):
+        response = client.get(url)
+        assert response.status_code == 404, url
+        assert response.json() == {"detail": GONE} and b"private key" not in response.content
+    assert client.get("/api/items/2/image").status_code == 200  # the others are untouched
+    if change is _rewrite:  # the next index sees the size/mtime change and re-reads the file: served again
+        cli("index", folder)
+        client = TestClient(create_app(Library(library.root, create=False), "cpu"), base_url=LOCAL)
+        served = client.get("/api/items/1/image")
+        assert served.status_code == 200 and served.content == path.read_bytes()
+
+
+def test_a_link_swapped_in_for_a_folder_is_not_followed(own_library, tmp_path: Path) -> None:
+    """The photos' folder replaced by a link to another folder holding files of the same names, sizes and
+    mtimes: every check on the file alone passes; only its real path shows it is not the indexed file."""
+    library, folder = own_library
+    client = TestClient(create_app(library, "cpu"), base_url=LOCAL)
+    assert client.get("/api/items/1/image").status_code == 200
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(folder, elsewhere)  # copy2: same sizes and mtimes
+    shutil.rmtree(folder)
+    folder.symlink_to(elsewhere, target_is_directory=True)
+    for url in ("/api/items/1/image", "/api/items/1/thumbnail"):
+        assert client.get(url).status_code == 404, url
+
+
+def test_files_are_served_with_their_type_and_no_sniffing(client: TestClient, library: Library) -> None:
+    row = library.store.items([1])[1]
+    response = client.get("/api/items/1/image")
+    assert response.status_code == 200 and response.content == Path(row["key"]).read_bytes()
+    assert response.headers["content-type"].startswith(("image/jpeg", "image/png"))
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+# ------------------------------------------------------------------------------------------------ 5. queries
+
+
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ("a" * 5_000, "the query is 5,000 characters long: at most 1,000 are allowed"),
+        (" + ".join(["cat"] * 17), "the query has 17 terms: at most 16 are allowed"),
+        (" + ".join(["cat"] * 1_386)[:999], "terms: at most 16 are allowed"),
+        ("9" * 400 + ":cat", "term weight 99999999999999999999… is too large: use at most 100"),
+        ("101:cat + dog", "term weight 101 is too large: use at most 100"),
+    ],
+)
+def test_query_limits_over_http(client: TestClient, query: str, message: str) -> None:
+    response = client.get("/api/search", params={"q": query})
+    assert response.status_code == 400 and message in response.json()["detail"]
+
+
+def test_queries_within_the_limits_still_work(client: TestClient) -> None:
+    assert client.get("/api/search", params={"q": " + ".join(["cat"] * 16), "k": 2}).status_code == 200
+    assert client.get("/api/search", params={"q": "100:cat - 0.5:dog", "k": 2}).status_code == 200
+    assert client.get("/api/search", params={"q": "a" * 1_000, "k": 2}).status_code == 200
+
+
+@pytest.mark.parametrize("terms, message", [
+    (["9" * 400 + ":cat"], "is too large: use at most 100"),
+    (" + ".join(["cat"] * 17).split(" "), "at most 16 are allowed"),
+    (["a" * 1_001], "at most 1,000 are allowed"),
+])
+def test_query_limits_in_the_cli(cli, terms: list[str], message: str) -> None:
+    result = cli("search", *terms)
+    assert result.exit_code == 1 and message in result.stderr and "Traceback" not in result.output
+
+
+def test_item_ids_out_of_range_are_not_server_errors(client: TestClient) -> None:
+    for item_id in (10**23, 2**63, -1, 0):
+        for what in ("image", "thumbnail", "similar", "captions"):
+            response = client.get(f"/api/items/{item_id}/{what}")
+            assert response.status_code == 422, (item_id, what)
+    assert client.get(f"/api/items/{2**63 - 1}/image").status_code == 404
+
+
+def test_the_tokenizer_forgets_old_words() -> None:
+    """A server's text tokenizer sees endless new words: what it remembers of them stays bounded."""
+    from clipdex.retrieval.tokenizer import BpeTokenizer, default_merges_file
+
+    tokenizer = BpeTokenizer(default_merges_file())
+    def word(i: int) -> str:  # letters only: the tokenizer splits digits off as words of their own
+        letters = ""
+        while i:
+            i, digit = divmod(i, 26)
+            letters += chr(ord("a") + digit)
+        return "zq" + letters
+
+    words = iter(word(i) for i in range(1, 10**9))
+    batch = 2 * config.TOKENIZER_CACHE_WORDS
+
+    def encode_new_words() -> None:
+        tokenizer.encode(" ".join(next(words) for _ in range(batch)))
+
+    tracemalloc.start()  # before the cache fills, so that what it drops later is counted too
+    try:
+        encode_new_words()  # the cache is full from here on
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        encode_new_words()
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 100_000, grown  # unbounded, 8,192 more words would be kept: ~1.5 MB
+
+
+# ------------------------------------------------------------------------------------------------ 6. fuzz
+
+
+def _no_server_error(response) -> None:
+    assert response.status_code < 500, (response.status_code, response.text[:500])
+    assert b"Traceback" not in response.content
+    assert response.headers["content-type"].startswith("application/json"), response.headers["content-type"]
+
+
+TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=300)
+FUZZ = settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@FUZZ
+@given(q=st.one_of(TEXT, st.from_regex(r"\A(\d{1,40}(\.\d{0,3})?:)?\w{0,10}( [+-] (\d{1,5}:)?\w{0,10}){0,20}\Z")),
+       k=st.one_of(st.integers(-10, 2000), st.integers(), TEXT))
+def test_fuzz_search(client: TestClient, q: str, k) -> None:
+    _no_server_error(client.get("/api/search", params={"q": q, "k": k}))
+
+
+@FUZZ
+@given(item_id=st.one_of(st.integers(), TEXT.filter(lambda s: "/" not in s and s not in (".", ".."))),
+       what=st.sampled_from(["image", "thumbnail", "similar", "captions"]),
+       k=st.one_of(st.integers(), TEXT))
+def test_fuzz_item_ids(client: TestClient, item_id, what: str, k) -> None:
+    from urllib.parse import quote
+
+    response = client.get(f"/api/items/{quote(str(item_id), safe='')}/{what}", params={"k": k})
+    assert response.status_code < 500, (response.status_code, response.text[:500])
+    if response.status_code != 200:
+        _no_server_error(response)
+
+
+@st.composite
+def image_like(draw) -> bytes:
+    """Random bytes, or a PNG whose header declares any size, followed by garbage or nothing."""
+    if draw(st.booleans()):
+        return draw(st.binary(max_size=2048))
+    width, height = draw(st.integers(0, 2**31 - 1)), draw(st.integers(0, 2**31 - 1))
+    mode = draw(st.sampled_from([(8, 0), (8, 2), (1, 0), (16, 6), (8, 3)]))
+    return png_header(width, height, mode) + draw(st.binary(max_size=512))
+
+
+@FUZZ
+@given(data=image_like(), k=st.one_of(st.integers(-5, 50), TEXT))
+def test_fuzz_uploads(client: TestClient, data: bytes, k) -> None:
+    _no_server_error(client.post("/api/search/image", files={"file": ("x.png", data)}, params={"k": k}))
