@@ -36,6 +36,11 @@ class IndexState:
     ids_check: str = ""  # of the ids in `file`: a state paired with another index file is noticed on load
 
 
+def _made_by(state: IndexState, identity: ModelIdentity) -> bool:
+    """Whether a saved or loaded index holds vectors of `identity`'s model (the one same-model test)."""
+    return identity.same_model(ModelIdentity(identity.name, identity.pretrained, state.fingerprint, state.dim))
+
+
 def ids_check(index: VectorIndex) -> str:
     """An order-free summary of the ids an index holds (count, sum, xor): O(n) and cheap even at 10M."""
     ids = index.ids()
@@ -59,7 +64,7 @@ class IndexCache:
         rebuilt when it disagrees with the store or the library's size calls for another type of index."""
         generation = self.store.generation()
         cached = self._loaded.get(kind)
-        if cached is None or cached[1].fingerprint != identity.fingerprint or (
+        if cached is None or not _made_by(cached[1], identity) or (
             cached[0].mapped and cached[1].generation != generation
         ):
             cached = self._load(kind, identity, generation)
@@ -120,9 +125,7 @@ class IndexCache:
         An index that is already current is memory-mapped (a one-off query reads only what it touches); one
         that needs a top-up is read into memory, where it can change."""
         state = self._read_state(self.state_path(kind))
-        if state is not None and identity.same_model(
-            ModelIdentity("", None, state.fingerprint, state.dim)
-        ) and state.generation <= generation:
+        if state is not None and _made_by(state, identity) and state.generation <= generation:
             index = VectorIndex.load(self.root / state.file, state.dim, mapped=state.generation == generation)
             if index is not None and index.count == state.count and ids_check(index) == state.ids_check:
                 return index, state
