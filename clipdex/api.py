@@ -173,13 +173,14 @@ def duplicates(library: Library, threshold: float = config.DEFAULT_DUPLICATE_THR
     return duplicate_groups(library, threshold)
 
 
-def finetune(pairs: Path | str | Sequence, options, on_step: Callable[[int, int, float], None] | None = None):
-    """Train on image–caption pairs (a pairs file, or Pairs) with `options` (FinetuneOptions); held-out recall
-    before and after, a checkpoint at options.out."""
+def finetune(pairs: Path | str | Sequence, options, on_event: Callable[[dict], None] | None = None):
+    """Train on image–caption pairs (a pairs file, or Pairs) with `options` (FinetuneOptions): held-out recall
+    before, per epoch and after; the best epoch's (or mixed) weights at options.out with a metrics log beside it.
+    `on_event` sees each logged record (steps, evaluations)."""
     from clipdex.retrieval.pairs import read_pairs
     from clipdex.retrieval.training.finetune import finetune as run
 
-    return run(read_pairs(Path(pairs)) if isinstance(pairs, (str, Path)) else pairs, options, on_step=on_step)
+    return run(read_pairs(Path(pairs)) if isinstance(pairs, (str, Path)) else pairs, options, on_event=on_event)
 
 
 def evaluate(

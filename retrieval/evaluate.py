@@ -6,6 +6,7 @@ image→text: an image scores a hit when *any* of its captions is in the top K c
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -45,14 +46,31 @@ def embed_image_files(encoder, paths, batch_size: int = 64) -> np.ndarray:
     )
 
 
-def evaluate_pairs(encoder, pairs, batch_size: int = 64) -> dict:
-    """Recall@K of `encoder` on pairs; images with several captions count once in image→text."""
+@dataclass
+class PairVectors:
+    """The embedded images (each once) and captions of a pair set; `text_image[t]` is caption t's image row."""
+
+    paths: list
+    images: np.ndarray
+    texts: np.ndarray
+    text_image: np.ndarray
+
+    def recall(self) -> dict:
+        result = recall_at_k(self.images, self.texts, self.text_image)
+        return {**result, "images": len(self.paths), "texts": len(self.texts)}
+
+
+def embed_pairs(encoder, pairs, batch_size: int = 64) -> PairVectors:
     paths = sorted({p.image for p in pairs})
     row = {path: i for i, path in enumerate(paths)}
-    image_vectors = embed_image_files(encoder, paths, batch_size)
     captions = [p.caption for p in pairs]
     text_vectors = np.concatenate(
         [encoder.encode_texts(captions[i : i + batch_size]) for i in range(0, len(captions), batch_size)]
     )
-    result = recall_at_k(image_vectors, text_vectors, [row[p.image] for p in pairs])
-    return {**result, "images": len(paths), "texts": len(captions)}
+    return PairVectors(paths, embed_image_files(encoder, paths, batch_size), text_vectors,
+                       np.asarray([row[p.image] for p in pairs]))
+
+
+def evaluate_pairs(encoder, pairs, batch_size: int = 64) -> dict:
+    """Recall@K of `encoder` on pairs; images with several captions count once in image→text."""
+    return embed_pairs(encoder, pairs, batch_size).recall()

@@ -270,6 +270,23 @@ def test_kill_9_during_index_loses_nothing_committed(library_dir: Path, photos) 
     _assert_consistent(library_dir, folder)
 
 
+def test_ctrl_c_during_index_keeps_what_was_written_and_exits_130(library_dir: Path, photos) -> None:
+    folder = photos(120)
+    process = _index_process(library_dir, folder)
+    deadline = time.time() + 120
+    while _committed_images(library_dir) == 0 and process.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr.decode()
+    assert b"interrupted" in stderr and b"Traceback" not in stderr
+    kept = _committed_images(library_dir)
+    assert 0 < kept < 120
+    finished = _index_process(library_dir, folder)
+    assert finished.wait(timeout=300) == 0
+    _assert_consistent(library_dir, folder)
+
+
 def test_search_answers_while_index_runs(cli, library_dir: Path, photos) -> None:
     """Every answer given during indexing is the answer of some committed state: ids are assigned in commit order,
     so a committed state is all ids up to some id, each with its final score, ranked by it."""

@@ -16,7 +16,9 @@ from clipdex.retrieval.evaluate import evaluate_pairs, recall_at_k
 from clipdex.retrieval.factory import load_encoder
 from clipdex.retrieval.images import open_image
 from clipdex.retrieval.pairs import Pair, read_pairs
-from clipdex.retrieval.training.finetune import FinetuneOptions, _epoch_batches, finetune, split_pairs
+from clipdex.retrieval.training.data import epoch_batches, split_pairs
+from clipdex.retrieval.training.finetune import finetune
+from clipdex.retrieval.training.options import FinetuneOptions
 from tests.conftest import SAMPLE_ROWS
 
 
@@ -72,7 +74,7 @@ def test_grouped_pairs_train_in_one_batch_and_are_held_out_together(tmp_path: Pa
     assert pairs[0].group == "0" and pairs[29].group is None
     keys = [p.batch_key for p in pairs]
     for epoch in range(3):
-        batches = _epoch_batches(keys, 8, seed=1, epoch=epoch)
+        batches = epoch_batches(keys, 8, seed=1, epoch=epoch)
         assert all(2 <= len(b) <= 8 for b in batches) and len(batches) >= 3
         where = {i: n for n, batch in enumerate(batches) for i in batch}
         for group in range(8):
@@ -127,7 +129,7 @@ def test_resume_continues_the_step_count(tmp_path: Path) -> None:
         val_fraction=0.0, workers=0, device="cpu", lr=1e-3, resume=first.out,
     )
     taken: list[int] = []
-    assert finetune(pairs, second, on_step=lambda step, total, loss: taken.append(step)).steps == 5
+    assert finetune(pairs, second, on_event=lambda e: taken.append(e["step"]) if e["event"] == "step" else None).steps == 5
     assert taken == [4, 5]  # only the two missing steps ran, on the resumed schedule
     assert read_checkpoint_info(second.out).training["step"] == 5
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from clipdex.retrieval import config
 from tests.conftest import SAMPLE_ROWS
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

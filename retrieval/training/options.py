@@ -30,3 +30,13 @@ class FinetuneOptions:
     device: str = "auto"
     half: bool = False
     workers: int = config.DEFAULT_DECODE_WORKERS
+    eval_every: int | None = None  # also measure held-out recall every N steps (epochs always are)
+    keep: str = "best"  # "best": the epoch with the highest mean held-out R@1; "last": the final weights
+    patience: int | None = None  # stop after this many epochs without a better mean R@1
+    mix: float | None = None  # write (1 - mix) * start + mix * fine-tuned weights (WiSE-FT)
+    keep_pairs: Path | None = None  # pairs whose recall the fine-tune should not lose (another domain)
+    report: Path | None = None  # an HTML report with curves, recall tables and retrieval examples
+
+
+KEEP_CHOICES = ("best", "last")
+MIX_TABLE = (0.0, 0.25, 0.5, 0.75, 1.0)  # the mixing weights every run reports recall for
