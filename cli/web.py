@@ -243,6 +243,26 @@ def create_app(
                 tmp.replace(cached)
         return FileResponse(cached, media_type="image/jpeg")
 
+    def reports() -> list[Path]:
+        from clipdex.retrieval.checkpoint import report_chain
+
+        return report_chain(library.require_identity().name)
+
+    @app.get("/api/reports", summary="Fine-tuning reports of the library's model and the models it came from")
+    def report_list() -> list[dict]:
+        return [{"id": n, "name": path.name, "url": f"/reports/{n}"} for n, path in enumerate(reports())]
+
+    @app.get("/reports/{number}", response_class=HTMLResponse, include_in_schema=False)
+    def report(number: int = PathParam(..., ge=0, le=1000)) -> HTMLResponse:
+        found = reports()
+        if number >= len(found):
+            raise HTTPException(404, f"no report {number}")
+        # A report is self-contained (inline SVG and data: images): it may load nothing and run nothing.
+        return HTMLResponse(found[number].read_text(encoding="utf-8", errors="replace"), headers={
+            "content-security-policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'",
+            "x-content-type-options": "nosniff",
+        })
+
     @app.get("/api/status", summary="Counts, model and index, as `clipdex status --json`")
     def status(paths: bool = Query(False, description="Include where the library, database and export live")) -> dict:
         from clipdex.api import status as library_status

@@ -120,3 +120,25 @@ def load_optimizer_state(path: Path) -> dict[str, Any] | None:
     if not isinstance(state, dict) or state.pop(SAVE_ID_KEY, None) != _save_id(path):
         raise ClipdexError(f"{opt} belongs to another save of {path.name}; delete it to resume without it")
     return state
+
+
+def report_chain(model: str, limit: int = 16) -> list[Path]:
+    """The fine-tuning reports of a checkpoint and of the checkpoints it was fine-tuned from, newest first: what
+    a library bound to `model` was made with. Models that are not clipdex checkpoints have none."""
+    reports: list[Path] = []
+    seen: set[Path] = set()
+    while is_checkpoint_path(model) and len(seen) < limit:
+        path = Path(model).resolve()
+        if path in seen:
+            break
+        seen.add(path)
+        try:
+            training = read_checkpoint_info(path).training
+        except ClipdexError:
+            break
+        report = training.get("report")
+        if isinstance(report, str) and Path(report).is_file() and Path(report).resolve() not in reports:
+            reports.append(Path(report).resolve())
+        start = training.get("start")
+        model = str(start.get("model")) if isinstance(start, dict) else ""
+    return reports

@@ -222,3 +222,28 @@ def test_kill_9_during_finetune_leaves_the_old_or_a_whole_new_checkpoint(tmp_pat
             assert load_optimizer_state(out)["step"] == info.training["step"]  # tied to exactly these weights
         except ClipdexError as exc:
             assert "belongs to another save" in str(exc)  # or refused, never mistaken for this save's
+
+
+def test_serve_lists_the_reports_of_the_library_s_models(cli, photos, library_dir: Path, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from clipdex.cli.web import create_app
+    from clipdex.retrieval.library import Library
+    from tests.test_web import LOCAL
+
+    assert cli("index", photos(4), *SAMPLE, "--no-export").exit_code == 0
+    client = TestClient(create_app(Library(library_dir), "cpu"), base_url=LOCAL)
+    assert client.get("/api/reports").json() == []  # the bundled model was not made with a report
+    pairs = _write_pairs(tmp_path / "pairs.csv", _sample_pairs(64))
+    first, second = tmp_path / "first.safetensors", tmp_path / "second.safetensors"
+    common = (*QUICK, "--max-steps", "2", "--lr", "1e-5")
+    assert cli("finetune", pairs, *SAMPLE, *common, "-o", first, "--report", tmp_path / "first.html").exit_code == 0
+    assert cli("finetune", pairs, "--model", first, *common, "-o", second, "--report",
+               tmp_path / "second.html").exit_code == 0
+    assert cli("index", "--reembed", "--model", second, "--no-export").exit_code == 0
+    listed = client.get("/api/reports").json()
+    assert [r["name"] for r in listed] == ["second.html", "first.html"]  # this model's, then its start's
+    page = client.get(listed[1]["url"])
+    assert page.status_code == 200 and "Fine-tuning report: first.safetensors" in page.text
+    assert page.headers["content-security-policy"].startswith("default-src 'none'")
+    assert client.get("/reports/2").status_code == 404 and client.get("/reports/-1").status_code == 422
