@@ -85,7 +85,11 @@ def _print_hits(hits, as_json: bool, title: str) -> None:
         say("no results")
     else:
         label = "path" if hits[0].kind == "image" else "caption"
-        print_table(title, ["#", "score", label], [(n, hit.score, hit.label) for n, hit in enumerate(hits, 1)])
+        rows = [[n, hit.score, hit.label] for n, hit in enumerate(hits, 1)]
+        if any(hit.ocr for hit in hits):  # the words found in the photo, beside it
+            print_table(title, ["#", "score", label, "text"], [[*row, hit.ocr or ""] for row, hit in zip(rows, hits)])
+        else:
+            print_table(title, ["#", "score", label], rows)
 
 
 @app.command()
@@ -112,6 +116,10 @@ def index(
     export: bool = typer.Option(
         True, "--export/--no-export", help="Export the text tower for fast torch-free text queries (once per model)."
     ),
+    ocr: bool = typer.Option(
+        False, "--ocr", help="Also read the text in images (OCR) for full-text search; remembered by the library, "
+        "and on an existing library it reads the images not read yet.",
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Embed new and changed images under PATHS; moved files keep their vectors, deleted ones leave.
@@ -124,7 +132,8 @@ def index(
         report = api.index(
             library, paths or [], model=model, pretrained=pretrained, reembed=reembed, device=device,
             precision=precision, batch_size=batch_size, workers=workers, exclude=exclude, hidden=hidden,
-            index_type=index_type, engine=engine, ray_address=ray_address, export_text=export, progress=start,
+            index_type=index_type, engine=engine, ray_address=ray_address, export_text=export, ocr=ocr,
+            progress=start,
         )
     if as_json:
         print_json({k: v for k, v in report.as_json().items() if k != "notes"})
@@ -134,6 +143,8 @@ def index(
                 f"with {library.require_identity().describe()}")
         say(f"added {report.added}, updated {report.updated}, moved {report.moved}, removed {report.removed}, "
             f"unchanged {report.unchanged}, failed {len(report.failed)} in {report.seconds:.1f}s")
+        if report.ocr:
+            say(f"read text in {report.ocr['read']} images; {report.ocr['with_text']} hold some")
         for failure in report.failed:
             say(f"  skipped {failure['path']}: {failure['error']}")
     print_notes(report.notes)
@@ -167,7 +178,14 @@ def search(
     folder: Optional[Path] = typer.Option(None, "--in", help="Only images under this folder."),
     after: Optional[str] = typer.Option(None, "--after", help="Only photos taken on or after this date."),
     before: Optional[str] = typer.Option(None, "--before", help="Only photos taken before this date."),
-    min_score: Optional[float] = typer.Option(None, "--min-score", help="Only results scoring at least this."),
+    min_score: Optional[float] = typer.Option(
+        None, "--min-score", help="Only results with at least this cosine (in hybrid mode, or holding the words)."
+    ),
+    mode: str = typer.Option(
+        "hybrid", "--mode", help="hybrid: CLIP fused with words read in photos (index --ocr) and file/folder names; "
+        "clip: CLIP alone; text: the words alone.",
+    ),
+    sort: str = typer.Option("score", "--sort", help="score (best first) or date (the same matches, newest first)."),
     paths_only: bool = typer.Option(False, "--paths-only", "-f", help="Print one path a line, nothing else."),
     null: bool = typer.Option(
         False, "--null", "-0", help="With -f: end each path with a NUL byte instead of a newline (for xargs -0)."
@@ -189,7 +207,7 @@ def search(
     filters = Filters(
         str(folder) if folder else None, _date(after, "--after"), _date(before, "--before"), min_score
     )
-    hits = api.search(_library(ctx), parsed, top_k, filters, device, precision)
+    hits = api.search(_library(ctx), parsed, top_k, filters, device, precision, mode, sort)
     print_notes(hits.notes)
     if paths_only or null:
         end = "\0" if null else "\n"
@@ -250,8 +268,16 @@ def status(ctx: typer.Context, as_json: bool = JsonOption) -> None:
             ("failed files", counts["failed"]),
             ("index", f"{info['index']['type']} (choice: {info['index']['preference']})"),
             ("fast text queries", "yes (exported text tower)" if info["text_export"] else "no: loads torch"),
+            ("text in photos (OCR)", _ocr_line(info["ocr"])),
         ],
     )
+
+
+def _ocr_line(ocr: dict) -> str:
+    if not ocr["enabled"]:
+        return "off (index --ocr to read it)"
+    unread = f", {ocr['unread']} not read yet" if ocr["unread"] else ""
+    return f"on: {ocr['with_text']} images hold text, {ocr['without_text']} none{unread}"
 
 
 @app.command()

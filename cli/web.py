@@ -14,8 +14,9 @@ import os
 import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
-from typing import IO, Annotated, Iterable, Iterator
+from typing import IO, Annotated, Iterable, Iterator, Literal, Optional
 
 import numpy as np
 from fastapi import FastAPI, File, HTTPException, Query, UploadFile
@@ -28,7 +29,7 @@ from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.images import read_image
 from clipdex.retrieval.library import Library
-from clipdex.retrieval.query import Searcher
+from clipdex.retrieval.query import Filters, Searcher
 from clipdex.retrieval.store import CAPTION, IMAGE
 from clipdex.retrieval.terms import parse_terms, split_query
 
@@ -102,6 +103,16 @@ def _open_indexed(row: dict) -> tuple[IO[bytes], os.stat_result]:
         handle.close()
         raise gone
     return handle, st
+
+
+def _seconds(moment: datetime | None) -> float | None:
+    """POSIX seconds of a date given in a query string (a date alone is local midnight, as in the CLI)."""
+    if moment is None:
+        return None
+    try:
+        return moment.timestamp()
+    except (OverflowError, OSError, ValueError):
+        raise HTTPException(400, "the date is out of range") from None
 
 
 def _chunks(handle: IO[bytes]) -> Iterator[bytes]:
@@ -187,11 +198,18 @@ def create_app(
         return PAGE.read_text(encoding="utf-8")
 
     @app.get("/api/search", summary="Images for a text query (the CLI's + / - syntax)")
-    def search(q: str = Query(...), k: int = TopK) -> list[dict]:
+    def search(
+        q: str = Query(...),
+        k: int = TopK,
+        mode: Literal["hybrid", "clip", "text"] = Query("hybrid", description="As `clipdex search --mode`"),
+        sort: Literal["score", "date"] = Query("score", description="date: the same matches, newest first"),
+        after: Optional[datetime] = Query(None, description="Only photos taken on or after this date"),
+        before: Optional[datetime] = Query(None, description="Only photos taken before this date"),
+    ) -> list[dict]:
         terms = parse_terms(split_query(q), files=False)  # refuses over-long queries before any work
+        filters = Filters(after=_seconds(after), before=_seconds(before))
         with lock:
-            vector = engine.terms_vector(terms)
-        return hits(vector, IMAGE, k)
+            return [hit.as_json() for hit in engine.search(terms, k, filters, mode, sort)]
 
     @app.post("/api/search/image", summary="Images like an uploaded image")
     def search_image(file: UploadFile = File(...), k: int = TopK) -> list[dict]:

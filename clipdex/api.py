@@ -74,17 +74,24 @@ def index(
     engine: str = "local",
     ray_address: str | None = None,
     export_text: bool = True,
+    ocr: bool = False,
     progress: Progress | None = None,
 ):
     """Embed new and changed images under `paths` (and, with `reembed`, the whole library with `model` first).
 
-    Then, unless `export_text` is False, export the model's text tower for torch-free queries: a named step,
-    once per model, kept in the user cache folder."""
+    With `ocr` (remembered by the library, so later runs do it too) the text in images not read yet is then read
+    and kept for full-text search. Then, unless `export_text` is False, export the model's text tower for
+    torch-free queries: a named step, once per model, kept in the user cache folder."""
+    from clipdex.indexer.ocr_pass import ocr_enabled, read_text_in_images
     from clipdex.indexer.pipeline import IndexReport, index_folders
     from clipdex.indexer.reembed import reembed_library
 
-    if not paths and not reembed:
-        raise ClipdexError("give one or more folders to index (or --reembed --model M)")
+    if not paths and not reembed and not ocr:
+        raise ClipdexError("give one or more folders to index (or --reembed --model M, or --ocr)")
+    if not paths and not reembed:  # `index --ocr` on a library: read the text in the images not read yet
+        read = read_text_in_images(library, progress)
+        return IndexReport(failed=read.failed, interrupted=read.interrupted,
+                           ocr={"read": read.read, "with_text": read.with_text})
     if reembed and model is None:
         raise ClipdexError("--reembed needs --model: the model to re-embed the library with")
     encoder = load_model(None if reembed else library, model, pretrained, device, precision)
@@ -104,6 +111,11 @@ def index(
             )
             found.notes[:0], found.reembedded = report.notes, report.reembedded
             report = found
+        if (ocr or ocr_enabled(library)) and not report.interrupted:
+            read = read_text_in_images(library, progress)
+            report.ocr = {"read": read.read, "with_text": read.with_text}
+            report.failed += read.failed
+            report.interrupted = read.interrupted
     if export_text and not report.interrupted:
         report.notes += export_text_tower(encoder, progress)
     return report
@@ -139,13 +151,18 @@ def search(
     filters=None,
     device: str = "auto",
     precision: str = "fp32",
+    mode: str = "hybrid",
+    sort: str = "score",
 ) -> Hits:
-    """Images for a query: a sentence ("horse + stripes" syntax), the tokens a user typed, or parsed Terms."""
+    """Images for a query: a sentence ("horse + stripes" syntax), the tokens a user typed, or parsed Terms.
+
+    mode: "hybrid" (CLIP fused with the words read in photos and their names), "clip" or "text".
+    sort: "score" (best first) or "date" (the same matches, newest first)."""
     from clipdex.retrieval.query import Searcher
     from clipdex.retrieval.terms import split_query
 
     searcher = Searcher(library, device, precision)
-    hits = searcher.search(split_query(query) if isinstance(query, str) else query, k, filters)
+    hits = searcher.search(split_query(query) if isinstance(query, str) else query, k, filters, mode, sort)
     return Hits(hits, searcher.notes)
 
 
@@ -223,6 +240,7 @@ def status(library: Library, paths: bool = True) -> dict:
             "gpu": bool(index and index.on_gpu),
         },
         "text_export": str(export) if export and export.is_file() else None,
+        "ocr": {"enabled": store.get_meta("ocr") == "on", **store.ocr_counts()},
     }
     if not paths:
         info["library"] = library.root.name

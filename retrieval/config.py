@@ -45,6 +45,17 @@ MAX_IMAGE_PIXELS = 178_000_000
 # Files larger than this are refused before they are read (nothing a camera writes as one image comes close).
 MAX_IMAGE_FILE_BYTES = 512 * 1024 * 1024
 
+# OCR (index --ocr): text is detected on a copy this small first (most photos have none), then read with the
+# longer side at OCR_SIDE; lines recognised with less confidence are dropped.
+OCR_GATE_SIDE = 320
+OCR_SIDE = 1280
+OCR_MIN_CONFIDENCE = 0.5
+OCR_BATCH = 16  # images read per committed batch
+SEARCH_MODES = ("hybrid", "clip", "text")
+HYBRID_CANDIDATES = 200  # CLIP and full-text rankings this deep are fused
+RRF_K = 60  # reciprocal rank fusion: score = sum of 1 / (RRF_K + rank) over the rankings an item is in
+OCR_SNIPPET_CHARS = 80  # the recognised text shown with a hit that matched it
+
 # Hugging Face hub host: resolved once, briefly, to decide whether downloads are possible at all.
 HF_HUB_HOST = "huggingface.co"
 HUB_PROBE_SECONDS = 1.5

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
+from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.fulltext import query_words
+from clipdex.retrieval.hybrid import fuse, snippet
 from clipdex.retrieval.images import open_image
 from clipdex.retrieval.library import Library
 from clipdex.retrieval.store import CAPTION, IMAGE
@@ -28,6 +32,10 @@ class Hit:
     score: float
     path: str | None = None  # an image's file
     caption: str | None = None  # a caption's text
+    ocr: str | None = None  # the part of the image's recognised text that matched the query's words
+    taken: float | None = None  # an image's date: EXIF DateTimeOriginal, else the file's mtime (POSIX seconds)
+    width: int | None = None
+    height: int | None = None
 
     @property
     def label(self) -> str:
@@ -35,8 +43,18 @@ class Hit:
         return self.path if self.kind == IMAGE else self.caption
 
     def as_json(self) -> dict:
-        field = "path" if self.kind == IMAGE else "caption"
-        return {"id": self.id, field: self.label, "score": round(self.score, 6)}
+        if self.kind != IMAGE:
+            return {"id": self.id, "caption": self.caption, "score": round(self.score, 6)}
+        found = {"id": self.id, "path": self.path, "score": round(self.score, 6), "taken": _iso(self.taken),
+                 "width": self.width, "height": self.height}
+        return {**found, "ocr": self.ocr} if self.ocr is not None else found
+
+
+def _iso(seconds: float | None) -> str | None:
+    """ISO 8601 in local time with its offset, as a photo's date is read (EXIF dates carry no zone)."""
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds).astimezone().isoformat(timespec="seconds")
 
 
 @dataclass
@@ -118,15 +136,73 @@ class Searcher:
         found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
         if filters.min_score is not None:
             found = [(i, s) for i, s in found if s >= filters.min_score]
-        rows = self.library.store.items([i for i, _ in found])
-        field = "path" if kind == IMAGE else "caption"
-        return [Hit(i, kind, s, **{field: rows[i]["key"]}) for i, s in found if i in rows]
+        return self._hits(found, kind)
 
-    def search(self, terms: Sequence[Term] | Sequence[str], k: int = 10, filters: Filters | None = None) -> list[Hit]:
-        """Images for a combined query; `terms` may be parsed Terms or the raw tokens a user typed."""
+    def _hits(self, found: Sequence[tuple[int, float]], kind: str, words: Sequence[str] = ()) -> list[Hit]:
+        rows = self.library.store.items([i for i, _ in found])
+        hits = []
+        for item_id, score in found:
+            row = rows.get(item_id)
+            if row is None:
+                continue
+            if kind == CAPTION:
+                hits.append(Hit(item_id, kind, score, caption=row["key"]))
+                continue
+            text = snippet(row["ocr_text"], words) if words and row["ocr_text"] else None
+            taken = row["taken_at"] if row["taken_at"] is not None else row["mtime"]
+            hits.append(Hit(item_id, kind, score, path=row["key"], ocr=text, taken=taken, width=row["width"],
+                            height=row["height"]))
+        return hits
+
+    def search(
+        self, terms: Sequence[Term] | Sequence[str], k: int = 10, filters: Filters | None = None,
+        mode: str = "hybrid", sort: str = "score",
+    ) -> list[Hit]:
+        """Images for a combined query; `terms` may be parsed Terms or the raw tokens a user typed.
+
+        mode "clip" ranks by CLIP alone, "text" by the words found in the photos and their file and folder names
+        alone (no model needed), "hybrid" fuses the two (hybrid.py). sort "date" orders the matches newest first."""
+        if mode not in config.SEARCH_MODES:
+            raise ClipdexError(f"--mode must be one of {', '.join(config.SEARCH_MODES)}, not {mode!r}")
+        if sort not in ("score", "date"):
+            raise ClipdexError(f"--sort must be score or date, not {sort!r}")
         if terms and isinstance(terms[0], str):
             terms = parse_terms(terms)
-        return self.nearest(self.terms_vector(terms), IMAGE, k, filters)
+        filters = filters or Filters()
+        words = query_words(" ".join(t.value for t in terms if not t.is_image and t.weight > 0))
+        if mode == "text":
+            if not words:
+                raise ClipdexError("--mode text needs words to look for (not only images or common words)")
+            hits = self._hits(self._text_matches(words, filters)[:k], IMAGE, words)
+        else:
+            hits = self._clip_or_hybrid(self.terms_vector(terms), k, filters, words if mode == "hybrid" else [])
+        if sort == "date":
+            hits.sort(key=lambda hit: (hit.taken is None, -(hit.taken or 0.0)))
+        return hits
+
+    def _text_matches(self, words: Sequence[str], filters: Filters) -> list[tuple[int, float]]:
+        """Full-text matches (id, relevance) best first, among the items `filters` allow."""
+        found = self.library.store.text_search(words, config.HYBRID_CANDIDATES)
+        if filters.restricts_items and found:
+            allowed = set(self.library.store.ids_matching(IMAGE, filters.folder, filters.after, filters.before).tolist())
+            found = [(i, r) for i, r in found if i in allowed]
+        return found
+
+    def _clip_or_hybrid(self, vector: np.ndarray, k: int, filters: Filters, words: Sequence[str]) -> list[Hit]:
+        text = self._text_matches(words, filters) if words else []
+        if not text:
+            return self.nearest(vector, IMAGE, k, filters)
+        unfiltered = Filters(filters.folder, filters.after, filters.before)  # --min-score is applied after fusion
+        clip = [(h.id, h.score) for h in self.nearest(vector, IMAGE, max(k, config.HYBRID_CANDIDATES), unfiltered)]
+        cosine = dict(clip)
+        for item_id, _ in text:  # a text match CLIP ranked too low to list still gets its own cosine
+            if item_id not in cosine and (stored := self.library.store.vector(item_id)) is not None:
+                cosine[item_id] = float(stored[1] @ vector)
+        matched = {i for i, _ in text}
+        order = fuse([i for i, _ in clip], [i for i, _ in text])
+        if filters.min_score is not None:  # a photo holding the words passes whatever its cosine
+            order = [i for i in order if i in matched or cosine[i] >= filters.min_score]
+        return self._hits([(i, cosine[i]) for i in order[:k]], IMAGE, words)
 
     def search_text(self, text: str, k: int = 10, filters: Filters | None = None) -> list[Hit]:
         return self.nearest(self.text_vector(text), IMAGE, k, filters)

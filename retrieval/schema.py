@@ -19,7 +19,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 2  # 2: staged vectors record the content they were computed from
+SCHEMA_VERSION = 3  # 2: staged vectors record the content they were computed from; 3: OCR text, full-text index
 IMAGE, CAPTION = "image", "caption"  # the kinds of item
 
 metadata = MetaData()
@@ -36,6 +36,7 @@ items_table = Table(
     Column("width", Integer),
     Column("height", Integer),
     Column("taken_at", Float),
+    Column("ocr_text", Text),  # text read in the image: NULL until OCR ran on this content, "" when it found none
     Column("vector", LargeBinary, nullable=False),
     Column("generation", BigInteger, nullable=False, index=True),
     UniqueConstraint("kind", "key"),

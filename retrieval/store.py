@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
-from sqlalchemy import create_engine, delete, event, func, inspect, select, update
+from sqlalchemy import create_engine, delete, event, func, inspect, select, text, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
 
+from clipdex.retrieval import fulltext
 from clipdex.retrieval.database_url import without_password
 from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.identity import ModelIdentity
@@ -57,6 +58,7 @@ class NewItem:
     width: int | None = None
     height: int | None = None
     taken_at: float | None = None
+    ocr_text: str | None = None  # new content: not read yet
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -71,7 +73,7 @@ def _to_blob(vector: np.ndarray) -> bytes:
     return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
 
 
-class Store:
+class Store(fulltext.TextStore):
     """Items (images and captions) with their vectors, the model binding and the write generation."""
 
     def __init__(self, url: str) -> None:
@@ -122,16 +124,21 @@ class Store:
         if not inspect(self.db).has_table("meta"):
             with self.db.begin() as conn:
                 metadata.create_all(conn)
+                fulltext.create(conn)
                 conn.execute(meta_table.insert(), [
                     {"key": "schema_version", "value": str(SCHEMA_VERSION)},
                     {"key": "generation", "value": "0"},
                 ])
             return
         found = self.get_meta("schema_version")
-        if found == "1":  # staged vectors are only a resumable cache: version 1's, which lack a source, go
+        if found in ("1", "2"):
             with self.db.begin() as conn:
-                staged_table.drop(conn, checkfirst=True)
-                staged_table.create(conn)
+                if found == "1":  # staged vectors are only a resumable cache: version 1's, which lack a source, go
+                    staged_table.drop(conn, checkfirst=True)
+                    staged_table.create(conn)
+                conn.execute(text("ALTER TABLE items ADD COLUMN ocr_text TEXT"))
+                fulltext.create(conn)
+                fulltext.rebuild(conn)
                 self._set_meta(conn, "schema_version", str(SCHEMA_VERSION))
             return
         if found != str(SCHEMA_VERSION):
@@ -351,7 +358,7 @@ class Store:
 
     def items(self, ids: Sequence[int]) -> dict[int, dict]:
         c = items_table.c
-        columns = [c.id, c.kind, c.key, c.sha256, c.size, c.mtime, c.width, c.height, c.taken_at]
+        columns = [c.id, c.kind, c.key, c.sha256, c.size, c.mtime, c.width, c.height, c.taken_at, c.ocr_text]
         with self.db.connect() as conn:
             rows = conn.execute(select(*columns).where(c.id.in_([int(i) for i in ids]))).mappings().all()
         return {row["id"]: dict(row) for row in rows}
