@@ -30,12 +30,12 @@ RARE_SHARE = 0.05  # with no item holding every word, only words on at most this
 _SQLITE_DDL = [
     "CREATE VIRTUAL TABLE IF NOT EXISTS items_text USING fts5(names, ocr, tokenize = 'unicode61')",
     """CREATE TRIGGER IF NOT EXISTS items_text_insert AFTER INSERT ON items WHEN new.kind = 'image' BEGIN
-         INSERT INTO items_text(rowid, names, ocr) VALUES (new.id, new.key, coalesce(new.ocr_text, ''));
+         INSERT INTO items_text(rowid, names, ocr) VALUES (new.id, new.key, coalesce(new.ocr_words, ''));
        END""",
-    """CREATE TRIGGER IF NOT EXISTS items_text_update AFTER UPDATE OF key, ocr_text ON items
+    """CREATE TRIGGER IF NOT EXISTS items_text_update AFTER UPDATE OF key, ocr_words ON items
        WHEN new.kind = 'image' BEGIN
          DELETE FROM items_text WHERE rowid = old.id;
-         INSERT INTO items_text(rowid, names, ocr) VALUES (new.id, new.key, coalesce(new.ocr_text, ''));
+         INSERT INTO items_text(rowid, names, ocr) VALUES (new.id, new.key, coalesce(new.ocr_words, ''));
        END""",
     """CREATE TRIGGER IF NOT EXISTS items_text_delete AFTER DELETE ON items BEGIN
          DELETE FROM items_text WHERE rowid = old.id;
@@ -43,7 +43,7 @@ _SQLITE_DDL = [
 ]
 _POSTGRES_DDL = [
     """ALTER TABLE items ADD COLUMN IF NOT EXISTS words tsvector GENERATED ALWAYS AS (
-         to_tsvector('simple', regexp_replace(key, '[^[:alnum:]]+', ' ', 'g') || ' ' || coalesce(ocr_text, ''))
+         to_tsvector('simple', regexp_replace(key, '[^[:alnum:]]+', ' ', 'g') || ' ' || coalesce(ocr_words, ''))
        ) STORED""",
     "CREATE INDEX IF NOT EXISTS items_words ON items USING GIN (words)",
 ]
@@ -56,6 +56,17 @@ def query_words(query: str) -> list[str]:
     return list(dict.fromkeys(kept))
 
 
+def searchable_words(recognised: str) -> str:
+    """The recognised text as the index reads it: OCR often glues a word to a number ("INVOICE9031"), so a token
+    mixing letters and digits is also indexed as its letter and digit runs (while "B22" still matches itself)."""
+    extra = [
+        " ".join(re.findall(r"[^\W\d_]+|\d+", token))
+        for token in _WORD.findall(recognised)
+        if re.search(r"\d", token) and re.search(r"[^\W\d_]", token)
+    ]
+    return " ".join([recognised, *extra])
+
+
 def create(conn: Connection) -> None:
     for statement in _SQLITE_DDL if conn.dialect.name == "sqlite" else _POSTGRES_DDL:
         conn.execute(text(statement))
@@ -65,7 +76,7 @@ def rebuild(conn: Connection) -> None:
     """Make the index again from the rows (after a migration, or if it was ever damaged)."""
     if conn.dialect.name == "sqlite":
         conn.execute(text("DELETE FROM items_text"))
-        conn.execute(text("INSERT INTO items_text(rowid, names, ocr) SELECT id, key, coalesce(ocr_text, '') "
+        conn.execute(text("INSERT INTO items_text(rowid, names, ocr) SELECT id, key, coalesce(ocr_words, '') "
                           "FROM items WHERE kind = 'image'"))
     # PostgreSQL's generated column is recomputed by the database on every write: nothing to rebuild.
 
@@ -134,7 +145,9 @@ class TextStore:
         with self.db.begin() as conn:
             for item_id, sha256, found in rows:
                 same = c.sha256.is_(None) if sha256 is None else c.sha256 == sha256
-                conn.execute(update(items_table).where(c.id == item_id, same).values(ocr_text=found))
+                conn.execute(update(items_table).where(c.id == item_id, same).values(
+                    ocr_text=found, ocr_words=searchable_words(found)
+                ))
 
     def ocr_counts(self) -> dict[str, int]:
         c = items_table.c
@@ -150,9 +163,3 @@ class TextStore:
         with self.db.connect() as conn:
             total = conn.execute(select(func.count()).select_from(items_table).where(items_table.c.kind == IMAGE))
             return search(conn, words, limit, int(total.scalar() or 0))
-
-    def ocr_texts(self, ids: Sequence[int]) -> dict[int, str]:
-        c = items_table.c
-        with self.db.connect() as conn:
-            query = select(c.id, c.ocr_text).where(c.id.in_([int(i) for i in ids]), c.ocr_text != "")
-            return {int(i): t for i, t in conn.execute(query)}

@@ -9,7 +9,6 @@ words match nothing (most descriptions of a scene) keeps CLIP's ranking exactly.
 
 from __future__ import annotations
 
-import re
 from typing import Sequence
 
 from clipdex.retrieval import config
@@ -30,9 +29,9 @@ def snippet(text: str, words: Sequence[str], width: int = config.OCR_SNIPPET_CHA
     the match was on the file name)."""
     flat = " ".join(text.split())
     for word in words:
-        found = re.search(rf"(?<![^\W_]){re.escape(word)}(?![^\W_])", flat, re.IGNORECASE)
-        if found:
-            start = max(0, found.start() - width // 2)
+        at = flat.casefold().find(word.casefold())  # also inside a glued "INVOICE9031"
+        if at >= 0:
+            start = max(0, at - width // 2)
             end = min(len(flat), start + width)
             return ("…" if start else "") + flat[start:end] + ("…" if end < len(flat) else "")
     return None

@@ -37,6 +37,7 @@ items_table = Table(
     Column("height", Integer),
     Column("taken_at", Float),
     Column("ocr_text", Text),  # text read in the image: NULL until OCR ran on this content, "" when it found none
+    Column("ocr_words", Text),  # what the full-text index reads of it (fulltext.searchable_words)
     Column("vector", LargeBinary, nullable=False),
     Column("generation", BigInteger, nullable=False, index=True),
     UniqueConstraint("kind", "key"),

@@ -59,6 +59,7 @@ class NewItem:
     height: int | None = None
     taken_at: float | None = None
     ocr_text: str | None = None  # new content: not read yet
+    ocr_words: str | None = None
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -137,6 +138,7 @@ class Store(fulltext.TextStore):
                     staged_table.drop(conn, checkfirst=True)
                     staged_table.create(conn)
                 conn.execute(text("ALTER TABLE items ADD COLUMN ocr_text TEXT"))
+                conn.execute(text("ALTER TABLE items ADD COLUMN ocr_words TEXT"))
                 fulltext.create(conn)
                 fulltext.rebuild(conn)
                 self._set_meta(conn, "schema_version", str(SCHEMA_VERSION))

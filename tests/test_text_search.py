@@ -1,0 +1,218 @@
+"""Photos found by the words in them (issue #19): OCR at index time, full-text search on SQLite and PostgreSQL,
+and hybrid ranking with CLIP. Real RapidOCR models, real images with words rendered by Pillow's scalable font."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from clipdex.retrieval import config
+from clipdex.retrieval.library import Library
+from tests.conftest import SAMPLE_ROWS, new_postgres_database
+
+SAMPLE = ("--model", "sample", "--no-export")
+# file name → (the words drawn, how they are drawn)
+TEXTS = {
+    "receipt.jpg": "RECEIPT TOTAL 4711",
+    "gate.png": "GATE B22",  # rotated 90°
+    "crossing.jpg": "ZEBRA CROSSING",  # upside down
+    "settings.jpg": "VPN SETTINGS",  # stored sideways with an EXIF orientation that turns it upright
+}
+
+
+def _words_image(text: str, size=(900, 600), font_size: int = 72, colour=(20, 20, 20)) -> Image.Image:
+    image = Image.new("RGB", size, (245, 242, 235))
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=font_size)
+    y = size[1] // 4
+    for line in text.split(" ", 1) if len(text) > 12 else [text]:
+        draw.text((size[0] // 10, y), line, fill=colour, font=font)
+        y += int(font_size * 1.6)
+    return image
+
+
+def make_text_photos(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    _words_image(TEXTS["receipt.jpg"]).save(folder / "receipt.jpg", quality=92)
+    _words_image(TEXTS["gate.png"], font_size=90).rotate(90, expand=True).save(folder / "gate.png")
+    _words_image(TEXTS["crossing.jpg"]).rotate(180).save(folder / "crossing.jpg", quality=92)
+    sideways = _words_image(TEXTS["settings.jpg"]).transpose(Image.Transpose.ROTATE_90)  # a viewer turns it back
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    sideways.save(folder / "settings.jpg", quality=92, exif=exif.tobytes())
+    big = Image.new("RGB", (4000, 3000), (240, 240, 240))  # words far too small to read at OCR size
+    ImageDraw.Draw(big).text((1800, 1500), "MICROSCOPIC", fill="black", font=ImageFont.load_default(size=9))
+    big.save(folder / "tiny-print.jpg", quality=90)
+    for row in SAMPLE_ROWS[:6]:
+        shutil.copy2(config.SAMPLE_DATA_DIR / row["image"], folder / Path(row["image"]).name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def text_photos(tmp_path_factory) -> Path:
+    return make_text_photos(tmp_path_factory.mktemp("text-photos") / "photos")
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def indexed(request, tmp_path_factory, text_photos: Path):
+    """(run the CLI, library folder, database URL) of one library indexed with --ocr, per database."""
+    from typer.testing import CliRunner
+
+    from clipdex.cli.app import app
+
+    database = new_postgres_database(request.getfixturevalue("postgres_server")) if request.param != "sqlite" else None
+    library_dir = tmp_path_factory.mktemp(f"text-{request.param}") / "library"
+    runner = CliRunner()
+
+    def cli(*args):
+        extra = ["--database", database] if database else []
+        return runner.invoke(app, ["--library", str(library_dir), *extra, *map(str, args)], catch_exceptions=False)
+
+    result = cli("index", text_photos, *SAMPLE, "--ocr", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["ocr"] == {"read": 11, "with_text": 4}
+    return cli, library_dir, database
+
+
+def _search(cli, *args) -> list[dict]:
+    result = cli("search", *args, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def _names(hits: list[dict]) -> list[str]:
+    return [Path(hit["path"]).name for hit in hits]
+
+
+def test_ocr_reads_straight_rotated_upside_down_and_exif_turned_text(indexed, text_photos: Path) -> None:
+    _, library_dir, database = indexed
+    store = Library(library_dir, database).store
+    rows = store.items(range(1, 100))
+    read = {Path(row["key"]).name: row["ocr_text"] for row in rows.values()}
+    for name, words in TEXTS.items():
+        assert set(words.split()) <= set(read[name].upper().split()), (name, read[name])
+    assert read["tiny-print.jpg"] == ""  # too small to read at the size OCR looks at: skipped
+    assert all(read[Path(r["image"]).name] == "" for r in SAMPLE_ROWS[:6])  # no text: none stored, yet read
+    assert store.ocr_counts() == {"unread": 0, "without_text": 7, "with_text": 4}
+
+
+@pytest.mark.parametrize("query, expected", [
+    ("4711", "receipt.jpg"), ("the receipt with 4711", "receipt.jpg"), ("gate B22", "gate.png"),
+    ("zebra", "crossing.jpg"), ("that screenshot about the VPN", "settings.jpg"),
+])
+def test_a_word_in_a_photo_finds_it_first(indexed, query: str, expected: str) -> None:
+    cli = indexed[0]
+    for mode in ("hybrid", "text"):
+        hits = _search(cli, query, "--mode", mode, "-k", "5")
+        assert _names(hits)[0] == expected, (mode, _names(hits))
+        assert hits[0]["ocr"] and any(w.lower() in hits[0]["ocr"].lower() for w in query.split()[-1:])
+    paths = cli("search", query, "-f", "-k", "1")
+    assert Path(paths.stdout.strip()).name == expected
+
+
+def test_clip_queries_on_photos_without_words_are_unchanged(indexed) -> None:
+    cli = indexed[0]
+    for row in SAMPLE_ROWS[:6]:
+        assert _search(cli, row["caption"], "--mode", "hybrid", "-k", "11") == _search(
+            cli, row["caption"], "--mode", "clip", "-k", "11"
+        )
+
+
+def test_filters_and_min_score_keep_working(indexed, text_photos: Path) -> None:
+    cli = indexed[0]
+    assert _search(cli, "4711", "--min-score", "0.99") and _names(_search(cli, "4711", "--min-score", "0.99")) == [
+        "receipt.jpg"
+    ]  # the photo holding the words passes whatever its cosine; nothing else does
+    assert _search(cli, "4711", "--mode", "text", "--in", text_photos / "nowhere") == []
+    assert cli("search", "the a of", "--mode", "text").exit_code == 1  # only common words: a clear error
+
+
+def test_the_web_api_searches_by_words(indexed) -> None:
+    from fastapi.testclient import TestClient
+
+    from clipdex.cli.web import create_app
+    from tests.test_web import LOCAL
+
+    _, library_dir, database = indexed
+    client = TestClient(create_app(Library(library_dir, database), "cpu"), base_url=LOCAL)
+    hits = client.get("/api/search", params={"q": "gate b22", "k": 3}).json()
+    assert Path(hits[0]["path"]).name == "gate.png" and "B22" in hits[0]["ocr"]
+    assert client.get("/api/search", params={"q": "x", "mode": "nope"}).status_code == 422
+
+
+def test_a_renamed_file_is_found_by_its_new_name(cli, photos) -> None:
+    folder = photos(4)
+    assert cli("index", folder, *SAMPLE).exit_code == 0  # no --ocr: names are searchable anyway
+    first = sorted(folder.iterdir())[0]
+    first.rename(folder / "paris-2023-eiffel.png")
+    assert json.loads(cli("index", folder, "--json").stdout)["moved"] == 1
+    assert _names(_search(cli, "paris 2023", "--mode", "text")) == ["paris-2023-eiffel.png"]
+    assert _names(_search(cli, "eiffel", "-k", "4"))[0] == "paris-2023-eiffel.png"
+    assert _search(cli, Path(first).stem, "--mode", "text") == []  # the old name is gone from the index
+
+
+def test_ocr_later_fills_in_an_existing_library_and_changed_photos_are_read_again(cli, library_dir: Path,
+                                                                                   tmp_path: Path) -> None:
+    folder = make_text_photos(tmp_path / "photos")
+    assert cli("index", folder, *SAMPLE).exit_code == 0
+    assert json.loads(cli("status", "--json").stdout)["ocr"]["enabled"] is False
+    filled = json.loads(cli("index", "--ocr", "--json").stdout)
+    assert filled["ocr"] == {"read": 11, "with_text": 4}
+    _words_image("INVOICE 9031").save(folder / "receipt.jpg", quality=92)  # new content, same name
+    again = json.loads(cli("index", folder, "--json").stdout)  # --ocr is remembered
+    assert again["updated"] == 1 and again["ocr"] == {"read": 1, "with_text": 1}
+    assert _names(_search(cli, "9031", "--mode", "text")) == ["receipt.jpg"]
+    assert _search(cli, "4711", "--mode", "text") == []
+
+
+def _glued(text: str) -> str:
+    """OCR may or may not see the space between a word and a number: compare without spaces."""
+    return "".join(text.split())
+
+
+def _ocr_rows(library_dir: Path) -> dict[str, str | None]:
+    with sqlite3.connect(library_dir / config.DATABASE_FILE) as db:
+        return {Path(k).name: t for k, t in db.execute("SELECT key, ocr_text FROM items")}
+
+
+def test_kill_9_during_an_ocr_pass_loses_nothing(cli, library_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "many"
+    folder.mkdir()
+    words = {f"note-{n:02d}.png": f"CODE {1000 + 37 * n}" for n in range(40)}
+    for name, text in words.items():
+        _words_image(text, size=(640, 360), font_size=64).save(folder / name)
+    assert cli("index", folder, *SAMPLE).exit_code == 0
+    rng = random.Random(19)
+    partial = []
+    for _ in range(3):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "clipdex", "--library", str(library_dir), "index", "--ocr"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        before = sum(found is not None for found in _ocr_rows(library_dir).values())
+        deadline = time.time() + 120
+        while time.time() < deadline and process.poll() is None and before == sum(
+            found is not None for found in _ocr_rows(library_dir).values()
+        ):
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 1.0))  # somewhere in the next batch or its commit
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        for name, found in _ocr_rows(library_dir).items():  # each row: not read yet, or read whole
+            assert found is None or _glued(found) == _glued(words[name]), (name, found)
+        partial.append(sum(found is not None for found in _ocr_rows(library_dir).values()))
+    assert any(0 < n < len(words) for n in partial), partial  # a kill did land in the middle of the pass
+    assert cli("index", "--ocr").exit_code == 0
+    assert {n: _glued(t) for n, t in _ocr_rows(library_dir).items()} == {n: _glued(t) for n, t in words.items()}
+    for name, text in words.items():  # the full-text index agrees with every row
+        assert _names(_search(cli, text.split()[1], "--mode", "text")) == [name]
