@@ -82,7 +82,7 @@ def index(
     With `ocr` (remembered by the library, so later runs do it too) the text in images not read yet is then read
     and kept for full-text search. Then, unless `export_text` is False, export the model's text tower for
     torch-free queries: a named step, once per model, kept in the user cache folder."""
-    from clipdex.indexer.ocr_pass import ocr_enabled, read_text_in_images
+    from clipdex.indexer.ocr_pass import read_text_in_images
     from clipdex.indexer.pipeline import IndexReport, index_folders
     from clipdex.indexer.reembed import reembed_library
 
@@ -99,6 +99,8 @@ def index(
     with library.writer():
         if index_type is not None:
             library.set_index_preference(index_type)
+        if ocr:  # remembered first, so this run's decoding already asks the text gate
+            library.store.enable_ocr()
         bound = library.identity
         if reembed and bound is not None and not bound.same_model(encoder.identity):
             done = reembed_library(library, encoder, batch_size, workers, progress=progress)
@@ -111,7 +113,7 @@ def index(
             )
             found.notes[:0], found.reembedded = report.notes, report.reembedded
             report = found
-        if (ocr or ocr_enabled(library)) and not report.interrupted:
+        if library.store.ocr_enabled and not report.interrupted:
             read = read_text_in_images(library, progress)
             report.ocr = {"read": read.read, "with_text": read.with_text}
             report.failed += read.failed
@@ -240,7 +242,7 @@ def status(library: Library, paths: bool = True) -> dict:
             "gpu": bool(index and index.on_gpu),
         },
         "text_export": str(export) if export and export.is_file() else None,
-        "ocr": {"enabled": store.get_meta("ocr") == "on", **store.ocr_counts()},
+        "ocr": {"enabled": store.ocr_enabled, **store.ocr_counts()},
     }
     if not paths:
         info["library"] = library.root.name

@@ -27,11 +27,24 @@ class Decoded:
     taken_at: float | None = None
     error: str | None = None
     sha256: str | None = None
+    may_have_text: bool | None = None  # the OCR gate's answer (None: not asked)
+
+
+_gate = None  # one small text detector per decode process, made on first use
+
+
+def _may_have_text(image) -> bool:
+    global _gate
+    if _gate is None:
+        from clipdex.retrieval.ocr import TextReader
+
+        _gate = TextReader(threads=1)  # one core, like the rest of a decode worker
+    return _gate.has_text(image)
 
 
 class DecodeDataset(Dataset):
-    def __init__(self, paths: Sequence[str], preprocess: Callable, min_side: int) -> None:
-        self.paths, self.preprocess, self.min_side = paths, preprocess, min_side
+    def __init__(self, paths: Sequence[str], preprocess: Callable, min_side: int, text_gate: bool = False) -> None:
+        self.paths, self.preprocess, self.min_side, self.text_gate = paths, preprocess, min_side, text_gate
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -48,14 +61,16 @@ class DecodeDataset(Dataset):
         except OSError as exc:
             return Decoded(position, None, error=f"cannot read {path}: {exc.strerror or exc}")
         try:
-            decoded = read_image(io.BytesIO(data), self.min_side, name=path)
+            decoded = read_image(io.BytesIO(data), max(self.min_side, config.OCR_GATE_SIDE * self.text_gate), name=path)
             pixels = self.preprocess(decoded.image)
+            may_have_text = _may_have_text(decoded.image) if self.text_gate else None
         except ClipdexError as exc:
             return Decoded(position, None, error=str(exc))
         except Exception as exc:  # a transform failing on a strange image is still one bad file
             return Decoded(position, None, error=f"cannot preprocess {path}: {exc}")
         sha256 = hashlib.sha256(data).hexdigest()
-        return Decoded(position, pixels, decoded.width, decoded.height, decoded.taken_at, sha256=sha256)
+        return Decoded(position, pixels, decoded.width, decoded.height, decoded.taken_at, sha256=sha256,
+                       may_have_text=may_have_text)
 
 
 def collate(batch: list[Decoded]) -> list[Decoded]:

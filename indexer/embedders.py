@@ -24,15 +24,19 @@ class EmbeddedBatch:
 class LocalEmbedder:
     """Decode workers feeding one encoder in this process."""
 
-    def __init__(self, encoder, batch_size: int = config.DEFAULT_BATCH_SIZE, workers: int = config.DEFAULT_DECODE_WORKERS):
-        self.encoder, self.batch_size, self.workers = encoder, batch_size, workers
+    def __init__(
+        self, encoder, batch_size: int = config.DEFAULT_BATCH_SIZE, workers: int = config.DEFAULT_DECODE_WORKERS,
+        text_gate: bool = False,
+    ):
+        """text_gate: also ask the OCR gate whether each decoded image may hold text (index --ocr)."""
+        self.encoder, self.batch_size, self.workers, self.text_gate = encoder, batch_size, workers, text_gate
 
     def embed(self, paths: Sequence[str]) -> Iterator[EmbeddedBatch]:
         if not paths:
             return
         workers = min(self.workers, math.ceil(len(paths) / self.batch_size))
         loader = DataLoader(
-            DecodeDataset(paths, self.encoder.preprocess, self.encoder.image_size),
+            DecodeDataset(paths, self.encoder.preprocess, self.encoder.image_size, self.text_gate),
             batch_size=self.batch_size,
             num_workers=workers,
             collate_fn=collate,

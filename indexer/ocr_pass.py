@@ -13,9 +13,6 @@ from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.library import Library
 from clipdex.retrieval.ocr import TextReader
 
-OCR_SETTING = "ocr"  # meta key: "on" once a library was indexed with --ocr; later runs read new files too
-
-
 @dataclass
 class OcrReport:
     read: int = 0
@@ -24,17 +21,13 @@ class OcrReport:
     interrupted: bool = False
 
 
-def ocr_enabled(library: Library) -> bool:
-    return library.store.get_meta(OCR_SETTING) == "on"
-
-
 def read_text_in_images(library: Library, progress=None, reader: TextReader | None = None) -> OcrReport:
     """OCR every unread image of the library (holding its writer lock) and remember that the library wants it."""
     report = OcrReport()
     with library.writer():
         store = library.store
-        if not ocr_enabled(library):
-            store.set_meta(OCR_SETTING, "on")
+        if not store.ocr_enabled:
+            store.enable_ocr()
         unread = store.ocr_counts()["unread"]
         advance = progress("reading text (OCR)", unread) if progress and unread else None
         reader = reader or TextReader()

@@ -40,8 +40,11 @@ class IndexReport:
 
 
 def _item(file: FileStat, sha256: str, decoded, vector) -> NewItem:
+    """The row of an embedded file; when the OCR gate saw no text it is already read (none found), else unread."""
+    no_text = "" if decoded.may_have_text is False else None
     return NewItem(
-        IMAGE, file.path, vector, sha256, file.size, file.mtime, decoded.width, decoded.height, decoded.taken_at
+        IMAGE, file.path, vector, sha256, file.size, file.mtime, decoded.width, decoded.height, decoded.taken_at,
+        ocr_text=no_text, ocr_words=no_text,
     )
 
 
@@ -90,7 +93,7 @@ def _index_folders(library, roots, encoder, exclude, include_hidden, batch_size,
 
         jobs = [(None, f, digest) for f, digest in plan.new] + [(i, f, digest) for i, f, digest in plan.modified]
         advance = progress("embedding", len(jobs)) if progress and jobs else None
-        embedder = embedder or LocalEmbedder(encoder, batch_size, workers)
+        embedder = embedder or LocalEmbedder(encoder, batch_size, workers, store.ocr_enabled)
         for batch in embedder.embed([f.path for _, f, _ in jobs]):
             inserts, updates = [], []
             for decoded, vector in batch.done:

@@ -25,6 +25,7 @@ STOPWORDS = frozenset(
     "photo photos picture pictures image images find show me my".split()
 )
 COMMON_SHARE = 0.5  # a word on more than this share of items is not matched at all
+OCR_META_KEY = "ocr"
 RARE_SHARE = 0.05  # with no item holding every word, only words on at most this share of items are matched
 
 _SQLITE_DDL = [
@@ -131,6 +132,14 @@ class TextStore:
     """The store's OCR and full-text methods (mixed into `Store`, which provides `db`)."""
 
     db: Engine
+
+    @property
+    def ocr_enabled(self) -> bool:
+        """Whether the library reads the text in its images (index --ocr once; later runs remember it)."""
+        return self.get_meta(OCR_META_KEY) == "on"
+
+    def enable_ocr(self) -> None:
+        self.set_meta(OCR_META_KEY, "on")
 
     def unread_images(self, limit: int) -> list[tuple[int, str, str | None]]:
         """(id, path, sha256) of images whose current content OCR has not read yet."""

@@ -80,7 +80,10 @@ def indexed(request, tmp_path_factory, text_photos: Path):
 
     result = cli("index", text_photos, *SAMPLE, "--ocr", "--json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["ocr"] == {"read": 11, "with_text": 4}
+    assert json.loads(result.stdout)["ocr"]["with_text"] == 4
+    assert json.loads(cli("status", "--json").stdout)["ocr"] == {
+        "enabled": True, "unread": 0, "without_text": 7, "with_text": 4
+    }
     return cli, library_dir, database
 
 
