@@ -116,16 +116,16 @@ def hybrid_figures(folder: Path, images: int, queries: int) -> dict:
         "hybrid_scene": [("a dog on a beach", "hybrid"), ("red car at night", "hybrid")],
         "hybrid_words": [("parking ticket", "hybrid"), (texts[0][2].split()[-1], "hybrid")],
     }
-    api.search(library, "warm up", 10, mode="hybrid")
-    figures = {}
-    for name, cases in searches.items():
-        times = []
-        for i in range(queries):
+    for query, mode in [case for cases in searches.values() for case in cases]:  # warm every path once
+        api.search(library, query, 10, mode=mode)
+    times: dict[str, list[float]] = {name: [] for name in searches}
+    for i in range(queries):  # interleaved, so drift on the machine falls on every kind alike
+        for name, cases in searches.items():
             query, mode = cases[i % len(cases)]
             started = time.perf_counter()
             api.search(library, query, 10, mode=mode)
-            times.append((time.perf_counter() - started) * 1000)
-        figures[f"{name}_p50_ms"] = round(statistics.median(times), 2)
+            times[name].append((time.perf_counter() - started) * 1000)
+    figures = {f"{name}_p50_ms": round(statistics.median(t), 2) for name, t in times.items()}
     figures["hybrid_words_ratio"] = round(figures["hybrid_words_p50_ms"] / figures["clip_p50_ms"], 3)
     figures["hybrid_scene_ratio"] = round(figures["hybrid_scene_p50_ms"] / figures["clip_p50_ms"], 3)
     figures["images"] = images

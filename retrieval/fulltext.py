@@ -167,8 +167,8 @@ class TextStore:
             ).where(c.kind == IMAGE)).one()
         return {"unread": unread, "without_text": empty, "with_text": with_text}
 
-    def text_search(self, words: Sequence[str], limit: int) -> list[tuple[int, float]]:
-        """Images whose recognised text or file and folder names hold the words, best first (see `search`)."""
+    def text_search(self, words: Sequence[str], limit: int, images: int) -> list[tuple[int, float]]:
+        """Images whose recognised text or file and folder names hold the words, best first (see `search`);
+        `images` is how many the library holds (the caller knows it without counting rows)."""
         with self.db.connect() as conn:
-            total = conn.execute(select(func.count()).select_from(items_table).where(items_table.c.kind == IMAGE))
-            return search(conn, words, limit, int(total.scalar() or 0))
+            return search(conn, words, limit, images)

@@ -123,9 +123,11 @@ class Searcher:
 
     def nearest(self, vector: np.ndarray, kind: str, k: int, filters: Filters | None = None) -> list[Hit]:
         """The k items of `kind` with the highest cosine to `vector` among those `filters` allow, best first."""
+        return self._hits(self._ranked(vector, kind, k, filters or Filters()), kind)
+
+    def _ranked(self, vector: np.ndarray, kind: str, k: int, filters: Filters) -> list[tuple[int, float]]:
         if k < 1:
             raise ClipdexError("-k must be at least 1")
-        filters = filters or Filters()
         index = self.library.vector_index(kind)
         allowed = None
         if filters.restricts_items:
@@ -136,7 +138,7 @@ class Searcher:
         found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
         if filters.min_score is not None:
             found = [(i, s) for i, s in found if s >= filters.min_score]
-        return self._hits(found, kind)
+        return found
 
     def _hits(self, found: Sequence[tuple[int, float]], kind: str, words: Sequence[str] = ()) -> list[Hit]:
         rows = self.library.store.items([i for i, _ in found])
@@ -173,33 +175,34 @@ class Searcher:
         if mode == "text":
             if not words:
                 raise ClipdexError("--mode text needs words to look for (not only images or common words)")
-            hits = self._hits(self._text_matches(words, filters)[:k], IMAGE, words)
+            hits = self._hits(self._text_matches(words, filters, self.library.store.count(IMAGE))[:k], IMAGE, words)
         else:
             hits = self._clip_or_hybrid(self.terms_vector(terms), k, filters, words if mode == "hybrid" else [])
         if sort == "date":
             hits.sort(key=lambda hit: (hit.taken is None, -(hit.taken or 0.0)))
         return hits
 
-    def _text_matches(self, words: Sequence[str], filters: Filters) -> list[tuple[int, float]]:
+    def _text_matches(self, words: Sequence[str], filters: Filters, images: int) -> list[tuple[int, float]]:
         """Full-text matches (id, relevance) best first, among the items `filters` allow."""
-        found = self.library.store.text_search(words, config.HYBRID_CANDIDATES)
+        store = self.library.store
+        found = store.text_search(words, config.HYBRID_CANDIDATES, images)
         if filters.restricts_items and found:
-            allowed = set(self.library.store.ids_matching(IMAGE, filters.folder, filters.after, filters.before).tolist())
+            allowed = set(store.ids_matching(IMAGE, filters.folder, filters.after, filters.before).tolist())
             found = [(i, r) for i, r in found if i in allowed]
         return found
 
     def _clip_or_hybrid(self, vector: np.ndarray, k: int, filters: Filters, words: Sequence[str]) -> list[Hit]:
-        text = self._text_matches(words, filters) if words else []
+        store = self.library.store
+        text = self._text_matches(words, filters, self.library.vector_index(IMAGE).count) if words else []
         if not text:
             return self.nearest(vector, IMAGE, k, filters)
         unfiltered = Filters(filters.folder, filters.after, filters.before)  # --min-score is applied after fusion
-        clip = [(h.id, h.score) for h in self.nearest(vector, IMAGE, max(k, config.HYBRID_CANDIDATES), unfiltered)]
+        clip = self._ranked(vector, IMAGE, max(k, config.HYBRID_CANDIDATES), unfiltered)
         cosine = dict(clip)
-        for item_id, _ in text:  # a text match CLIP ranked too low to list still gets its own cosine
-            if item_id not in cosine and (stored := self.library.store.vector(item_id)) is not None:
-                cosine[item_id] = float(stored[1] @ vector)
+        missing = [i for i, _ in text if i not in cosine]  # text matches CLIP ranked too low to list
+        cosine.update({i: float(v @ vector) for i, v in store.vectors_of(missing).items()} if missing else {})
         matched = {i for i, _ in text}
-        order = fuse([i for i, _ in clip], [i for i, _ in text])
+        order = fuse([i for i, _ in clip], [i for i, _ in text if i in cosine])
         if filters.min_score is not None:  # a photo holding the words passes whatever its cosine
             order = [i for i in order if i in matched or cosine[i] >= filters.min_score]
         return self._hits([(i, cosine[i]) for i in order[:k]], IMAGE, words)

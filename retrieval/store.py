@@ -358,6 +358,12 @@ class Store(fulltext.TextStore):
             row = conn.execute(select(c.kind, c.vector).where(c.id == item_id)).first()
         return None if row is None else (row[0], np.frombuffer(row[1], dtype=np.float32))
 
+    def vectors_of(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
+        c = items_table.c
+        with self.db.connect() as conn:
+            rows = conn.execute(select(c.id, c.vector).where(c.id.in_([int(i) for i in ids])))
+            return {int(i): np.frombuffer(v, dtype=np.float32) for i, v in rows}
+
     def items(self, ids: Sequence[int]) -> dict[int, dict]:
         c = items_table.c
         columns = [c.id, c.kind, c.key, c.sha256, c.size, c.mtime, c.width, c.height, c.taken_at, c.ocr_text]
