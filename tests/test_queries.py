@@ -122,6 +122,36 @@ def test_filters_equal_brute_force_on_stored_rows(cli, library_dir, photos, tiny
     assert [h["id"] for h in above] == [h["id"] for h in everything if h["score"] >= cut]
 
 
+def test_sort_by_date_orders_the_same_matches_newest_first(cli, library_dir, tmp_path: Path) -> None:
+    folder = tmp_path / "dated"
+    folder.mkdir()
+    taken = {}
+    for n, row in enumerate(SAMPLE_ROWS[:12]):
+        when = datetime(2015 + (n * 7) % 10, 1 + n % 12, 1 + n, 9, 30)
+        image = Image.open(config.SAMPLE_DATA_DIR / row["image"]).convert("RGB")
+        path = folder / f"{n:02d}.jpg"
+        if n % 3:  # EXIF DateTimeOriginal on most, the file's mtime on the others
+            exif = Image.Exif()
+            exif.get_ifd(0x8769)[0x9003] = when.strftime("%Y:%m:%d %H:%M:%S")
+            image.save(path, exif=exif.tobytes())
+        else:
+            image.save(path)
+            os.utime(path, (when.timestamp(), when.timestamp()))
+        taken[str(path)] = when
+    assert cli("index", folder, "--model", "clipdex-tiny", "--no-export").exit_code == 0
+    by_score = _json(cli("search", "a red circle", "-k", "5", "--json"))
+    by_date = _json(cli("search", "a red circle", "-k", "5", "--sort", "date", "--json"))
+    assert sorted(h["id"] for h in by_date) == sorted(h["id"] for h in by_score)  # the top 5, reordered
+    assert [taken[h["path"]] for h in by_date] == sorted((taken[h["path"]] for h in by_score), reverse=True)
+    for hit in by_date:
+        assert datetime.fromisoformat(hit["taken"]).replace(tzinfo=None) == taken[hit["path"]]
+        assert (hit["width"], hit["height"]) == Image.open(hit["path"]).size
+    cut = by_score[2]["score"] - 1e-5  # JSON scores are rounded to 6 places
+    above = _json(cli("search", "a red circle", "-k", "50", "--min-score", str(cut), "--sort", "date", "--json"))
+    assert sorted(h["id"] for h in above) == sorted(h["id"] for h in by_score[:3])
+    assert cli("search", "x", "--sort", "size").exit_code == 1
+
+
 def test_paths_only_prints_exactly_the_json_paths(cli, indexed) -> None:
     as_json = _json(cli("search", "kitten", "-k", "5", "--json"))
     paths_only = cli("search", "-f", "-k", "5", "kitten")
