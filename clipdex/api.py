@@ -83,6 +83,7 @@ def index(
     and kept for full-text search. Then, unless `export_text` is False, export the model's text tower for
     torch-free queries: a named step, once per model, kept in the user cache folder."""
     from clipdex.indexer.ocr_pass import read_text_in_images
+    from clipdex.retrieval.ocr import require_ocr
     from clipdex.indexer.pipeline import IndexReport, index_folders
     from clipdex.indexer.reembed import reembed_library
 
@@ -99,6 +100,8 @@ def index(
     with library.writer():
         if index_type is not None:
             library.set_index_preference(index_type)
+        if ocr or library.store.ocr_enabled:
+            require_ocr()
         if ocr:  # remembered first, so this run's decoding already asks the text gate
             library.store.enable_ocr()
         bound = library.identity

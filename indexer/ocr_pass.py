@@ -31,6 +31,8 @@ def read_text_in_images(library: Library, progress=None, reader: TextReader | No
         unread = store.ocr_counts()["unread"]
         advance = progress("reading text (OCR)", unread) if progress and unread else None
         reader = reader or TextReader()
+        if unread:
+            reader.engine  # loaded now: a missing OCR library is one error, not one per photo
         done: set[int] = set()
         try:
             while batch := [row for row in store.unread_images(config.OCR_BATCH) if row[0] not in done]:

@@ -18,6 +18,16 @@ from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.images import read_image
 
 
+def require_ocr():
+    """RapidOCR's engine class, or a one-line error saying why OCR cannot run here (checked before indexing, so a
+    missing library never turns into one failure per photo)."""
+    try:
+        from rapidocr_onnxruntime import RapidOCR
+    except ImportError as exc:  # OpenCV, its dependency, also needs the system's libGL
+        raise ClipdexError(f"OCR cannot run: {exc}; reinstall clipdex (pip install -e .) to get rapidocr") from None
+    return RapidOCR
+
+
 class TextReader:
     """One OCR engine, loaded on first use (about half a second); not thread-safe, use one per worker."""
 
@@ -30,10 +40,7 @@ class TextReader:
     @property
     def engine(self):
         if self._engine is None:
-            try:
-                from rapidocr_onnxruntime import RapidOCR
-            except ImportError as exc:
-                raise ClipdexError(f"OCR needs rapidocr-onnxruntime, which is not installed: {exc}") from None
+            RapidOCR = require_ocr()
             threads = {"intra_op_num_threads": self.threads} if self.threads else {}
             self._engine = RapidOCR(det_limit_type="max", det_limit_side_len=self.side,
                                     text_score=config.OCR_MIN_CONFIDENCE, **threads)
