@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from clipdex.indexer.decode import Decoded, DecodeDataset, collate, single_thread_worker
 from clipdex.retrieval import config
+from clipdex.retrieval.raw import fork_is_safe
 
 
 @dataclass
@@ -42,6 +43,7 @@ class LocalEmbedder:
             collate_fn=collate,
             worker_init_fn=single_thread_worker if workers else None,
             prefetch_factor=4 if workers else None,
+            multiprocessing_context=None if not workers or fork_is_safe() else "forkserver",
         )
         for batch in loader:
             ok = [d for d in batch if d.pixels is not None]

@@ -29,9 +29,14 @@ DATABASE_FILE = "library.db"
 LIBRARY_CONFIG_FILE = "config.json"  # per-library settings, e.g. an external database URL (never a password)
 LOCK_FILE = "index.lock"
 
+RAW_EXTENSIONS = frozenset({".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2"})  # camera RAW (LibRaw)
 IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
+    {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif"} | RAW_EXTENSIONS
 )
+# watch: a batch of changes is indexed once the folders were quiet this long (a file being copied keeps
+# changing), or after the longer wait while changes keep coming (a burst becomes a few batches)
+WATCH_SETTLE_SECONDS = 2.0
+WATCH_MAX_WAIT_SECONDS = 30.0
 
 DEFAULT_TOP_K = 10
 DEFAULT_CAPTIONS_K = 5  # captions shown for one photo on the web page

@@ -12,6 +12,7 @@ from PIL import Image, ImageOps
 
 from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.raw import is_raw, read_raw
 
 _heif_ready = False
 
@@ -92,6 +93,8 @@ def read_image(
     canvas, and decoding it is what costs the memory. (Pillow's own, process-wide limit stays as it is; it only
     matters above clipdex's cap.)"""
     name = name or str(path)
+    if is_raw(name):
+        return _read_raw(path, min_side, name, max_pixels)
     _register_heif()
     try:
         with Image.open(path) as im:
@@ -113,6 +116,18 @@ def read_image(
         raise ClipdexError(f"{name}: image too large (over {max_pixels:,} pixels), refused") from None
     except Exception as exc:  # Pillow raises many types for damaged files; each one means "unreadable"
         raise ClipdexError(f"cannot read image {name}: {exc}") from None
+
+
+def _read_raw(path: Path | IO[bytes], min_side: int | None, name: str, max_pixels: int) -> DecodedImage:
+    image, width, height = read_raw(path, min_side, name, max_pixels)
+    try:  # the date: RAW formats built on TIFF carry EXIF that Pillow reads without decoding pixels
+        if not isinstance(path, (str, Path)):
+            path.seek(0)
+        with Image.open(path) as im:
+            taken = _taken_at(_exif(im))
+    except Exception:
+        taken = None
+    return DecodedImage(image, width, height, taken)
 
 
 def open_image(path: Path | IO[bytes], min_side: int | None = None) -> Image.Image:
