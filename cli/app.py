@@ -16,7 +16,7 @@ from typer.core import TyperGroup
 
 from clipdex.cli.options import DeviceOption, JsonOption, ModelOption, PrecisionOption, PretrainedOption
 from clipdex.cli.output import (
-    console, err_console, print_error, print_json, print_notes, print_table, print_warning, progress_tasks,
+    console, err_console, print_error, print_json, print_notes, print_table, progress_tasks,
     recall_rows, say,
 )
 from clipdex.retrieval import config
@@ -305,48 +305,6 @@ def duplicates(
 
 
 @app.command()
-def serve(
-    ctx: typer.Context,
-    host: str = typer.Option("127.0.0.1", help="Address to listen on; keep the default unless you mean to share."),
-    port: int = typer.Option(8765, help="Port to listen on."),
-    device: str = DeviceOption,
-    precision: str = PrecisionOption,
-    token: Optional[str] = typer.Option(
-        None, "--token", envvar=config.WEB_TOKEN_ENV, show_default=False,
-        help="Access token every request must carry. Needed to listen beyond loopback: a new one is made at each "
-        "start when none is given.",
-    ),
-    allow_host: Optional[list[str]] = typer.Option(
-        None, "--allow-host", help="Another host name browsers use to reach this server (repeatable)."
-    ),
-    max_upload_pixels: int = typer.Option(
-        config.WEB_MAX_UPLOAD_PIXELS, "--max-upload-pixels", min=1,
-        help="Uploaded images declaring more pixels are refused before decoding.",
-    ),
-) -> None:
-    """A local web page and HTTP JSON API over the library (OpenAPI schema at /openapi.json)."""
-    import uvicorn
-    from clipdex.cli.web import create_app
-    from clipdex.cli.web_security import base_url, is_loopback, names_for, new_token, sign_in_url
-
-    if token is None and not is_loopback(host):
-        token = new_token()
-    library = _library(ctx)
-    web_app = create_app(
-        library, device, precision, allowed_hosts=names_for(host, allow_host or ()), token=token,
-        max_upload_pixels=max_upload_pixels,
-    )
-    print_notes(library.encoder(device, precision).notes)  # load now: the first query is as fast as the rest
-    url = base_url(host, port)
-    say(f"clipdex serving {library.root} on {url}")
-    if not is_loopback(host):
-        print_warning(f"listening on {host}: anyone with the sign-in link or token sees your photos")
-    if token is not None:
-        say(f"sign in (once per browser): {sign_in_url(url, token)}")
-    uvicorn.run(web_app, host=host, port=port, log_level="warning")
-
-
-@app.command()
 def demo(
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for the demo library (default: user cache)."),
     device: str = DeviceOption,
@@ -382,9 +340,10 @@ def demo(
     console.print(f"\ntry: clipdex --library {result['library']} search \"a green triangle\"")
 
 
-from clipdex.cli import training_commands  # noqa: E402  (registers finetune and eval on `app`)
+from clipdex.cli import live_commands, training_commands  # noqa: E402  (register their commands on `app`)
 
 training_commands.register(app)
+live_commands.register(app)
 
 
 def main() -> None:

@@ -37,6 +37,7 @@ IMAGE_EXTENSIONS = frozenset(
 # changing), or after the longer wait while changes keep coming (a burst becomes a few batches)
 WATCH_SETTLE_SECONDS = 2.0
 WATCH_MAX_WAIT_SECONDS = 30.0
+WATCH_TICK_MS = 1000  # how often a quiet watcher wakes (and notices a stop request)
 
 DEFAULT_TOP_K = 10
 DEFAULT_CAPTIONS_K = 5  # captions shown for one photo on the web page

@@ -1,0 +1,142 @@
+"""The commands that keep running: `clipdex serve` (the web page and HTTP API) and `clipdex watch`."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from clipdex.cli.options import DeviceOption, JsonOption, ModelOption, PrecisionOption, PretrainedOption
+from clipdex.cli.output import print_error, print_json, print_notes, print_warning, say
+from clipdex.retrieval import config
+
+
+def _library(ctx: typer.Context, create: bool = False):
+    from clipdex.api import open_library
+
+    return open_library(ctx.obj["library"], ctx.obj["database"], create=create)
+
+
+def watch(
+    ctx: typer.Context,
+    paths: list[Path] = typer.Argument(..., help="Folders to keep indexed."),
+    model: Optional[str] = ModelOption,
+    pretrained: Optional[str] = PretrainedOption,
+    device: str = DeviceOption,
+    precision: str = PrecisionOption,
+    settle: float = typer.Option(
+        config.WATCH_SETTLE_SECONDS, min=0.05, help="Index a batch once the folders were quiet this many seconds."
+    ),
+    ocr: bool = typer.Option(False, "--ocr", help="Also read the text in images (remembered, as with index)."),
+    export: bool = typer.Option(True, "--export/--no-export", help="Export the text tower when catching up."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Catch up with PATHS (an incremental index), then keep the library in sync as files appear, change, move
+    or disappear, until Ctrl-C or SIGTERM; every batch committed before stopping is kept."""
+    from clipdex import api
+
+    library = _library(ctx, create=True)
+
+    def on_batch(folders: list[str], report) -> None:
+        if not as_json:
+            say(f"{', '.join(folders)}: added {report.added}, updated {report.updated}, moved {report.moved}, "
+                f"removed {report.removed}, failed {len(report.failed)}")
+            for failure in report.failed:
+                say(f"  skipped {failure['path']}: {failure['error']}")
+
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        say(f"catching up with {', '.join(map(str, paths))} (Ctrl-C stops)")
+        totals = api.watch(library, paths, on_batch=on_batch, model=model, pretrained=pretrained, device=device,
+                           precision=precision, ocr=ocr, export_text=export, settle=settle,
+                           on_watching=lambda: say("watching"))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if as_json:
+        print_json(totals)
+    if totals["interrupted"]:
+        say("stopped: every batch written before is kept; run watch or index again to go on")
+        raise typer.Exit(130)
+
+
+def _interrupt(_signum, _frame) -> None:
+    """SIGTERM stops `watch` as Ctrl-C does: the batch in flight is dropped, everything before it is kept."""
+    raise KeyboardInterrupt
+
+
+def _watch_in_background(ctx: typer.Context, library, paths: list[Path], device: str, stop: threading.Event) -> None:
+    """`serve --watch`: the watcher writes through its own handle on the library (its own writer lock), sharing
+    the server's loaded model; the server's queries notice each commit by its generation."""
+    from clipdex import api
+
+    writer = _library(ctx)
+    writer.use_encoder(library.encoder(device))
+
+    def run() -> None:
+        try:
+            api.watch(writer, paths, stop=stop, device=device, export_text=False)
+        except Exception as exc:  # the server goes on answering; the watcher says why it stopped
+            print_error(f"watching stopped: {exc}")
+
+    threading.Thread(target=run, name="clipdex-watch", daemon=True).start()
+    say(f"watching {', '.join(map(str, paths))}")
+
+
+def serve(
+    ctx: typer.Context,
+    host: str = typer.Option("127.0.0.1", help="Address to listen on; keep the default unless you mean to share."),
+    port: int = typer.Option(8765, help="Port to listen on."),
+    device: str = DeviceOption,
+    precision: str = PrecisionOption,
+    token: Optional[str] = typer.Option(
+        None, "--token", envvar=config.WEB_TOKEN_ENV, show_default=False,
+        help="Access token every request must carry. Needed to listen beyond loopback: a new one is made at each "
+        "start when none is given.",
+    ),
+    allow_host: Optional[list[str]] = typer.Option(
+        None, "--allow-host", help="Another host name browsers use to reach this server (repeatable)."
+    ),
+    max_upload_pixels: int = typer.Option(
+        config.WEB_MAX_UPLOAD_PIXELS, "--max-upload-pixels", min=1,
+        help="Uploaded images declaring more pixels are refused before decoding.",
+    ),
+    watch_paths: Optional[list[Path]] = typer.Option(
+        None, "--watch", help="Also keep these folders indexed while serving, as `clipdex watch` does (repeatable).",
+    ),
+) -> None:
+    """A local web page and HTTP JSON API over the library (OpenAPI schema at /openapi.json)."""
+    import uvicorn
+    from clipdex.cli.web import create_app
+    from clipdex.cli.web_security import base_url, is_loopback, names_for, new_token, sign_in_url
+
+    if token is None and not is_loopback(host):
+        token = new_token()
+    library = _library(ctx)
+    web_app = create_app(
+        library, device, precision, allowed_hosts=names_for(host, allow_host or ()), token=token,
+        max_upload_pixels=max_upload_pixels,
+    )
+    print_notes(library.encoder(device, precision).notes)  # load now: the first query is as fast as the rest
+    url = base_url(host, port)
+    say(f"clipdex serving {library.root} on {url}")
+    if not is_loopback(host):
+        print_warning(f"listening on {host}: anyone with the sign-in link or token sees your photos")
+    if token is not None:
+        say(f"sign in (once per browser): {sign_in_url(url, token)}")
+    stop = threading.Event()
+    if watch_paths:
+        _watch_in_background(ctx, library, watch_paths, device, stop)
+    try:
+        uvicorn.run(web_app, host=host, port=port, log_level="warning")
+    finally:
+        stop.set()
+
+
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)
+    app.command()(watch)

@@ -1,0 +1,213 @@
+"""A living library (issue #17): camera RAW files and watched folders. Real LibRaw on DNG files written here with
+tifffile (no RAW sample can be downloaded), real inotify through watchfiles, the real CLI in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from clipdex.retrieval import config
+from clipdex.retrieval.images import read_image
+from tests.conftest import SAMPLE_ROWS
+
+TINY = ("--model", "clipdex-tiny", "--no-export")
+_DNG = [(50706, "B", 4, (1, 4, 0, 0), True), (50708, "s", 0, "clipdex test camera", True),
+        (50721, "2i", 9, (10000, 10000, 0, 10000, 0, 10000, 0, 10000, 10000, 10000, 0, 10000, 0, 10000, 0, 10000,
+                          10000, 10000), True),
+        (50778, "H", 1, 21, True)]
+_CFA = [(33421, "H", 2, (2, 2), True), (33422, "B", 4, (0, 1, 1, 2), True), (50717, "I", 1, 4095, True)]
+
+
+def _mosaic(rgb: np.ndarray) -> np.ndarray:
+    """An RGGB Bayer mosaic (12-bit) of an RGB image: what a sensor records."""
+    levels = rgb.astype(np.uint16) * 16
+    cfa = np.empty(rgb.shape[:2], np.uint16)
+    cfa[0::2, 0::2] = levels[0::2, 0::2, 0]
+    cfa[0::2, 1::2] = levels[0::2, 1::2, 1]
+    cfa[1::2, 0::2] = levels[1::2, 0::2, 1]
+    cfa[1::2, 1::2] = levels[1::2, 1::2, 2]
+    return cfa
+
+
+def write_dng(path: Path, scene: Image.Image, preview: Image.Image | None = None, orientation: int = 1) -> Path:
+    """A DNG of `scene` (its sensor mosaic), with `preview` as the embedded preview when given."""
+    cfa = _mosaic(np.asarray(scene.convert("RGB")))
+    tags = [*_DNG, (274, "H", 1, orientation, True)]
+    with tifffile.TiffWriter(path) as tif:
+        if preview is None:
+            tif.write(cfa, photometric=32803, subfiletype=0, extratags=[*tags, *_CFA], metadata=None)
+        else:
+            tif.write(np.asarray(preview.convert("RGB")), photometric="rgb", subfiletype=1, subifds=1,
+                      extratags=tags, metadata=None)
+            tif.write(cfa, photometric=32803, subfiletype=0, extratags=_CFA, metadata=None)
+    return path
+
+
+def _halves(size=(640, 480), left=(220, 30, 30), right=(30, 30, 220)) -> Image.Image:
+    image = Image.new("RGB", size, right)
+    image.paste(left, (0, 0, size[0] // 2, size[1]))
+    return image
+
+
+def _colour(image: Image.Image, box) -> np.ndarray:
+    return np.asarray(image.crop(box), dtype=float).mean(axis=(0, 1))
+
+
+def test_raw_preview_is_used_when_large_enough_else_the_sensor_is_demosaiced(tmp_path: Path) -> None:
+    scene = _halves()  # red | blue on the sensor
+    preview = _halves((400, 300), left=(30, 200, 30), right=(240, 240, 30))  # green | yellow in the preview
+    dng = write_dng(tmp_path / "a.dng", scene, preview)
+    small = read_image(dng, min_side=224)  # the preview covers the model's input: it is what is read
+    assert (small.width, small.height) == (640, 480)
+    assert _colour(small.image, (0, 0, 100, 100))[1] > 150 and _colour(small.image, (small.image.width - 100, 0,
+                                                                                       small.image.width, 100))[0] > 150
+    large = read_image(dng, min_side=1000)  # larger than the preview: the sensor data, demosaiced at half size
+    assert large.image.size == (320, 240)
+    left, right = _colour(large.image, (10, 10, 120, 230)), _colour(large.image, (200, 10, 310, 230))
+    assert left[0] > 2 * left[2] and right[2] > 2 * right[0]  # red left, blue right, as the sensor saw it
+
+
+@pytest.mark.parametrize("orientation, size", [(1, (640, 480)), (3, (640, 480)), (6, (480, 640)), (8, (480, 640))])
+def test_raw_orientation_is_applied_to_preview_and_sensor(tmp_path: Path, orientation: int, size) -> None:
+    scene = _halves()
+    for preview in (None, _halves((400, 300))):
+        dng = write_dng(tmp_path / f"o{orientation}-{preview is None}.dng", scene, preview, orientation)
+        decoded = read_image(dng, min_side=100)
+        assert (decoded.width, decoded.height) == size
+        image = decoded.image
+        assert (image.width > image.height) == (size[0] > size[1])
+        red_first = {1: "left", 3: "right", 6: "top", 8: "bottom"}[orientation]
+        w, h = image.size
+        half = {"left": (0, 0, w // 2, h), "right": (w // 2, 0, w, h), "top": (0, 0, w, h // 2),
+                "bottom": (0, h // 2, w, h)}[red_first]
+        colour = _colour(image, half)
+        assert colour[0] > colour[2], (orientation, preview is None, colour)  # the red half is where it belongs
+
+
+def test_raw_files_index_and_a_broken_one_is_skipped_with_its_reason(cli, tmp_path: Path) -> None:
+    folder = tmp_path / "camera"
+    folder.mkdir()
+    sample = Image.open(config.SAMPLE_DATA_DIR / SAMPLE_ROWS[0]["image"]).convert("RGB").resize((320, 240))
+    write_dng(folder / "with-preview.dng", sample, sample.resize((256, 192)))
+    write_dng(folder / "sensor-only.dng", sample)
+    (folder / "broken.nef").write_bytes(b"II*\0" + bytes(200))
+    (folder / "empty.cr2").write_bytes(b"")
+    read_image(folder / "sensor-only.dng", min_side=1000)  # LibRaw's OpenMP threads now run in this process:
+    # decode workers forked from it would hang, so they must start from a fresh one
+    report = json.loads(cli("index", folder, *TINY, "--workers", "1", "--json").stdout)
+    assert report["added"] == 2
+    assert sorted(Path(f["path"]).name for f in report["failed"]) == ["broken.nef", "empty.cr2"]
+    assert all(f["error"] for f in report["failed"])
+    hits = json.loads(cli("search", SAMPLE_ROWS[0]["caption"], "-k", "2", "--json").stdout)
+    assert {Path(h["path"]).name for h in hits} == {"with-preview.dng", "sensor-only.dng"}
+    assert all((h["width"], h["height"]) == (320, 240) for h in hits)
+
+
+# ------------------------------------------------------------------------------------------------ watch
+
+
+def _watch(library_dir: Path, folder: Path, *extra: str) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "clipdex", "--library", str(library_dir), "watch", str(folder), *TINY,
+         "--settle", "0.5", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    deadline = time.time() + 120
+    for line in process.stdout:  # wait until it has caught up and is watching
+        if "watching" in line or time.time() > deadline:
+            break
+    assert process.poll() is None, "watch stopped before watching"
+    return process
+
+
+def _paths(cli) -> set[str]:
+    result = cli("search", "a photo", "-k", "500", "--mode", "clip", "--json")
+    return {Path(h["path"]).name for h in json.loads(result.stdout)} if result.exit_code == 0 else set()
+
+
+def _eventually(check, seconds: float = 60) -> bool:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if check():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_watch_catches_up_then_follows_copies_moves_and_deletes(cli, library_dir: Path, photos) -> None:
+    folder = photos(3)
+    process = _watch(library_dir, folder)
+    try:
+        names = {p.name for p in folder.iterdir()}
+        assert _paths(cli) == names  # caught up before watching
+        new = SAMPLE_ROWS[10]["image"]
+        shutil.copy(config.SAMPLE_DATA_DIR / new, folder / "copied.png")
+        assert _eventually(lambda: "copied.png" in _paths(cli)), "a copied file never became searchable"
+        (folder / "sub").mkdir()
+        (folder / "copied.png").rename(folder / "sub" / "moved.png")
+        assert _eventually(lambda: _paths(cli) == names | {"moved.png"})
+        victim = sorted(folder.glob("*.*"))[0]
+        victim.unlink()
+        assert _eventually(lambda: victim.name not in _paths(cli)), "a deleted file stayed in the library"
+    finally:
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+    assert process.returncode == 130, output
+    assert "Traceback" not in output
+
+
+def test_sigint_during_a_burst_loses_nothing(cli, library_dir: Path, photos, tmp_path: Path) -> None:
+    folder = photos(2)
+    process = _watch(library_dir, folder)
+    burst = [SAMPLE_ROWS[20 + n]["image"] for n in range(120)]
+    for n, image in enumerate(burst):
+        shutil.copy(config.SAMPLE_DATA_DIR / image, folder / f"burst-{n:03d}{Path(image).suffix}")
+    assert _eventually(lambda: len(_paths(cli)) > 2, 60)  # the burst is being indexed
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in output, output
+    kept = _paths(cli)
+    assert 2 < len(kept) <= 122
+    finished = json.loads(cli("index", folder, "--json").stdout)  # what was committed stays; the rest is added
+    assert finished["added"] == 122 - len(kept) and finished["removed"] == 0
+    assert len(_paths(cli)) == 122
+
+
+def test_serve_watch_keeps_the_served_library_in_sync(cli, library_dir: Path, photos) -> None:
+    import socket
+    import urllib.request
+
+    folder = photos(2)
+    assert cli("index", folder, *TINY).exit_code == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "clipdex", "--library", str(library_dir), "serve", "--port", str(port), "--watch",
+         str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+    def served() -> set[str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/search?q=a+photo&k=50&mode=clip", timeout=5) as r:
+                return {Path(h["path"]).name for h in json.loads(r.read())}
+        except OSError:
+            return set()
+
+    try:
+        assert _eventually(lambda: len(served()) == 2, 90), "the server never answered"
+        shutil.copy(config.SAMPLE_DATA_DIR / SAMPLE_ROWS[40]["image"], folder / "arrived.png")
+        assert _eventually(lambda: "arrived.png" in served(), 60), "a new file never reached the served results"
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=60)
