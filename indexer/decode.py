@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.images import read_image
+from clipdex.retrieval.video import is_video, read_frames
 
 
 @dataclass
@@ -28,6 +29,7 @@ class Decoded:
     error: str | None = None
     sha256: str | None = None
     may_have_text: bool | None = None  # the OCR gate's answer (None: not asked)
+    times: list[float] | None = None  # a video: the moment of each frame in `pixels` (one row each)
 
 
 _gate = None  # one small text detector per decode process, made on first use
@@ -51,6 +53,8 @@ class DecodeDataset(Dataset):
 
     def __getitem__(self, position: int) -> Decoded:
         path = self.paths[position]
+        if is_video(path):
+            return self._video(position, path)
         try:
             with open(path, "rb") as f:
                 too_large = os.fstat(f.fileno()).st_size > config.MAX_IMAGE_FILE_BYTES
@@ -71,6 +75,24 @@ class DecodeDataset(Dataset):
         sha256 = hashlib.sha256(data).hexdigest()
         return Decoded(position, pixels, decoded.width, decoded.height, decoded.taken_at, sha256=sha256,
                        may_have_text=may_have_text)
+
+
+    def _video(self, position: int, path: str) -> Decoded:
+        """A video: its sampled frames, preprocessed, one row each; hashed as it is read from disk (videos are
+        too large to hold in memory as photos are)."""
+        try:
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+            video = read_frames(path, self.min_side)
+            pixels = torch.stack([self.preprocess(frame) for frame in video.frames])
+        except OSError as exc:
+            return Decoded(position, None, error=f"cannot read {path}: {exc.strerror or exc}")
+        except ClipdexError as exc:
+            return Decoded(position, None, error=str(exc))
+        return Decoded(position, pixels, video.width, video.height, video.taken_at, sha256=digest.hexdigest(),
+                       may_have_text=False, times=video.times)
 
 
 def collate(batch: list[Decoded]) -> list[Decoded]:

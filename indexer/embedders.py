@@ -46,6 +46,17 @@ class LocalEmbedder:
             multiprocessing_context=None if not workers or fork_is_safe() else "forkserver",
         )
         for batch in loader:
-            ok = [d for d in batch if d.pixels is not None]
-            vectors = self.encoder.encode_pixels(torch.stack([d.pixels for d in ok])) if ok else []
-            yield EmbeddedBatch(list(zip(ok, vectors)), [d for d in batch if d.pixels is None])
+            yield embed_decoded(self.encoder, batch)
+
+
+def embed_decoded(encoder, batch: Sequence[Decoded]) -> EmbeddedBatch:
+    """One encoder pass over a batch of decoded files: a photo gets one vector, a video one per frame (a matrix)."""
+    ok = [d for d in batch if d.pixels is not None]
+    rows = [d.pixels if d.times is not None else d.pixels[None] for d in ok]
+    vectors = encoder.encode_pixels(torch.cat(rows)) if ok else []
+    done, start = [], 0
+    for decoded, part in zip(ok, rows):
+        end = start + len(part)
+        done.append((decoded, vectors[start:end] if decoded.times is not None else vectors[start]))
+        start = end
+    return EmbeddedBatch(done, [d for d in batch if d.pixels is None])

@@ -48,6 +48,15 @@ def _item(file: FileStat, sha256: str, decoded, vector) -> NewItem:
     )
 
 
+def _frames(file: FileStat, sha256: str, decoded, vectors) -> list[NewItem]:
+    """A video's rows: one a sampled frame, sharing the file's key, each with its moment (never OCR-read)."""
+    return [
+        NewItem(IMAGE, file.path, vector, sha256, file.size, file.mtime, decoded.width, decoded.height,
+                decoded.taken_at, ocr_text="", ocr_words="", frame=n, frame_time=moment)
+        for n, (vector, moment) in enumerate(zip(vectors, decoded.times))
+    ]
+
+
 def index_folders(
     library: Library,
     roots: Sequence[Path],
@@ -95,19 +104,22 @@ def _index_folders(library, roots, encoder, exclude, include_hidden, batch_size,
         advance = progress("embedding", len(jobs)) if progress and jobs else None
         embedder = embedder or LocalEmbedder(encoder, batch_size, workers, store.ocr_enabled)
         for batch in embedder.embed([f.path for _, f, _ in jobs]):
-            inserts, updates = [], []
+            inserts, updates, replaced, added, updated = [], [], [], 0, 0
             for decoded, vector in batch.done:
                 item_id, file, digest = jobs[decoded.position]
-                item = _item(file, decoded.sha256 or digest, decoded, vector)
-                if item_id is None:
-                    inserts.append(item)
+                if decoded.times is not None:  # a video: a row a frame; a changed one has all its rows replaced
+                    inserts += _frames(file, decoded.sha256 or digest, decoded, vector)
+                    replaced += [item_id] if item_id is not None else []
+                elif item_id is None:
+                    inserts.append(_item(file, decoded.sha256 or digest, decoded, vector))
                 else:
-                    updates.append((item_id, item))
+                    updates.append((item_id, _item(file, decoded.sha256 or digest, decoded, vector)))
+                added, updated = added + (item_id is None), updated + (item_id is not None)
             if inserts or updates:
-                store.write(inserts=inserts, updates=updates)
-                store.clear_failures([item.key for item in inserts] + [item.key for _, item in updates])
-            report.added += len(inserts)
-            report.updated += len(updates)
+                store.write(inserts=inserts, updates=updates, deletes=replaced)
+                store.clear_failures(sorted({item.key for item in inserts} | {item.key for _, item in updates}))
+            report.added += added
+            report.updated += updated
             failures += [(jobs[d.position][1].path, d.error) for d in batch.failed]
             if advance:
                 advance(len(batch.done) + len(batch.failed))

@@ -32,6 +32,9 @@ class _EmbedActor:
 
         dataset = DecodeDataset(list(batch["path"]), self.encoder.preprocess, self.encoder.image_size)
         decoded = [dataset[i] for i in range(len(dataset))]
+        for d in decoded:
+            if d.times is not None:  # one vector a file travels back from an actor: videos stay with the local engine
+                d.pixels, d.error = None, f"{batch['path'][d.position]}: videos are indexed with --engine local"
         ok = [d for d in decoded if d.pixels is not None]
         vectors = np.zeros((len(decoded), self.encoder.identity.dim), dtype=np.float32)
         if ok:

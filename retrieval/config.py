@@ -29,9 +29,13 @@ DATABASE_FILE = "library.db"
 LIBRARY_CONFIG_FILE = "config.json"  # per-library settings, e.g. an external database URL (never a password)
 LOCK_FILE = "index.lock"
 
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi"})  # decoded with PyAV
+VIDEO_FRAME_SECONDS = 2.0  # a video is embedded as one frame every this many seconds…
+VIDEO_MAX_FRAMES = 300  # …and at most this many frames (10 minutes at the default)
 RAW_EXTENSIONS = frozenset({".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2"})  # camera RAW (LibRaw)
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif"} | RAW_EXTENSIONS
+    | VIDEO_EXTENSIONS
 )
 # watch: a batch of changes is indexed once the folders were quiet this long (a file being copied keeps
 # changing), or after the longer wait while changes keep coming (a burst becomes a few batches)

@@ -22,11 +22,13 @@ def duplicate_groups(library: Library, threshold: float = 0.95) -> list[list[dic
     dim = library.require_identity().dim
     index = library.vector_index(IMAGE)
     parent: dict[int, int] = {}
+    video_of = library.store.frame_files()  # frames of one video look alike: that is no duplicate
     for ids, vectors in library.store.vectors(IMAGE, dim):
         lims, _, found = index.range_search(vectors, threshold)
         for row, item in enumerate(ids):
             for other in found[lims[row] : lims[row + 1]]:
-                if other != item:
+                same_video = item in video_of and video_of.get(int(other)) == video_of[item]
+                if other != item and not same_video:
                     parent[_root(parent, int(other))] = _root(parent, int(item))
     groups: dict[int, list[int]] = {}
     for item in list(parent):

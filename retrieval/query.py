@@ -33,6 +33,7 @@ class Hit:
     path: str | None = None  # an image's file
     caption: str | None = None  # a caption's text
     ocr: str | None = None  # the part of the image's recognised text that matched the query's words
+    time: float | None = None  # a video's best-matching moment, in seconds (its path is the video's)
     taken: float | None = None  # an image's date: EXIF DateTimeOriginal, else the file's mtime (POSIX seconds)
     width: int | None = None
     height: int | None = None
@@ -47,7 +48,20 @@ class Hit:
             return {"id": self.id, "caption": self.caption, "score": round(self.score, 6)}
         found = {"id": self.id, "path": self.path, "score": round(self.score, 6), "taken": _iso(self.taken),
                  "width": self.width, "height": self.height}
+        if self.time is not None:
+            found["time"] = self.time
         return {**found, "ocr": self.ocr} if self.ocr is not None else found
+
+
+def _one_per_file(hits: list[Hit]) -> list[Hit]:
+    """The first (best) hit of each file: a video is answered once, at its best moment."""
+    seen: set[tuple[str, str | None]] = set()
+    kept = []
+    for hit in hits:
+        if (hit.kind, hit.path) not in seen or hit.kind != IMAGE:
+            seen.add((hit.kind, hit.path))
+            kept.append(hit)
+    return kept
 
 
 def _iso(seconds: float | None) -> str | None:
@@ -122,8 +136,15 @@ class Searcher:
         return (total / norm).astype(np.float32)
 
     def nearest(self, vector: np.ndarray, kind: str, k: int, filters: Filters | None = None) -> list[Hit]:
-        """The k items of `kind` with the highest cosine to `vector` among those `filters` allow, best first."""
-        return self._hits(self._ranked(vector, kind, k, filters or Filters()), kind)
+        """The k items of `kind` with the highest cosine to `vector` among those `filters` allow, best first; a
+        video once, at its best frame (more frames are fetched until k files are found or none are left)."""
+        filters, fetch = filters or Filters(), k
+        while True:
+            ranked = self._ranked(vector, kind, fetch, filters)
+            hits = _one_per_file(self._hits(ranked, kind))
+            if len(hits) >= k or len(ranked) < fetch:
+                return hits[:k]
+            fetch *= 4
 
     def _ranked(self, vector: np.ndarray, kind: str, k: int, filters: Filters) -> list[tuple[int, float]]:
         if k < 1:
@@ -153,7 +174,7 @@ class Searcher:
             text = snippet(row["ocr_text"], words) if words and row["ocr_text"] else None
             taken = row["taken_at"] if row["taken_at"] is not None else row["mtime"]
             hits.append(Hit(item_id, kind, score, path=row["key"], ocr=text, taken=taken, width=row["width"],
-                            height=row["height"]))
+                            height=row["height"], time=row["frame_time"]))
         return hits
 
     def search(
@@ -175,7 +196,8 @@ class Searcher:
         if mode == "text":
             if not words:
                 raise ClipdexError("--mode text needs words to look for (not only images or common words)")
-            hits = self._hits(self._text_matches(words, filters, self.library.store.count(IMAGE))[:k], IMAGE, words)
+            found = self._text_matches(words, filters, self.library.store.count(IMAGE))
+            hits = _one_per_file(self._hits(found, IMAGE, words))[:k]
         else:
             hits = self._clip_or_hybrid(self.terms_vector(terms), k, filters, words if mode == "hybrid" else [])
         if sort == "date":
@@ -205,7 +227,7 @@ class Searcher:
         order = fuse([i for i, _ in clip], [i for i, _ in text if i in cosine])
         if filters.min_score is not None:  # a photo holding the words passes whatever its cosine
             order = [i for i in order if i in matched or cosine[i] >= filters.min_score]
-        return self._hits([(i, cosine[i]) for i in order[:k]], IMAGE, words)
+        return _one_per_file(self._hits([(i, cosine[i]) for i in order], IMAGE, words))[:k]
 
     def search_text(self, text: str, k: int = 10, filters: Filters | None = None) -> list[Hit]:
         return self.nearest(self.text_vector(text), IMAGE, k, filters)

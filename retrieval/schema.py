@@ -6,6 +6,7 @@ Rows hold everything the library knows; the FAISS files and full-text indexes ar
 
 from __future__ import annotations
 
+import numpy as np
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -19,7 +20,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 3  # 2: staged vectors record the content they were computed from; 3: OCR text, full-text index
+SCHEMA_VERSION = 3  # 2: staged vectors record their source; 3: OCR text, full-text index, video frames
 IMAGE, CAPTION = "image", "caption"  # the kinds of item
 
 metadata = MetaData()
@@ -30,6 +31,8 @@ items_table = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("kind", String(16), nullable=False),
     Column("key", Text, nullable=False),  # what identifies the item within its kind: image path, caption text
+    Column("frame", Integer, nullable=False, server_default="0"),  # a video's frames: 0, 1, …; photos: 0
+    Column("frame_time", Float),  # a video frame's moment, in seconds from the start; photos: NULL
     Column("sha256", String(64), index=True),
     Column("size", BigInteger),
     Column("mtime", Float),
@@ -40,7 +43,7 @@ items_table = Table(
     Column("ocr_words", Text),  # what the full-text index reads of it (fulltext.searchable_words)
     Column("vector", LargeBinary, nullable=False),
     Column("generation", BigInteger, nullable=False, index=True),
-    UniqueConstraint("kind", "key"),
+    UniqueConstraint("kind", "key", "frame"),
 )
 tombstones_table = Table(
     "tombstones",
@@ -64,3 +67,8 @@ failures_table = Table(
     Column("error", Text, nullable=False),
     Column("seen_at", Float, nullable=False),
 )
+
+
+def to_blob(vector: np.ndarray) -> bytes:
+    """How a vector is stored: float32 bytes in the row."""
+    return np.ascontiguousarray(vector, dtype=np.float32).tobytes()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
-from sqlalchemy import create_engine, delete, event, func, inspect, select, text, update
+from sqlalchemy import create_engine, delete, event, func, inspect, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
 
@@ -23,6 +23,8 @@ from clipdex.retrieval import fulltext
 from clipdex.retrieval.database_url import without_password
 from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.identity import ModelIdentity
+from clipdex.retrieval.migrations import migrate
+from clipdex.retrieval.staging import StagingStore
 from clipdex.retrieval.schema import (
     CAPTION,
     IMAGE,
@@ -31,7 +33,7 @@ from clipdex.retrieval.schema import (
     items_table,
     meta_table,
     metadata,
-    staged_table,
+    to_blob,
     tombstones_table,
 )
 
@@ -60,6 +62,8 @@ class NewItem:
     taken_at: float | None = None
     ocr_text: str | None = None  # new content: not read yet
     ocr_words: str | None = None
+    frame: int = 0  # a video's frames share its key: 0, 1, … with their moment in seconds
+    frame_time: float | None = None
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -70,11 +74,7 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def _to_blob(vector: np.ndarray) -> bytes:
-    return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
-
-
-class Store(fulltext.TextStore):
+class Store(fulltext.TextStore, StagingStore):
     """Items (images and captions) with their vectors, the model binding and the write generation."""
 
     def __init__(self, url: str) -> None:
@@ -134,13 +134,7 @@ class Store(fulltext.TextStore):
         found = self.get_meta("schema_version")
         if found in ("1", "2"):
             with self.db.begin() as conn:
-                if found == "1":  # staged vectors are only a resumable cache: version 1's, which lack a source, go
-                    staged_table.drop(conn, checkfirst=True)
-                    staged_table.create(conn)
-                conn.execute(text("ALTER TABLE items ADD COLUMN ocr_text TEXT"))
-                conn.execute(text("ALTER TABLE items ADD COLUMN ocr_words TEXT"))
-                fulltext.create(conn)
-                fulltext.rebuild(conn)
+                migrate(conn, found)
                 self._set_meta(conn, "schema_version", str(SCHEMA_VERSION))
             return
         if found != str(SCHEMA_VERSION):
@@ -194,15 +188,17 @@ class Store(fulltext.TextStore):
         moves: Sequence[tuple[int, str, int, float]] = (),
         deletes: Sequence[int] = (),
     ) -> int:
-        """Apply one batch of changes in one transaction; returns the generation it wrote."""
+        """Apply one batch of changes in one transaction; returns the generation it wrote. Deletes and moves
+        name a file by the id of its first row and apply to all of its rows."""
+        c = items_table.c
         try:
             with self.db.begin() as conn:
                 generation = self._next_generation(conn)
-                if deletes:
-                    found = select(items_table.c.id, items_table.c.kind).where(items_table.c.id.in_(deletes))
+                if deletes:  # a file's rows: a photo's one, or every frame of a video
+                    found = select(c.id, c.kind).where(c.id.in_(self._rows_of_files(deletes)))
                     kinds = dict(conn.execute(found).all())
                     conn.execute(delete(tombstones_table).where(tombstones_table.c.id.in_(list(kinds))))
-                    conn.execute(delete(items_table).where(items_table.c.id.in_(list(kinds))))
+                    conn.execute(delete(items_table).where(c.id.in_(list(kinds))))
                     if kinds:
                         conn.execute(
                             tombstones_table.insert(),
@@ -211,7 +207,7 @@ class Store(fulltext.TextStore):
                 for item_id, path, size, mtime in moves:
                     conn.execute(
                         update(items_table)
-                        .where(items_table.c.id == item_id)
+                        .where(c.id.in_(self._rows_of_files([item_id])))
                         .values(key=path, size=size, mtime=mtime, generation=generation)
                     )
                 for item_id, item in updates:
@@ -225,55 +221,21 @@ class Store(fulltext.TextStore):
             raise ClipdexError(f"could not write to the library database: {exc}") from None
 
     @staticmethod
-    def _row(item: NewItem, generation: int) -> dict:
-        row = {k: v for k, v in item.__dict__.items() if k != "vector"}
-        return {**row, "vector": _to_blob(item.vector), "generation": generation}
-
-    def stage(self, fingerprint: str, rows: Sequence[tuple[int, str, np.ndarray]]) -> None:
-        """Keep re-embedded vectors aside, each with the content it was computed from (item id, source, vector);
-        the library keeps answering with its current model meanwhile."""
-        with self.db.begin() as conn:
-            conn.execute(
-                staged_table.insert(),
-                [{"id": int(i), "fingerprint": fingerprint, "source": src, "vector": _to_blob(v)} for i, src, v in rows],
-            )
-
-    def _current_staged(self, fingerprint: str):
-        """Staged rows still valid: for `fingerprint`, of an item that exists with the content they were made from."""
-        c, s = items_table.c, staged_table.c
+    def _rows_of_files(ids: Sequence[int]):
+        """The ids of every row sharing a kind and key with one of `ids` (a video's frames)."""
+        c = items_table.c
+        first = items_table.alias("first")
         return (
-            select(s.id, s.vector)
-            .join(items_table, c.id == s.id)
-            .where(s.fingerprint == fingerprint, s.source == func.coalesce(c.sha256, ""))
+            select(c.id)
+            .join(first, (first.c.kind == c.kind) & (first.c.key == c.key))
+            .where(first.c.id.in_([int(i) for i in ids]))
+            .scalar_subquery()
         )
 
-    def staged_ids(self, fingerprint: str) -> set[int]:
-        """Ids already re-embedded for `fingerprint` from their current content (an interrupted re-embed
-        resumes); vectors of another model, or of content that changed since, are dropped and made again."""
-        s = staged_table.c
-        valid = self._current_staged(fingerprint).with_only_columns(s.id)
-        with self.db.begin() as conn:
-            conn.execute(delete(staged_table).where(s.id.not_in(valid.scalar_subquery())))
-            return set(conn.execute(valid).scalars())
-
-    def swap_in_staged(self, identity: ModelIdentity) -> None:
-        """In one transaction: staged vectors replace the current ones and the library is bound to the new
-        model. Refused, with nothing changed, unless every item has a valid staged vector: a library never
-        mixes two models' vectors, and nothing is deleted to make it fit."""
-        c = items_table.c
-        with self.db.begin() as conn:
-            generation = self._next_generation(conn)
-            staged = conn.execute(self._current_staged(identity.fingerprint)).all()
-            missing = (conn.execute(select(func.count()).select_from(items_table)).scalar() or 0) - len(staged)
-            if missing:
-                raise ClipdexError(
-                    f"{missing} image(s) changed on disk since they were indexed: run `clipdex index` on their "
-                    f"folders, then the re-embed again (the vectors already made are kept)"
-                )
-            for item_id, vector in staged:
-                conn.execute(update(items_table).where(c.id == item_id).values(vector=vector, generation=generation))
-            conn.execute(delete(staged_table))
-            self._set_meta(conn, "model", json.dumps(identity.__dict__))
+    @staticmethod
+    def _row(item: NewItem, generation: int) -> dict:
+        row = {k: v for k, v in item.__dict__.items() if k != "vector"}
+        return {**row, "vector": to_blob(item.vector), "generation": generation}
 
     def captions(self) -> list[tuple[int, str]]:
         c = items_table.c
@@ -284,7 +246,8 @@ class Store(fulltext.TextStore):
         """Record a new size/mtime for files whose bytes did not change; vectors and generation stay."""
         with self.db.begin() as conn:
             for item_id, size, mtime in stats:
-                conn.execute(update(items_table).where(items_table.c.id == item_id).values(size=size, mtime=mtime))
+                rows = items_table.c.id.in_(self._rows_of_files([item_id]))
+                conn.execute(update(items_table).where(rows).values(size=size, mtime=mtime))
 
     def record_failures(self, failures: Sequence[tuple[str, str]]) -> None:
         if not failures:
@@ -306,7 +269,7 @@ class Store(fulltext.TextStore):
     def images(self) -> list[StoredImage]:
         c = items_table.c
         with self.db.connect() as conn:
-            rows = conn.execute(select(c.id, c.key, c.sha256, c.size, c.mtime).where(c.kind == IMAGE))
+            rows = conn.execute(select(c.id, c.key, c.sha256, c.size, c.mtime).where(c.kind == IMAGE, c.frame == 0))
             return [StoredImage(*row) for row in rows]
 
     def caption_keys(self) -> set[str]:
@@ -358,6 +321,12 @@ class Store(fulltext.TextStore):
             row = conn.execute(select(c.kind, c.vector).where(c.id == item_id)).first()
         return None if row is None else (row[0], np.frombuffer(row[1], dtype=np.float32))
 
+    def frame_files(self) -> dict[int, str]:
+        """Video frame rows: id → the video's path."""
+        c = items_table.c
+        with self.db.connect() as conn:
+            return dict(conn.execute(select(c.id, c.key).where(c.frame_time.is_not(None))).all())
+
     def vectors_of(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
         c = items_table.c
         with self.db.connect() as conn:
@@ -366,7 +335,8 @@ class Store(fulltext.TextStore):
 
     def items(self, ids: Sequence[int]) -> dict[int, dict]:
         c = items_table.c
-        columns = [c.id, c.kind, c.key, c.sha256, c.size, c.mtime, c.width, c.height, c.taken_at, c.ocr_text]
+        columns = [c.id, c.kind, c.key, c.sha256, c.size, c.mtime, c.width, c.height, c.taken_at, c.ocr_text,
+                   c.frame, c.frame_time]
         with self.db.connect() as conn:
             rows = conn.execute(select(*columns).where(c.id.in_([int(i) for i in ids]))).mappings().all()
         return {row["id"]: dict(row) for row in rows}

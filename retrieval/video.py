@@ -1,0 +1,93 @@
+"""Videos (.mp4 .mov .m4v .mkv .webm .avi) through PyAV (FFmpeg): a frame every few seconds, each embedded as a
+moment of its video, so a search can answer "this video, at 1:23".
+
+Frames are decoded in order and the first at or after each sampling moment is kept, converted straight to a small
+size (the model sees 224 pixels; a 4K frame is never made into a full-size image).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from PIL import Image
+
+from clipdex.retrieval import config
+from clipdex.retrieval.errors import ClipdexError
+
+
+@dataclass
+class VideoFrames:
+    frames: list[Image.Image]
+    times: list[float]  # seconds from the start, one per frame
+    width: int
+    height: int
+    taken_at: float | None  # the container's creation time, when it records one
+
+
+def is_video(name: str) -> bool:
+    return Path(name).suffix.lower() in config.VIDEO_EXTENSIONS
+
+
+def read_frames(
+    path: str | Path, min_side: int, every: float = config.VIDEO_FRAME_SECONDS,
+    max_frames: int = config.VIDEO_MAX_FRAMES,
+) -> VideoFrames:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ClipdexError(f"cannot read video {path}: it has no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            width, height = stream.codec_context.width, stream.codec_context.height
+            if width * height > config.MAX_IMAGE_PIXELS:
+                raise ClipdexError(f"{path}: video frames too large ({width}×{height}), refused")
+            scale = max(min_side / max(min(width, height), 1), 0.0)
+            size = (max(1, round(width * min(scale, 1.0))), max(1, round(height * min(scale, 1.0))))
+            frames, times, due = [], [], 0.0
+            for frame in container.decode(stream):
+                moment = frame.time if frame.time is not None else float(frame.pts or 0) * float(stream.time_base)
+                if moment + 1e-6 < due:
+                    continue
+                frames.append(frame.to_image(width=size[0], height=size[1]).convert("RGB"))
+                times.append(round(max(moment, 0.0), 3))
+                due = moment + every
+                if len(frames) >= max_frames:
+                    break
+            taken = _creation_time(container.metadata.get("creation_time"))
+    except av.FFmpegError as exc:
+        raise ClipdexError(f"cannot read video {path}: {exc}") from None
+    if not frames:
+        raise ClipdexError(f"cannot read video {path}: no frame could be decoded")
+    return VideoFrames(frames, times, width, height, taken)
+
+
+def frame_at(path: str | Path, moment: float, side: int) -> Image.Image:
+    """One frame near `moment` (for a thumbnail): the first decoded at or after it."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            container.seek(int(max(moment, 0.0) / float(stream.time_base)), stream=stream, backward=True)
+            for frame in container.decode(stream):
+                time = frame.time if frame.time is not None else 0.0
+                if time + 1e-3 >= moment:
+                    image = frame.to_image()
+                    image.thumbnail((side, side))
+                    return image.convert("RGB")
+    except (av.FFmpegError, IndexError) as exc:
+        raise ClipdexError(f"cannot read video {path}: {exc}") from None
+    raise ClipdexError(f"cannot read video {path}: no frame at {moment:.1f} s")
+
+
+def _creation_time(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
