@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Annotated, Iterable, Iterator, Literal, Optional
 
 import numpy as np
-from fastapi import FastAPI, File, HTTPException, Query, UploadFile
+from fastapi import FastAPI, File, Header, HTTPException, Query, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 from PIL import Image
@@ -32,6 +32,7 @@ from clipdex.retrieval.library import Library
 from clipdex.retrieval.query import Filters, Searcher
 from clipdex.retrieval.store import CAPTION, IMAGE
 from clipdex.retrieval.terms import parse_terms, split_query
+from clipdex.retrieval.video import frame_at
 
 MAX_UPLOAD_BYTES = config.WEB_MAX_BODY_BYTES
 THUMBNAIL_SIDE = config.WEB_THUMBNAIL_SIDE
@@ -115,11 +116,29 @@ def _seconds(moment: datetime | None) -> float | None:
         raise HTTPException(400, "the date is out of range") from None
 
 
-def _chunks(handle: IO[bytes]) -> Iterator[bytes]:
-    """The open file in pieces, closed once sent (or, if the client leaves early, when the response is dropped)."""
+def _chunks(handle: IO[bytes], length: int | None = None) -> Iterator[bytes]:
+    """The open file (or `length` bytes of it) in pieces, closed once sent (or, if the client leaves early, when
+    the response is dropped)."""
+    left = length
     with handle:
-        while chunk := handle.read(CHUNK_BYTES):
+        while (left is None or left > 0) and (chunk := handle.read(CHUNK_BYTES if left is None else min(CHUNK_BYTES, left))):
+            left = None if left is None else left - len(chunk)
             yield chunk
+
+
+def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(first, last) byte of a single `bytes=` range within the file; None for no header or one not understood
+    (the whole file is sent); 416 for a range outside the file."""
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None
+    first, _, last = header[6:].strip().partition("-")
+    try:
+        start, end = (size - int(last), size - 1) if not first else (int(first), int(last) if last else size - 1)
+    except ValueError:
+        return None
+    if start < 0 or start >= size or end < start:
+        raise HTTPException(416, "the range is outside the file", headers={"content-range": f"bytes */{size}"})
+    return start, min(end, size - 1)
 
 
 def create_app(
@@ -180,11 +199,13 @@ def create_app(
 
         return decoder.submit(decode_and_embed).result()
 
-    def small_image(handle: IO[bytes], name: str) -> Image.Image:
-        """A thumbnail of an open library file, made on a decode thread."""
+    def small_image(handle: IO[bytes], name: str, moment: float | None = None) -> Image.Image:
+        """A thumbnail of an open library file (of a video: its frame at `moment`), made on a decode thread."""
 
         def decode_and_shrink() -> Image.Image:
             try:
+                if moment is not None:
+                    return frame_at(handle, moment, THUMBNAIL_SIDE)
                 image = read_image(handle, THUMBNAIL_SIDE, name=name).image
             except ClipdexError:
                 raise HTTPException(404, "the file is no longer a readable image") from None
@@ -239,13 +260,20 @@ def create_app(
             added, present = add(library, engine.encoder, texts)
         return {"added": added, "already_present": present}
 
-    @app.get("/api/items/{item_id}/image", summary="The original image file")
-    def original(item_id: ItemId) -> StreamingResponse:
+    @app.get("/api/items/{item_id}/image", summary="The original file (a byte range of it with a Range header)")
+    def original(item_id: ItemId, range_header: Optional[str] = Header(None, alias="range")) -> StreamingResponse:
         row = item(item_id)
         handle, st = _open_indexed(row)
         media_type = mimetypes.guess_type(row["key"])[0] or "application/octet-stream"
-        headers = {"content-length": str(st.st_size), "x-content-type-options": "nosniff"}
-        return StreamingResponse(_chunks(handle), media_type=media_type, headers=headers)
+        headers = {"x-content-type-options": "nosniff", "accept-ranges": "bytes"}
+        span = _byte_range(range_header, st.st_size)  # a video player seeks with these
+        if span is None:
+            headers["content-length"] = str(st.st_size)
+            return StreamingResponse(_chunks(handle), media_type=media_type, headers=headers)
+        start, end = span
+        handle.seek(start)
+        headers.update({"content-length": str(end - start + 1), "content-range": f"bytes {start}-{end}/{st.st_size}"})
+        return StreamingResponse(_chunks(handle, end - start + 1), 206, media_type=media_type, headers=headers)
 
     @app.get("/api/items/{item_id}/thumbnail", summary="A small JPEG, made on first request and cached")
     def thumbnail(item_id: ItemId) -> FileResponse:
@@ -254,7 +282,7 @@ def create_app(
         handle, _ = _open_indexed(row)  # a cached thumbnail too is only for a file still as indexed
         with handle:
             if not cached.is_file():
-                image = small_image(handle, row["key"])
+                image = small_image(handle, row["key"], row["frame_time"])
                 thumbnails.mkdir(mode=0o700, exist_ok=True)
                 tmp = cached.with_suffix(f".{threading.get_ident()}.tmp")
                 image.save(tmp, format="JPEG", quality=85)

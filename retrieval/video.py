@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import IO
 
 from PIL import Image
 
@@ -65,12 +66,12 @@ def read_frames(
     return VideoFrames(frames, times, width, height, taken)
 
 
-def frame_at(path: str | Path, moment: float, side: int) -> Image.Image:
+def frame_at(source: str | Path | IO[bytes], moment: float, side: int) -> Image.Image:
     """One frame near `moment` (for a thumbnail): the first decoded at or after it."""
     import av
 
     try:
-        with av.open(str(path)) as container:
+        with av.open(source if hasattr(source, "read") else str(source)) as container:
             stream = container.streams.video[0]
             container.seek(int(max(moment, 0.0) / float(stream.time_base)), stream=stream, backward=True)
             for frame in container.decode(stream):
@@ -80,8 +81,8 @@ def frame_at(path: str | Path, moment: float, side: int) -> Image.Image:
                     image.thumbnail((side, side))
                     return image.convert("RGB")
     except (av.FFmpegError, IndexError) as exc:
-        raise ClipdexError(f"cannot read video {path}: {exc}") from None
-    raise ClipdexError(f"cannot read video {path}: no frame at {moment:.1f} s")
+        raise ClipdexError(f"cannot read video: {exc}") from None
+    raise ClipdexError(f"cannot read video: no frame at {moment:.1f} s")
 
 
 def _creation_time(value: str | None) -> float | None:

@@ -3,6 +3,7 @@ tifffile (no RAW sample can be downloaded), real inotify through watchfiles, the
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import signal
@@ -18,6 +19,7 @@ from PIL import Image
 
 from clipdex.retrieval import config
 from clipdex.retrieval.images import read_image
+from clipdex.retrieval.library import Library
 from tests.conftest import SAMPLE_ROWS
 
 TINY = ("--model", "clipdex-tiny", "--no-export")
@@ -211,3 +213,119 @@ def test_serve_watch_keeps_the_served_library_in_sync(cli, library_dir: Path, ph
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(timeout=60)
+
+
+# ------------------------------------------------------------------------------------------------ videos
+
+SAMPLE_MODEL = ("--model", "sample", "--no-export")
+
+
+def write_video(path: Path, segments: list[tuple[Image.Image, float]], fps: int = 10, side: int = 160) -> Path:
+    """An H.264 video showing each image for its number of seconds, made with PyAV."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = side, side, "yuv420p"
+        for image, seconds in segments:
+            frame = av.VideoFrame.from_image(image.convert("RGB").resize((side, side)))
+            for _ in range(int(seconds * fps)):
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def _sample(n: int) -> Image.Image:
+    return Image.open(config.SAMPLE_DATA_DIR / SAMPLE_ROWS[n]["image"])
+
+
+def test_a_video_is_found_once_at_the_right_moment(cli, tmp_path: Path) -> None:
+    folder = tmp_path / "media"
+    folder.mkdir()
+    write_video(folder / "holiday.mp4", [(_sample(0), 4), (_sample(1), 4)])
+    for n in (2, 3, 4):
+        shutil.copy(config.SAMPLE_DATA_DIR / SAMPLE_ROWS[n]["image"], folder)
+    report = json.loads(cli("index", folder, *SAMPLE_MODEL, "--json").stdout)
+    assert report["added"] == 4 and report["failed"] == []
+    for n, (start, end) in ((0, (0, 4)), (1, (4, 8))):
+        hits = json.loads(cli("search", SAMPLE_ROWS[n]["caption"], "-k", "4", "--json").stdout)
+        assert Path(hits[0]["path"]).name == "holiday.mp4" and start <= hits[0]["time"] < end, hits[0]
+        assert [Path(h["path"]).name for h in hits].count("holiday.mp4") == 1  # once, at its best moment
+        assert all("time" not in h for h in hits[1:])
+    by_image = json.loads(cli("search", "--image", config.SAMPLE_DATA_DIR / SAMPLE_ROWS[1]["image"], "-k", "1",
+                              "--json").stdout)
+    assert Path(by_image[0]["path"]).name == "holiday.mp4" and 4 <= by_image[0]["time"] < 8
+    combined = json.loads(cli("search", SAMPLE_ROWS[1]["caption"], "-", SAMPLE_ROWS[0]["caption"], "-k", "1",
+                              "--json").stdout)
+    assert 4 <= combined[0]["time"] < 8
+    paths = cli("search", SAMPLE_ROWS[0]["caption"], "-f", "-k", "4").stdout.splitlines()
+    assert len(paths) == len(set(paths)) == 4
+
+
+def test_frames_of_one_video_are_not_duplicates(cli, tmp_path: Path) -> None:
+    folder = tmp_path / "media"
+    folder.mkdir()
+    write_video(folder / "still.mp4", [(_sample(5), 8)])  # four identical frames
+    shutil.copy(config.SAMPLE_DATA_DIR / SAMPLE_ROWS[6]["image"], folder)
+    assert cli("index", folder, *SAMPLE_MODEL).exit_code == 0
+    assert json.loads(cli("duplicates", "--json").stdout) == []
+    shutil.copy(folder / "still.mp4", folder / "copy.mp4")  # another video with the same frames is one
+    assert cli("index", folder).exit_code == 0
+    groups = json.loads(cli("duplicates", "--json").stdout)
+    assert [sorted({Path(m["path"]).name for m in g}) for g in groups] == [["copy.mp4", "still.mp4"]]
+
+
+def test_videos_move_change_disappear_and_break_like_photos(cli, library_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "media"
+    folder.mkdir()
+    video = write_video(folder / "a.mp4", [(_sample(0), 4)])
+    (folder / "broken.mov").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    first = json.loads(cli("index", folder, *SAMPLE_MODEL, "--json").stdout)
+    assert first["added"] == 1 and [Path(f["path"]).name for f in first["failed"]] == ["broken.mov"]
+    assert first["failed"][0]["error"].startswith("cannot read video")
+    (folder / "sub").mkdir()
+    video.rename(folder / "sub" / "b.mp4")
+    assert json.loads(cli("index", folder, "--json").stdout)["moved"] == 1
+    hit = json.loads(cli("search", SAMPLE_ROWS[0]["caption"], "-k", "1", "--json").stdout)[0]
+    assert hit["path"] == str(folder / "sub" / "b.mp4")
+    write_video(folder / "sub" / "b.mp4", [(_sample(1), 2), (_sample(0), 2), (_sample(1), 4)])  # new content
+    assert json.loads(cli("index", folder, "--json").stdout)["updated"] == 1
+    hit = json.loads(cli("search", SAMPLE_ROWS[0]["caption"], "-k", "1", "--json").stdout)[0]
+    assert 2 <= hit["time"] < 4  # the new video's frames, not the old ones
+    assert len(Library(library_dir).store.frame_files()) == 4  # 8 s, a frame every 2 s: the old rows are gone
+    (folder / "sub" / "b.mp4").unlink()
+    assert json.loads(cli("index", folder, "--json").stdout)["removed"] == 1
+    assert json.loads(cli("search", "x", "-k", "5", "--json").stdout) == []
+
+
+def test_the_web_shows_a_video_frame_and_serves_byte_ranges(cli, library_dir: Path, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from clipdex.cli.web import create_app
+    from tests.test_web import LOCAL
+
+    folder = tmp_path / "media"
+    folder.mkdir()
+    video = write_video(folder / "clip.mp4", [(_sample(0), 4), (_sample(1), 4)])
+    assert cli("index", folder, *SAMPLE_MODEL).exit_code == 0
+    client = TestClient(create_app(Library(library_dir), "cpu"), base_url=LOCAL)
+    hit = client.get("/api/search", params={"q": SAMPLE_ROWS[1]["caption"], "k": 1}).json()[0]
+    assert 4 <= hit["time"] < 8
+    thumb = client.get(f"/api/items/{hit['id']}/thumbnail")
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    shown = Image.open(io.BytesIO(thumb.content)).convert("RGB").resize((160, 160))
+    expected = _sample(1).convert("RGB").resize((160, 160))
+    other = _sample(0).convert("RGB").resize((160, 160))
+    difference = lambda a, b: np.abs(np.asarray(a, float) - np.asarray(b, float)).mean()  # noqa: E731
+    assert difference(shown, expected) < difference(shown, other)  # the frame at that moment, not the first
+    data = video.read_bytes()
+    part = client.get(f"/api/items/{hit['id']}/image", headers={"range": "bytes=100-199"})
+    assert part.status_code == 206 and part.content == data[100:200]
+    assert part.headers["content-range"] == f"bytes 100-199/{len(data)}"
+    tail = client.get(f"/api/items/{hit['id']}/image", headers={"range": "bytes=-50"})
+    assert tail.status_code == 206 and tail.content == data[-50:]
+    assert client.get(f"/api/items/{hit['id']}/image", headers={"range": f"bytes={len(data)}-"}).status_code == 416
+    whole = client.get(f"/api/items/{hit['id']}/image")
+    assert whole.status_code == 200 and whole.content == data and whole.headers["content-type"] == "video/mp4"
