@@ -17,17 +17,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fastapi.testclient import TestClient  # noqa: E402
 
+from bench.synthetic import fill_library  # noqa: E402
 from clipdex.cli.web import create_app  # noqa: E402
 from clipdex.api import export_text_tower  # noqa: E402
 from clipdex.retrieval.factory import load_encoder  # noqa: E402
 from clipdex.retrieval.library import Library  # noqa: E402
-from clipdex.retrieval.store import IMAGE, NewItem  # noqa: E402
 
 QUERIES = ["a dog on a beach", "red car at night", "two people hiking in snow", "a bowl of ramen", "city skyline"]
 
@@ -45,12 +43,7 @@ def main() -> None:
         export_text_tower(encoder)
         library = Library(Path(tmp) / "lib", create=True)
         library.use_encoder(encoder)
-        rng = np.random.default_rng(0)
-        for start in range(0, args.images, 5000):
-            n = min(5000, args.images - start)
-            vectors = rng.standard_normal((n, encoder.identity.dim)).astype(np.float32)
-            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-            library.store.write(inserts=[NewItem(IMAGE, f"/photos/{start + i}.jpg", v) for i, v in enumerate(vectors)])
+        fill_library(library, encoder.identity.dim, args.images, 5000)
         library = Library(Path(tmp) / "lib", create=True)  # opened afresh, as `clipdex serve` opens it
         client = TestClient(create_app(library, "cpu", args.precision), base_url="http://127.0.0.1:8765")
         client.get("/api/search", params={"q": "warm up"})

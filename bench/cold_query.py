@@ -19,8 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
@@ -50,17 +48,13 @@ def build(library_dir: Path, images: int, model: str) -> None:
     from clipdex.api import export_text_tower
     from clipdex.retrieval.factory import load_encoder
     from clipdex.retrieval.library import Library
-    from clipdex.retrieval.store import IMAGE, NewItem
+    from bench.synthetic import fill_library
+    from clipdex.retrieval.store import IMAGE
 
     encoder = load_encoder(model, None, "cpu")
     library = Library(library_dir, create=True)
     library.use_encoder(encoder)
-    rng = np.random.default_rng(0)
-    for start in range(0, images, 10_000):
-        n = min(10_000, images - start)
-        vectors = rng.standard_normal((n, encoder.identity.dim)).astype(np.float32)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        library.store.write(inserts=[NewItem(IMAGE, f"/photos/{start + i}.jpg", v) for i, v in enumerate(vectors)])
+    fill_library(library, encoder.identity.dim, images, 10_000)
     library.save_index(IMAGE)
     print(*export_text_tower(encoder) or ["the text tower was already exported"])
 

@@ -28,13 +28,13 @@ from PIL import Image, ImageDraw, ImageFont
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.synthetic import fill_library  # noqa: E402
 from clipdex import api  # noqa: E402
 from clipdex.retrieval import config  # noqa: E402
 from clipdex.retrieval.factory import load_encoder  # noqa: E402
 from clipdex.retrieval.images import open_image, read_image  # noqa: E402
 from clipdex.retrieval.library import Library  # noqa: E402
 from clipdex.retrieval.ocr import TextReader  # noqa: E402
-from clipdex.retrieval.store import IMAGE, NewItem  # noqa: E402
 
 WORDS = "invoice total receipt gate boarding platform exit menu price coffee parking ticket vpn settings".split()
 
@@ -104,12 +104,8 @@ def hybrid_figures(folder: Path, images: int, queries: int) -> dict:
     api.export_text_tower(encoder)
     library = Library(folder / "lib", create=True)
     library.use_encoder(encoder)
-    rng = np.random.default_rng(0)
-    for start in range(0, images, 5000):
-        n = min(5000, images - start)
-        vectors = rng.standard_normal((n, encoder.identity.dim)).astype(np.float32)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        library.store.write(inserts=[NewItem(IMAGE, f"/photos/{start + i:07d}.jpg", v) for i, v in enumerate(vectors)])
+    fill_library(library, encoder.identity.dim, images, 5000)
+    rng = np.random.default_rng(1)
     with_text = rng.choice(np.arange(1, images + 1), images // 10, replace=False)
     texts = [(int(i), None, " ".join(rng.choice(WORDS, 4)) + f" {rng.integers(1000, 99999)}") for i in with_text]
     library.store.set_ocr(texts)

@@ -19,3 +19,15 @@ def clustered(n: int, dim: int, seed: int, clusters: int = 2000) -> np.ndarray:
     spread = 0.7 * rng.standard_normal((n, INTRINSIC_DIM), dtype=np.float32) @ basis  # ~0.7 of a centre's norm
     x = centres[rng.integers(0, clusters, n)] + spread + 0.15 * rng.standard_normal((n, dim), dtype=np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def fill_library(library, dim: int, images: int, chunk: int = 10_000, seed: int = 0) -> None:
+    """`images` rows of random unit vectors (query cost does not depend on what they show), written as indexing
+    writes them: a transaction a chunk."""
+    from clipdex.retrieval.store import IMAGE, NewItem
+
+    rng = np.random.default_rng(seed)
+    for start in range(0, images, chunk):
+        vectors = rng.standard_normal((min(chunk, images - start), dim)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        library.store.write(inserts=[NewItem(IMAGE, f"/photos/{start + i:07d}.jpg", v) for i, v in enumerate(vectors)])
