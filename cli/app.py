@@ -23,6 +23,13 @@ from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
 
 
+# typer 0.12–0.15 raises click's exceptions, later ones its own (typer.exceptions); both kinds pass through.
+_PASS_THROUGH = (
+    typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException, KeyboardInterrupt,
+    *(t for t in (getattr(typer.exceptions, "TyperException", None),) if t is not None),
+)
+
+
 class _Commands(TyperGroup):
     """Any failure of a command is one line on stderr and exit status 1: a ClipdexError as it is, a database
     error with what to do, anything unexpected with its type (the traceback only with --verbose)."""
@@ -30,7 +37,7 @@ class _Commands(TyperGroup):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (typer.Exit, click.exceptions.Exit, click.exceptions.Abort, click.ClickException, KeyboardInterrupt):
+        except _PASS_THROUGH:  # exits, aborts and usage errors: typer (or click) reports those itself
             raise
         except ClipdexError as exc:
             print_error(str(exc))
@@ -174,7 +181,7 @@ def search(
         '"2:golden retriever" (weight 2).', show_default=False,
     ),
     image: Optional[Path] = typer.Option(None, "--image", "-i", help="Search with an image (added as a term)."),
-    top_k: int = typer.Option(config.DEFAULT_TOP_K, "--top-k", "-k", help="How many results."),
+    top_k: int = typer.Option(config.DEFAULT_TOP_K, "--top-k", "-k", min=1, help="How many results."),
     folder: Optional[Path] = typer.Option(None, "--in", help="Only images under this folder."),
     after: Optional[str] = typer.Option(None, "--after", help="Only photos taken on or after this date."),
     before: Optional[str] = typer.Option(None, "--before", help="Only photos taken before this date."),
@@ -220,7 +227,7 @@ def search(
 def captions(
     ctx: typer.Context,
     image: Path = typer.Argument(..., help="The image to describe."),
-    top_k: int = typer.Option(config.DEFAULT_TOP_K, "--top-k", "-k", help="How many captions."),
+    top_k: int = typer.Option(config.DEFAULT_TOP_K, "--top-k", "-k", min=1, help="How many captions."),
     device: str = DeviceOption,
     as_json: bool = JsonOption,
 ) -> None:

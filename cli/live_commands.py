@@ -28,7 +28,8 @@ def watch(
     device: str = DeviceOption,
     precision: str = PrecisionOption,
     settle: float = typer.Option(
-        config.WATCH_SETTLE_SECONDS, min=0.05, help="Index a batch once the folders were quiet this many seconds."
+        config.WATCH_SETTLE_SECONDS, min=0.05, max=3600,
+        help="Index a batch once the folders were quiet this many seconds.",
     ),
     ocr: bool = typer.Option(False, "--ocr", help="Also read the text in images (remembered, as with index)."),
     export: bool = typer.Option(True, "--export/--no-export", help="Export the text tower when catching up."),

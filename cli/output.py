@@ -8,6 +8,7 @@ Styling is applied with explicit `Text` styles instead.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
@@ -21,35 +22,44 @@ console = Console(markup=False, highlight=False)
 err_console = Console(stderr=True, markup=False, highlight=False)
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def shown(text: str) -> str:
+    """User data (a file name, a caption) as a terminal may show it: control characters, such as the escape that
+    starts a terminal command sequence, are written as \\xNN instead of being sent to the terminal."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def print_error(message: str) -> None:
-    err_console.print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True)
+    err_console.print(Text.assemble(("error:", "red"), " ", shown(message)), soft_wrap=True)
 
 
 def print_warning(message: str) -> None:
-    err_console.print(Text.assemble(("warning:", "yellow"), " ", message), soft_wrap=True)
+    err_console.print(Text.assemble(("warning:", "yellow"), " ", shown(message)), soft_wrap=True)
 
 
 def print_notes(notes: Sequence[str]) -> None:
     for note in notes:
-        err_console.print(Text(f"note: {note}"), soft_wrap=True)
+        err_console.print(Text(f"note: {shown(note)}"), soft_wrap=True)
 
 
 def say(message: str) -> None:
     """One line of information for a person, on stderr (stdout is for data)."""
-    err_console.print(Text(message), soft_wrap=True)
+    err_console.print(Text(shown(message)), soft_wrap=True)
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    table = Table(title=Text(title), title_justify="left")
+    table = Table(title=Text(shown(title)), title_justify="left")
     for column in columns:
         numeric = column in ("score", "#", "id", "R@1", "R@5", "R@10")
         table.add_column(column, justify="right" if numeric else "left", overflow="fold")  # never cut a path short
     for row in rows:
-        table.add_row(*(Text(f"{v:.4f}" if isinstance(v, float) else str(v)) for v in row))
+        table.add_row(*(Text(f"{v:.4f}" if isinstance(v, float) else shown(str(v))) for v in row))
     console.print(table)
 
 

@@ -10,6 +10,7 @@ are bounded as they arrive, and only loopback (or token-holding) clients on this
 from __future__ import annotations
 
 import mimetypes
+import re
 import os
 import stat
 import threading
@@ -129,14 +130,14 @@ def _chunks(handle: IO[bytes], length: int | None = None) -> Iterator[bytes]:
 def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     """(first, last) byte of a single `bytes=` range within the file; None for no header or one not understood
     (the whole file is sent); 416 for a range outside the file."""
-    if not header or not header.startswith("bytes=") or "," in header:
-        return None
-    first, _, last = header[6:].strip().partition("-")
-    try:
-        start, end = (size - int(last), size - 1) if not first else (int(first), int(last) if last else size - 1)
-    except ValueError:
-        return None
-    if start < 0 or start >= size or end < start:
+    found = re.fullmatch(r"bytes=(\d{0,18})-(\d{0,18})", (header or "").strip())
+    if found is None or found.groups() == ("", "") or (found[1] and found[2] and int(found[2]) < int(found[1])):
+        return None  # absent, several ranges, or not a range at all: the whole file (RFC 9110)
+    first, last = found.groups()
+    start, end = (max(size - int(last), 0), size - 1) if not first else (int(first), int(last) if last else size - 1)
+    if not first and int(last) == 0:
+        start = size  # an empty suffix: nothing to send
+    if start < 0 or start >= size:
         raise HTTPException(416, "the range is outside the file", headers={"content-range": f"bytes */{size}"})
     return start, min(end, size - 1)
 

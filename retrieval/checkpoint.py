@@ -137,8 +137,27 @@ def report_chain(model: str, limit: int = 16) -> list[Path]:
         except ClipdexError:
             break
         report = training.get("report")
-        if isinstance(report, str) and Path(report).is_file() and Path(report).resolve() not in reports:
+        if isinstance(report, str) and _is_report(Path(report)) and Path(report).resolve() not in reports:
             reports.append(Path(report).resolve())
         start = training.get("start")
         model = str(start.get("model")) if isinstance(start, dict) else ""
     return reports
+
+
+REPORT_HEAD = "<!doctype html><html lang=en><meta charset=utf-8><title>clipdex fine-tune report</title>"
+_REPORT_MAX_BYTES = 64 * 2**20
+
+
+def _is_report(path: Path) -> bool:
+    """Whether `path` is a report finetune wrote: a checkpoint's metadata is only a claim (a crafted one could name
+    ~/.ssh/id_rsa), so the file itself must be an absolute .html regular file, of a sane size, that begins as every
+    report begins."""
+    try:
+        if not (path.is_absolute() and path.suffix == ".html" and path.is_file()):
+            return False
+        if path.stat().st_size > _REPORT_MAX_BYTES:
+            return False
+        with open(path, "rb") as f:
+            return f.read(len(REPORT_HEAD)) == REPORT_HEAD.encode()
+    except OSError:
+        return False

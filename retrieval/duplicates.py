@@ -38,6 +38,7 @@ def duplicate_groups(library: Library, threshold: float = 0.95) -> list[list[dic
     result = [
         [
             {k: rows[i][k] for k in ("id", "size", "width", "height")} | {"path": rows[i]["key"]}
+            | ({"time": rows[i]["frame_time"]} if rows[i]["frame_time"] is not None else {})
             for i in sorted(group, key=lambda i: rows[i]["key"])
         ]
         for group in members

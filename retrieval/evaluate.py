@@ -20,14 +20,18 @@ def recall_at_k(
     """`text_image[t]` is the row in `image_vectors` of caption t's image; vectors are L2-normalised."""
     text_image = np.asarray(text_image)
     scores = text_vectors @ image_vectors.T  # (texts, images)
+    broken = np.isnan(scores)  # a NaN vector (a diverged model) is never a hit, and never beats a real score
+    scores = np.where(broken, -np.inf, scores)
     # Rank of each caption's own image: how many images score strictly higher.
     own = scores[np.arange(len(text_image)), text_image]
-    t2i_rank = (scores > own[:, None]).sum(axis=1)
+    t2i_rank = np.where(broken[np.arange(len(text_image)), text_image], np.iinfo(np.int64).max,
+                        (scores > own[:, None]).sum(axis=1))
     # For each image, the best rank any of its captions reaches among all captions.
     by_image = scores.T  # (images, texts)
     i2t_rank = np.full(len(image_vectors), np.iinfo(np.int64).max)
     for t, i in enumerate(text_image):
-        i2t_rank[i] = min(i2t_rank[i], int((by_image[i] > by_image[i, t]).sum()))
+        if not broken[t, i]:
+            i2t_rank[i] = min(i2t_rank[i], int((by_image[i] > by_image[i, t]).sum()))
     return {
         "text_to_image": {f"R@{k}": float((t2i_rank < k).mean()) for k in ks},
         "image_to_text": {f"R@{k}": float((i2t_rank < k).mean()) for k in ks},

@@ -12,7 +12,7 @@ from PIL import Image, ImageOps
 
 from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
-from clipdex.retrieval.raw import is_raw, read_raw
+from clipdex.retrieval.raw import NotRaw, is_raw, read_raw
 
 _heif_ready = False
 
@@ -94,7 +94,11 @@ def read_image(
     matters above clipdex's cap.)"""
     name = name or str(path)
     if is_raw(name):
-        return _read_raw(path, min_side, name, max_pixels)
+        try:
+            return _read_raw(path, min_side, name, max_pixels)
+        except NotRaw:  # e.g. a JPEG saved under a RAW name: read it as what it is
+            if not isinstance(path, (str, Path)):
+                path.seek(0)
     _register_heif()
     try:
         with Image.open(path) as im:

@@ -6,6 +6,7 @@ unit vector, and take the nearest items of a kind, optionally among those a filt
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from datetime import datetime
@@ -83,6 +84,8 @@ class Filters:
     def __post_init__(self) -> None:
         if self.folder is not None:
             self.folder = os.path.abspath(os.path.expanduser(self.folder))
+        if self.min_score is not None and not math.isfinite(self.min_score):
+            raise ClipdexError(f"--min-score must be a finite number, not {self.min_score}")
 
     @property
     def restricts_items(self) -> bool:
@@ -97,6 +100,7 @@ class Searcher:
         self.device = device
         self.precision = precision
         self.notes: list[str] = []  # things the user should know about how a query was read
+        self._unwanted: list[str] = []  # words of the current query's subtracted terms
 
     @property
     def encoder(self):
@@ -193,6 +197,7 @@ class Searcher:
             terms = parse_terms(terms)
         filters = filters or Filters()
         words = query_words(" ".join(t.value for t in terms if not t.is_image and t.weight > 0))
+        self._unwanted = query_words(" ".join(t.value for t in terms if not t.is_image and t.weight < 0))
         if mode == "text":
             if not words:
                 raise ClipdexError("--mode text needs words to look for (not only images or common words)")
@@ -208,6 +213,9 @@ class Searcher:
         """Full-text matches (id, relevance) best first, among the items `filters` allow."""
         store = self.library.store
         found = store.text_search(words, config.HYBRID_CANDIDATES, images)
+        if found and self._unwanted:  # "stop - sign": a photo holding a subtracted word is no text match
+            unwanted = {i for i, _ in store.text_search(self._unwanted, images, images)}
+            found = [(i, r) for i, r in found if i not in unwanted]
         if filters.restricts_items and found:
             allowed = set(store.ids_matching(IMAGE, filters.folder, filters.after, filters.before).tolist())
             found = [(i, r) for i, r in found if i in allowed]

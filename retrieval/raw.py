@@ -30,6 +30,10 @@ def fork_is_safe() -> bool:
     return not _demosaiced
 
 
+class NotRaw(ClipdexError):
+    """LibRaw does not recognise the file: it may be an ordinary image under a RAW name."""
+
+
 def is_raw(name: str) -> bool:
     return Path(name).suffix.lower() in config.RAW_EXTENSIONS
 
@@ -58,6 +62,8 @@ def read_raw(
             else:  # LibRaw applies the orientation itself
                 _demosaiced = True
                 image = Image.fromarray(raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8))
+    except rawpy.LibRawFileUnsupportedError:
+        raise NotRaw(f"{name} is not a RAW file LibRaw knows") from None
     except rawpy.LibRawError as exc:
         raise ClipdexError(f"cannot read RAW image {name}: {type(exc).__name__}: {exc}") from None
     return image.convert("RGB"), width, height

@@ -105,6 +105,11 @@ def _check(options: FinetuneOptions) -> None:
         raise ClipdexError(f"--keep must be one of {', '.join(KEEP_CHOICES)}, not {options.keep!r}")
     if options.mix is not None and not 0.0 <= options.mix <= 1.0:
         raise ClipdexError(f"--mix must be between 0 and 1, not {options.mix}")
+    if options.report is not None and (Path(options.report).is_dir() or Path(options.report).suffix != ".html"):
+        raise ClipdexError(f"--report takes a file name ending in .html, not {options.report}")
+    for name, value in (("--lr", options.lr), ("--weight-decay", options.weight_decay)):
+        if not (math.isfinite(value) and value >= 0) or (name == "--lr" and value == 0):
+            raise ClipdexError(f"{name} must be a finite number above 0, not {value}")
     if options.resume is not None and Path(options.resume).resolve() == Path(options.out).resolve():
         raise ClipdexError("--resume and --out name the same file; resume from the .resume checkpoint Ctrl-C wrote")
 
@@ -213,6 +218,11 @@ def finetune(
                 optimizer.zero_grad(set_to_none=True)
                 with torch.no_grad():
                     model.logit_scale.clamp_(0, LOGIT_SCALE_MAX)
+                if not math.isfinite(running):  # nothing worth keeping comes after this
+                    raise ClipdexError(
+                        f"the loss became {running} at step {step + 1}: the learning rate is too high for this model "
+                        f"(or the data is broken); nothing more was written"
+                    )
                 step += 1
                 losses.append(running)
                 now = time.perf_counter()
@@ -283,7 +293,7 @@ def finetune(
     save_checkpoint(
         options.out, model,
         info({"after": result.after, "mix": alpha, "best_epoch": result.best_epoch, "final_loss": result.final_loss,
-              "report": str(options.report) if options.report else None}),
+              "report": str(Path(options.report).resolve()) if options.report else None}),
         half=options.half, optimizer_state=optimizer_state() if keep_optimizer else None,
     )
     log.close()

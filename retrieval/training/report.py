@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from clipdex.retrieval.checkpoint import REPORT_HEAD
 from clipdex.retrieval.evaluate import PairVectors
 from clipdex.retrieval.images import open_image
 
@@ -37,8 +38,7 @@ def write_report(path: Path, result, records: Sequence[dict], before: PairVector
                  after: PairVectors | None, held_out: Sequence) -> None:
     """Write the report for a finished run (`result` is its FinetuneResult, `records` its metrics log)."""
     parts = [
-        f"<!doctype html><html lang=en><meta charset=utf-8><title>clipdex fine-tune report</title>"
-        f"<style>{_STYLE}</style><h1>Fine-tuning report: {_e(result.checkpoint.name)}</h1>",
+        f"{REPORT_HEAD}<style>{_STYLE}</style><h1>Fine-tuning report: {_e(result.checkpoint.name)}</h1>",
         f"<p class=muted>{result.steps} steps on {result.train_pairs} pairs, {result.val_pairs} held out, "
         f"{result.seconds:.0f} s; checkpoint {_e(result.checkpoint)}; log {_e(result.metrics)}"
         + (f"; best epoch {result.best_epoch:g}" if result.best_epoch is not None else "")
