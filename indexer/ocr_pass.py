@@ -13,6 +13,7 @@ from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.library import Library
 from clipdex.retrieval.ocr import TextReader
 
+
 @dataclass
 class OcrReport:
     read: int = 0

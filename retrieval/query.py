@@ -100,7 +100,6 @@ class Searcher:
         self.device = device
         self.precision = precision
         self.notes: list[str] = []  # things the user should know about how a query was read
-        self._unwanted: list[str] = []  # words of the current query's subtracted terms
 
     @property
     def encoder(self):
@@ -197,33 +196,40 @@ class Searcher:
             terms = parse_terms(terms)
         filters = filters or Filters()
         words = query_words(" ".join(t.value for t in terms if not t.is_image and t.weight > 0))
-        self._unwanted = query_words(" ".join(t.value for t in terms if not t.is_image and t.weight < 0))
+        unwanted = query_words(" ".join(t.value for t in terms if not t.is_image and t.weight < 0))
         if mode == "text":
             if not words:
                 raise ClipdexError("--mode text needs words to look for (not only images or common words)")
-            found = self._text_matches(words, filters, self.library.store.count(IMAGE))
+            found = self._text_matches(words, unwanted, filters, self.library.store.count(IMAGE))
             hits = _one_per_file(self._hits(found, IMAGE, words))[:k]
         else:
-            hits = self._clip_or_hybrid(self.terms_vector(terms), k, filters, words if mode == "hybrid" else [])
+            words = words if mode == "hybrid" else []
+            hits = self._clip_or_hybrid(self.terms_vector(terms), k, filters, words, unwanted)
         if sort == "date":
             hits.sort(key=lambda hit: (hit.taken is None, -(hit.taken or 0.0)))
         return hits
 
-    def _text_matches(self, words: Sequence[str], filters: Filters, images: int) -> list[tuple[int, float]]:
-        """Full-text matches (id, relevance) best first, among the items `filters` allow."""
+    def _text_matches(
+        self, words: Sequence[str], unwanted: Sequence[str], filters: Filters, images: int
+    ) -> list[tuple[int, float]]:
+        """Full-text matches (id, relevance) best first, among the items `filters` allow; a photo holding a word of
+        a subtracted term ("stop - sign") is no text match."""
         store = self.library.store
         found = store.text_search(words, config.HYBRID_CANDIDATES, images)
-        if found and self._unwanted:  # "stop - sign": a photo holding a subtracted word is no text match
-            unwanted = {i for i, _ in store.text_search(self._unwanted, images, images)}
-            found = [(i, r) for i, r in found if i not in unwanted]
+        if found and unwanted:
+            excluded = {i for i, _ in store.text_search(unwanted, images, images)}
+            found = [(i, r) for i, r in found if i not in excluded]
         if filters.restricts_items and found:
             allowed = set(store.ids_matching(IMAGE, filters.folder, filters.after, filters.before).tolist())
             found = [(i, r) for i, r in found if i in allowed]
         return found
 
-    def _clip_or_hybrid(self, vector: np.ndarray, k: int, filters: Filters, words: Sequence[str]) -> list[Hit]:
+    def _clip_or_hybrid(
+        self, vector: np.ndarray, k: int, filters: Filters, words: Sequence[str], unwanted: Sequence[str]
+    ) -> list[Hit]:
         store = self.library.store
-        text = self._text_matches(words, filters, self.library.vector_index(IMAGE).count) if words else []
+        images = self.library.vector_index(IMAGE).count
+        text = self._text_matches(words, unwanted, filters, images) if words else []
         if not text:
             return self.nearest(vector, IMAGE, k, filters)
         unfiltered = Filters(filters.folder, filters.after, filters.before)  # --min-score is applied after fusion
