@@ -14,7 +14,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from clipdex.cli.options import DeviceOption, JsonOption, ModelOption, PrecisionOption, PretrainedOption
+from clipdex.cli.options import DeviceOption, JsonOption, ModelOption, PrecisionOption, PretrainedOption, library_of
 from clipdex.cli.output import (
     console, err_console, print_error, print_json, print_notes, print_table, progress_tasks,
     recall_rows, say,
@@ -79,12 +79,6 @@ def main_options(
     ctx.obj = {"library": library or config.default_library_dir(), "database": database, "verbose": verbose}
 
 
-def _library(ctx: typer.Context, create: bool = False):
-    from clipdex.api import open_library
-
-    return open_library(ctx.obj["library"], ctx.obj["database"], create=create)
-
-
 def _print_hits(hits, as_json: bool, title: str) -> None:
     if as_json:
         print_json([hit.as_json() for hit in hits])
@@ -134,7 +128,7 @@ def index(
     Unreadable files are skipped and reported, never fatal; Ctrl-C keeps every batch already written."""
     from clipdex import api
 
-    library = _library(ctx, create=True)
+    library = library_of(ctx, create=True)
     with progress_tasks(enabled=not as_json) as start:
         report = api.index(
             library, paths or [], model=model, pretrained=pretrained, reembed=reembed, device=device,
@@ -214,7 +208,7 @@ def search(
     filters = Filters(
         str(folder) if folder else None, _date(after, "--after"), _date(before, "--before"), min_score
     )
-    hits = api.search(_library(ctx), parsed, top_k, filters, device, precision, mode, sort)
+    hits = api.search(library_of(ctx), parsed, top_k, filters, device, precision, mode, sort)
     print_notes(hits.notes)
     if paths_only or null:
         end = "\0" if null else "\n"
@@ -234,7 +228,7 @@ def captions(
     """Captions from the library's corpus ranked by how well they describe IMAGE (image→text)."""
     from clipdex import api
 
-    _print_hits(api.captions(_library(ctx), image, top_k, device), as_json, f"captions for {image}")
+    _print_hits(api.captions(library_of(ctx), image, top_k, device), as_json, f"captions for {image}")
 
 
 @app.command("add-captions")
@@ -247,7 +241,7 @@ def add_captions_command(
     """Add captions to the corpus that `clipdex captions` ranks."""
     from clipdex import api
 
-    added, present = api.add_captions(_library(ctx), file, device)
+    added, present = api.add_captions(library_of(ctx), file, device)
     if as_json:
         print_json({"added": added, "already_present": present})
     else:
@@ -259,7 +253,7 @@ def status(ctx: typer.Context, as_json: bool = JsonOption) -> None:
     """What the library holds and which model it is bound to."""
     from clipdex import api
 
-    info = api.status(_library(ctx))
+    info = api.status(library_of(ctx))
     if as_json:
         print_json(info)
         return
@@ -298,7 +292,7 @@ def duplicates(
     """Groups of near-identical photos, largest first, so you can pick which to keep (nothing is deleted)."""
     from clipdex import api
 
-    groups = api.duplicates(_library(ctx), threshold)
+    groups = api.duplicates(library_of(ctx), threshold)
     if as_json:
         print_json(groups)
         return

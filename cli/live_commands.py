@@ -9,15 +9,9 @@ from typing import Optional
 
 import typer
 
-from clipdex.cli.options import DeviceOption, JsonOption, ModelOption, PrecisionOption, PretrainedOption
+from clipdex.cli.options import DeviceOption, JsonOption, ModelOption, PrecisionOption, PretrainedOption, library_of
 from clipdex.cli.output import print_error, print_json, print_notes, print_warning, say
 from clipdex.retrieval import config
-
-
-def _library(ctx: typer.Context, create: bool = False):
-    from clipdex.api import open_library
-
-    return open_library(ctx.obj["library"], ctx.obj["database"], create=create)
 
 
 def watch(
@@ -39,7 +33,7 @@ def watch(
     or disappear, until Ctrl-C or SIGTERM; every batch committed before stopping is kept."""
     from clipdex import api
 
-    library = _library(ctx, create=True)
+    library = library_of(ctx, create=True)
 
     def on_batch(folders: list[str], report) -> None:
         if not as_json:
@@ -73,7 +67,7 @@ def _watch_in_background(ctx: typer.Context, library, paths: list[Path], device:
     the server's loaded model; the server's queries notice each commit by its generation."""
     from clipdex import api
 
-    writer = _library(ctx)
+    writer = library_of(ctx)
     writer.use_encoder(library.encoder(device))
 
     def run() -> None:
@@ -115,7 +109,7 @@ def serve(
 
     if token is None and not is_loopback(host):
         token = new_token()
-    library = _library(ctx)
+    library = library_of(ctx)
     web_app = create_app(
         library, device, precision, allowed_hosts=names_for(host, allow_host or ()), token=token,
         max_upload_pixels=max_upload_pixels,

@@ -20,3 +20,10 @@ DeviceOption = typer.Option("auto", "--device", help="auto (CUDA when present), 
 PrecisionOption = typer.Option(
     "fp32", "--precision", help="fp32, or bf16 (CPU/CUDA) / fp16 (CUDA): faster, used only if it matches fp32."
 )
+
+
+def library_of(ctx: typer.Context, create: bool = False):
+    """The library the global --library / --database options name."""
+    from clipdex.api import open_library
+
+    return open_library(ctx.obj["library"], ctx.obj["database"], create=create)

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from clipdex.cli.options import DeviceOption, JsonOption, ModelOption, PretrainedOption
+from clipdex.cli.options import DeviceOption, JsonOption, ModelOption, PretrainedOption, library_of
 from clipdex.cli.output import (
     print_error, print_json, print_table, print_warning, progress_tasks, recall_rows, say,
 )
@@ -145,7 +145,7 @@ def eval_command(
     from clipdex.retrieval.errors import ClipdexError
 
     try:
-        library = api.open_library(ctx.obj["library"], ctx.obj["database"]) if model is None else None
+        library = library_of(ctx) if model is None else None
     except ClipdexError:  # no library yet: the default model
         library = None
     result = api.evaluate(pairs, library, model, pretrained, device)
