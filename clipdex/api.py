@@ -86,7 +86,6 @@ def index(
     from clipdex.indexer.ocr_pass import read_text_in_images
     from clipdex.retrieval.ocr import require_ocr
     from clipdex.indexer.pipeline import IndexReport, index_folders
-    from clipdex.indexer.reembed import reembed_library
 
     if not paths and not reembed and not ocr:
         raise ClipdexError("give one or more folders to index (or --reembed --model M, or --ocr)")
@@ -96,8 +95,12 @@ def index(
                            ocr={"read": read.read, "with_text": read.with_text})
     if reembed and model is None:
         raise ClipdexError("--reembed needs --model: the model to re-embed the library with")
-    encoder = load_model(None if reembed else library, model, pretrained, device, precision)
-    report = IndexReport(notes=list(encoder.notes))
+    model_of = _OnDemand(lambda: load_model(None if reembed else library, model, pretrained, device, precision))
+    # The model is loaded only once a file needs it when the library is already bound to it; else now (a new
+    # library is bound to it, a re-embed or a Ray run needs it, or a model other than the library's is refused).
+    if reembed or engine != "local" or not _bound_to(library, model, pretrained):
+        model_of()
+    report = IndexReport()
     with library.writer():
         if index_type is not None:
             library.set_index_preference(index_type)
@@ -106,25 +109,60 @@ def index(
         if ocr:  # remembered first, so this run's decoding already asks the text gate
             library.store.enable_ocr()
         bound = library.identity
-        if reembed and bound is not None and not bound.same_model(encoder.identity):
-            done = reembed_library(library, encoder, batch_size, workers, progress=progress)
+        if reembed and bound is not None and not bound.same_model(model_of().identity):
+            from clipdex.indexer.reembed import reembed_library  # imports torch: only for a re-embed
+
+            done = reembed_library(library, model_of(), batch_size, workers, progress=progress)
             report.reembedded = {"images": done.images, "captions": done.captions}
         if paths:
             found = index_folders(
-                library, [Path(p) for p in paths], encoder, exclude=exclude, include_hidden=hidden,
-                batch_size=batch_size, workers=workers, progress=progress,
-                embedder=_embedder(engine, encoder, batch_size, ray_address),
+                library, [Path(p) for p in paths], model_of.value or model_of, exclude=exclude,
+                include_hidden=hidden, batch_size=batch_size, workers=workers, progress=progress,
+                embedder=_embedder(engine, model_of.value, batch_size, ray_address),
             )
-            found.notes[:0], found.reembedded = report.notes, report.reembedded
+            found.reembedded = report.reembedded
             report = found
         if library.store.ocr_enabled and not report.interrupted:
             read = read_text_in_images(library, progress)
             report.ocr = {"read": read.read, "with_text": read.with_text}
             report.failed += read.failed
             report.interrupted = read.interrupted
-    if export_text and not report.interrupted:
-        report.notes += export_text_tower(encoder, progress)
+    if model_of.value is not None:
+        report.notes[:0] = model_of.value.notes
+    if export_text and not report.interrupted and (model_of.value is not None or not _exported(library)):
+        report.notes += export_text_tower(model_of(), progress)
     return report
+
+
+class _OnDemand:
+    """A model loaded on first use, at most once; `value` says whether it was."""
+
+    def __init__(self, load: Callable[[], object]) -> None:
+        self._load = load
+        self.value = None
+
+    def __call__(self):
+        if self.value is None:
+            self.value = self._load()
+        return self.value
+
+
+def _bound_to(library: Library, model: str | None, pretrained: str | None) -> bool:
+    """Whether the library is bound to the model the user named (or named none), told without building it."""
+    from clipdex.retrieval.factory import choose_model
+
+    bound = library.identity
+    if bound is None or model is None:
+        return bound is not None
+    choice = choose_model(model, pretrained if pretrained is not None else config.default_pretrained(model))
+    return bound.same_weights(choice.identity())
+
+
+def _exported(library: Library) -> bool:
+    """Whether the bound model's text tower was exported already (checked without loading the model)."""
+    from clipdex.retrieval.onnx_text import export_path
+
+    return export_path(library.require_identity()).is_file()
 
 
 def _embedder(name: str, encoder, batch_size: int, ray_address: str | None):

@@ -9,14 +9,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from clipdex.indexer.changes import plan_changes
-from clipdex.indexer.embedders import LocalEmbedder
 from clipdex.indexer.scan import FileStat, root_path, scan
 from clipdex.retrieval import config
 from clipdex.retrieval.library import Library
 from clipdex.retrieval.store import IMAGE, NewItem
+
+if TYPE_CHECKING:
+    from clipdex.retrieval.encoder import Encoder
 
 Progress = Callable[[str, int | None], Callable[[int], None]]
 
@@ -60,7 +62,7 @@ def _frames(file: FileStat, sha256: str, decoded, vectors) -> list[NewItem]:
 def index_folders(
     library: Library,
     roots: Sequence[Path],
-    encoder,
+    encoder: "Encoder | Callable[[], Encoder]",
     exclude: Sequence[str] = (),
     include_hidden: bool = False,
     batch_size: int = config.DEFAULT_BATCH_SIZE,
@@ -71,7 +73,9 @@ def index_folders(
     """Bring the library's images under `roots` up to date with the disk, holding the library's writer lock.
 
     `embedder` embeds the files (default: LocalEmbedder with `encoder`); whichever it is, scanning, change
-    detection and every write happen here, in this process."""
+    detection and every write happen here, in this process. `encoder` may be a function that loads it, for a
+    library already bound to that model: it is then called only when some file needs embedding, so checking an
+    unchanged library never imports torch."""
     with library.writer():
         return _index_folders(
             library, roots, encoder, exclude, include_hidden, batch_size, workers, progress, embedder
@@ -81,7 +85,10 @@ def index_folders(
 def _index_folders(library, roots, encoder, exclude, include_hidden, batch_size, workers, progress, embedder):
     started = time.perf_counter()
     report = IndexReport()
-    library.use_encoder(encoder)
+    if callable(encoder):
+        library.require_identity()  # a new library is bound by the encoder itself, before anything is written
+    else:
+        library.use_encoder(encoder)
     store = library.store
     scanned = scan(roots, exclude, include_hidden)
     advance = progress("checking changed files", None) if progress else None
@@ -102,8 +109,14 @@ def _index_folders(library, roots, encoder, exclude, include_hidden, batch_size,
 
         jobs = [(None, f, digest) for f, digest in plan.new] + [(i, f, digest) for i, f, digest in plan.modified]
         advance = progress("embedding", len(jobs)) if progress and jobs else None
-        embedder = embedder or LocalEmbedder(encoder, batch_size, workers, store.ocr_enabled)
-        for batch in embedder.embed([f.path for _, f, _ in jobs]):
+        if jobs and callable(encoder):
+            encoder = encoder()
+            library.use_encoder(encoder)
+        if jobs and embedder is None:
+            from clipdex.indexer.embedders import LocalEmbedder  # imports torch: only when there is work
+
+            embedder = LocalEmbedder(encoder, batch_size, workers, store.ocr_enabled)
+        for batch in embedder.embed([f.path for _, f, _ in jobs]) if jobs else ():
             inserts, updates, replaced, added, updated = [], [], [], 0, 0
             for decoded, vector in batch.done:
                 item_id, file, digest = jobs[decoded.position]

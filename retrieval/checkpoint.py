@@ -16,10 +16,10 @@ from typing import Any
 import torch
 
 from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.identity import is_checkpoint_path
 
 METADATA_KEY = "clipdex"
 SAVE_ID_KEY = "clipdex_save_id"
-CHECKPOINT_SUFFIXES = (".safetensors",)
 
 
 @dataclass
@@ -29,10 +29,6 @@ class CheckpointInfo:
     model_name: str
     model_cfg: dict[str, Any]
     training: dict[str, Any] = field(default_factory=dict)
-
-
-def is_checkpoint_path(name: str) -> bool:
-    return Path(name).suffix in CHECKPOINT_SUFFIXES
 
 
 def optimizer_path(path: Path) -> Path:

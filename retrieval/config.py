@@ -83,6 +83,12 @@ INDEX_TYPES = ("auto", "flat", "ivf")
 TEXT_EXPORT_MIN_COSINE = 0.999
 TEXT_EXPORT_OPSET = 18
 
+CHECKPOINT_SUFFIXES = (".safetensors",)  # a --model ending so is a clipdex checkpoint file
+# A weights file's sha256 is remembered here (in the cache folder) by path, size, times and inode, so an unchanged
+# 600 MB file is not hashed again on every run; at most this many files are remembered.
+FINGERPRINTS_FILE = "weights-fingerprints.json"
+FINGERPRINTS_KEPT = 64
+
 # Seed for models created without weights, so "random weights" mean the same weights in every process.
 INIT_SEED = 0
 

@@ -12,13 +12,14 @@ import os
 import socket
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 from pathlib import Path
 
 from clipdex.retrieval import config
-from clipdex.retrieval.digest import file_sha256
+from clipdex.retrieval.digest import weights_sha256
 from clipdex.retrieval.errors import ClipdexError
-from clipdex.retrieval.identity import ModelIdentity
+from clipdex.retrieval.identity import ModelIdentity, is_checkpoint_path
 
 if TYPE_CHECKING:  # the encoder module imports torch: only its type is needed here
     from clipdex.retrieval.encoder import Encoder
@@ -96,6 +97,79 @@ def _download_error(what: str, online: bool, exc: Exception) -> ClipdexError:
     )
 
 
+@dataclass(frozen=True)
+class ModelChoice:
+    """What a --model/--pretrained pair names, read without building the model: enough to tell whether it is
+    a library's bound model (so an `index` with nothing new to embed never imports torch)."""
+
+    name: str  # an open_clip architecture, an hf-hub: id, or the absolute path of a clipdex checkpoint
+    pretrained: str | None  # a tag, or the absolute path of a weights file
+    fingerprint: str
+
+    def identity(self) -> ModelIdentity:
+        return ModelIdentity(self.name, self.pretrained, self.fingerprint, 0)
+
+
+def choose_model(name: str, pretrained: str | None = None) -> ModelChoice:
+    """Read a model name as load_encoder will, hashing a weights file only when its stamp changed."""
+    if name == SAMPLE_ALIAS:
+        name = str(config.SAMPLE_MODEL)
+    if is_checkpoint_path(name):
+        path = Path(name).expanduser().resolve()
+        if not path.is_file():
+            raise ClipdexError(f"checkpoint not found: {path}")
+        return ModelChoice(str(path), None, _fingerprint(path))
+    if name.startswith("hf-hub:"):
+        return ModelChoice(name, None, name)
+    if pretrained is None:
+        return ModelChoice(name, None, f"init:{config.INIT_SEED}")
+    if os.path.isfile(pretrained):
+        path = Path(pretrained).resolve()
+        return ModelChoice(name, str(path), _fingerprint(path))
+    return ModelChoice(name, pretrained, f"tag:{pretrained}")
+
+
+def _fingerprint(path: Path) -> str:
+    try:
+        return "sha256:" + weights_sha256(path)
+    except OSError as exc:
+        raise ClipdexError(f"cannot read the weights file {path}: {exc.strerror or exc}") from None
+
+
+_INIT_FUNCTIONS = (
+    "uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_", "xavier_uniform_",
+    "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_", "sparse_",
+)
+_BUILDING = threading.Lock()  # every model build takes it: init is switched off for one build at a time
+
+
+@contextmanager
+def _building(initialise: bool) -> Iterator[None]:
+    """Build a model, without random initialisation when every weight is about to be overwritten.
+
+    Initialising ViT-B-32 costs 0.8 s of a cold start and is thrown away by the strict load that follows (a
+    missing weight fails that load, so nothing uninitialised survives). torch.nn.init is switched off only for
+    the build, under a lock that every build takes, so a seeded build in another thread is never affected."""
+    import torch
+
+    with _BUILDING:
+        if initialise:
+            yield
+            return
+        saved = {name: getattr(torch.nn.init, name) for name in _INIT_FUNCTIONS}
+        for name in _INIT_FUNCTIONS:
+            setattr(torch.nn.init, name, _leave_as_is)
+        try:
+            yield
+        finally:
+            for name, function in saved.items():
+                setattr(torch.nn.init, name, function)
+
+
+def _leave_as_is(tensor, *args, **kwargs):
+    return tensor
+
+
 def load_encoder(name: str, pretrained: str | None = None, device: str = "auto") -> Encoder:
     """Build the model named by the user and wrap it for embedding: the one place encoders are made (CLI,
     library, Ray actors and fine-tuning all come here).
@@ -106,33 +180,34 @@ def load_encoder(name: str, pretrained: str | None = None, device: str = "auto")
     import open_clip
     import torch
 
-    from clipdex.retrieval.checkpoint import is_checkpoint_path, load_weights, read_checkpoint_info
+    from clipdex.retrieval.checkpoint import load_weights, read_checkpoint_info
     from clipdex.retrieval.encoder import Encoder
 
     _register_project_configs()
     device = resolve_device(device)
-    if name == SAMPLE_ALIAS:
-        name = str(config.SAMPLE_MODEL)
+    choice = choose_model(name, pretrained)
+    name, pretrained = choice.name, choice.pretrained
 
     if is_checkpoint_path(name):
-        path = Path(name).expanduser().resolve()
+        path = Path(name)
         info = read_checkpoint_info(path)
         if info.model_name not in open_clip.list_models():
             raise ClipdexError(f"{path} names an unknown architecture {info.model_name!r}; it cannot be loaded")
-        model, _, preprocess = open_clip.create_model_and_transforms(info.model_name, pretrained=None)
+        with _building(initialise=False):
+            model, _, preprocess = open_clip.create_model_and_transforms(info.model_name, pretrained=None)
         try:
             model.load_state_dict({k: v.float() for k, v in load_weights(path).items()})
         except RuntimeError as exc:
             first = (str(exc).strip().splitlines() or [""])[0][:200]
             raise ClipdexError(f"{path} does not match architecture {info.model_name}: {first}") from None
-        arch, identity = info.model_name, ModelIdentity(str(path), None, "sha256:" + file_sha256(path), 0)
+        arch = info.model_name
     elif name.startswith("hf-hub:"):
-        with _hub_access() as online:
+        with _hub_access() as online, _building(initialise=False):
             try:
                 model, _, preprocess = open_clip.create_model_and_transforms(name)
             except Exception as exc:
                 raise _download_error(name, online, exc) from None
-        arch, identity = name, ModelIdentity(name, None, name, 0)
+        arch = name
     else:
         if name not in open_clip.list_models():
             raise ClipdexError(
@@ -141,29 +216,25 @@ def load_encoder(name: str, pretrained: str | None = None, device: str = "auto")
             )
         arch = name
         if pretrained is None:
-            with torch.random.fork_rng(devices=[]):
+            with _building(initialise=True), torch.random.fork_rng(devices=[]):
                 torch.manual_seed(config.INIT_SEED)
                 model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None)
-            fingerprint = f"init:{config.INIT_SEED}"
-        elif os.path.isfile(pretrained):
-            pretrained = str(Path(pretrained).resolve())
+        elif choice.fingerprint.startswith("sha256:"):
             try:  # open_clip loads .pt/.bin with weights_only=True: a pickle that would run code is refused
-                model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
+                with _building(initialise=False):
+                    model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
             except Exception as exc:
                 reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise ClipdexError(f"refusing to load {pretrained} as {name} weights: {reason[:200]}") from None
-            fingerprint = "sha256:" + file_sha256(Path(pretrained))
         elif open_clip.get_pretrained_cfg(name, pretrained):
-            with _hub_access() as online:
+            with _hub_access() as online, _building(initialise=False):
                 try:
                     model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
                 except Exception as exc:
                     raise _download_error(f"{name} ({pretrained})", online, exc) from None
-            fingerprint = f"tag:{pretrained}"
         else:
             tags = ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none"
             raise ClipdexError(f"{pretrained!r} is neither a pretrained tag of {name} nor a file (tags: {tags})")
-        identity = ModelIdentity(name, pretrained, fingerprint, 0)
 
     model.eval().to(device)
-    return Encoder(model, preprocess, open_clip.get_tokenizer(arch), device, identity, arch)
+    return Encoder(model, preprocess, open_clip.get_tokenizer(arch), device, choice.identity(), arch)

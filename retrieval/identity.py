@@ -7,6 +7,14 @@ query, index run and re-embed asks `same_model` first.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
+from clipdex.retrieval import config
+
+
+def is_checkpoint_path(name: str) -> bool:
+    """Whether a --model names a clipdex checkpoint file (rather than an architecture or an hf-hub id)."""
+    return Path(name).suffix in config.CHECKPOINT_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -21,6 +29,15 @@ class ModelIdentity:
     def describe(self) -> str:
         return self.name + (f" ({self.pretrained})" if self.pretrained else "")
 
+    def same_weights(self, other: "ModelIdentity | None") -> bool:
+        """Same weights, decided without building either model (so without knowing their output size).
+
+        A content hash names the weights alone, wherever the file lives; a pretrained tag or a seeded init names
+        weights only together with the architecture (ViT-B-32 and ViT-B-16 both have an 'openai' tag)."""
+        if other is None or self.fingerprint != other.fingerprint:
+            return False
+        return self.fingerprint.startswith("sha256:") or self.name == other.name
+
     def same_model(self, other: "ModelIdentity | None") -> bool:
         """Same weights and output size: the name alone is not enough (a fine-tune keeps its architecture)."""
-        return other is not None and (self.fingerprint, self.dim) == (other.fingerprint, other.dim)
+        return other is not None and self.same_weights(other) and self.dim == other.dim

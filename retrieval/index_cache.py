@@ -34,6 +34,7 @@ class IndexState:
     count: int = -1
     file: str = ""
     ids_check: str = ""  # of the ids in `file`: a state paired with another index file is noticed on load
+    type: str = ""  # flat or ivf ("" in states written before it was recorded)
 
 
 def _made_by(state: IndexState, identity: ModelIdentity) -> bool:
@@ -83,9 +84,21 @@ class IndexCache:
         self._loaded[kind] = (index, state)
         return index
 
+    def _saved_is_current(self, kind: str, identity: ModelIdentity, preference: str) -> bool:
+        """Whether the saved index reflects the store as it is now, told from its state file alone."""
+        saved = self._read_state(self.state_path(kind))
+        if saved is None or not _made_by(saved, identity) or not (self.root / saved.file).is_file():
+            return False
+        count = self.store.count(kind)
+        return (saved.generation, saved.count, saved.type) == (
+            self.store.generation(), count, index_type_for(count, preference)
+        )
+
     def save(self, kind: str, identity: ModelIdentity, preference: str = "auto") -> None:
         """Bring the index up to date and write it with its state (writers only, under the library's writer
         lock). A read-only library folder just keeps answering from memory."""
+        if kind not in self._loaded and self._saved_is_current(kind, identity, preference):
+            return  # nothing changed since it was saved: not even loaded (an unchanged `index` stays fast)
         index = self.current(kind, identity, preference)
         state = self._loaded[kind][1]
         path = self.state_path(kind)
@@ -99,7 +112,7 @@ class IndexCache:
         try:
             index.save(self.root / name)
             os.chmod(self.root / name, 0o600)  # like every file in the library: for its owner only
-            text = json.dumps({**state.__dict__, "file": name, "ids_check": ids_check(index)})
+            text = json.dumps({**state.__dict__, "file": name, "ids_check": ids_check(index), "type": index.type})
             with open(os.open(tmp_state, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
                 handle.write(text)
             os.replace(tmp_state, path)

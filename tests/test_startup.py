@@ -1,0 +1,97 @@
+"""Fast start-up paths agree with the slow ones: an unchanged library is checked without loading the model, a
+weights file's hash is remembered only while the file is unchanged, models built without initialisation hold
+exactly the loaded weights, and a pretrained tag names weights only together with its architecture."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from clipdex.retrieval import config
+from clipdex.retrieval.digest import file_sha256, weights_sha256
+from clipdex.retrieval.identity import ModelIdentity
+from tests.conftest import SAMPLE_ROWS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Runs the real CLI in a new process, then says which heavy modules the command imported.
+_RUN_AND_REPORT = """
+import sys
+from clipdex.cli.app import main
+sys.argv = ["clipdex", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as exit:
+    code = exit.code
+print("IMPORTED", sorted(m for m in ("torch", "open_clip") if m in sys.modules), "EXIT", code)
+"""
+
+
+def _clipdex(library: Path, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", _RUN_AND_REPORT, "-L", str(library), *args], cwd=ROOT, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300,
+    )
+    return done.stdout.strip().splitlines()[-1] + done.stderr[-500:]
+
+
+def test_an_unchanged_library_is_checked_without_loading_the_model(tmp_path: Path, photos) -> None:
+    folder, library = photos(6), tmp_path / "lib"
+    assert "EXIT 0" in _clipdex(library, "index", str(folder), "--model", "sample")
+    noop = _clipdex(library, "index", str(folder), "--model", "sample", "--json")
+    assert noop.startswith("IMPORTED [] EXIT 0"), noop
+    assert _clipdex(library, "index", str(folder), "--json").startswith("IMPORTED [] EXIT 0")
+
+    shutil.copy(config.SAMPLE_DATA_DIR / SAMPLE_ROWS[10]["image"], folder)  # now one file needs the model
+    assert "IMPORTED ['open_clip', 'torch'] EXIT 0" in _clipdex(library, "index", str(folder), "--json")
+    other = _clipdex(library, "index", str(folder), "--model", "clipdex-tiny")  # another model is still refused
+    assert "EXIT 1" in other and "was built with" in other
+
+
+def test_a_weights_hash_is_remembered_only_while_the_file_is_unchanged(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv(config.CACHE_ENV, str(tmp_path / "cache"))
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(b"a" * 1000)
+    assert weights_sha256(weights) == file_sha256(weights)
+    memory = tmp_path / "cache" / config.FINGERPRINTS_FILE
+    assert str(weights.resolve()) in json.loads(memory.read_text())
+
+    stat = weights.stat()  # same size, same mtime restored (as cp -p or rsync would): still noticed
+    weights.write_bytes(b"b" * 1000)
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert weights_sha256(weights) == file_sha256(weights)
+
+    memory.write_text("{not json")  # a damaged memory is ignored, then rewritten
+    assert weights_sha256(weights) == file_sha256(weights)
+    assert str(weights.resolve()) in json.loads(memory.read_text())
+
+
+def test_a_model_built_without_init_holds_exactly_the_checkpoint_and_seeded_init_is_unchanged() -> None:
+    from safetensors.torch import load_file
+
+    from clipdex.retrieval.factory import load_encoder
+
+    seeded = {k: v.clone() for k, v in load_encoder("clipdex-tiny", None, "cpu").model.state_dict().items()}
+    loaded = load_encoder("sample", None, "cpu").model.state_dict()
+    saved = load_file(str(config.SAMPLE_MODEL))
+    assert saved.keys() <= loaded.keys()
+    assert all(torch.equal(loaded[k], saved[k].float()) for k in saved)
+    again = load_encoder("clipdex-tiny", None, "cpu").model.state_dict()  # init works again after a skipped one
+    assert all(torch.equal(again[k], seeded[k]) for k in seeded)
+    assert not all(np.allclose(again[k].numpy(), 0) for k in again if again[k].is_floating_point())
+
+
+def test_a_pretrained_tag_names_weights_only_with_its_architecture() -> None:
+    b32 = ModelIdentity("ViT-B-32", "openai", "tag:openai", 512)
+    assert not b32.same_model(ModelIdentity("ViT-B-16", "openai", "tag:openai", 512))
+    assert not b32.same_model(ModelIdentity("ViT-B-32", "openai", "init:0", 512))
+    assert b32.same_model(ModelIdentity("ViT-B-32", "openai", "tag:openai", 512))
+    moved = ModelIdentity("/a/ft.safetensors", None, "sha256:ab", 512)  # a checkpoint is its content, wherever it is
+    assert moved.same_model(ModelIdentity("/b/ft.safetensors", None, "sha256:ab", 512))
