@@ -5,6 +5,9 @@ Deterministic per seed, so a 10M set can be regenerated chunk by chunk instead o
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 
 FIXED_SEED = 12345
@@ -31,3 +34,23 @@ def fill_library(library, dim: int, images: int, chunk: int = 10_000, seed: int 
         vectors = rng.standard_normal((min(chunk, images - start), dim)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         library.store.write(inserts=[NewItem(IMAGE, f"/photos/{start + i:07d}.jpg", v) for i, v in enumerate(vectors)])
+
+
+def camera_jpegs(count: int) -> Path:
+    """A folder of exactly `count` 4000×3000 q90 JPEGs (smooth colour fields with noise: they compress like
+    photos, ~3 MB), made once under $TMPDIR and reused."""
+    from PIL import Image
+
+    folder = Path(tempfile.gettempdir()) / f"clipdex-bench-jpegs-{count}"
+    folder.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        small = rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)
+        noise_seed = int(rng.integers(0, 2**31))
+        path = folder / f"{i:04d}.jpg"
+        if not path.exists():
+            big = Image.fromarray(small).resize((4000, 3000), Image.Resampling.BICUBIC)
+            noise = np.random.default_rng(noise_seed).integers(-12, 12, (3000, 4000, 3), dtype=np.int16)
+            pixels = np.clip(np.asarray(big, dtype=np.int16) + noise, 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(path, quality=90)
+    return folder

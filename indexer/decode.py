@@ -45,14 +45,20 @@ def _may_have_text(image) -> bool:
 
 
 class DecodeDataset(Dataset):
-    def __init__(self, paths: Sequence[str], preprocess: Callable, min_side: int, text_gate: bool = False) -> None:
+    def __init__(
+        self, paths: Sequence[str], preprocess: Callable, min_side: int, text_gate: bool = False, turn=None
+    ) -> None:
+        """turn: an Event set while decoding may run (it waits while the encoder has the cores)."""
         self.paths, self.preprocess, self.min_side, self.text_gate = paths, preprocess, min_side, text_gate
+        self.turn = turn
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, position: int) -> Decoded:
         path = self.paths[position]
+        if self.turn is not None:
+            self.turn.wait()
         if is_video(path):
             return self._video(position, path)
         try:

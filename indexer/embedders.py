@@ -4,6 +4,7 @@ store; the pipeline alone writes, so every embedder gets the same transactions a
 from __future__ import annotations
 
 import math
+import multiprocessing
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -36,17 +37,36 @@ class LocalEmbedder:
         if not paths:
             return
         workers = min(self.workers, math.ceil(len(paths) / self.batch_size))
+        context = multiprocessing.get_context("fork" if fork_is_safe() else "forkserver")
+        # As many decoders as cores, taking turns with the encoder (whose threads take every core): the machine
+        # is never oversubscribed, and a decoder never stalls the encoder's threads mid-layer. One decoder fewer
+        # than cores left a core idle whenever the encoder waited for pixels (0.67 of the limit in bf16, 0.87
+        # with a decoder per core; bench/index_throughput.py prints the figure).
+        decoding = context.Event() if workers else None
         loader = DataLoader(
-            DecodeDataset(paths, self.encoder.preprocess, self.encoder.image_size, self.text_gate),
+            DecodeDataset(paths, self.encoder.preprocess, self.encoder.image_size, self.text_gate, decoding),
             batch_size=self.batch_size,
             num_workers=workers,
             collate_fn=collate,
             worker_init_fn=single_thread_worker if workers else None,
             prefetch_factor=4 if workers else None,
-            multiprocessing_context=None if not workers or fork_is_safe() else "forkserver",
+            multiprocessing_context=context if workers else None,
         )
-        for batch in loader:
-            yield embed_decoded(self.encoder, batch)
+        try:
+            if decoding:
+                decoding.set()
+            for batch in loader:
+                if decoding:
+                    decoding.clear()
+                try:
+                    embedded = embed_decoded(self.encoder, batch)
+                finally:
+                    if decoding:
+                        decoding.set()
+                yield embedded
+        finally:  # also on Ctrl-C: workers waiting for their turn must go on to see the end of the run
+            if decoding:
+                decoding.set()
 
 
 def embed_decoded(encoder, batch: Sequence[Decoded]) -> EmbeddedBatch:

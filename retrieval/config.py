@@ -47,8 +47,9 @@ DEFAULT_TOP_K = 10
 DEFAULT_CAPTIONS_K = 5  # captions shown for one photo on the web page
 DEFAULT_DUPLICATE_THRESHOLD = 0.95  # cosine at which two photos count as copies
 DEFAULT_BATCH_SIZE = 32
-# Decode workers: leave one core to the encoder, which is the bottleneck.
-DEFAULT_DECODE_WORKERS = max(1, (os.cpu_count() or 2) - 1)
+# Decode workers: one per core; they take turns with the encoder, which uses every core too (indexer/embedders.py).
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # ours to use
+DEFAULT_DECODE_WORKERS = CORES
 # Images declaring more pixels than this are refused from their header, before decoding (decompression bombs).
 # Pillow itself refuses more than 2 × its own limit (≈ 179 MP) and warns above ≈ 89 MP; clipdex checks first.
 MAX_IMAGE_PIXELS = 178_000_000
@@ -84,9 +85,11 @@ TEXT_EXPORT_MIN_COSINE = 0.999
 TEXT_EXPORT_OPSET = 18
 
 CHECKPOINT_SUFFIXES = (".safetensors",)  # a --model ending so is a clipdex checkpoint file
-# A weights file's sha256 is remembered here (in the cache folder) by path, size, times and inode, so an unchanged
-# 600 MB file is not hashed again on every run; at most this many files are remembered.
+# A weights file's sha256, and which model an exported text tower holds, are remembered in the cache folder by
+# the file's path, size, times and inode, so an unchanged file is not read again on every run; at most this many
+# files are remembered in each.
 FINGERPRINTS_FILE = "weights-fingerprints.json"
+EXPORTS_FILE = "text-tower-checks.json"
 FINGERPRINTS_KEPT = 64
 
 # Seed for models created without weights, so "random weights" mean the same weights in every process.

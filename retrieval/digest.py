@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 from clipdex.retrieval import config
 
@@ -25,14 +26,18 @@ def _stamp(stat: os.stat_result) -> list[int]:
 
 
 def weights_sha256(path: str | Path) -> str:
-    """The sha256 of a weights file, hashed once and then remembered by its stamp in the user cache folder.
+    """The sha256 of a weights file, hashed once per stamp: a model's identity is the hash of its weights, and a
+    600 MB file takes 0.4 s to hash, a third of an unchanged library's whole `index` run if paid every time."""
+    return remembered(Path(path), file_sha256, config.FINGERPRINTS_FILE)
 
-    A model's identity is the hash of its weights, and a 600 MB file takes 0.4 s to hash: paid on every command
-    it would be a third of an unchanged library's whole `index` run. The memory is a cache: unreadable, damaged
-    or unwritable, it is ignored and the file is hashed."""
-    path = Path(path).resolve()
+
+def remembered(path: Path, read: Callable[[Path], str], memory_name: str) -> str:
+    """`read(path)`, computed once and then remembered by the file's stamp in the user cache folder.
+
+    The memory is a cache: unreadable, damaged or unwritable, it is ignored and the file is read again."""
+    path = path.resolve()
     stamp = _stamp(path.stat())
-    memory_file = config.default_cache_dir() / config.FINGERPRINTS_FILE
+    memory_file = config.default_cache_dir() / memory_name
     try:
         memory = json.loads(memory_file.read_text(encoding="utf-8"))
         if not isinstance(memory, dict):
@@ -40,13 +45,13 @@ def weights_sha256(path: str | Path) -> str:
     except (OSError, ValueError):
         memory = {}
     known = memory.get(str(path))
-    if isinstance(known, dict) and known.get("stamp") == stamp and isinstance(known.get("sha256"), str):
-        return known["sha256"]
-    digest = file_sha256(path)
-    if _stamp(path.stat()) != stamp:  # changed while hashing: true now, but not worth remembering
-        return digest
+    if isinstance(known, dict) and known.get("stamp") == stamp and isinstance(known.get("value"), str):
+        return known["value"]
+    value = read(path)
+    if _stamp(path.stat()) != stamp:  # changed while being read: true now, but not worth remembering
+        return value
     memory.pop(str(path), None)
-    memory[str(path)] = {"stamp": stamp, "sha256": digest}  # newest last; the oldest are forgotten first
+    memory[str(path)] = {"stamp": stamp, "value": value}  # newest last; the oldest are forgotten first
     kept = dict(list(memory.items())[-config.FINGERPRINTS_KEPT:])
     try:
         memory_file.parent.mkdir(parents=True, exist_ok=True)
@@ -55,4 +60,4 @@ def weights_sha256(path: str | Path) -> str:
         os.replace(tmp, memory_file)
     except OSError:
         pass
-    return digest
+    return value

@@ -9,6 +9,7 @@ is kept only if it reproduces torch's vectors; anything it cannot serve falls ba
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from clipdex.retrieval import config
+from clipdex.retrieval.digest import remembered
 from clipdex.retrieval.identity import ModelIdentity
 from clipdex.retrieval.tokenizer import BpeTokenizer, default_merges_file
 
@@ -46,6 +48,20 @@ def _describes(metadata: dict[str, str], identity: ModelIdentity) -> bool:
     )
 
 
+def _model_key(identity: ModelIdentity) -> str:
+    return json.dumps([identity.name, identity.fingerprint, str(identity.dim)])
+
+
+def _described_model(path: Path) -> str:
+    """The model an export says it holds ("" when it cannot be read): loading it takes ~0.8 s for ViT-B-32, so
+    the answer is remembered by the file's stamp (digest.remembered) and an unchanged export is not opened again."""
+    try:
+        metadata = _session(path).get_modelmeta().custom_metadata_map
+    except Exception:
+        return ""
+    return json.dumps([metadata.get(k) for k in ("clipdex_name", "clipdex_fingerprint", "clipdex_dim")])
+
+
 @dataclass
 class ExportResult:
     path: Path | None
@@ -71,7 +87,7 @@ def export_text_tower(encoder) -> ExportResult:
     import torch
 
     path = export_path(encoder.identity)
-    if OnnxTextEncoder.for_model(encoder.identity) is not None:
+    if path.is_file() and remembered(path, _described_model, config.EXPORTS_FILE) == _model_key(encoder.identity):
         return ExportResult(path, "")
     reason = _can_export(encoder)
     if reason:
@@ -107,6 +123,7 @@ def export_text_tower(encoder) -> ExportResult:
         if worst < config.TEXT_EXPORT_MIN_COSINE:
             return ExportResult(None, f"text queries will load torch: the export matched only to cosine {worst:.5f}")
         os.replace(tmp, path)
+        remembered(path, lambda _: _model_key(encoder.identity), config.EXPORTS_FILE)  # checked just now
     except Exception as exc:  # an exporter failure must never fail indexing: queries still work through torch
         return ExportResult(None, f"text queries will load torch: the ONNX export failed ({type(exc).__name__})")
     finally:  # also on Ctrl-C: no half-written file is left in the cache
