@@ -1,10 +1,11 @@
 """A cold `clipdex search "…"`: a new process on a 100k-image library, with the ONNX text tower and without.
 
-    python bench/cold_query.py [--images 100000] [--model ViT-B-32] [--runs 3]
+    python bench/cold_query.py [--images 100000] [--model ViT-B-32] [--runs 3] [--json]
 
 The library holds synthetic unit vectors under a real model binding (random weights); it is built once, then
 each run is a fresh `python -m clipdex search` process. "torch" is the same command with the export hidden (an
 empty cache folder), so it loads open_clip. The breakdown times each phase of one cold query in a new process.
+The last line of stdout is one JSON object with the figures (--json).
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=100_000)
     parser.add_argument("--model", default="ViT-B-32")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--json", action="store_true", help="end with one JSON object of the figures")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         library_dir, cache, empty = Path(tmp) / "lib", Path(tmp) / "cache", Path(tmp) / "empty"
@@ -97,6 +99,9 @@ def main() -> None:
         started = time.perf_counter()
         subprocess.run([sys.executable, "-c", "pass"], check=True)
         print(f"{(time.perf_counter() - started) * 1000:8.0f} ms  a bare Python interpreter start and exit")
+    if args.json:
+        print(json.dumps({"onnx_s": round(onnx, 3), "torch_s": round(torch_, 3),
+                          "same_top10": answers["onnx"] == answers["torch"], "images": args.images}))
 
 
 if __name__ == "__main__":

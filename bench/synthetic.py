@@ -25,14 +25,12 @@ def clustered(n: int, dim: int, seed: int, clusters: int = 2000) -> np.ndarray:
 
 
 def fill_library(library, dim: int, images: int, chunk: int = 10_000, seed: int = 0) -> None:
-    """`images` rows of random unit vectors (query cost does not depend on what they show), written as indexing
-    writes them: a transaction a chunk."""
+    """`images` rows of clustered unit vectors shaped like real embeddings (an approximate index is tuned on them
+    as on a real library), written as indexing writes them: a transaction a chunk."""
     from clipdex.retrieval.store import IMAGE, NewItem
 
-    rng = np.random.default_rng(seed)
     for start in range(0, images, chunk):
-        vectors = rng.standard_normal((min(chunk, images - start), dim)).astype(np.float32)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = clustered(min(chunk, images - start), dim, seed=seed + start)
         library.store.write(inserts=[NewItem(IMAGE, f"/photos/{start + i:07d}.jpg", v) for i, v in enumerate(vectors)])
 
 

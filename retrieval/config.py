@@ -83,6 +83,12 @@ INDEX_TYPES = ("auto", "flat", "ivf")
 # if its vectors match torch's to at least this cosine on probe sentences.
 TEXT_EXPORT_MIN_COSINE = 0.999
 TEXT_EXPORT_OPSET = 18
+TEXT_EXPORT_FORMAT = 2  # bumped when exports change shape (2: optimised, maybe int8): older ones are made anew
+# An int8 text tower replaces the fp32 export only when its vectors keep this cosine to torch's fp32 ones on the
+# probe sentences and these many sample captions, and it answers a short query at least this much faster here.
+TEXT_INT8_MIN_COSINE = 0.995
+TEXT_PROBE_CAPTIONS = 100
+TEXT_INT8_MIN_SPEEDUP = 1.2
 
 CHECKPOINT_SUFFIXES = (".safetensors",)  # a --model ending so is a clipdex checkpoint file
 # A weights file's sha256, and which model an exported text tower holds, are remembered in the cache folder by
@@ -127,6 +133,7 @@ MAX_QUERY_TERMS = 16
 MAX_TERM_WEIGHT = 100.0  # |weight| of one term, e.g. "2:golden retriever"; more says nothing a smaller one cannot
 # Distinct words whose byte-pair pieces the text tokenizer remembers (least recently used ones are forgotten).
 TOKENIZER_CACHE_WORDS = 4_096
+QUERY_CACHE_TEXTS = 256  # query sentences whose vectors a running process remembers (least recently used go)
 
 # An uploaded image declaring more pixels than this is refused from its header (a 190 KB PNG can declare
 # 14000×14000, ≈ 600 MB once decoded); far above what the model sees, and above most phone cameras (12–48 MP).

@@ -65,6 +65,10 @@ class IndexCache:
         rebuilt when it disagrees with the store or the library's size calls for another type of index."""
         generation = self.store.generation()
         cached = self._loaded.get(kind)
+        if cached is not None and cached[1].generation == generation and _made_by(cached[1], identity) and (
+            cached[1].type == index_type_for(cached[1].count, preference)
+        ):
+            return cached[0]  # every change of rows bumps the generation: nothing to check (a count costs ms)
         if cached is None or not _made_by(cached[1], identity) or (
             cached[0].mapped and cached[1].generation != generation
         ):
@@ -78,7 +82,7 @@ class IndexCache:
         wanted = index_type_for(count, preference)
         if index.count != count or index.type != wanted:
             index = self._build(kind, identity.dim, wanted, count)
-        state = IndexState(generation, identity.fingerprint, identity.dim, index.count)
+        state = IndexState(generation, identity.fingerprint, identity.dim, index.count, type=index.type)
         if self.use_gpu:
             index.to_gpu()
         self._loaded[kind] = (index, state)

@@ -76,13 +76,36 @@ def test_exported_text_tower_matches_torch(name: str, tmp_path: Path, monkeypatc
     monkeypatch.setenv("CLIPDEX_CACHE", str(tmp_path))
     encoder = load_encoder(name, None, "cpu")
     assert OnnxTextEncoder.for_model(encoder.identity) is None
-    result = export_text_tower(encoder)
+    result = export_text_tower(encoder, precision="fp32")
     assert result.path is not None and result.path.is_relative_to(tmp_path), result.note
     exported = OnnxTextEncoder.for_model(encoder.identity)
     texts = TEXTS[:3] + TOKENIZER_TEXTS
     cosines = (exported.encode_texts(texts) * encoder.encode_texts(texts)).sum(axis=1)
     assert cosines.min() >= 0.999
     assert export_text_tower(encoder).note == ""  # the second library with this model reuses the export
+
+
+def test_an_int8_text_tower_agrees_with_torch_fp32_and_repeats_are_remembered(tmp_path: Path, monkeypatch) -> None:
+    """The reduced-precision fast path: ViT-B-32's text tower with int8 weights, against torch in fp32."""
+    import csv
+
+    from clipdex.retrieval import config
+    from clipdex.retrieval.onnx_text import OnnxTextEncoder, export_text_tower
+
+    monkeypatch.setenv("CLIPDEX_CACHE", str(tmp_path))
+    encoder = load_encoder("ViT-B-32", None, "cpu")
+    result = export_text_tower(encoder, precision="int8")
+    assert "int8" in result.note, result.note
+    exported = OnnxTextEncoder.for_model(encoder.identity)
+    assert exported.session.get_modelmeta().custom_metadata_map["clipdex_precision"] == "int8"
+    captions = [row["caption"] for row in csv.DictReader(config.SAMPLE_CAPTIONS.open(encoding="utf-8"))]
+    texts = TEXTS + TOKENIZER_TEXTS + captions[-50:]  # captions the export's own check did not see
+    batch = exported.encode_texts(texts)
+    assert (batch * encoder.encode_texts(texts)).sum(axis=1).min() >= config.TEXT_INT8_MIN_COSINE
+    one = exported.encode_texts([texts[0]])[0]
+    assert float(one @ encoder.encode_texts([texts[0]])[0]) >= config.TEXT_INT8_MIN_COSINE  # alone as in a batch
+    again = exported.encode_texts([texts[0]])[0]
+    assert np.shares_memory(again, one) and not again.flags.writeable  # remembered, and shared read-only
 
 
 def test_cold_text_query_needs_no_torch_and_gives_the_same_hits(
