@@ -110,7 +110,8 @@ def index(
     strict: bool = typer.Option(False, "--strict", help="Exit with status 1 when any file was skipped."),
     precision: str = PrecisionOption,
     index_type: Optional[str] = typer.Option(
-        None, "--index-type", help="auto (flat, then IVF past 100k items), flat (exact) or ivf; remembered."
+        None, "--index-type", help="auto (flat, IVF past 100k items, IVF-PQ with exact re-ranking past 1M), flat "
+        "(exact), ivf or ivfpq; remembered."
     ),
     engine: str = typer.Option("local", "--engine", help="Embedding engine: local (decode workers + one encoder) or ray."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join (default: start a local one)."),

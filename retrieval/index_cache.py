@@ -21,7 +21,7 @@ import numpy as np
 
 from clipdex.retrieval.identity import ModelIdentity
 from clipdex.retrieval.store import Store
-from clipdex.retrieval.vector_index import FLAT, VectorIndex, index_type_for
+from clipdex.retrieval.vector_index import FLAT, IVFPQ, VectorIndex, index_type_for
 
 
 @dataclass
@@ -83,6 +83,7 @@ class IndexCache:
         if index.count != count or index.type != wanted:
             index = self._build(kind, identity.dim, wanted, count)
         state = IndexState(generation, identity.fingerprint, identity.dim, index.count, type=index.type)
+        index.exact = self.store.vectors_of  # IVF-PQ re-ranks its shortlists with the stored vectors
         if self.use_gpu:
             index.to_gpu()
         self._loaded[kind] = (index, state)
@@ -151,7 +152,8 @@ class IndexCache:
     def _build(self, kind: str, dim: int, wanted: str, count: int) -> VectorIndex:
         """A new index of the wanted type over everything the store holds."""
         if wanted != FLAT:
-            return VectorIndex.build_ivf(dim, count, lambda: self.store.vectors(kind, dim))
+            exact = self.store.vectors_of if wanted == IVFPQ else None
+            return VectorIndex.build_ivf(dim, count, lambda: self.store.vectors(kind, dim), exact)
         index = VectorIndex(dim)
         for ids, vectors in self.store.vectors(kind, dim):
             index.add(ids, vectors, replace=False)

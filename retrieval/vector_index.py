@@ -1,7 +1,9 @@
 """The FAISS index: inner product over L2-normalised vectors (so scores are cosines), keyed by database ids.
 
 Small libraries get exact flat search; past config.IVF_MIN_ITEMS an IVF index (k-means lists, a few probed
-per query) answers many times faster at a recall set by its parameters, which follow from the size.
+per query) answers many times faster at a recall set by its parameters, which follow from the size; past
+config.IVFPQ_MIN_ITEMS the lists hold product-quantised codes (dim/8 bytes a vector instead of 4·dim), and the
+shortlist they give is re-ranked with the exact vectors from the store, so scores stay exact cosines.
 It is a cache of the store; index_cache.py decides when it is loaded, topped up, rebuilt and saved.
 """
 
@@ -11,21 +13,29 @@ import math
 import os
 import uuid
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import faiss
 import numpy as np
 
 from clipdex.retrieval import config
 
-FLAT, IVF = "flat", "ivf"
+FLAT, IVF, IVFPQ = "flat", "ivf", "ivfpq"
+ExactVectors = Callable[[Sequence[int]], "dict[int, np.ndarray]"]  # id → its exact vector, from the store
 
 
 def index_type_for(count: int, preference: str = "auto") -> str:
     """The index type a library of `count` items gets, unless the user forced one."""
     if preference != "auto":
         return preference
+    if count >= config.IVFPQ_MIN_ITEMS:
+        return IVFPQ
     return IVF if count >= config.IVF_MIN_ITEMS else FLAT
+
+
+def pq_bytes(dim: int) -> int:
+    """Sub-quantisers (one byte each) for `dim`: one per 8 dimensions, or the nearest count dividing dim."""
+    return next(m for m in range(max(1, dim // 8), dim + 1) if dim % m == 0)
 
 
 def gpu_count() -> int:
@@ -60,51 +70,73 @@ class VectorIndex:
         self.mapped = mapped  # vectors memory-mapped from the file: for searching only, never changed
         self.on_gpu = False
         self.gpu_index: faiss.Index | None = None
+        self.exact: ExactVectors | None = None  # set by the index cache: what IVF-PQ re-ranks its shortlist with
 
     @classmethod
     def build_ivf(
-        cls, dim: int, count: int, chunks: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
+        cls, dim: int, count: int, chunks: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]],
+        exact: ExactVectors | None = None,
     ) -> "VectorIndex":
-        """Train lists on a strided sample of ~64 vectors per list, add everything, tune the probes.
+        """Train lists on a strided sample of ~64 vectors per list, add everything, tune the probes; with `exact`
+        (the store's vectors by id) the lists hold PQ codes and the probes are tuned with the re-rank.
 
         `chunks()` yields (ids, vectors) over all items; it is called three times (sample, add, exact answers).
-        Tuning queries are midpoints of random sample pairs, which fall between clusters (harder than most)."""
+        Tuning queries are midpoints of random sample pairs, which fall between clusters (as a text query does:
+        far from every photo), and sample vectors themselves, inside them (as a photo query does)."""
         stride = max(1, count // (64 * ivf_lists(count)))
         sample = np.concatenate([v[::stride] for _, v in chunks()])
-        index = cls.ivf(dim, count, sample)
+        index = cls.ivf(dim, count, sample, pq=exact is not None)
+        index.exact = exact
         for ids, vectors in chunks():
             index.add(ids, vectors, replace=False)
         rng = np.random.default_rng(0)
-        pairs = sample[rng.integers(0, len(sample), (config.IVF_TUNING_QUERIES, 2))].sum(axis=1)
-        queries = pairs / np.linalg.norm(pairs, axis=1, keepdims=True)
-        index.tune_probes(queries, exact_top_k(chunks(), queries, 10))
+        half = config.IVF_TUNING_QUERIES // 2
+        pairs = sample[rng.integers(0, len(sample), (half, 2))].sum(axis=1)
+        queries = np.concatenate([  # between clusters (text is far from every photo) and inside them (photo-like)
+            pairs / np.linalg.norm(pairs, axis=1, keepdims=True), sample[rng.integers(0, len(sample), half)]
+        ])
+        index.tune_probes(queries, exact_top_k(chunks(), queries, 10), groups=2)
         return index
 
     @classmethod
-    def ivf(cls, dim: int, count: int, training: np.ndarray) -> "VectorIndex":
-        """An empty IVF index with lists trained on `training` (a sample of the vectors it will hold)."""
+    def ivf(cls, dim: int, count: int, training: np.ndarray, pq: bool = False) -> "VectorIndex":
+        """An empty IVF index (PQ codes in its lists with `pq`) trained on `training`, a sample of the vectors it
+        will hold."""
         nlist = min(ivf_lists(count), max(1, len(training) // 39))  # faiss wants ≥ 39 points per list
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        if pq:  # 8-bit codes want 256 training points per sub-quantiser; a small forced index gets fewer bits
+            bits = int(min(8, max(1, math.log2(len(training)))))
+            index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, pq_bytes(dim), bits, faiss.METRIC_INNER_PRODUCT)
+        else:
+            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
         index.train(np.ascontiguousarray(training, dtype=np.float32))
         index.nprobe = max(1, nlist // 64)
         return cls(dim, index)
 
-    def tune_probes(self, queries: np.ndarray, exact: np.ndarray, target: float = config.IVF_TUNING_RECALL) -> float:
-        """Double nprobe until recall@k of `queries` against their `exact` top-k ids reaches `target`;
-        returns the recall reached. The cheapest setting that is good enough on this library's own data."""
+    def tune_probes(
+        self, queries: np.ndarray, exact: np.ndarray, target: float = config.IVF_TUNING_RECALL, groups: int = 1
+    ) -> float:
+        """Double nprobe until recall@k of `queries` against their `exact` top-k ids reaches `target` in each of
+        `groups` equal parts of them (kinds of query: one easy kind must not hide a hard one); returns the worst
+        part's recall. The cheapest setting that is good enough on this library's own data."""
         k = exact.shape[1]
         while True:
-            _, found = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
-            recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(found, exact)]))
+            _, found = self.search(queries, k)
+            hits = np.array([len(set(a) & set(b)) / k for a, b in zip(found, exact)])
+            recall = float(min(part.mean() for part in np.array_split(hits, groups)))
             if recall >= target or self.index.nprobe >= self.index.nlist:
                 return recall
             self.index.nprobe = min(self.index.nlist, self.index.nprobe * 2)
 
     @property
     def type(self) -> str:
+        if isinstance(self.index, faiss.IndexIVFPQ):
+            return IVFPQ
         return IVF if isinstance(self.index, faiss.IndexIVF) else FLAT
 
     def describe(self) -> str:
+        if self.type == IVFPQ:
+            return (f"IVF-PQ, {self.index.nlist} lists, {self.index.pq.M}-byte codes, {self.index.nprobe} probed, "
+                    f"top {config.PQ_RERANK} re-ranked exactly (approximate)")
         if self.type == IVF:
             return f"IVF-flat, {self.index.nlist} lists, {self.index.nprobe} probed (approximate)"
         return "flat inner product (exact)"
@@ -152,18 +184,51 @@ class VectorIndex:
         fewer than k items qualify. The id selector keeps filtered search exact."""
         k = max(1, min(k, self.count if allowed is None else len(allowed)))
         queries = np.ascontiguousarray(queries, dtype=np.float32)
+        rerank = self.type == IVFPQ and self.exact is not None
+        shortlist = max(k, config.PQ_RERANK) if rerank else k
         if allowed is None:
-            return (self.gpu_index if self.on_gpu else self.index).search(queries, k)
-        selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
-        if self.type == IVF:  # probing every list keeps a filtered search exact
-            params = faiss.SearchParametersIVF(sel=selector, nprobe=self.index.nlist)
+            scores, ids = (self.gpu_index if self.on_gpu else self.index).search(queries, shortlist)
         else:
-            params = faiss.SearchParameters(sel=selector)
-        return self.index.search(queries, k, params=params)
+            selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+            if self.type != FLAT:  # probing every list keeps a filtered search exact (IVF-PQ: its shortlist)
+                params = faiss.SearchParametersIVF(sel=selector, nprobe=self.index.nlist)
+            else:
+                params = faiss.SearchParameters(sel=selector)
+            scores, ids = self.index.search(queries, shortlist, params=params)
+        return self._reranked(queries, ids, k) if rerank else (scores, ids)
+
+    def _reranked(self, queries: np.ndarray, shortlists: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The top k of each shortlist by exact cosine (PQ scores only find candidates; they are not shown)."""
+        vectors = self.exact(sorted({int(i) for i in shortlists.ravel() if i >= 0}))
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        ids = np.full((len(queries), k), -1, dtype=np.int64)
+        for row, (query, shortlist) in enumerate(zip(queries, shortlists)):
+            known = [int(i) for i in shortlist if i in vectors]
+            if not known:
+                continue
+            exact = np.stack([vectors[i] for i in known]) @ query
+            best = np.argsort(-exact, kind="stable")[:k]
+            scores[row, : len(best)], ids[row, : len(best)] = exact[best], np.asarray(known)[best]
+        return scores, ids
 
     def range_search(self, queries: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(lims, scores, ids): for query i, the items scoring at least `threshold` are lims[i]:lims[i+1]."""
-        return self.index.range_search(np.ascontiguousarray(queries, dtype=np.float32), threshold)
+        """(lims, scores, ids): for query i, the items scoring at least `threshold` are lims[i]:lims[i+1]. IVF-PQ
+        finds candidates a margin below the threshold and keeps those whose exact cosine reaches it."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if self.type != IVFPQ or self.exact is None:
+            return self.index.range_search(queries, threshold)
+        lims, _, found = self.index.range_search(queries, threshold - config.PQ_RANGE_MARGIN)
+        vectors = self.exact(sorted({int(i) for i in found}))
+        kept_lims, kept_scores, kept_ids = [0], [], []
+        for row, query in enumerate(queries):
+            for other in found[lims[row] : lims[row + 1]]:
+                score = float(vectors[int(other)] @ query) if int(other) in vectors else -1.0
+                if score >= threshold:
+                    kept_scores.append(score)
+                    kept_ids.append(int(other))
+            kept_lims.append(len(kept_ids))
+        return (np.asarray(kept_lims, dtype=np.int64), np.asarray(kept_scores, dtype=np.float32),
+                np.asarray(kept_ids, dtype=np.int64))
 
     def to_gpu(self) -> bool:
         """Search on GPU 0 when faiss was built with GPUs; returns whether it does. The CPU index stays for

@@ -10,15 +10,15 @@ import pytest
 from clipdex.retrieval import config
 from clipdex.retrieval.library import Library
 from clipdex.retrieval.store import IMAGE
-from clipdex.retrieval.vector_index import FLAT, IVF, VectorIndex, exact_top_k, ivf_lists
+from clipdex.retrieval.vector_index import FLAT, IVF, IVFPQ, VectorIndex, exact_top_k, ivf_lists
 from tests.test_core import _json
 
 
-def clustered(n: int, dim: int, seed: int = 0, clusters: int = 200) -> np.ndarray:
+def clustered(n: int, dim: int, seed: int = 0, clusters: int = 200, spread: float = 0.6) -> np.ndarray:
     """Unit vectors around random centres: the shape real embeddings have, unlike uniform noise."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((clusters, dim)).astype(np.float32)
-    x = centres[rng.integers(0, clusters, n)] + 0.6 * rng.standard_normal((n, dim)).astype(np.float32)
+    x = centres[rng.integers(0, clusters, n)] + spread * rng.standard_normal((n, dim)).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
@@ -68,3 +68,59 @@ def test_the_library_switches_index_kind_by_size_and_by_choice(cli, library_dir:
     }
     bad = cli("index", library_dir.parent / "photos", "--index-type", "hnsw")
     assert bad.exit_code == 1 and "unknown index type" in bad.stderr
+
+
+def test_ivfpq_reranks_its_shortlist_with_exact_vectors() -> None:
+    """The fast path at 10M scale (PQ codes) against exact search: recall after the re-rank, exact scores,
+    removals, filters and range searches (duplicates) all agree with the flat index."""
+    everything = clustered(20_200, 64)
+    vectors, queries = everything[:20_000], everything[20_000:]  # queries: new points among the same clusters
+    ids = np.arange(1, 20_001, dtype=np.int64) * 3
+    stored = dict(zip(ids.tolist(), vectors))
+    chunks = [(ids[i : i + 3000], vectors[i : i + 3000]) for i in range(0, len(ids), 3000)]
+    index = VectorIndex.build_ivf(64, len(ids), lambda: chunks, lambda wanted: {i: stored[i] for i in wanted if i in stored})
+    assert index.type == IVFPQ and "IVF-PQ" in index.describe() and index.index.pq.M == 8
+    assert recall_at_10(index, vectors, ids, queries) >= 0.95
+    scores, found = index.search(queries[:5], 10)
+    assert np.allclose(scores, np.einsum("qd,qkd->qk", queries[:5], np.stack([[stored[i] for i in row] for row in found])),
+                       atol=1e-5)  # the scores shown are exact cosines, not PQ estimates
+    index.exact = None  # without the store, PQ estimates alone: the re-rank is what makes the recall
+    assert recall_at_10(index, vectors, ids, queries) < 0.6
+    index.exact = lambda wanted: {i: stored[i] for i in wanted if i in stored}
+
+    gone = ids[:5000]
+    index.remove(gone)
+    for i in gone.tolist():
+        del stored[i]
+    _, found = index.search(queries, 10)
+    assert not set(found.ravel()) & set(gone)
+    assert recall_at_10(index, vectors[5000:], ids[5000:], queries) >= 0.95
+    allowed = ids[5000:5050]
+    _, found = index.search(queries[:3], 5, allowed)
+    assert np.array_equal(found, allowed[np.argsort(-(queries[:3] @ vectors[5000:5050].T), axis=1)[:, :5]])
+
+    near = vectors[5000:5020]  # each a stored vector: its neighbours above 0.8 by range search, as duplicates asks
+    flat = VectorIndex(64)
+    flat.add(ids[5000:], vectors[5000:], replace=False)
+    lims, scores, found = index.range_search(near, 0.8)
+    flat_lims, _, flat_found = flat.range_search(near, 0.8)
+    assert (scores >= 0.8).all()
+    for row in range(len(near)):
+        ours, exact = set(found[lims[row] : lims[row + 1]]), set(flat_found[flat_lims[row] : flat_lims[row + 1]])
+        assert ours <= exact and len(ours) >= 0.95 * len(exact)
+
+
+def test_the_library_chooses_ivfpq_past_its_threshold(cli, library_dir: Path, photos, monkeypatch) -> None:
+    cli("index", photos(40), "--model", "clipdex-tiny")
+    monkeypatch.setattr(config, "IVF_MIN_ITEMS", 10)
+    monkeypatch.setattr(config, "IVFPQ_MIN_ITEMS", 30)
+    status = _json(cli("status", "--json"))["index"]
+    assert status["kind"] == IVFPQ and "re-ranked exactly" in status["type"]
+    query = sorted((library_dir.parent / "photos").iterdir())[0]
+    hits = _json(cli("search", "--image", query, "-k", "5", "--json"))
+    assert hits[0]["score"] == pytest.approx(1.0, abs=1e-5) and hits[0]["path"] == str(query)
+    monkeypatch.setattr(config, "IVF_MIN_ITEMS", 10**9)
+    monkeypatch.setattr(config, "IVFPQ_MIN_ITEMS", 10**9)
+    assert _json(cli("status", "--json"))["index"]["kind"] == FLAT
+    exact = _json(cli("search", "--image", query, "-k", "5", "--json"))
+    assert [h["score"] for h in hits] == pytest.approx([h["score"] for h in exact], abs=1e-5)
