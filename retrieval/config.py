@@ -73,15 +73,17 @@ HUB_PROBE_SECONDS = 1.5
 
 # Vector index choice: exact flat search up to this many items, then IVF (inverted lists, approximate).
 IVF_MIN_ITEMS = 100_000
+IVF_MAX_LISTS = 4096
 # IVF probes are tuned after each build until recall@10 against exact search reaches this on the library's own
 # data (a margin over the 0.95 promised for real queries).
 IVF_TUNING_RECALL = 0.97
 IVF_TUNING_QUERIES = 200
 # Past this many items the lists hold PQ codes (64 bytes a 512-d vector instead of 2 KB: 0.7 GB of index at 10M
-# instead of 20 GB) and the PQ_RERANK best candidates are re-ranked with the exact vectors from the store; range
+# instead of 20 GB) and the best candidates (a shortlist) are re-ranked with the exact vectors from the store; range
 # searches (duplicates) look PQ_RANGE_MARGIN below their threshold for candidates, then check them exactly.
 IVFPQ_MIN_ITEMS = 1_000_000
-PQ_RERANK = 100
+PQ_RERANK = 100  # the shortlist's length to start tuning from; doubled while that finds more (up to the max)
+PQ_MAX_RERANK = 1600
 PQ_RANGE_MARGIN = 0.05
 INDEX_TYPES = ("auto", "flat", "ivf", "ivfpq")
 

@@ -34,7 +34,8 @@ class IndexState:
     count: int = -1
     file: str = ""
     ids_check: str = ""  # of the ids in `file`: a state paired with another index file is noticed on load
-    type: str = ""  # flat or ivf ("" in states written before it was recorded)
+    type: str = ""  # flat, ivf or ivfpq ("" in states written before it was recorded)
+    rerank: int = 0  # IVF-PQ's tuned shortlist length
 
 
 def _made_by(state: IndexState, identity: ModelIdentity) -> bool:
@@ -82,7 +83,8 @@ class IndexCache:
         wanted = index_type_for(count, preference)
         if index.count != count or index.type != wanted:
             index = self._build(kind, identity.dim, wanted, count)
-        state = IndexState(generation, identity.fingerprint, identity.dim, index.count, type=index.type)
+        state = IndexState(generation, identity.fingerprint, identity.dim, index.count, type=index.type,
+                           rerank=index.rerank)
         index.exact = self.store.vectors_of  # IVF-PQ re-ranks its shortlists with the stored vectors
         if self.use_gpu:
             index.to_gpu()
@@ -146,6 +148,7 @@ class IndexCache:
         if state is not None and _made_by(state, identity) and state.generation <= generation:
             index = VectorIndex.load(self.root / state.file, state.dim, mapped=state.generation == generation)
             if index is not None and index.count == state.count and ids_check(index) == state.ids_check:
+                index.rerank = state.rerank or index.rerank
                 return index, state
         return VectorIndex(identity.dim), IndexState(0, identity.fingerprint, identity.dim, 0)
 

@@ -44,8 +44,9 @@ def gpu_count() -> int:
 
 
 def ivf_lists(count: int) -> int:
-    """About 2·√N lists: each probe scans ~√N/2 vectors, and k-means stays cheap to train."""
-    return max(16, int(2 * math.sqrt(max(count, 1))))
+    """About 2·√N lists (each probe scans ~√N/2 vectors), at most IVF_MAX_LISTS: training and assigning every
+    vector to its list cost time in proportion to the list count (≈ 13 min to fill 4096 lists with 10M here)."""
+    return max(16, min(config.IVF_MAX_LISTS, int(2 * math.sqrt(max(count, 1)))))
 
 
 def exact_top_k(chunks: Iterable[tuple[np.ndarray, np.ndarray]], queries: np.ndarray, k: int) -> np.ndarray:
@@ -53,8 +54,13 @@ def exact_top_k(chunks: Iterable[tuple[np.ndarray, np.ndarray]], queries: np.nda
     best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
     best_ids = np.zeros((len(queries), 0), dtype=np.int64)
     for ids, vectors in chunks:
-        scores = np.hstack([best_scores, queries @ vectors.T])
-        every = np.hstack([best_ids, np.broadcast_to(ids, (len(queries), len(ids)))])
+        scores = queries @ np.asarray(vectors, dtype=np.float32).T
+        if scores.shape[1] > k:  # only each chunk's own top k can enter the running top k
+            part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+            scores, chunk_ids = np.take_along_axis(scores, part, 1), np.asarray(ids)[part]
+        else:
+            chunk_ids = np.broadcast_to(ids, scores.shape)
+        scores, every = np.hstack([best_scores, scores]), np.hstack([best_ids, chunk_ids])
         keep = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         best_scores, best_ids = np.take_along_axis(scores, keep, 1), np.take_along_axis(every, keep, 1)
     return best_ids
@@ -71,6 +77,7 @@ class VectorIndex:
         self.on_gpu = False
         self.gpu_index: faiss.Index | None = None
         self.exact: ExactVectors | None = None  # set by the index cache: what IVF-PQ re-ranks its shortlist with
+        self.rerank = config.PQ_RERANK  # IVF-PQ's shortlist length, tuned with nprobe (and saved beside it)
 
     @classmethod
     def build_ivf(
@@ -119,13 +126,23 @@ class VectorIndex:
         `groups` equal parts of them (kinds of query: one easy kind must not hide a hard one); returns the worst
         part's recall. The cheapest setting that is good enough on this library's own data."""
         k = exact.shape[1]
-        while True:
+
+        def reached() -> float:
             _, found = self.search(queries, k)
             hits = np.array([len(set(a) & set(b)) / k for a, b in zip(found, exact)])
-            recall = float(min(part.mean() for part in np.array_split(hits, groups)))
-            if recall >= target or self.index.nprobe >= self.index.nlist:
-                return recall
+            return float(min(part.mean() for part in np.array_split(hits, groups)))
+
+        recall = reached()
+        while recall < target and self.index.nprobe < self.index.nlist:
             self.index.nprobe = min(self.index.nlist, self.index.nprobe * 2)
+            before, recall = recall, reached()
+            if self.type == IVFPQ and recall - before < 0.005 and self.rerank < config.PQ_MAX_RERANK:
+                # more lists found nothing new: the true neighbours were probed but ranked below the shortlist by
+                # their PQ codes (flat score landscapes, as between clusters), so lengthen the shortlist instead
+                self.index.nprobe //= 2
+                self.rerank *= 2
+                recall = reached()
+        return recall
 
     @property
     def type(self) -> str:
@@ -136,7 +153,7 @@ class VectorIndex:
     def describe(self) -> str:
         if self.type == IVFPQ:
             return (f"IVF-PQ, {self.index.nlist} lists, {self.index.pq.M}-byte codes, {self.index.nprobe} probed, "
-                    f"top {config.PQ_RERANK} re-ranked exactly (approximate)")
+                    f"top {self.rerank} re-ranked exactly (approximate)")
         if self.type == IVF:
             return f"IVF-flat, {self.index.nlist} lists, {self.index.nprobe} probed (approximate)"
         return "flat inner product (exact)"
@@ -185,7 +202,7 @@ class VectorIndex:
         k = max(1, min(k, self.count if allowed is None else len(allowed)))
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         rerank = self.type == IVFPQ and self.exact is not None
-        shortlist = max(k, config.PQ_RERANK) if rerank else k
+        shortlist = max(k, self.rerank) if rerank else k
         if allowed is None:
             scores, ids = (self.gpu_index if self.on_gpu else self.index).search(queries, shortlist)
         else:
