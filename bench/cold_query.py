@@ -88,8 +88,10 @@ def main() -> None:
                 seconds, answers[name] = cold_search(library_dir, folder)
                 runs[name].append(seconds)
         onnx, torch_ = statistics.median(runs["onnx"]), statistics.median(runs["torch"])
+        overlap = len(set(answers["onnx"]) & set(answers["torch"])) / 10
         print(f"cold `clipdex search` (median of {args.runs} new processes): ONNX text tower {onnx:.2f} s, "
-              f"torch {torch_:.2f} s, {torch_ / onnx:.1f}× faster; same top 10: {answers['onnx'] == answers['torch']}")
+              f"torch {torch_:.2f} s, {torch_ / onnx:.1f}× faster; same top 10: {answers['onnx'] == answers['torch']} "
+              f"(overlap {overlap:.1f}; an int8 tower may swap near-ties)")
         print("where one cold ONNX query's time goes:")
         phases = subprocess.run(
             [sys.executable, "-c", PHASES, str(library_dir), QUERY], cwd=ROOT, capture_output=True, text=True,
@@ -101,7 +103,8 @@ def main() -> None:
         print(f"{(time.perf_counter() - started) * 1000:8.0f} ms  a bare Python interpreter start and exit")
     if args.json:
         print(json.dumps({"onnx_s": round(onnx, 3), "torch_s": round(torch_, 3),
-                          "same_top10": answers["onnx"] == answers["torch"], "images": args.images}))
+                          "same_top10": answers["onnx"] == answers["torch"], "top10_overlap": overlap,
+                          "images": args.images}))
 
 
 if __name__ == "__main__":

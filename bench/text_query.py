@@ -1,11 +1,14 @@
 """One text query through the text tower: all 77 padded positions vs the exact trim to the real tokens.
 
-    python bench/text_query.py [--model ViT-B-32] [--repeat 30]
+    python bench/text_query.py [--model ViT-B-32] [--repeat 30] [--json]
+
+The last line of stdout is one JSON object with the figures (--json).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -31,12 +34,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="ViT-B-32")
     parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--json", action="store_true", help="end with one JSON object of the figures")
     args = parser.parse_args()
     encoder = load_encoder(args.model, None, "cpu")
     full, trimmed = per_query_ms(encoder, False, args.repeat), per_query_ms(encoder, True, args.repeat)
     difference = np.abs(encoder.encode_texts([QUERY], trim=True) - encoder.encode_texts([QUERY], trim=False)).max()
     print(f"{args.model}, random weights, query {QUERY!r}")
     print(f"full context: {full:.1f} ms   trimmed: {trimmed:.1f} ms   speed-up {full / trimmed:.2f}×   max |Δ| {difference:.1e}")
+    if args.json:
+        print(json.dumps({"full_ms": round(full, 2), "trimmed_ms": round(trimmed, 2), "max_difference": float(difference)}))
 
 
 if __name__ == "__main__":
