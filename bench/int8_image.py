@@ -40,9 +40,10 @@ def export_image_tower(encoder, folder: Path) -> tuple[Path, Path]:
 
     fp32, int8, raw = folder / "image-fp32.onnx", folder / "image-int8.onnx", folder / "image-raw.onnx"
     example = torch.rand(2, 3, encoder.image_size, encoder.image_size)
-    with torch.no_grad():
-        torch.onnx.export(ImageTower().eval(), (example,), str(raw), input_names=["pixels"], output_names=["vectors"],
-                          dynamic_axes={"pixels": {0: "batch"}}, opset_version=17, dynamo=False)
+    with torch.inference_mode(False), torch.no_grad():
+        torch.onnx.export(ImageTower().eval(), (example,), str(raw), dynamo=True, input_names=["pixels"],
+                          output_names=["vectors"], dynamic_shapes={"pixels": {0: torch.export.Dim("batch", max=4096)}},
+                          opset_version=config.TEXT_EXPORT_OPSET, external_data=False, verbose=False)
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     options.optimized_model_filepath = str(fp32)

@@ -97,6 +97,7 @@ TEXT_EXPORT_FORMAT = 2  # bumped when exports change shape (2: optimised, maybe 
 TEXT_INT8_MIN_COSINE = 0.995
 TEXT_PROBE_CAPTIONS = 100
 TEXT_INT8_MIN_SPEEDUP = 1.2
+IMAGE_EXPORT_FORMAT = 1  # of the int8 image tower (--precision int8), made on first use per model
 
 CHECKPOINT_SUFFIXES = (".safetensors",)  # a --model ending so is a clipdex checkpoint file
 # A weights file's sha256, and which model an exported text tower holds, are remembered in the cache folder by

@@ -14,6 +14,7 @@ from clipdex.retrieval.identity import ModelIdentity
 
 MIN_PRECISION_COSINE = 0.99  # reduced precision must agree with fp32 at least this well, or it is not used
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = (*_DTYPES, "int8")  # int8: the image tower through ONNX Runtime (onnx_image.py); text stays fp32
 
 
 class Encoder:
@@ -34,6 +35,7 @@ class Encoder:
         self.device = device
         self.arch = arch
         self.precision = "fp32"
+        self.image_tower = None  # an ONNX Runtime session when the precision is int8
         self.notes: list[str] = []
         self.identity = replace(identity, dim=self._output_dim())
         # Padding can be cut from a text query only when no kept position can see it (causal attention) and
@@ -59,11 +61,16 @@ class Encoder:
 
     @property
     def dtype(self) -> torch.dtype:
-        return _DTYPES[self.precision]
+        """The weights' dtype (int8 leaves them fp32: only the image tower's export is int8)."""
+        return _DTYPES.get(self.precision, torch.float32)
 
     @torch.inference_mode()
     def encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
         """Embed a batch already preprocessed to the model's input (N, 3, H, W)."""
+        if self.image_tower is not None:
+            from clipdex.retrieval.onnx_image import run_image_tower
+
+            return run_image_tower(self.image_tower, pixels)
         features = self.model.encode_image(pixels.to(self.device, self.dtype), normalize=True)
         return features.float().cpu().numpy()
 
@@ -105,23 +112,39 @@ class Encoder:
         return torch.nn.functional.normalize(pooled, dim=-1)
 
     def set_precision(self, precision: str) -> None:
-        """Cast the weights (not autocast, which re-casts every call and is slower than fp32 on CPU), keeping
-        the cast only when its embeddings match fp32 to MIN_PRECISION_COSINE on a probe batch."""
-        if precision not in _DTYPES:
-            raise ClipdexError(f"unknown precision {precision!r}: use fp32, bf16 or fp16")
+        """Cast the weights (not autocast, which re-casts every call and is slower than fp32 on CPU), or for int8
+        run the image tower's int8 export, keeping the change only when its embeddings match fp32 to
+        MIN_PRECISION_COSINE on a probe batch."""
+        if precision not in PRECISIONS:
+            raise ClipdexError(f"unknown precision {precision!r}: use fp32, bf16, int8 (CPU) or fp16 (CUDA)")
         if precision == self.precision:
             return
         if precision == "fp16" and self.device == "cpu":
-            raise ClipdexError("fp16 is for CUDA; on CPU use --precision bf16")
+            raise ClipdexError("fp16 is for CUDA; on CPU use --precision bf16 or int8")
+        if precision == "int8" and self.device != "cpu":
+            raise ClipdexError("int8 is for the CPU; on CUDA use --precision fp16")
+        self._use("fp32")
         generator = torch.Generator().manual_seed(0)
         probe = torch.rand(4, 3, self.image_size, self.image_size, generator=generator)
         texts = ["a photo of a dog on a beach", "two red circles", "a city at night", "snow"]
         reference = np.concatenate([self.encode_pixels(probe), self.encode_texts(texts)])
-        self.model.to(_DTYPES[precision])
-        self.precision = precision
+        try:
+            self._use(precision)
+        except ClipdexError as exc:
+            self.notes.append(f"{exc}; using fp32")
+            return
         cast = np.concatenate([self.encode_pixels(probe), self.encode_texts(texts)])
         worst = float((reference * cast).sum(axis=1).min())
         if worst < MIN_PRECISION_COSINE:
-            self.model.to(torch.float32)
-            self.precision = "fp32"
+            self._use("fp32")
             self.notes.append(f"{precision} embeddings matched fp32 only to cosine {worst:.4f}; using fp32")
+
+    def _use(self, precision: str) -> None:
+        if precision == "int8":
+            from clipdex.retrieval.onnx_image import int8_image_tower
+
+            self.image_tower = int8_image_tower(self)
+        else:
+            self.image_tower = None
+            self.model.to(_DTYPES[precision])
+        self.precision = precision

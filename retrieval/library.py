@@ -125,9 +125,10 @@ class Library:
         return self._encoder
 
     def text_encoder(self, device: str = "auto", precision: str = "fp32"):
-        """The encoder for text queries: the model's exported ONNX text tower whenever the query runs in fp32 off
-        the GPU and an export exists (no torch import: what makes a one-off query start fast), else the model."""
-        if precision == "fp32" and device in ("auto", "cpu"):
+        """The encoder for text queries: the model's exported ONNX text tower whenever the query runs in fp32 (or
+        int8, which changes only the image tower) off the GPU and an export exists (no torch import: what makes a
+        one-off query start fast), else the model."""
+        if precision in ("fp32", "int8") and device in ("auto", "cpu"):
             bound = self.follow_binding()
             if self._text_encoder is None:
                 from clipdex.retrieval.onnx_text import OnnxTextEncoder

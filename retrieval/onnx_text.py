@@ -9,8 +9,6 @@ is kept only if it reproduces torch's vectors; anything it cannot serve falls ba
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from clipdex.retrieval import config
-from clipdex.retrieval.digest import remembered
 from clipdex.retrieval.identity import ModelIdentity
+from clipdex.retrieval.onnx_files import (
+    describes, description, export_file, holds, quantise_int8, remember_holds, session, write_description,
+)
 from clipdex.retrieval.tokenizer import BpeTokenizer, default_merges_file
 
 PROBE_TEXTS = (
@@ -32,36 +32,8 @@ PROBE_TEXTS = (
 
 
 def export_path(identity: ModelIdentity) -> Path:
-    """The model file for this model in the cache folder. What it was exported from is written inside it (ONNX
-    metadata), so the file and its description can never drift apart: both are replaced in one rename."""
-    key = f"{identity.name}\n{identity.fingerprint}\n{config.TEXT_EXPORT_FORMAT}"
-    key = hashlib.sha256(key.encode()).hexdigest()[:24]
-    return config.default_cache_dir() / "text-towers" / f"{key}.onnx"
-
-
-def _description(identity: ModelIdentity, context_length: int) -> dict[str, str]:
-    return {"clipdex_name": identity.name, "clipdex_fingerprint": identity.fingerprint,
-            "clipdex_dim": str(identity.dim), "clipdex_context_length": str(context_length)}
-
-
-def _describes(metadata: dict[str, str], identity: ModelIdentity) -> bool:
-    return (metadata.get("clipdex_name"), metadata.get("clipdex_fingerprint"), metadata.get("clipdex_dim")) == (
-        identity.name, identity.fingerprint, str(identity.dim)
-    )
-
-
-def _model_key(identity: ModelIdentity) -> str:
-    return json.dumps([identity.name, identity.fingerprint, str(identity.dim)])
-
-
-def _described_model(path: Path) -> str:
-    """The model an export says it holds ("" when it cannot be read): loading it takes ~0.8 s for ViT-B-32, so
-    the answer is remembered by the file's stamp (digest.remembered) and an unchanged export is not opened again."""
-    try:
-        metadata = _session(path).get_modelmeta().custom_metadata_map
-    except Exception:
-        return ""
-    return json.dumps([metadata.get(k) for k in ("clipdex_name", "clipdex_fingerprint", "clipdex_dim")])
+    """The text tower's file for this model in the cache folder."""
+    return export_file(identity, "text-towers", f"text-{config.TEXT_EXPORT_FORMAT}")
 
 
 @dataclass
@@ -93,7 +65,7 @@ def export_text_tower(encoder, precision: str = "auto") -> ExportResult:
     import torch
 
     path = export_path(encoder.identity)
-    if path.is_file() and remembered(path, _described_model, config.EXPORTS_FILE) == _model_key(encoder.identity):
+    if holds(path, encoder.identity):
         return ExportResult(path, "")
     reason = _can_export(encoder)
     if reason:
@@ -122,24 +94,25 @@ def export_text_tower(encoder, precision: str = "auto") -> ExportResult:
                 output_names=["vectors"], dynamic_shapes={"tokens": {0: batch, 1: length}},
                 opset_version=config.TEXT_EXPORT_OPSET, external_data=False, verbose=False,
             )
-        description = _description(encoder.identity, encoder.context_length)
-        _write_description(tmp["fp32"], {**description, "clipdex_precision": "fp32"})
+        described = description(encoder.identity, clipdex_context_length=str(encoder.context_length))
+        write_description(tmp["fp32"], {**described, "clipdex_precision": "fp32"})
         probe = [*PROBE_TEXTS, *_probe_captions()]
         reference = encoder.encode_texts(probe)
-        fp32 = OnnxTextEncoder(_session(tmp["fp32"]), encoder.identity, tokenizer)
+        fp32 = OnnxTextEncoder(session(tmp["fp32"]), encoder.identity, tokenizer)
         worst = _worst_cosine(reference, fp32.encode_texts(probe))
         if worst < config.TEXT_EXPORT_MIN_COSINE:
             return ExportResult(None, f"text queries will load torch: the export matched only to cosine {worst:.5f}")
         chosen, how = tmp["fp32"], f"fp32, cosine to torch ≥ {worst:.5f}"
         if precision != "fp32":
-            int8 = _quantised(tmp["fp32"], tmp["int8"], {**description, "clipdex_precision": "int8"}, encoder, tokenizer)
+            quantise_int8(tmp["fp32"], tmp["int8"], {**described, "clipdex_precision": "int8"})
+            int8 = OnnxTextEncoder(session(tmp["int8"]), encoder.identity, tokenizer)
             agreement = _worst_cosine(reference, int8.encode_texts(probe))
             speedup = _query_ms(fp32) / _query_ms(int8)
             if agreement >= config.TEXT_INT8_MIN_COSINE and (precision == "int8" or speedup >= config.TEXT_INT8_MIN_SPEEDUP):
                 chosen, how = tmp["int8"], f"int8, cosine to torch's fp32 ≥ {agreement:.4f}, {speedup:.1f}× fp32's speed"
-        _session(chosen, save_optimised=tmp["saved"])  # optimised once, loaded as it is by every query
+        session(chosen, save_optimised=tmp["saved"])  # optimised once, loaded as it is by every query
         os.replace(tmp["saved"], path)
-        remembered(path, lambda _: _model_key(encoder.identity), config.EXPORTS_FILE)  # checked just now
+        remember_holds(path, encoder.identity)  # checked just now
     except Exception as exc:  # an exporter failure must never fail indexing: queries still work through torch
         return ExportResult(None, f"text queries will load torch: the ONNX export failed ({type(exc).__name__})")
     finally:  # also on Ctrl-C: no half-written file is left in the cache
@@ -164,15 +137,6 @@ def _worst_cosine(reference: np.ndarray, vectors: np.ndarray) -> float:
     return float((reference * vectors).sum(axis=1).min())
 
 
-def _quantised(source: Path, target: Path, description: dict[str, str], encoder, tokenizer) -> "OnnxTextEncoder":
-    """The tower with int8 weights (dynamic quantisation: activations are quantised per query, per channel)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
-    _write_description(target, description)
-    return OnnxTextEncoder(_session(target), encoder.identity, tokenizer)
-
-
 def _query_ms(encoder: "OnnxTextEncoder", runs: int = 15) -> float:
     """Median milliseconds of one short query (the case a person waits for)."""
     import time
@@ -183,30 +147,6 @@ def _query_ms(encoder: "OnnxTextEncoder", runs: int = 15) -> float:
         encoder.encode_texts([f"a photo of a dog on a beach {i}"])
         times.append(time.perf_counter() - started)
     return float(np.median(times[3:])) * 1000
-
-
-def _session(path: Path, save_optimised: Path | None = None):
-    """An ONNX Runtime session. The export is saved already optimised (portable fusions only), so a query's
-    session loads it as it is: ~0.04 s for ViT-B-32's int8 tower instead of ~0.5 s optimising fp32 each time."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    if save_optimised is not None:
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        options.optimized_model_filepath = str(save_optimised)
-    else:
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def _write_description(path: Path, description: dict[str, str]) -> None:
-    """Record in the ONNX file itself which model it was exported from."""
-    import onnx
-
-    model = onnx.load(str(path))
-    onnx.helper.set_model_props(model, description)
-    onnx.save(model, str(path))
 
 
 class OnnxTextEncoder:
@@ -229,11 +169,11 @@ class OnnxTextEncoder:
         if merges is None or not path.is_file():
             return None
         try:
-            session = _session(path)
-            metadata = session.get_modelmeta().custom_metadata_map
-            if not _describes(metadata, identity):
+            opened = session(path)
+            metadata = opened.get_modelmeta().custom_metadata_map
+            if not describes(metadata, identity):
                 return None
-            return cls(session, identity, BpeTokenizer(merges, int(metadata["clipdex_context_length"])))
+            return cls(opened, identity, BpeTokenizer(merges, int(metadata["clipdex_context_length"])))
         except Exception:  # no onnxruntime, or a damaged file: not worth failing a query over
             return None
 

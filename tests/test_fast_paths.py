@@ -191,3 +191,29 @@ def test_an_export_of_another_model_is_never_used(tmp_path: Path, monkeypatch, t
     assert OnnxTextEncoder.for_model(tiny.identity) is None
     assert export_text_tower(tiny).note.startswith("exported")  # made again, for the right model
     assert OnnxTextEncoder.for_model(tiny.identity) is not None
+
+
+def test_the_int8_image_tower_agrees_with_fp32(tmp_path: Path, monkeypatch, photos) -> None:
+    """--precision int8 (the image tower through ONNX Runtime with int8 weights) against torch fp32 on photos, and
+    a library indexed with it answers as an fp32 one does."""
+    import torch
+
+    from clipdex import api
+    from clipdex.retrieval.images import open_image
+
+    monkeypatch.setenv("CLIPDEX_CACHE", str(tmp_path / "cache"))
+    encoder = load_encoder("sample", None, "cpu")
+    folder = photos(24)
+    pixels = torch.stack([encoder.preprocess(open_image(p)) for p in sorted(folder.iterdir())])
+    reference = encoder.encode_pixels(pixels)
+    encoder.set_precision("int8")
+    assert encoder.precision == "int8" and encoder.image_tower is not None, encoder.notes
+    assert (encoder.encode_pixels(pixels) * reference).sum(axis=1).min() >= 0.99
+    assert list((tmp_path / "cache" / "image-towers").glob("*.onnx"))  # made once, kept for the next run
+
+    hits = {}
+    for precision in ("fp32", "int8"):
+        library = api.open_library(tmp_path / precision, create=True)
+        api.index(library, [folder], model="sample", precision=precision, workers=0)
+        hits[precision] = [h.path for h in api.search(library, "a red circle", 5, mode="clip")]
+    assert hits["int8"][0] == hits["fp32"][0] and len(set(hits["int8"]) & set(hits["fp32"])) >= 4

@@ -1,0 +1,89 @@
+"""ONNX files clipdex makes from a model (the text tower for torch-free queries, the int8 image tower): where they
+live, what they say about themselves, how they are opened.
+
+Each file records inside itself (ONNX metadata) which model it was exported from, so a file and its description
+can never drift apart; whether a file holds a given model is remembered by the file's stamp, so an unchanged
+export is not opened just to be recognised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from clipdex.retrieval import config
+from clipdex.retrieval.digest import remembered
+from clipdex.retrieval.identity import ModelIdentity
+
+_DESCRIBED = ("clipdex_name", "clipdex_fingerprint", "clipdex_dim")
+
+
+def export_file(identity: ModelIdentity, folder: str, tag: str) -> Path:
+    """The cache file of export `tag` (its format version included) for this model, under `folder`."""
+    key = hashlib.sha256(f"{identity.name}\n{identity.fingerprint}\n{tag}".encode()).hexdigest()[:24]
+    return config.default_cache_dir() / folder / f"{key}.onnx"
+
+
+def description(identity: ModelIdentity, **more: str) -> dict[str, str]:
+    return {"clipdex_name": identity.name, "clipdex_fingerprint": identity.fingerprint,
+            "clipdex_dim": str(identity.dim), **more}
+
+
+def describes(metadata: dict[str, str], identity: ModelIdentity) -> bool:
+    return [metadata.get(k) for k in _DESCRIBED] == [identity.name, identity.fingerprint, str(identity.dim)]
+
+
+def holds(path: Path, identity: ModelIdentity) -> bool:
+    """Whether the export at `path` says it holds `identity`'s model (opened only when its stamp changed)."""
+    return path.is_file() and remembered(path, _described_model, config.EXPORTS_FILE) == _model_key(identity)
+
+
+def remember_holds(path: Path, identity: ModelIdentity) -> None:
+    """Record that `path`, just written and checked, holds `identity`'s model."""
+    remembered(path, lambda _: _model_key(identity), config.EXPORTS_FILE)
+
+
+def _model_key(identity: ModelIdentity) -> str:
+    return json.dumps([identity.name, identity.fingerprint, str(identity.dim)])
+
+
+def _described_model(path: Path) -> str:
+    """The model an export says it holds ("" when it cannot be read): loading it takes ~0.8 s for ViT-B-32."""
+    try:
+        metadata = session(path).get_modelmeta().custom_metadata_map
+    except Exception:
+        return ""
+    return json.dumps([metadata.get(k) for k in _DESCRIBED])
+
+
+def session(path: Path, save_optimised: Path | None = None):
+    """An ONNX Runtime session. Exports are saved already optimised (portable fusions only), so later sessions
+    load them as they are: ~0.04 s for ViT-B-32's int8 text tower instead of ~0.5 s optimising fp32 each time."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    if save_optimised is not None:
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        options.optimized_model_filepath = str(save_optimised)
+    else:
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def write_description(path: Path, described: dict[str, str]) -> None:
+    """Record in the ONNX file itself which model it was exported from."""
+    import onnx
+
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, described)
+    onnx.save(model, str(path))
+
+
+def quantise_int8(source: Path, target: Path, described: dict[str, str]) -> None:
+    """int8 weights, per channel; activations are quantised per call (dynamic quantisation: no calibration set)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
+    write_description(target, described)
