@@ -2,7 +2,7 @@
 
     python bench/index_throughput.py [--images 64] [--batch-size 32] [--model ViT-B-32] [--json]
 
-For fp32 and bf16 weights: the encoder alone (images/s), the decode cost (seconds of one core per image for
+For fp32, bf16 weights and the int8 image tower: the encoder alone (images/s), the decode cost (seconds of one core per image for
 exactly what a decode worker does: read, hash, scaled decode, open_clip's preprocessing), the limit those two
 allow on this machine's cores, and the real `index` pipeline's rate as a fraction of it:
 
@@ -101,7 +101,7 @@ def main() -> None:
           f"core = {decode_s / full_s:.2f} × a full Pillow decode ({full_s * 1000:.0f} ms); embeddings vs open_clip's "
           f"own preprocessing of the full image: min cosine {cosine:.6f}")
 
-    for precision in ("fp32", "bf16"):
+    for precision in ("fp32", "bf16", "int8"):
         encoder.set_precision(precision)
         if encoder.precision != precision:
             print(f"{precision}: not used here ({'; '.join(encoder.notes)})")
