@@ -79,12 +79,10 @@ IVF_MAX_LISTS = 4096
 IVF_TUNING_RECALL = 0.97
 IVF_TUNING_QUERIES = 200
 # Past this many items the lists hold PQ codes (64 bytes a 512-d vector instead of 2 KB: 0.7 GB of index at 10M
-# instead of 20 GB) and the best candidates (a shortlist) are re-ranked with the exact vectors from the store; range
-# searches (duplicates) look PQ_RANGE_MARGIN below their threshold for candidates, then check them exactly.
+# instead of 20 GB) and the best candidates (a shortlist) are re-ranked with the exact vectors from the store.
 IVFPQ_MIN_ITEMS = 1_000_000
 PQ_RERANK = 100  # the shortlist's length to start tuning from; doubled while that finds more (up to the max)
 PQ_MAX_RERANK = 1600
-PQ_RANGE_MARGIN = 0.05
 INDEX_TYPES = ("auto", "flat", "ivf", "ivfpq")
 
 # A text query in a new process runs the text tower exported to ONNX (no torch import); the export is used only

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -53,11 +54,12 @@ def remembered(path: Path, read: Callable[[Path], str], memory_name: str) -> str
     memory.pop(str(path), None)
     memory[str(path)] = {"stamp": stamp, "value": value}  # newest last; the oldest are forgotten first
     kept = dict(list(memory.items())[-config.FINGERPRINTS_KEPT:])
+    tmp = memory_file.with_name(f"{memory_file.name}.{os.getpid()}.tmp")
     try:
         memory_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memory_file.with_name(f"{memory_file.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(kept), encoding="utf-8")
         os.replace(tmp, memory_file)
     except OSError:
-        pass
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
     return value

@@ -8,15 +8,17 @@ export is not opened just to be recognised.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from pathlib import Path
+from typing import Iterable
 
 from clipdex.retrieval import config
 from clipdex.retrieval.digest import remembered
 from clipdex.retrieval.identity import ModelIdentity
 
-_DESCRIBED = ("clipdex_name", "clipdex_fingerprint", "clipdex_dim")
+_DESCRIBED = ("clipdex_tower", "clipdex_name", "clipdex_fingerprint", "clipdex_dim")
 
 
 def export_file(identity: ModelIdentity, folder: str, tag: str) -> Path:
@@ -25,27 +27,29 @@ def export_file(identity: ModelIdentity, folder: str, tag: str) -> Path:
     return config.default_cache_dir() / folder / f"{key}.onnx"
 
 
-def description(identity: ModelIdentity, **more: str) -> dict[str, str]:
-    return {"clipdex_name": identity.name, "clipdex_fingerprint": identity.fingerprint,
+def description(tower: str, identity: ModelIdentity, **more: str) -> dict[str, str]:
+    """What an export of `tower` ("text" or "image") of this model says about itself."""
+    return {"clipdex_tower": tower, "clipdex_name": identity.name, "clipdex_fingerprint": identity.fingerprint,
             "clipdex_dim": str(identity.dim), **more}
 
 
-def describes(metadata: dict[str, str], identity: ModelIdentity) -> bool:
-    return [metadata.get(k) for k in _DESCRIBED] == [identity.name, identity.fingerprint, str(identity.dim)]
+def describes(metadata: dict[str, str], tower: str, identity: ModelIdentity) -> bool:
+    return [metadata.get(k) for k in _DESCRIBED] == json.loads(_model_key(tower, identity))
 
 
-def holds(path: Path, identity: ModelIdentity) -> bool:
-    """Whether the export at `path` says it holds `identity`'s model (opened only when its stamp changed)."""
-    return path.is_file() and remembered(path, _described_model, config.EXPORTS_FILE) == _model_key(identity)
+def holds(path: Path, tower: str, identity: ModelIdentity) -> bool:
+    """Whether the export at `path` says it holds `tower` of `identity`'s model (opened only when its stamp
+    changed)."""
+    return path.is_file() and remembered(path, _described_model, config.EXPORTS_FILE) == _model_key(tower, identity)
 
 
-def remember_holds(path: Path, identity: ModelIdentity) -> None:
-    """Record that `path`, just written and checked, holds `identity`'s model."""
-    remembered(path, lambda _: _model_key(identity), config.EXPORTS_FILE)
+def remember_holds(path: Path, tower: str, identity: ModelIdentity) -> None:
+    """Record that `path`, just written and checked, holds `tower` of `identity`'s model."""
+    remembered(path, lambda _: _model_key(tower, identity), config.EXPORTS_FILE)
 
 
-def _model_key(identity: ModelIdentity) -> str:
-    return json.dumps([identity.name, identity.fingerprint, str(identity.dim)])
+def _model_key(tower: str, identity: ModelIdentity) -> str:
+    return json.dumps([tower, identity.name, identity.fingerprint, str(identity.dim)])
 
 
 def _described_model(path: Path) -> str:
@@ -87,3 +91,10 @@ def quantise_int8(source: Path, target: Path, described: dict[str, str]) -> None
 
     quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
     write_description(target, described)
+
+
+def remove_quietly(paths: Iterable[Path]) -> None:
+    """Delete an export's temporary files, if there are any (even when their folder could not be made)."""
+    for path in paths:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)

@@ -15,7 +15,8 @@ import numpy as np
 from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.onnx_files import (
-    description, export_file, holds, quantise_int8, remember_holds, session, write_description,
+    description, export_file, holds, quantise_int8, remember_holds, remove_quietly, session,
+    write_description,
 )
 
 
@@ -24,9 +25,8 @@ def int8_image_tower(encoder):
     import torch
 
     path = export_file(encoder.identity, "image-towers", f"int8-{config.IMAGE_EXPORT_FORMAT}")
-    if holds(path, encoder.identity):
+    if holds(path, "image", encoder.identity):
         return session(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = {part: path.with_name(f"{path.stem}.{os.getpid()}.{part}.tmp.onnx") for part in ("fp32", "int8", "saved")}
     model = encoder.model
 
@@ -36,23 +36,23 @@ def int8_image_tower(encoder):
 
     example = torch.rand(2, 3, encoder.image_size, encoder.image_size)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with torch.inference_mode(False), torch.no_grad():
             torch.onnx.export(
                 ImageTower().eval(), (example,), str(tmp["fp32"]), dynamo=True, input_names=["pixels"],
                 output_names=["vectors"], dynamic_shapes={"pixels": {0: torch.export.Dim("batch", max=4096)}},
                 opset_version=config.TEXT_EXPORT_OPSET, external_data=False, verbose=False,
             )
-        described = description(encoder.identity, clipdex_precision="int8")
+        described = description("image", encoder.identity, clipdex_precision="int8")
         write_description(tmp["fp32"], described)
         quantise_int8(tmp["fp32"], tmp["int8"], described)
         session(tmp["int8"], save_optimised=tmp["saved"])
         os.replace(tmp["saved"], path)
-        remember_holds(path, encoder.identity)
+        remember_holds(path, "image", encoder.identity)
     except Exception as exc:  # the caller falls back to fp32 with this as a note
         raise ClipdexError(f"the int8 image tower could not be made ({type(exc).__name__}: {str(exc)[:120]})") from None
     finally:
-        for part in tmp.values():
-            part.unlink(missing_ok=True)
+        remove_quietly(tmp.values())
     return session(path)
 
 

@@ -18,7 +18,8 @@ import numpy as np
 from clipdex.retrieval import config
 from clipdex.retrieval.identity import ModelIdentity
 from clipdex.retrieval.onnx_files import (
-    describes, description, export_file, holds, quantise_int8, remember_holds, session, write_description,
+    describes, description, export_file, holds, quantise_int8, remember_holds, remove_quietly, session,
+    write_description,
 )
 from clipdex.retrieval.tokenizer import BpeTokenizer, default_merges_file
 
@@ -65,7 +66,7 @@ def export_text_tower(encoder, precision: str = "auto") -> ExportResult:
     import torch
 
     path = export_path(encoder.identity)
-    if holds(path, encoder.identity):
+    if holds(path, "text", encoder.identity):
         return ExportResult(path, "")
     reason = _can_export(encoder)
     if reason:
@@ -80,7 +81,6 @@ def export_text_tower(encoder, precision: str = "auto") -> ExportResult:
         def forward(self, tokens: torch.Tensor) -> torch.Tensor:
             return encoder.text_forward(tokens)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = {part: path.with_name(f"{path.stem}.{os.getpid()}.{part}.tmp.onnx") for part in ("fp32", "int8", "saved")}
     example = torch.from_numpy(tokenizer(["a photo of a dog", "snow"])).to(encoder.device)
     batch = torch.export.Dim("batch", min=1, max=4096)
@@ -88,13 +88,14 @@ def export_text_tower(encoder, precision: str = "auto") -> ExportResult:
     was = encoder.precision
     encoder.set_precision("fp32")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with torch.inference_mode(False), torch.no_grad():
             torch.onnx.export(
                 TextTower().eval(), (example,), str(tmp["fp32"]), dynamo=True, input_names=["tokens"],
                 output_names=["vectors"], dynamic_shapes={"tokens": {0: batch, 1: length}},
                 opset_version=config.TEXT_EXPORT_OPSET, external_data=False, verbose=False,
             )
-        described = description(encoder.identity, clipdex_context_length=str(encoder.context_length))
+        described = description("text", encoder.identity, clipdex_context_length=str(encoder.context_length))
         write_description(tmp["fp32"], {**described, "clipdex_precision": "fp32"})
         probe = [*PROBE_TEXTS, *_probe_captions()]
         reference = encoder.encode_texts(probe)
@@ -112,12 +113,13 @@ def export_text_tower(encoder, precision: str = "auto") -> ExportResult:
                 chosen, how = tmp["int8"], f"int8, cosine to torch's fp32 ≥ {agreement:.4f}, {speedup:.1f}× fp32's speed"
         session(chosen, save_optimised=tmp["saved"])  # optimised once, loaded as it is by every query
         os.replace(tmp["saved"], path)
-        remember_holds(path, encoder.identity)  # checked just now
-    except Exception as exc:  # an exporter failure must never fail indexing: queries still work through torch
-        return ExportResult(None, f"text queries will load torch: the ONNX export failed ({type(exc).__name__})")
+        remember_holds(path, "text", encoder.identity)  # checked just now
+    except Exception as exc:  # an export failure (or an unwritable cache) must never fail indexing: queries
+        # still work through torch
+        return ExportResult(None, f"text queries will load torch: the ONNX export failed ({type(exc).__name__}: "
+                                  f"{str(exc)[:120]})")
     finally:  # also on Ctrl-C: no half-written file is left in the cache
-        for part in tmp.values():
-            part.unlink(missing_ok=True)
+        remove_quietly(tmp.values())
         encoder.set_precision(was)
     return ExportResult(path, f"exported the text tower for fast queries ({how})")
 
@@ -171,7 +173,7 @@ class OnnxTextEncoder:
         try:
             opened = session(path)
             metadata = opened.get_modelmeta().custom_metadata_map
-            if not describes(metadata, identity):
+            if not describes(metadata, "text", identity):
                 return None
             return cls(opened, identity, BpeTokenizer(merges, int(metadata["clipdex_context_length"])))
         except Exception:  # no onnxruntime, or a damaged file: not worth failing a query over

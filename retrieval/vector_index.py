@@ -229,23 +229,16 @@ class VectorIndex:
         return scores, ids
 
     def range_search(self, queries: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(lims, scores, ids): for query i, the items scoring at least `threshold` are lims[i]:lims[i+1]. IVF-PQ
-        finds candidates a margin below the threshold and keeps those whose exact cosine reaches it."""
+        """(lims, scores, ids): for query i, the items scoring at least `threshold` are lims[i]:lims[i+1].
+
+        IVF-PQ's own range search compares PQ estimates with the threshold, and those can put even an exact copy
+        far below it: there, a query's re-ranked shortlist (exact cosines) is what is kept above the threshold."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if self.type != IVFPQ or self.exact is None:
             return self.index.range_search(queries, threshold)
-        lims, _, found = self.index.range_search(queries, threshold - config.PQ_RANGE_MARGIN)
-        vectors = self.exact(sorted({int(i) for i in found}))
-        kept_lims, kept_scores, kept_ids = [0], [], []
-        for row, query in enumerate(queries):
-            for other in found[lims[row] : lims[row + 1]]:
-                score = float(vectors[int(other)] @ query) if int(other) in vectors else -1.0
-                if score >= threshold:
-                    kept_scores.append(score)
-                    kept_ids.append(int(other))
-            kept_lims.append(len(kept_ids))
-        return (np.asarray(kept_lims, dtype=np.int64), np.asarray(kept_scores, dtype=np.float32),
-                np.asarray(kept_ids, dtype=np.int64))
+        scores, ids = self.search(queries, self.rerank)
+        keep = (ids >= 0) & (scores >= threshold)
+        return np.concatenate([[0], np.cumsum(keep.sum(axis=1))]).astype(np.int64), scores[keep], ids[keep]
 
     def to_gpu(self) -> bool:
         """Search on GPU 0 when faiss was built with GPUs; returns whether it does. The CPU index stays for

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -217,3 +218,30 @@ def test_the_int8_image_tower_agrees_with_fp32(tmp_path: Path, monkeypatch, phot
         api.index(library, [folder], model="sample", precision=precision, workers=0)
         hits[precision] = [h.path for h in api.search(library, "a red circle", 5, mode="clip")]
     assert hits["int8"][0] == hits["fp32"][0] and len(set(hits["int8"]) & set(hits["fp32"])) >= 4
+
+
+def test_an_export_of_the_other_tower_is_never_used_and_an_unwritable_cache_is_only_a_note(
+    tmp_path: Path, monkeypatch, photos
+) -> None:
+    from clipdex import api
+    from clipdex.retrieval.onnx_files import export_file
+    from clipdex.retrieval.onnx_text import export_path, export_text_tower
+
+    monkeypatch.setenv("CLIPDEX_CACHE", str(tmp_path / "cache"))
+    encoder = load_encoder("sample", None, "cpu")
+    assert export_text_tower(encoder, precision="fp32").path is not None
+    image_slot = export_file(encoder.identity, "image-towers", "int8-1")
+    image_slot.parent.mkdir(parents=True)
+    shutil.copy(export_path(encoder.identity), image_slot)  # the image tower's slot now holds the text tower
+    encoder.set_precision("int8")
+    assert encoder.precision == "int8", encoder.notes  # not trusted: made anew, for the right tower
+    assert encoder.encode_images([Image.new("RGB", (64, 64), "red")]).shape == (1, encoder.identity.dim)
+
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("CLIPDEX_CACHE", str(tmp_path / "a-file" / "cache"))  # cannot be created
+    library = api.open_library(tmp_path / "lib", create=True)
+    report = api.index(library, [photos(3)], model="sample", workers=0)
+    assert report.added == 3 and any("export failed" in note for note in report.notes), report.notes
+    fresh = load_encoder("sample", None, "cpu")
+    fresh.set_precision("int8")
+    assert fresh.precision == "fp32" and any("int8" in note for note in fresh.notes), fresh.notes

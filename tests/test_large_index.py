@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -104,14 +105,17 @@ def test_ivfpq_reranks_its_shortlist_with_exact_vectors() -> None:
     flat.add(ids[5000:], vectors[5000:], replace=False)
     lims, scores, found = index.range_search(near, 0.8)
     flat_lims, _, flat_found = flat.range_search(near, 0.8)
-    assert (scores >= 0.8).all()
+    assert (scores >= 0.8).all() and all(ids[5000 + row] in found[lims[row] : lims[row + 1]] for row in range(20))
     for row in range(len(near)):
         ours, exact = set(found[lims[row] : lims[row + 1]]), set(flat_found[flat_lims[row] : flat_lims[row + 1]])
         assert ours <= exact and len(ours) >= 0.95 * len(exact)
 
 
 def test_the_library_chooses_ivfpq_past_its_threshold(cli, library_dir: Path, photos, monkeypatch) -> None:
-    cli("index", photos(40), "--model", "clipdex-tiny")
+    folder = photos(40)
+    first = sorted(folder.iterdir())[3]
+    shutil.copy(first, folder / f"copy-of-{first.name}")  # an exact copy: duplicates must find it through PQ too
+    cli("index", folder, "--model", "clipdex-tiny")
     monkeypatch.setattr(config, "IVF_MIN_ITEMS", 10)
     monkeypatch.setattr(config, "IVFPQ_MIN_ITEMS", 30)
     status = _json(cli("status", "--json"))["index"]
@@ -119,6 +123,8 @@ def test_the_library_chooses_ivfpq_past_its_threshold(cli, library_dir: Path, ph
     query = sorted((library_dir.parent / "photos").iterdir())[0]
     hits = _json(cli("search", "--image", query, "-k", "5", "--json"))
     assert hits[0]["score"] == pytest.approx(1.0, abs=1e-5) and hits[0]["path"] == str(query)
+    groups = _json(cli("duplicates", "--json"))
+    assert any({first.name, f"copy-of-{first.name}"} <= {Path(m["path"]).name for m in g} for g in groups), groups
     monkeypatch.setattr(config, "IVF_MIN_ITEMS", 10**9)
     monkeypatch.setattr(config, "IVFPQ_MIN_ITEMS", 10**9)
     assert _json(cli("status", "--json"))["index"]["kind"] == FLAT

@@ -95,3 +95,19 @@ def test_a_pretrained_tag_names_weights_only_with_its_architecture() -> None:
     assert b32.same_model(ModelIdentity("ViT-B-32", "openai", "tag:openai", 512))
     moved = ModelIdentity("/a/ft.safetensors", None, "sha256:ab", 512)  # a checkpoint is its content, wherever it is
     assert moved.same_model(ModelIdentity("/b/ft.safetensors", None, "sha256:ab", 512))
+
+
+def test_weights_changed_in_place_are_named_as_such(tmp_path: Path, photos) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    weights, library = tmp_path / "m.safetensors", tmp_path / "lib"
+    shutil.copy(config.SAMPLE_MODEL, weights)
+    folder = photos(4)
+    assert "EXIT 0" in _clipdex(library, "index", str(folder), "--model", str(weights))
+    with safe_open(str(weights), framework="pt") as f:
+        metadata = f.metadata()
+    save_file({k: -v for k, v in load_file(str(weights)).items()}, str(weights), metadata=metadata)  # same size
+    shutil.copy(config.SAMPLE_DATA_DIR / SAMPLE_ROWS[10]["image"], folder)
+    changed = _clipdex(library, "index", str(folder), "--model", str(weights))
+    assert "EXIT 1" in changed and "changed since this library was built" in changed, changed
