@@ -6,6 +6,7 @@ import csv
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -18,6 +19,12 @@ from typer.testing import CliRunner
 from clipdex.retrieval import config
 
 SAMPLE_ROWS = list(csv.DictReader(config.SAMPLE_CAPTIONS.open(encoding="utf-8")))
+
+
+def default_sigint() -> None:
+    """preexec_fn for a process a test will Ctrl-C. A shell that starts CI in the background ignores SIGINT and
+    its children inherit that: Python then installs no KeyboardInterrupt handler, and the signal does nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -20,7 +20,7 @@ from PIL import Image
 from clipdex.retrieval import config
 from clipdex.retrieval.images import read_image
 from clipdex.retrieval.library import Library
-from tests.conftest import SAMPLE_ROWS
+from tests.conftest import SAMPLE_ROWS, default_sigint
 
 TINY = ("--model", "clipdex-tiny", "--no-export")
 _DNG = [(50706, "B", 4, (1, 4, 0, 0), True), (50708, "s", 0, "clipdex test camera", True),
@@ -122,7 +122,7 @@ def _watch(library_dir: Path, folder: Path, *extra: str) -> subprocess.Popen:
     process = subprocess.Popen(
         [sys.executable, "-m", "clipdex", "--library", str(library_dir), "watch", str(folder), *TINY,
          "--settle", "0.5", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=default_sigint,
     )
     deadline = time.time() + 120
     for line in process.stdout:  # wait until it has caught up and is watching
@@ -196,7 +196,7 @@ def test_serve_watch_keeps_the_served_library_in_sync(cli, library_dir: Path, ph
         port = s.getsockname()[1]
     server = subprocess.Popen(
         [sys.executable, "-m", "clipdex", "--library", str(library_dir), "serve", "--port", str(port), "--watch",
-         str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+         str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=default_sigint,
     )
 
     def served() -> set[str]:

@@ -26,7 +26,7 @@ from clipdex.retrieval.factory import load_encoder
 from clipdex.retrieval.images import read_image
 from clipdex.retrieval.library import Library
 from clipdex.retrieval.store import IMAGE
-from tests.conftest import SAMPLE_ROWS
+from tests.conftest import SAMPLE_ROWS, default_sigint
 from tests.test_core import _json
 
 TINY = ("--model", "clipdex-tiny")
@@ -224,7 +224,7 @@ def _index_process(library_dir: Path, folder: Path, *extra: str) -> subprocess.P
     return subprocess.Popen(
         [sys.executable, "-m", "clipdex", "--library", str(library_dir), "index", str(folder), *TINY,
          "--batch-size", "2", "--workers", "0", *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=default_sigint,
     )
 
 
