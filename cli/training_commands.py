@@ -71,7 +71,7 @@ def finetune(
 
     name = model or config.DEFAULT_MODEL
     options = FinetuneOptions(
-        model=name, pretrained=pretrained if pretrained is not None else config.default_pretrained(name), out=out,
+        model=name, pretrained=config.pretrained_for(name, pretrained), out=out,
         epochs=epochs, max_steps=max_steps, batch_size=batch_size, accum_steps=accum_steps, lr=lr,
         weight_decay=weight_decay, warmup=warmup, lock_image=lock_image, lock_text=lock_text, seed=seed,
         val_fraction=val_fraction, resume=resume, device=device, half=half, eval_every=eval_every, keep=keep,

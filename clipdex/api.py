@@ -53,7 +53,7 @@ def load_model(
     if model is None and library is not None and library.identity is not None:
         return library.encoder(device, precision)
     name = model or config.DEFAULT_MODEL
-    encoder = load_encoder(name, pretrained if pretrained is not None else config.default_pretrained(name), device)
+    encoder = load_encoder(name, config.pretrained_for(name, pretrained), device)
     encoder.set_precision(precision)
     return encoder
 
@@ -154,7 +154,7 @@ def _bound_to(library: Library, model: str | None, pretrained: str | None) -> bo
     bound = library.identity
     if bound is None or model is None:
         return bound is not None
-    choice = choose_model(model, pretrained if pretrained is not None else config.default_pretrained(model))
+    choice = choose_model(model, config.pretrained_for(model, pretrained))
     return bound.same_weights(choice.identity())
 
 

@@ -52,21 +52,17 @@ class LocalEmbedder:
             prefetch_factor=4 if workers else None,
             multiprocessing_context=context if workers else None,
         )
-        try:
-            if decoding:
-                decoding.set()
-            for batch in loader:
+        if decoding:
+            decoding.set()
+        for batch in loader:
+            try:
                 if decoding:
                     decoding.clear()
-                try:
-                    embedded = embed_decoded(self.encoder, batch)
-                finally:
-                    if decoding:
-                        decoding.set()
-                yield embedded
-        finally:  # also on Ctrl-C: workers waiting for their turn must go on to see the end of the run
-            if decoding:
-                decoding.set()
+                embedded = embed_decoded(self.encoder, batch)
+            finally:  # also on Ctrl-C: workers waiting for their turn must go on to see the end of the run
+                if decoding:
+                    decoding.set()
+            yield embedded
 
 
 def embed_decoded(encoder, batch: Sequence[Decoded]) -> EmbeddedBatch:

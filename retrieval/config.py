@@ -16,9 +16,11 @@ DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 
 
-def default_pretrained(name: str) -> str | None:
-    """The tag a model gets when the user names none: the default model's, else none (project configs and
-    checkpoints carry their own weights or start from the seeded init)."""
+def pretrained_for(name: str, named: str | None) -> str | None:
+    """The weights `name` is loaded with: the tag or file the user `named`, else the default model's tag, else none
+    (project configs and checkpoints carry their own weights or start from the seeded init)."""
+    if named is not None:
+        return named
     return DEFAULT_PRETRAINED if name == DEFAULT_MODEL else None
 
 

@@ -175,7 +175,7 @@ def load_encoder(name: str, pretrained: str | None = None, device: str = "auto")
     library, Ray actors and fine-tuning all come here).
 
     `pretrained=None` with an architecture name gives seeded random weights: the same in every process, which
-    the tests and speed benchmarks rely on. The tag a user gets by default is `config.default_pretrained(name)`.
+    the tests and speed benchmarks rely on. The tag a user gets by default is `config.pretrained_for(name, None)`.
     """
     import open_clip
     import torch

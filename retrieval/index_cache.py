@@ -119,7 +119,7 @@ class IndexCache:
         try:
             index.save(self.root / name)
             os.chmod(self.root / name, 0o600)  # like every file in the library: for its owner only
-            text = json.dumps({**state.__dict__, "file": name, "ids_check": ids_check(index), "type": index.type})
+            text = json.dumps({**state.__dict__, "file": name, "ids_check": ids_check(index)})
             with open(os.open(tmp_state, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
                 handle.write(text)
             os.replace(tmp_state, path)

@@ -95,13 +95,14 @@ class Library:
     def check_model(self, identity: ModelIdentity) -> None:
         """Refuse a model other than the one the library's vectors came from."""
         bound = self.identity
-        if bound is not None and not bound.same_model(identity) and bound.describe() == identity.describe():
+        if bound is None or bound.same_model(identity):
+            return
+        if bound.describe() == identity.describe():
             raise ClipdexError(
                 f"the weights of {bound.describe()} changed since this library was built with them (their "
                 f"fingerprint differs): restore them, or re-embed with `clipdex index PATH --model ... --reembed`"
             )
-        if bound is not None and not bound.same_model(identity):
-            raise ClipdexError(
+        raise ClipdexError(
                 f"this library was built with {bound.describe()}, not {identity.describe()}; "
                 f"use the library's model, or re-embed with `clipdex index PATH --model ... --reembed`"
             )

@@ -145,6 +145,11 @@ class VectorIndex:
         return recall
 
     @property
+    def reranks(self) -> bool:
+        """Whether searches re-rank a PQ shortlist with exact vectors (IVF-PQ with the store at hand)."""
+        return self.type == IVFPQ and self.exact is not None
+
+    @property
     def type(self) -> str:
         if isinstance(self.index, faiss.IndexIVFPQ):
             return IVFPQ
@@ -201,8 +206,7 @@ class VectorIndex:
         fewer than k items qualify. The id selector keeps filtered search exact."""
         k = max(1, min(k, self.count if allowed is None else len(allowed)))
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        rerank = self.type == IVFPQ and self.exact is not None
-        shortlist = max(k, self.rerank) if rerank else k
+        shortlist = max(k, self.rerank) if self.reranks else k
         if allowed is None:
             scores, ids = (self.gpu_index if self.on_gpu else self.index).search(queries, shortlist)
         else:
@@ -212,7 +216,7 @@ class VectorIndex:
             else:
                 params = faiss.SearchParameters(sel=selector)
             scores, ids = self.index.search(queries, shortlist, params=params)
-        return self._reranked(queries, ids, k) if rerank else (scores, ids)
+        return self._reranked(queries, ids, k) if self.reranks else (scores, ids)
 
     def _reranked(self, queries: np.ndarray, shortlists: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The top k of each shortlist by exact cosine (PQ scores only find candidates; they are not shown)."""
@@ -234,7 +238,7 @@ class VectorIndex:
         IVF-PQ's own range search compares PQ estimates with the threshold, and those can put even an exact copy
         far below it: there, a query's re-ranked shortlist (exact cosines) is what is kept above the threshold."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        if self.type != IVFPQ or self.exact is None:
+        if not self.reranks:
             return self.index.range_search(queries, threshold)
         scores, ids = self.search(queries, self.rerank)
         keep = (ids >= 0) & (scores >= threshold)
