@@ -45,17 +45,18 @@ def load_model(
     pretrained: str | None = None,
     device: str = "auto",
     precision: str = "fp32",
+    progress: Progress | None = None,
+    prepare: bool = True,
 ):
     """The encoder a command should use: the library's bound model when none is named, else the named one (its
-    default tag when none is given). The one place where that choice is made."""
-    from clipdex.retrieval.factory import load_encoder
+    default tag when none is given). The one place where that choice is made; on the CPU in fp32/int8 it is the
+    prepared model (no torch), prepared first if it was not yet (unless `prepare` is False)."""
+    from clipdex.retrieval.prepared import load_model as load
 
     if model is None and library is not None and library.identity is not None:
-        return library.encoder(device, precision)
+        return library.encoder(device, precision, progress)
     name = model or config.DEFAULT_MODEL
-    encoder = load_encoder(name, config.pretrained_for(name, pretrained), device)
-    encoder.set_precision(precision)
-    return encoder
+    return load(name, config.pretrained_for(name, pretrained), device, precision, progress, prepare)
 
 
 def index(
@@ -81,8 +82,8 @@ def index(
     """Embed new and changed images under `paths` (and, with `reembed`, the whole library with `model` first).
 
     With `ocr` (remembered by the library, so later runs do it too) the text in images not read yet is then read
-    and kept for full-text search. Then, unless `export_text` is False, export the model's text tower for
-    torch-free queries: a named step, once per model, kept in the user cache folder."""
+    and kept for full-text search. Unless `export_text` is False, the model is prepared for torch-free runs (its
+    towers exported: a named step, once per model, kept in the user cache folder)."""
     from clipdex.indexer.ocr_pass import read_text_in_images
     from clipdex.retrieval.ocr import require_ocr
     from clipdex.indexer.pipeline import IndexReport, index_folders
@@ -95,7 +96,9 @@ def index(
                            ocr={"read": read.read, "with_text": read.with_text})
     if reembed and model is None:
         raise ClipdexError("--reembed needs --model: the model to re-embed the library with")
-    model_of = _OnDemand(lambda: load_model(None if reembed else library, model, pretrained, device, precision))
+    model_of = _OnDemand(
+        lambda: load_model(None if reembed else library, model, pretrained, device, precision, progress, export_text)
+    )
     # The model is loaded only once a file needs it when the library is already bound to it; else now (a new
     # library is bound to it, a re-embed or a Ray run needs it, or a model other than the library's is refused).
     if reembed or engine != "local" or not _bound_to(library, model, pretrained):
@@ -129,8 +132,10 @@ def index(
             report.interrupted = read.interrupted
     if model_of.value is not None:
         report.notes[:0] = model_of.value.notes
-    if export_text and not report.interrupted and (model_of.value is not None or not _exported(library)):
-        report.notes += export_text_tower(model_of(), progress)
+    if export_text and not report.interrupted:
+        loaded = model_of.value if model_of.value is not None or _exported(library) else model_of()
+        if loaded is not None and loaded.runs_torch:  # a prepared model has its text tower already
+            report.notes += export_text_tower(loaded, progress)
     return report
 
 

@@ -1,19 +1,19 @@
-"""Decoding in worker processes: each file becomes model-ready pixels plus the metadata the store keeps (its
-sha256 included, hashed from the very bytes decoded, so a new file is read once), or the reason it could not be
-read. A bad file is an answer, never an exception that stops the run."""
+"""Decoding, in worker processes that never import torch: each file becomes the model's view of it (uint8 pixels,
+normalised later a batch at a time) plus the metadata the store keeps (its sha256 included, hashed from the very
+bytes decoded, so a new file is read once), or the reason it could not be read. A bad file is an answer, never an
+exception that stops the run; a FIFO or device under a photo's name is refused without blocking."""
 
 from __future__ import annotations
 
 import hashlib
 import io
-import os
+import signal
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
-import torch
-from torch.utils.data import Dataset
+import numpy as np
 
 from clipdex.retrieval import config
+from clipdex.retrieval.digest import open_regular
 from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.images import read_image
 from clipdex.retrieval.video import is_video, read_frames
@@ -22,7 +22,7 @@ from clipdex.retrieval.video import is_video, read_frames
 @dataclass
 class Decoded:
     position: int
-    pixels: torch.Tensor | None
+    pixels: np.ndarray | None  # a photo's view; a video's views, one row a frame
     width: int = 0
     height: int = 0
     taken_at: float | None = None
@@ -30,6 +30,13 @@ class Decoded:
     sha256: str | None = None
     may_have_text: bool | None = None  # the OCR gate's answer (None: not asked)
     times: list[float] | None = None  # a video: the moment of each frame in `pixels` (one row each)
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    preprocess: object  # ImagePreprocess, or encoder.TransformPreprocess: `pixels(image)` gives a view
+    min_side: int
+    text_gate: bool = False  # also ask the OCR gate whether the image may hold text (index --ocr)
 
 
 _gate = None  # one small text detector per decode process, made on first use
@@ -44,67 +51,65 @@ def _may_have_text(image) -> bool:
     return _gate.has_text(image)
 
 
-class DecodeDataset(Dataset):
-    def __init__(
-        self, paths: Sequence[str], preprocess: Callable, min_side: int, text_gate: bool = False, turn=None
-    ) -> None:
-        """turn: an Event set while decoding may run (it waits while the encoder has the cores)."""
-        self.paths, self.preprocess, self.min_side, self.text_gate = paths, preprocess, min_side, text_gate
-        self.turn = turn
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, position: int) -> Decoded:
-        path = self.paths[position]
-        if self.turn is not None:
-            self.turn.wait()
-        if is_video(path):
-            return self._video(position, path)
-        try:
-            with open(path, "rb") as f:
-                too_large = os.fstat(f.fileno()).st_size > config.MAX_IMAGE_FILE_BYTES
-                data = b"" if too_large else f.read(config.MAX_IMAGE_FILE_BYTES + 1)
-            if too_large or len(data) > config.MAX_IMAGE_FILE_BYTES:
-                return Decoded(position, None, error=f"{path}: file larger than "
-                               f"{config.MAX_IMAGE_FILE_BYTES // 2**20} MB, refused before reading")
-        except OSError as exc:
-            return Decoded(position, None, error=f"cannot read {path}: {exc.strerror or exc}")
-        try:
-            decoded = read_image(io.BytesIO(data), max(self.min_side, config.OCR_GATE_SIDE * self.text_gate), name=path)
-            pixels = self.preprocess(decoded.image)
-            may_have_text = _may_have_text(decoded.image) if self.text_gate else None
-        except ClipdexError as exc:
-            return Decoded(position, None, error=str(exc))
-        except Exception as exc:  # a transform failing on a strange image is still one bad file
-            return Decoded(position, None, error=f"cannot preprocess {path}: {exc}")
-        sha256 = hashlib.sha256(data).hexdigest()
-        return Decoded(position, pixels, decoded.width, decoded.height, decoded.taken_at, sha256=sha256,
-                       may_have_text=may_have_text)
+def decode_file(position: int, path: str, settings: DecodeSettings) -> Decoded:
+    if is_video(path):
+        return _video(position, path, settings)
+    limit = config.MAX_IMAGE_FILE_BYTES
+    try:
+        with open_regular(path) as f:
+            data = f.read(limit + 1)
+        if len(data) > limit:
+            return Decoded(position, None, error=f"{path}: file larger than {limit // 2**20} MB, refused")
+    except OSError as exc:
+        return Decoded(position, None, error=f"cannot read {path}: {exc.strerror or exc}")
+    try:
+        decoded = read_image(io.BytesIO(data), max(settings.min_side, config.OCR_GATE_SIDE * settings.text_gate),
+                             name=path)
+        pixels = settings.preprocess.pixels(decoded.image)
+        may_have_text = _may_have_text(decoded.image) if settings.text_gate else None
+    except ClipdexError as exc:
+        return Decoded(position, None, error=str(exc))
+    except Exception as exc:  # a transform failing on a strange image is still one bad file
+        return Decoded(position, None, error=f"cannot preprocess {path}: {exc}")
+    sha256 = hashlib.sha256(data).hexdigest()
+    return Decoded(position, pixels, decoded.width, decoded.height, decoded.taken_at, sha256=sha256,
+                   may_have_text=may_have_text)
 
 
-    def _video(self, position: int, path: str) -> Decoded:
-        """A video: its sampled frames, preprocessed, one row each; hashed as it is read from disk (videos are
-        too large to hold in memory as photos are)."""
-        try:
-            digest = hashlib.sha256()
-            with open(path, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(chunk)
-            video = read_frames(path, self.min_side)
-            pixels = torch.stack([self.preprocess(frame) for frame in video.frames])
-        except OSError as exc:
-            return Decoded(position, None, error=f"cannot read {path}: {exc.strerror or exc}")
-        except ClipdexError as exc:
-            return Decoded(position, None, error=str(exc))
-        return Decoded(position, pixels, video.width, video.height, video.taken_at, sha256=digest.hexdigest(),
-                       may_have_text=False, times=video.times)
+def _video(position: int, path: str, settings: DecodeSettings) -> Decoded:
+    """A video: its sampled frames, one view a row; hashed as it is read from disk (videos are too large to hold
+    in memory as photos are)."""
+    try:
+        digest = hashlib.sha256()
+        with open_regular(path) as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        video = read_frames(path, settings.min_side)
+        pixels = np.stack([settings.preprocess.pixels(frame) for frame in video.frames])
+    except OSError as exc:
+        return Decoded(position, None, error=f"cannot read {path}: {exc.strerror or exc}")
+    except ClipdexError as exc:
+        return Decoded(position, None, error=str(exc))
+    return Decoded(position, pixels, video.width, video.height, video.taken_at, sha256=digest.hexdigest(),
+                   may_have_text=False, times=video.times)
 
 
-def collate(batch: list[Decoded]) -> list[Decoded]:
-    return batch
+# A worker process's settings and its turn (an Event set while decoding may run: it waits while the encoder has
+# the cores), given once when the worker starts rather than with every file.
+_worker: tuple[DecodeSettings, object] | None = None
 
 
-def single_thread_worker(_worker_id: int) -> None:
-    """Decode workers each take one core; torch's own thread pool inside them would only fight the encoder."""
-    torch.set_num_threads(1)
+def start_worker(settings: DecodeSettings, turn) -> None:
+    """In a new decode worker: Ctrl-C and SIGTERM are the parent's to handle (it ends the workers); native
+    libraries get one thread each, as the worker is one of as many as there are cores."""
+    global _worker
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _worker = (settings, turn)
+
+
+def decode_in_worker(position: int, path: str) -> Decoded:
+    settings, turn = _worker
+    if turn is not None:
+        turn.wait()
+    return decode_file(position, path, settings)

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+from collections import deque
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
 
-from clipdex.indexer.decode import Decoded, DecodeDataset, collate, single_thread_worker
+from clipdex.indexer.decode import Decoded, DecodeSettings, decode_file, decode_in_worker, start_worker
 from clipdex.retrieval import config
 from clipdex.retrieval.raw import fork_is_safe
 
@@ -24,55 +23,65 @@ class EmbeddedBatch:
 
 
 class LocalEmbedder:
-    """Decode workers feeding one encoder in this process."""
+    """Decode worker processes feeding one encoder in this process."""
 
     def __init__(
         self, encoder, batch_size: int = config.DEFAULT_BATCH_SIZE, workers: int = config.DEFAULT_DECODE_WORKERS,
         text_gate: bool = False,
     ):
         """text_gate: also ask the OCR gate whether each decoded image may hold text (index --ocr)."""
-        self.encoder, self.batch_size, self.workers, self.text_gate = encoder, batch_size, workers, text_gate
+        self.encoder, self.batch_size, self.workers = encoder, batch_size, workers
+        self.settings = DecodeSettings(encoder.preprocess, encoder.image_size, text_gate)
 
     def embed(self, paths: Sequence[str]) -> Iterator[EmbeddedBatch]:
         if not paths:
             return
         workers = min(self.workers, math.ceil(len(paths) / self.batch_size))
+        if not workers:
+            for start in range(0, len(paths), self.batch_size):
+                decoded = [decode_file(i, paths[i], self.settings) for i in range(start, min(start + self.batch_size, len(paths)))]
+                yield embed_decoded(self.encoder, decoded)
+            return
         context = multiprocessing.get_context("fork" if fork_is_safe() else "forkserver")
         # As many decoders as cores, taking turns with the encoder (whose threads take every core): the machine
         # is never oversubscribed, and a decoder never stalls the encoder's threads mid-layer. One decoder fewer
         # than cores left a core idle whenever the encoder waited for pixels (0.67 of the limit in bf16, 0.87
         # with a decoder per core; bench/index_throughput.py prints the figure).
-        decoding = context.Event() if workers else None
-        loader = DataLoader(
-            DecodeDataset(paths, self.encoder.preprocess, self.encoder.image_size, self.text_gate, decoding),
-            batch_size=self.batch_size,
-            num_workers=workers,
-            collate_fn=collate,
-            worker_init_fn=single_thread_worker if workers else None,
-            prefetch_factor=4 if workers else None,
-            multiprocessing_context=context if workers else None,
-        )
-        if decoding:
-            decoding.set()
-        for batch in loader:
-            try:
-                if decoding:
-                    decoding.clear()
-                embedded = embed_decoded(self.encoder, batch)
-            finally:  # also on Ctrl-C: workers waiting for their turn must go on to see the end of the run
-                if decoding:
-                    decoding.set()
-            yield embedded
+        turn = context.Event()
+        pool = context.Pool(workers, initializer=start_worker, initargs=(self.settings, turn))
+        try:
+            turn.set()
+            pending: deque = deque()
+            ahead = self.batch_size * 2  # files decoded ahead of the encoder: two batches' worth, bounded memory
+            queued = 0
+            batch: list[Decoded] = []
+            for _ in range(len(paths)):
+                while queued < len(paths) and len(pending) < ahead:
+                    pending.append(pool.apply_async(decode_in_worker, (queued, paths[queued])))
+                    queued += 1
+                batch.append(pending.popleft().get())
+                if len(batch) == self.batch_size or (not pending and queued == len(paths)):
+                    turn.clear()
+                    try:
+                        embedded = embed_decoded(self.encoder, batch)
+                    finally:  # workers waiting for their turn go on, also on Ctrl-C
+                        turn.set()
+                    batch = []
+                    yield embedded
+            pool.close()
+            pool.join()
+        finally:  # Ctrl-C, SIGTERM, an error or a consumer that stopped early: no worker outlives the run
+            pool.terminate()
 
 
 def embed_decoded(encoder, batch: Sequence[Decoded]) -> EmbeddedBatch:
     """One encoder pass over a batch of decoded files: a photo gets one vector, a video one per frame (a matrix)."""
     ok = [d for d in batch if d.pixels is not None]
-    rows = [d.pixels if d.times is not None else d.pixels[None] for d in ok]
-    vectors = encoder.encode_pixels(torch.cat(rows)) if ok else []
+    views = [view for d in ok for view in (d.pixels if d.times is not None else [d.pixels])]
+    vectors = encoder.encode_pixels(encoder.preprocess.batch(views)) if ok else []
     done, start = [], 0
-    for decoded, part in zip(ok, rows):
-        end = start + len(part)
+    for decoded in ok:
+        end = start + (len(decoded.pixels) if decoded.times is not None else 1)
         done.append((decoded, vectors[start:end] if decoded.times is not None else vectors[start]))
         start = end
     return EmbeddedBatch(done, [d for d in batch if d.pixels is None])

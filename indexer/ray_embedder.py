@@ -11,7 +11,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from clipdex.indexer.decode import Decoded, DecodeDataset
+from clipdex.indexer.decode import Decoded, DecodeSettings, decode_file
 from clipdex.indexer.embedders import EmbeddedBatch
 from clipdex.retrieval import config
 
@@ -28,17 +28,15 @@ class _EmbedActor:
         self.encoder = load_encoder(name, pretrained, device)
 
     def __call__(self, batch: dict) -> dict:
-        import torch
-
-        dataset = DecodeDataset(list(batch["path"]), self.encoder.preprocess, self.encoder.image_size)
-        decoded = [dataset[i] for i in range(len(dataset))]
+        settings = DecodeSettings(self.encoder.preprocess, self.encoder.image_size)
+        decoded = [decode_file(i, path, settings) for i, path in enumerate(batch["path"])]
         for d in decoded:
             if d.times is not None:  # one vector a file travels back from an actor: videos stay with the local engine
                 d.pixels, d.error = None, f"{batch['path'][d.position]}: videos are indexed with --engine local"
         ok = [d for d in decoded if d.pixels is not None]
         vectors = np.zeros((len(decoded), self.encoder.identity.dim), dtype=np.float32)
         if ok:
-            embedded = self.encoder.encode_pixels(torch.stack([d.pixels for d in ok]))
+            embedded = self.encoder.encode_pixels(self.encoder.preprocess.batch([d.pixels for d in ok]))
             for d, vector in zip(ok, embedded):
                 vectors[d.position] = vector
         return {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
@@ -39,6 +40,9 @@ def _stat(path: str, result: ScanResult) -> None:
         st = os.stat(path)
     except OSError as exc:
         result.failures.append((path, f"cannot stat: {exc.strerror or exc}"))
+        return
+    if not stat.S_ISREG(st.st_mode):  # reading a FIFO blocks, a device never ends: neither is a photo
+        result.failures.append((path, "not a regular file (a FIFO, socket or device), skipped"))
         return
     result.files.append(FileStat(path, st.st_size, st.st_mtime))
 

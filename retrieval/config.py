@@ -87,17 +87,18 @@ PQ_RERANK = 100  # the shortlist's length to start tuning from; doubled while th
 PQ_MAX_RERANK = 1600
 INDEX_TYPES = ("auto", "flat", "ivf", "ivfpq")
 
-# A text query in a new process runs the text tower exported to ONNX (no torch import); the export is used only
-# if its vectors match torch's to at least this cosine on probe sentences.
+# Everyday commands run the model's towers exported to ONNX (no torch import); an export is used only if its
+# vectors match torch's to at least this cosine on probe sentences / probe images.
 TEXT_EXPORT_MIN_COSINE = 0.999
-TEXT_EXPORT_OPSET = 18
+IMAGE_EXPORT_MIN_COSINE = 0.999
+EXPORT_OPSET = 18
 TEXT_EXPORT_FORMAT = 2  # bumped when exports change shape (2: optimised, maybe int8): older ones are made anew
 # An int8 text tower replaces the fp32 export only when its vectors keep this cosine to torch's fp32 ones on the
 # probe sentences and these many sample captions, and it answers a short query at least this much faster here.
 TEXT_INT8_MIN_COSINE = 0.995
 TEXT_PROBE_CAPTIONS = 100
 TEXT_INT8_MIN_SPEEDUP = 1.2
-IMAGE_EXPORT_FORMAT = 1  # of the int8 image tower (--precision int8), made on first use per model
+IMAGE_EXPORT_FORMAT = 2  # of the image tower (2: fp32 too, with its preprocessing inside), made once per model
 
 CHECKPOINT_SUFFIXES = (".safetensors",)  # a --model ending so is a clipdex checkpoint file
 # A weights file's sha256, and which model an exported text tower holds, are remembered in the cache folder by

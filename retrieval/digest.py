@@ -6,15 +6,36 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 from clipdex.retrieval import config
 
 
+class NotRegularFile(OSError):
+    """A FIFO, socket or device under a photo's name: reading it could block forever or never end."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(f"not a regular file (a FIFO, socket or device): {path}")
+        self.strerror = "not a regular file (a FIFO, socket or device)"
+
+
+def open_regular(path: str | Path) -> BinaryIO:
+    """Open `path` for reading only if it is a regular file (after links), asked of the opened descriptor itself.
+
+    O_NONBLOCK makes opening a FIFO return at once instead of waiting for a writer; on a regular file it changes
+    nothing. A file swapped for a FIFO after the folder was scanned is refused here too."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotRegularFile(path)
+    return os.fdopen(fd, "rb")
+
+
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()

@@ -11,26 +11,47 @@ from PIL import Image
 
 from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.identity import ModelIdentity
+from clipdex.retrieval.preprocess import from_open_clip
 
 MIN_PRECISION_COSINE = 0.99  # reduced precision must agree with fp32 at least this well, or it is not used
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PRECISIONS = (*_DTYPES, "int8")  # int8: the image tower through ONNX Runtime (onnx_image.py); text stays fp32
 
 
+class TransformPreprocess:
+    """open_clip's own transform behind ImagePreprocess's two methods, for settings preprocess.py does not
+    reproduce (its workers then import torch)."""
+
+    def __init__(self, transform: Callable[[Image.Image], torch.Tensor]) -> None:
+        self.transform = transform
+
+    def pixels(self, image: Image.Image) -> np.ndarray:
+        return self.transform(image).numpy()
+
+    def batch(self, views: Sequence[np.ndarray]) -> np.ndarray:
+        return np.stack(views)
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        return self.pixels(image)
+
+
 class Encoder:
     """One loaded open_clip model with its preprocessing and tokenizer; its identity says what made it."""
+
+    runs_torch = True
 
     def __init__(
         self,
         model: torch.nn.Module,
-        preprocess: Callable[[Image.Image], torch.Tensor],
+        transform: Callable[[Image.Image], torch.Tensor],
         tokenizer: Callable[[Sequence[str]], torch.Tensor],
         device: str,
         identity: ModelIdentity,
         arch: str,
     ) -> None:
         self.model = model
-        self.preprocess = preprocess
+        self.transform = transform  # open_clip's, tensors out: what training feeds the model
+        self.preprocess = from_open_clip(model) or TransformPreprocess(transform)
         self.tokenizer = tokenizer
         self.device = device
         self.arch = arch
@@ -65,17 +86,17 @@ class Encoder:
         return _DTYPES.get(self.precision, torch.float32)
 
     @torch.inference_mode()
-    def encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
-        """Embed a batch already preprocessed to the model's input (N, 3, H, W)."""
+    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Embed a batch already preprocessed to the model's input (N, 3, H, W) float32."""
         if self.image_tower is not None:
             from clipdex.retrieval.onnx_image import run_image_tower
 
             return run_image_tower(self.image_tower, pixels)
-        features = self.model.encode_image(pixels.to(self.device, self.dtype), normalize=True)
+        features = self.model.encode_image(torch.from_numpy(pixels).to(self.device, self.dtype), normalize=True)
         return features.float().cpu().numpy()
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        return self.encode_pixels(torch.stack([self.preprocess(im) for im in images]))
+        return self.encode_pixels(self.preprocess.batch([self.preprocess.pixels(im) for im in images]))
 
     @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str], trim: bool = True) -> np.ndarray:
@@ -127,7 +148,7 @@ class Encoder:
         if precision == "fp32":  # back to the reference itself: nothing to compare
             return
         generator = torch.Generator().manual_seed(0)
-        probe = torch.rand(4, 3, self.image_size, self.image_size, generator=generator)
+        probe = torch.rand(4, 3, self.image_size, self.image_size, generator=generator).numpy()
         texts = ["a photo of a dog on a beach", "two red circles", "a city at night", "snow"]
         reference = np.concatenate([self.encode_pixels(probe), self.encode_texts(texts)])
         try:
@@ -143,9 +164,13 @@ class Encoder:
 
     def _use(self, precision: str) -> None:
         if precision == "int8":
-            from clipdex.retrieval.onnx_image import int8_image_tower
+            from clipdex.retrieval.onnx_files import holds, session
+            from clipdex.retrieval.onnx_image import export_image_tower, image_tower_path
 
-            self.image_tower = int8_image_tower(self)
+            path = image_tower_path(self.identity.name, self.identity.fingerprint, "int8")
+            if not holds(path, "image", self.identity):
+                path = export_image_tower(self, "int8")
+            self.image_tower = session(path)
         else:
             self.image_tower = None
             self.model.to(_DTYPES[precision])

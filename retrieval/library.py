@@ -42,6 +42,7 @@ class Library:
                 _make_private(self.root / name)
         self.indexes = IndexCache(self.root, self.store)
         self._encoder = None
+        self._encoder_settings: tuple[str, str] | None = None  # (device, precision) it was loaded for
         self._text_encoder = None
         self._writing = 0
 
@@ -117,17 +118,17 @@ class Library:
                 break
         return bound
 
-    def encoder(self, device: str = "auto", precision: str = "fp32"):
-        """The library's own model, loaded once and checked against the binding."""
+    def encoder(self, device: str = "auto", precision: str = "fp32", progress=None):
+        """The library's own model, loaded once per setting and checked against the binding: prepared (no torch)
+        where the settings allow, prepared now if it was not yet (`progress` shows that step)."""
         bound = self.follow_binding()
-        if self._encoder is None:
-            from clipdex.retrieval.factory import load_encoder
+        if self._encoder is None or self._encoder_settings != (device, precision):
+            from clipdex.retrieval.prepared import load_model
 
-            encoder = load_encoder(bound.name, bound.pretrained, device)
+            encoder = load_model(bound.name, bound.pretrained, device, precision, progress)
             self.check_model(encoder.identity)
-            self._encoder = encoder
+            self._encoder, self._encoder_settings = encoder, (device, precision)
             self.indexes.use_gpu = encoder.device == "cuda"
-        self._encoder.set_precision(precision)
         return self._encoder
 
     def text_encoder(self, device: str = "auto", precision: str = "fp32"):
@@ -144,12 +145,13 @@ class Library:
                 return self._text_encoder
         return self.encoder(device, precision)
 
-    def use_encoder(self, encoder) -> None:
-        """Use an already-loaded model (checked against the binding, which it sets on a new library)."""
+    def use_encoder(self, encoder, settings: tuple[str, str] | None = None) -> None:
+        """Use an already-loaded model (checked against the binding, which it sets on a new library); `settings`
+        (device, precision) are what it was loaded for, so a later `encoder()` with them reuses it."""
         self.check_model(encoder.identity)
         if self.identity is None:
             self.store.bind_model(encoder.identity)
-        self._encoder = encoder
+        self._encoder, self._encoder_settings = encoder, settings
 
     def forget_model(self) -> None:
         """Drop the loaded model and cached indexes after the binding changed underneath them."""

@@ -1,5 +1,5 @@
-"""ONNX files clipdex makes from a model (the text tower for torch-free queries, the int8 image tower): where they
-live, what they say about themselves, how they are opened.
+"""ONNX files clipdex makes from a model (its image and text towers, so everyday commands run without torch):
+where they live, how they are exported, what they say about themselves, how they are opened.
 
 Each file records inside itself (ONNX metadata) which model it was exported from, so a file and its description
 can never drift apart; whether a file holds a given model is remembered by the file's stamp, so an unchanged
@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Iterable
 
@@ -74,6 +75,32 @@ def session(path: Path, save_optimised: Path | None = None):
     else:
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def export_graph(module, example, target: Path, input_name: str, dynamic_axes: dict) -> None:
+    """Trace `module` (unit vectors out) into an ONNX file at `target`; `dynamic_axes` maps an input axis to its
+    torch.export.Dim."""
+    import torch
+
+    with torch.inference_mode(False), torch.no_grad():
+        torch.onnx.export(
+            module.eval(), (example,), str(target), dynamo=True, input_names=[input_name], output_names=["vectors"],
+            dynamic_shapes={input_name: dynamic_axes}, opset_version=config.EXPORT_OPSET, external_data=False,
+            verbose=False,
+        )
+
+
+def temporary_files(path: Path, *parts: str) -> dict[str, Path]:
+    """Names beside `path` for the steps of one export, private to this process."""
+    return {part: path.with_name(f"{path.stem}.{os.getpid()}.{part}.tmp.onnx") for part in parts}
+
+
+def save_checked(chosen: Path, optimised: Path, path: Path, tower: str, identity: ModelIdentity) -> None:
+    """Optimise the export that passed its checks (into the temporary `optimised`), move it into place and
+    remember what it holds: later sessions load it as it is."""
+    session(chosen, save_optimised=optimised)
+    os.replace(optimised, path)
+    remember_holds(path, tower, identity)
 
 
 def write_description(path: Path, described: dict[str, str]) -> None:

@@ -9,7 +9,6 @@ is kept only if it reproduces torch's vectors; anything it cannot serve falls ba
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +17,8 @@ import numpy as np
 from clipdex.retrieval import config
 from clipdex.retrieval.identity import ModelIdentity
 from clipdex.retrieval.onnx_files import (
-    describes, description, export_file, holds, quantise_int8, remember_holds, remove_quietly, session,
-    write_description,
+    describes, description, export_file, export_graph, holds, quantise_int8, remove_quietly, save_checked, session,
+    temporary_files, write_description,
 )
 from clipdex.retrieval.tokenizer import BpeTokenizer, default_merges_file
 
@@ -81,7 +80,7 @@ def export_text_tower(encoder, precision: str = "auto") -> ExportResult:
         def forward(self, tokens: torch.Tensor) -> torch.Tensor:
             return encoder.text_forward(tokens)
 
-    tmp = {part: path.with_name(f"{path.stem}.{os.getpid()}.{part}.tmp.onnx") for part in ("fp32", "int8", "saved")}
+    tmp = temporary_files(path, "fp32", "int8", "saved")
     example = torch.from_numpy(tokenizer(["a photo of a dog", "snow"])).to(encoder.device)
     batch = torch.export.Dim("batch", min=1, max=4096)
     length = torch.export.Dim("length", min=2, max=encoder.context_length)
@@ -89,12 +88,7 @@ def export_text_tower(encoder, precision: str = "auto") -> ExportResult:
     encoder.set_precision("fp32")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with torch.inference_mode(False), torch.no_grad():
-            torch.onnx.export(
-                TextTower().eval(), (example,), str(tmp["fp32"]), dynamo=True, input_names=["tokens"],
-                output_names=["vectors"], dynamic_shapes={"tokens": {0: batch, 1: length}},
-                opset_version=config.TEXT_EXPORT_OPSET, external_data=False, verbose=False,
-            )
+        export_graph(TextTower(), example, tmp["fp32"], "tokens", {0: batch, 1: length})
         described = description("text", encoder.identity, clipdex_context_length=str(encoder.context_length))
         write_description(tmp["fp32"], {**described, "clipdex_precision": "fp32"})
         probe = [*PROBE_TEXTS, *_probe_captions()]
@@ -111,9 +105,7 @@ def export_text_tower(encoder, precision: str = "auto") -> ExportResult:
             speedup = _query_ms(fp32) / _query_ms(int8)
             if agreement >= config.TEXT_INT8_MIN_COSINE and (precision == "int8" or speedup >= config.TEXT_INT8_MIN_SPEEDUP):
                 chosen, how = tmp["int8"], f"int8, cosine to torch's fp32 ≥ {agreement:.4f}, {speedup:.1f}× fp32's speed"
-        session(chosen, save_optimised=tmp["saved"])  # optimised once, loaded as it is by every query
-        os.replace(tmp["saved"], path)
-        remember_holds(path, "text", encoder.identity)  # checked just now
+        save_checked(chosen, tmp["saved"], path, "text", encoder.identity)  # loaded as it is by every query
     except Exception as exc:  # an export failure (or an unwritable cache) must never fail indexing: queries
         # still work through torch
         return ExportResult(None, f"text queries will load torch: the ONNX export failed ({type(exc).__name__}: "

@@ -164,7 +164,7 @@ def finetune(
     log = MetricsLog(metrics_path(options.out), resume_after_step=step if options.resume else None)
 
     tokens = encoder.tokenizer([p.caption for p in train])
-    dataset = PairImages(train, tokens, encoder.preprocess, encoder.image_size)
+    dataset = PairImages(train, tokens, encoder.transform, encoder.image_size)
     keys = [p.batch_key for p in train]
     steps_per_epoch = max(1, len(epoch_batches(keys, options.batch_size, options.seed, 0)) // options.accum_steps)
     total = options.max_steps or options.epochs * steps_per_epoch
