@@ -62,13 +62,12 @@ def _interrupt(_signum, _frame) -> None:
     raise KeyboardInterrupt
 
 
-def _watch_in_background(ctx: typer.Context, library, paths: list[Path], device: str, stop: threading.Event) -> None:
-    """`serve --watch`: the watcher writes through its own handle on the library (its own writer lock), sharing
-    the server's loaded model; the server's queries notice each commit by its generation."""
+def _watch_in_background(ctx: typer.Context, paths: list[Path], device: str, stop: threading.Event) -> None:
+    """`serve --watch`: the watcher writes through its own handle on the library (its own writer lock, its own
+    model, loaded while a batch needs it); the server's queries notice each commit by its generation."""
     from clipdex import api
 
-    writer = library_of(ctx)
-    writer.use_encoder(library.encoder(device))
+    writer = library_of(ctx)  # loads the model when a batch needs it, and drops it after
 
     def run() -> None:
         try:
@@ -114,7 +113,7 @@ def serve(
         library, device, precision, allowed_hosts=names_for(host, allow_host or ()), token=token,
         max_upload_pixels=max_upload_pixels,
     )
-    print_notes(library.encoder(device, precision).notes)  # load now: the first query is as fast as the rest
+    print_notes(library.text_encoder(device, precision).notes)  # load now: the first query is as fast as the rest
     url = base_url(host, port)
     say(f"clipdex serving {library.root} on {url}")
     if not is_loopback(host):
@@ -123,7 +122,7 @@ def serve(
         say(f"sign in (once per browser): {sign_in_url(url, token)}")
     stop = threading.Event()
     if watch_paths:
-        _watch_in_background(ctx, library, watch_paths, device, stop)
+        _watch_in_background(ctx, watch_paths, device, stop)
     try:
         uvicorn.run(web_app, host=host, port=port, log_level="warning")
     finally:

@@ -317,7 +317,10 @@ def watch(
     totals = {"batches": 0, "added": 0, "updated": 0, "moved": 0, "removed": 0, "failed": 0, "interrupted": False}
 
     def run(folders: Sequence[Path | str], **options) -> object:
-        report = index(library, folders, **options)
+        try:
+            report = index(library, folders, **options)
+        finally:  # idle between batches, the model and the index are not held (reloaded in well under a second)
+            library.forget_model()
         for key in ("added", "updated", "moved", "removed"):
             totals[key] += getattr(report, key)
         totals["failed"] += len(report.failed)

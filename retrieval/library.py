@@ -140,7 +140,9 @@ class Library:
             if self._text_encoder is None:
                 from clipdex.retrieval.onnx_text import OnnxTextEncoder
 
-                self._text_encoder = OnnxTextEncoder.for_model(bound)
+                loaded = self._encoder  # a prepared model's text tower is the same file: not opened twice
+                prepared = loaded is not None and not loaded.runs_torch and bound.same_model(loaded.identity)
+                self._text_encoder = loaded.text if prepared else OnnxTextEncoder.for_model(bound)
             if self._text_encoder is not None:
                 return self._text_encoder
         return self.encoder(device, precision)
@@ -154,7 +156,8 @@ class Library:
         self._encoder, self._encoder_settings = encoder, settings
 
     def forget_model(self) -> None:
-        """Drop the loaded model and cached indexes after the binding changed underneath them."""
+        """Drop the loaded model and cached indexes: after the binding changed underneath them, or so that a
+        process idling between batches (watch) holds only what its next batch loads again."""
         self._encoder = self._text_encoder = None
         self.indexes.clear()
 

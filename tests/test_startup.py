@@ -7,8 +7,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +21,7 @@ import torch
 from clipdex.retrieval import config
 from clipdex.retrieval.digest import file_sha256, weights_sha256
 from clipdex.retrieval.identity import ModelIdentity
-from tests.conftest import SAMPLE_ROWS
+from tests.conftest import SAMPLE_ROWS, default_sigint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,7 +34,7 @@ try:
     main()
 except SystemExit as exit:
     code = exit.code
-print("IMPORTED", sorted(m for m in ("torch", "open_clip") if m in sys.modules), "EXIT", code)
+print("IMPORTED", sorted(m for m in ("torch", "open_clip", "torchvision") if m in sys.modules), "EXIT", code)
 """
 
 
@@ -42,6 +46,87 @@ def _clipdex(library: Path, *args: str) -> str:
     return done.stdout.strip().splitlines()[-1] + done.stderr[-500:]
 
 
+def _long_running(library: Path, *args: str) -> subprocess.Popen:
+    """A command that runs until Ctrl-C (watch, serve), reporting its imports when it ends."""
+    return subprocess.Popen(
+        [sys.executable, "-u", "-c", _RUN_AND_REPORT, "-L", str(library), *args], cwd=ROOT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        preexec_fn=default_sigint,
+    )
+
+
+def _interrupted_report(process: subprocess.Popen) -> str:
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=60)
+    return out.strip().splitlines()[-1]
+
+
+def test_everyday_commands_never_import_torch_once_the_model_is_prepared(tmp_path: Path, photos) -> None:
+    """Preparing a model (the first index) exports its towers; from then on indexing new photos, watching,
+    searching by text or image, captions, duplicates, status and serving run on ONNX Runtime and numpy alone."""
+    folder, library = photos(6), tmp_path / "lib"
+    first = _clipdex(library, "index", str(folder), "--model", "sample")
+    assert "EXIT 0" in first, first
+    shutil.copy(config.SAMPLE_DATA_DIR / SAMPLE_ROWS[10]["image"], folder)
+    photo = str(folder / Path(SAMPLE_ROWS[0]["image"]).name)
+    captions = tmp_path / "captions.txt"
+    captions.write_text("a red circle\na blue square\n", encoding="utf-8")
+    for command in (("index", str(folder)), ("search", "a red circle"), ("search", "--image", photo),
+                    ("add-captions", str(captions)), ("captions", photo), ("duplicates",), ("status",)):
+        assert _clipdex(library, *command).startswith("IMPORTED [] EXIT 0"), command
+    assert _clipdex(library, "search", "a red circle", "--precision", "bf16").startswith("IMPORTED ['open_clip', "
+                                                                                          "'torch', 'torchvision']")
+
+    watcher = _long_running(library, "watch", str(folder), "--settle", "0.3")
+    for line in watcher.stdout:
+        if "watching" in line:
+            break
+    shutil.copy(config.SAMPLE_DATA_DIR / SAMPLE_ROWS[11]["image"], folder)  # a batch the watcher embeds
+    deadline = time.time() + 60
+    while time.time() < deadline and "00011" not in _clipdex(library, "search", "-f", "-k", "50", "a photo"):
+        time.sleep(0.5)
+    assert _interrupted_report(watcher).startswith("IMPORTED [] EXIT 130")
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = _long_running(library, "serve", "--port", str(port))
+    deadline, answer = time.time() + 60, None
+    while time.time() < deadline and answer is None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/search?q=a+red+circle", timeout=5) as r:
+                answer = json.loads(r.read())
+        except OSError:
+            time.sleep(0.3)
+    assert answer, "the server never answered"
+    assert _interrupted_report(server).startswith("IMPORTED [] EXIT")
+
+
+def test_the_prepared_model_embeds_as_torch_does(tmp_path: Path) -> None:
+    """The ONNX towers against the torch model they were exported from, on photos and sentences; the numpy
+    preprocessing against open_clip's own transform, on shapes a camera and a screenshot give."""
+    from PIL import Image
+
+    from clipdex.retrieval.factory import load_encoder
+    from clipdex.retrieval.images import open_image
+    from clipdex.retrieval.prepared import load_model
+
+    encoder = load_encoder("sample", None, "cpu")
+    prepared = load_model("sample", None, "cpu")
+    assert not prepared.runs_torch and prepared.identity == encoder.identity
+    rng = np.random.default_rng(7)
+    images = [open_image(config.SAMPLE_DATA_DIR / row["image"]) for row in SAMPLE_ROWS[:12]]
+    images += [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in
+               ((3000, 4000), (1000, 333), (64, 64), (17, 900), (500, 499))]
+    for image in images:
+        ours, theirs = prepared.preprocess(image), encoder.transform(image).numpy()
+        assert ours.shape == theirs.shape and np.abs(ours - theirs).max() < 1e-4
+    cosines = (prepared.encode_images(images) * encoder.encode_images(images)).sum(axis=1)
+    assert cosines.min() >= config.IMAGE_EXPORT_MIN_COSINE
+    texts = [row["caption"] for row in SAMPLE_ROWS[:20]]
+    assert (prepared.encode_texts(texts) * encoder.encode_texts(texts)).sum(axis=1).min() >= 0.999
+
+
 def test_an_unchanged_library_is_checked_without_loading_the_model(tmp_path: Path, photos) -> None:
     folder, library = photos(6), tmp_path / "lib"
     assert "EXIT 0" in _clipdex(library, "index", str(folder), "--model", "sample")
@@ -49,8 +134,8 @@ def test_an_unchanged_library_is_checked_without_loading_the_model(tmp_path: Pat
     assert noop.startswith("IMPORTED [] EXIT 0"), noop
     assert _clipdex(library, "index", str(folder), "--json").startswith("IMPORTED [] EXIT 0")
 
-    shutil.copy(config.SAMPLE_DATA_DIR / SAMPLE_ROWS[10]["image"], folder)  # now one file needs the model
-    assert "IMPORTED ['open_clip', 'torch'] EXIT 0" in _clipdex(library, "index", str(folder), "--json")
+    shutil.copy(config.SAMPLE_DATA_DIR / SAMPLE_ROWS[10]["image"], folder)  # now one file needs the (prepared) model
+    assert "IMPORTED [] EXIT 0" in _clipdex(library, "index", str(folder), "--json")
     other = _clipdex(library, "index", str(folder), "--model", "clipdex-tiny")  # another model is still refused
     assert "EXIT 1" in other and "was built with" in other
 
