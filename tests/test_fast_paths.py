@@ -127,7 +127,8 @@ def test_cold_text_query_needs_no_torch_and_gives_the_same_hits(
     done = subprocess.run([sys.executable, "-c", probe, *search], capture_output=True, text=True, check=True)
     hits, imported = done.stdout.rsplit("\n", 2)[:2]
     assert json.loads(imported) == []
-    monkeypatch.setenv("CLIPDEX_CACHE", str(tmp_path / "no-exports"))  # the same query through torch
+    (tmp_path / "a-file").write_text("")  # the same query through torch: a cache folder that cannot be made, so
+    monkeypatch.setenv("CLIPDEX_CACHE", str(tmp_path / "a-file" / "cache"))  # the model cannot be prepared
     through_torch = json.loads(cli("search", "a red circle", "-k", "5", "--json").stdout)
     assert json.loads(cli("status", "--json").stdout)["text_export"] is None
     assert [h["id"] for h in json.loads(hits)] == [h["id"] for h in through_torch]
@@ -197,15 +198,13 @@ def test_an_export_of_another_model_is_never_used(tmp_path: Path, monkeypatch, t
 def test_the_int8_image_tower_agrees_with_fp32(tmp_path: Path, monkeypatch, photos) -> None:
     """--precision int8 (the image tower through ONNX Runtime with int8 weights) against torch fp32 on photos, and
     a library indexed with it answers as an fp32 one does."""
-    import torch
-
     from clipdex import api
     from clipdex.retrieval.images import open_image
 
     monkeypatch.setenv("CLIPDEX_CACHE", str(tmp_path / "cache"))
     encoder = load_encoder("sample", None, "cpu")
     folder = photos(24)
-    pixels = torch.stack([encoder.preprocess(open_image(p)) for p in sorted(folder.iterdir())])
+    pixels = np.stack([encoder.preprocess(open_image(p)) for p in sorted(folder.iterdir())])
     reference = encoder.encode_pixels(pixels)
     encoder.set_precision("int8")
     assert encoder.precision == "int8" and encoder.image_tower is not None, encoder.notes

@@ -94,7 +94,7 @@ def test_a_few_steps_lower_the_loss_and_raise_train_recall(tmp_path: Path) -> No
 
     def train_loss(encoder) -> float:
         with torch.no_grad():
-            images = torch.stack([encoder.preprocess(open_image(p.image)) for p in pairs])
+            images = torch.stack([encoder.transform(open_image(p.image)) for p in pairs])
             text = encoder.tokenizer([p.caption for p in pairs])
             return loss_fn(
                 encoder.model.encode_image(images, normalize=True),
