@@ -86,13 +86,14 @@ def _opened_path(fd: int, st: os.stat_result, path: str) -> bool:
 
 def _open_indexed(row: dict) -> tuple[IO[bytes], os.stat_result]:
     """The library file of `row`, open, only while it is still what was indexed: a regular file at exactly the
-    stored path (no symlink swapped in, in the path or at its end) with the stored size and mtime. Otherwise
-    404: a photo replaced by a link to ~/.ssh/id_rsa must not be sent as image/png. The caller closes it.
+    stored real path (links were resolved when it was indexed: no link swapped in since, in the path or at its
+    end) with the stored size and mtime. Otherwise 404: a photo replaced by a link to ~/.ssh/id_rsa must not be
+    sent as image/png. The caller closes it.
 
     The checks are made on the open descriptor (fstat), so the file read is the file checked. A file that changed
     is not marked anywhere from here: a reader does not write to the store, and the next `clipdex index` compares
     size and mtime with the same rows, so it re-reads (or drops) exactly the files this refuses."""
-    path = row["key"]
+    path = row["real_path"] or row["key"]  # the file as it really is when indexed, links resolved then
     gone = HTTPException(404, "the file is gone or changed since it was indexed; `clipdex index` brings the "
                          "library up to date")
     try:

@@ -23,6 +23,7 @@ class Plan:
     moved: list[tuple[int, FileStat]] = field(default_factory=list)
     touched: list[tuple[int, FileStat]] = field(default_factory=list)
     removed: list[int] = field(default_factory=list)
+    relinked: list[tuple[str, str]] = field(default_factory=list)  # (path, real path): the same path, led elsewhere
     unchanged: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
 
@@ -57,7 +58,10 @@ def plan_changes(
         known = by_path.get(f.path)
         if known is None:
             unknown.append(f)
-        elif (known.size, known.mtime) == (f.size, f.mtime):
+            continue
+        if known.real != f.real:  # a link re-pointed, a disk mounted elsewhere (or a row from before schema 4)
+            plan.relinked.append((f.path, f.real))
+        if (known.size, known.mtime) == (f.size, f.mtime):
             plan.unchanged += 1
         elif (digest := hashed(f.path)) is not None:
             if digest == known.sha256:

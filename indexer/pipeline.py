@@ -46,7 +46,7 @@ def _item(file: FileStat, sha256: str, decoded, vector) -> NewItem:
     no_text = "" if decoded.may_have_text is False else None
     return NewItem(
         IMAGE, file.path, vector, sha256, file.size, file.mtime, decoded.width, decoded.height, decoded.taken_at,
-        ocr_text=no_text, ocr_words=no_text,
+        ocr_text=no_text, ocr_words=no_text, real_path=file.real,
     )
 
 
@@ -54,7 +54,7 @@ def _frames(file: FileStat, sha256: str, decoded, vectors) -> list[NewItem]:
     """A video's rows: one a sampled frame, sharing the file's key, each with its moment (never OCR-read)."""
     return [
         NewItem(IMAGE, file.path, vector, sha256, file.size, file.mtime, decoded.width, decoded.height,
-                decoded.taken_at, ocr_text="", ocr_words="", frame=n, frame_time=moment)
+                decoded.taken_at, ocr_text="", ocr_words="", frame=n, frame_time=moment, real_path=file.real)
         for n, (vector, moment) in enumerate(zip(vectors, decoded.times))
     ]
 
@@ -101,8 +101,9 @@ def _index_folders(library, roots, encoder, exclude, include_hidden, batch_size,
     )
     failures = scanned.failures + plan.failures
     try:
-        if plan.moved or plan.removed:
-            store.write(moves=[(i, f.path, f.size, f.mtime) for i, f in plan.moved], deletes=plan.removed)
+        if plan.moved or plan.removed or plan.relinked:
+            store.write(moves=[(i, f.path, f.real, f.size, f.mtime) for i, f in plan.moved], deletes=plan.removed,
+                        relinks=plan.relinked)
         store.touch((i, f.size, f.mtime) for i, f in plan.touched)
         report.moved, report.removed = len(plan.moved), len(plan.removed)
         report.unchanged = plan.unchanged + len(plan.touched)

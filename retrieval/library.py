@@ -140,9 +140,9 @@ class Library:
             if self._text_encoder is None:
                 from clipdex.retrieval.onnx_text import OnnxTextEncoder
 
-                loaded = self._encoder  # a prepared model's text tower is the same file: not opened twice
+                loaded = self._encoder  # a prepared model embeds text with the same file: not opened twice
                 prepared = loaded is not None and not loaded.runs_torch and bound.same_model(loaded.identity)
-                self._text_encoder = loaded.text if prepared else OnnxTextEncoder.for_model(bound)
+                self._text_encoder = loaded if prepared else OnnxTextEncoder.for_model(bound)
             if self._text_encoder is not None:
                 return self._text_encoder
         return self.encoder(device, precision)

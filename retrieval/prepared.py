@@ -18,7 +18,7 @@ from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.identity import ModelIdentity
 from clipdex.retrieval.onnx_files import describes, session
 from clipdex.retrieval.onnx_image import IMAGE_PRECISIONS, export_image_tower, image_tower_path, run_image_tower
-from clipdex.retrieval.onnx_text import OnnxTextEncoder
+from clipdex.retrieval.onnx_text import OnnxTextEncoder, export_path
 from clipdex.retrieval.preprocess import ImagePreprocess
 
 # start(description, total) -> advance(n=1): how a long step shows itself (the API's progress callback)
@@ -31,12 +31,28 @@ class PreparedModel:
     device = "cpu"
     runs_torch = False
 
-    def __init__(self, image_tower, text: OnnxTextEncoder, preprocess: ImagePreprocess, identity: ModelIdentity,
-                 precision: str) -> None:
-        self.image_tower, self.text, self.preprocess = image_tower, text, preprocess
-        self.identity, self.precision = identity, precision
-        self.tokenizer, self.context_length = text.tokenizer, text.context_length
+    def __init__(self, image_tower, preprocess: ImagePreprocess, identity: ModelIdentity, precision: str) -> None:
+        self.image_tower, self.preprocess, self.identity, self.precision = image_tower, preprocess, identity, precision
         self.notes: list[str] = []
+        self._text: OnnxTextEncoder | None = None
+
+    @property
+    def text(self) -> OnnxTextEncoder:
+        """The text tower, opened when a sentence is first embedded (indexing photos never needs it)."""
+        if self._text is None:
+            self._text = OnnxTextEncoder.for_model(self.identity)
+            if self._text is None:
+                raise ClipdexError(f"the prepared text tower of {self.identity.describe()} cannot be opened; "
+                                   f"run `clipdex index` with the library's model to prepare it again")
+        return self._text
+
+    @property
+    def tokenizer(self):
+        return self.text.tokenizer
+
+    @property
+    def context_length(self) -> int:
+        return self.text.context_length
 
     @property
     def image_size(self) -> int:
@@ -71,8 +87,9 @@ class PreparedModel:
             preprocess = ImagePreprocess.from_json(metadata["clipdex_preprocess"])
         except Exception:  # a damaged file: prepared again
             return None
-        text = OnnxTextEncoder.for_model(identity)
-        return cls(tower, text, preprocess, identity, precision) if text is not None else None
+        if not export_path(identity).is_file():  # both towers or neither: prepared again
+            return None
+        return cls(tower, preprocess, identity, precision)
 
 
 def runs_prepared(device: str, precision: str) -> bool:

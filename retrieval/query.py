@@ -88,6 +88,14 @@ class Filters:
             raise ClipdexError(f"--min-score must be a finite number, not {self.min_score}")
 
     @property
+    def folders(self) -> tuple[str, ...]:
+        """The folder as given and as it really is (links resolved): a library indexed through a link matches
+        either spelling, as does one indexed at the real place and filtered through a link."""
+        if self.folder is None:
+            return ()
+        return tuple(dict.fromkeys((self.folder, os.path.realpath(self.folder))))
+
+    @property
     def restricts_items(self) -> bool:
         return any(v is not None for v in (self.folder, self.after, self.before))
 
@@ -155,7 +163,7 @@ class Searcher:
         index = self.library.vector_index(kind)
         allowed = None
         if filters.restricts_items:
-            allowed = self.library.store.ids_matching(kind, filters.folder, filters.after, filters.before)
+            allowed = self.library.store.ids_matching(kind, filters.folders, filters.after, filters.before)
         if index.count == 0 or (allowed is not None and len(allowed) == 0):
             return []
         scores, ids = index.search(vector[None, :], k, allowed)
@@ -220,7 +228,7 @@ class Searcher:
             excluded = {i for i, _ in store.text_search(unwanted, images, images)}
             found = [(i, r) for i, r in found if i not in excluded]
         if filters.restricts_items and found:
-            allowed = set(store.ids_matching(IMAGE, filters.folder, filters.after, filters.before).tolist())
+            allowed = set(store.ids_matching(IMAGE, filters.folders, filters.after, filters.before).tolist())
             found = [(i, r) for i, r in found if i in allowed]
         return found
 

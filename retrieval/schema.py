@@ -20,7 +20,9 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 3  # 2: staged vectors record their source; 3: OCR text, full-text index, video frames
+# 2: staged vectors record their source; 3: OCR text, full-text index, video frames; 4: a file's real path, ids
+# never reused (SQLite AUTOINCREMENT)
+SCHEMA_VERSION = 4
 IMAGE, CAPTION = "image", "caption"  # the kinds of item
 
 metadata = MetaData()
@@ -31,6 +33,10 @@ items_table = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("kind", String(16), nullable=False),
     Column("key", Text, nullable=False),  # what identifies the item within its kind: image path, caption text
+    # An image file's path with every link resolved, taken when it was scanned: what the server opens (the key is
+    # the path as the user reached it, kept for display and filters). NULL (rows from before version 4, until the
+    # next index run): the key itself, reached through no link.
+    Column("real_path", Text),
     Column("frame", Integer, nullable=False, server_default="0"),  # a video's frames: 0, 1, …; photos: 0
     Column("frame_time", Float),  # a video frame's moment, in seconds from the start; photos: NULL
     Column("sha256", String(64), index=True),
@@ -44,6 +50,7 @@ items_table = Table(
     Column("vector", LargeBinary, nullable=False),
     Column("generation", BigInteger, nullable=False, index=True),
     UniqueConstraint("kind", "key", "frame"),
+    sqlite_autoincrement=True,  # a deleted item's id is never given to another (bookmarked /api/items/N links)
 )
 tombstones_table = Table(
     "tombstones",

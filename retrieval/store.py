@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
-from sqlalchemy import create_engine, delete, event, func, inspect, select, update
+from sqlalchemy import bindparam, create_engine, delete, event, func, inspect, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
 
@@ -47,6 +47,7 @@ class StoredImage:
     sha256: str
     size: int
     mtime: float
+    real: str | None  # the path with every link resolved when it was scanned (None: rows from before schema 4)
 
 
 @dataclass
@@ -64,6 +65,7 @@ class NewItem:
     ocr_words: str | None = None
     frame: int = 0  # a video's frames share its key: 0, 1, … with their moment in seconds
     frame_time: float | None = None
+    real_path: str | None = None  # an image file's path with every link resolved
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -132,7 +134,7 @@ class Store(fulltext.TextStore, StagingStore):
                 ])
             return
         found = self.get_meta("schema_version")
-        if found in ("1", "2"):
+        if found in ("1", "2", "3"):
             with self.db.begin() as conn:
                 migrate(conn, found)
                 self._set_meta(conn, "schema_version", str(SCHEMA_VERSION))
@@ -185,11 +187,14 @@ class Store(fulltext.TextStore, StagingStore):
         self,
         inserts: Sequence[NewItem] = (),
         updates: Sequence[tuple[int, NewItem]] = (),
-        moves: Sequence[tuple[int, str, int, float]] = (),
+        moves: Sequence[tuple[int, str, str, int, float]] = (),
         deletes: Sequence[int] = (),
+        relinks: Sequence[tuple[str, str]] = (),
     ) -> int:
-        """Apply one batch of changes in one transaction; returns the generation it wrote. Deletes and moves
-        name a file by the id of its first row and apply to all of its rows."""
+        """Apply one batch of changes in one transaction; returns the generation it wrote. Deletes, moves
+        (id, path, real path, size, mtime) name a file by the id of its first row and apply to all of its rows;
+        relinks (path, real path) record that an image file's path now leads elsewhere (a re-pointed link, a disk
+        mounted in another place)."""
         c = items_table.c
         try:
             with self.db.begin() as conn:
@@ -204,11 +209,17 @@ class Store(fulltext.TextStore, StagingStore):
                             tombstones_table.insert(),
                             [{"id": i, "kind": k, "generation": generation} for i, k in kinds.items()],
                         )
-                for item_id, path, size, mtime in moves:
+                for item_id, path, real, size, mtime in moves:
                     conn.execute(
                         update(items_table)
                         .where(c.id.in_(self._rows_of_files([item_id])))
-                        .values(key=path, size=size, mtime=mtime, generation=generation)
+                        .values(key=path, real_path=real, size=size, mtime=mtime, generation=generation)
+                    )
+                if relinks:  # what the server opens; no vector changes, so the generation stays
+                    conn.execute(
+                        update(items_table).where(c.kind == IMAGE, c.key == bindparam("path"))
+                        .values(real_path=bindparam("real")),
+                        [{"path": path, "real": real} for path, real in relinks],
                     )
                 for item_id, item in updates:
                     conn.execute(
@@ -269,7 +280,9 @@ class Store(fulltext.TextStore, StagingStore):
     def images(self) -> list[StoredImage]:
         c = items_table.c
         with self.db.connect() as conn:
-            rows = conn.execute(select(c.id, c.key, c.sha256, c.size, c.mtime).where(c.kind == IMAGE, c.frame == 0))
+            rows = conn.execute(
+                select(c.id, c.key, c.sha256, c.size, c.mtime, c.real_path).where(c.kind == IMAGE, c.frame == 0)
+            )
             return [StoredImage(*row) for row in rows]
 
     def caption_keys(self) -> set[str]:
@@ -292,14 +305,20 @@ class Store(fulltext.TextStore, StagingStore):
                 yield ids, matrix
 
     def ids_matching(
-        self, kind: str, folder: str | None = None, after: float | None = None, before: float | None = None
+        self, kind: str, folders: Sequence[str] = (), after: float | None = None, before: float | None = None
     ) -> np.ndarray:
-        """Ids of items under `folder` whose photo date (EXIF DateTimeOriginal, else file mtime) lies in
-        [after, before)."""
+        """Ids of items under any of `folders` (by the path the user reached them through, or by their real path)
+        whose photo date (EXIF DateTimeOriginal, else file mtime) lies in [after, before).
+
+        Prefixes are compared exactly, byte for byte, on every database: `LIKE` ignores case on SQLite and gives
+        `%` and `_` a meaning, so a folder `Photos` would have matched `photos`."""
         c = items_table.c
         query = select(c.id).where(c.kind == kind)
-        if folder is not None:
-            query = query.where(c.key.startswith(folder.rstrip(os.sep) + os.sep, autoescape=True))
+        if folders:
+            prefixes = {folder.rstrip(os.sep) + os.sep for folder in folders}
+            query = query.where(or_(*(
+                func.substr(column, 1, len(prefix)) == prefix for prefix in prefixes for column in (c.key, c.real_path)
+            )))
         taken = func.coalesce(c.taken_at, c.mtime)
         if after is not None:
             query = query.where(taken >= after)
@@ -336,7 +355,7 @@ class Store(fulltext.TextStore, StagingStore):
     def items(self, ids: Sequence[int]) -> dict[int, dict]:
         c = items_table.c
         columns = [c.id, c.kind, c.key, c.sha256, c.size, c.mtime, c.width, c.height, c.taken_at, c.ocr_text,
-                   c.frame, c.frame_time]
+                   c.frame, c.frame_time, c.real_path]
         with self.db.connect() as conn:
             rows = conn.execute(select(*columns).where(c.id.in_([int(i) for i in ids]))).mappings().all()
         return {row["id"]: dict(row) for row in rows}

@@ -1,0 +1,176 @@
+"""Libraries reached through links (issue #28): ~/Photos is often a link to a disk or another partition.
+
+The rule (docs/architecture.md): a file is known by the path the user reached it through (display, filters,
+identity) and by its real path, resolved when it was scanned (what the server opens, checked on the descriptor).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from clipdex.cli.web import create_app
+from clipdex.retrieval import config
+from clipdex.retrieval.library import Library
+from tests.conftest import SAMPLE_ROWS, default_sigint
+from tests.test_living_library import write_video
+
+LOCAL = "http://127.0.0.1:8765"
+SAMPLE = ("--model", "sample")
+
+
+def _hits(cli, *args: str) -> list[dict]:
+    result = cli("search", "a photo", "-k", "50", "--mode", "clip", "--json", *args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.fixture
+def linked(tmp_path: Path, photos):
+    """real/ with three photos and a video, link -> real, and real/album reached through a link of its own."""
+    real = photos(3, "real")
+    from PIL import Image
+
+    frame = Image.open(config.SAMPLE_DATA_DIR / SAMPLE_ROWS[5]["image"]).convert("RGB")
+    write_video(real / "clip.mp4", [(frame, 2.0)])
+    album = tmp_path / "elsewhere" / "album"
+    album.mkdir(parents=True)
+    shutil.copy2(config.SAMPLE_DATA_DIR / SAMPLE_ROWS[7]["image"], album / "far.png")
+    (real / "album").symlink_to(album, target_is_directory=True)
+    link = tmp_path / "link"
+    link.symlink_to(real, target_is_directory=True)
+    return real, link, album
+
+
+def test_a_library_indexed_through_links_is_searched_and_served(cli, library_dir: Path, linked) -> None:
+    real, link, album = linked
+    result = cli("index", link, *SAMPLE)
+    assert result.exit_code == 0, result.output
+    hits = _hits(cli)
+    assert {h["path"] for h in hits} == {str(link / p.name) for p in real.iterdir() if p.is_file()} | {
+        str(link / "album" / "far.png")}
+    assert len(_hits(cli, "--in", str(link))) == 5  # --in through either spelling: the path as indexed, or
+    assert len(_hits(cli, "--in", str(real))) == 4  # where the files really are (the album lives elsewhere)
+    assert [Path(h["path"]).name for h in _hits(cli, "--in", str(album))] == ["far.png"]
+    assert [Path(h["path"]).name for h in _hits(cli, "--in", str(link / "album"))] == ["far.png"]
+    assert _hits(cli, "--in", str(link).upper()) == []  # exact, case included
+
+    library = Library(library_dir)
+    client = TestClient(create_app(library, "cpu"), base_url=LOCAL)
+    for hit in hits:
+        real_file = Path(os.path.realpath(hit["path"]))
+        image = client.get(f"/api/items/{hit['id']}/image", headers={"range": "bytes=0-99"})
+        assert image.status_code == 206 and image.content == real_file.read_bytes()[:100], hit["path"]
+        assert client.get(f"/api/items/{hit['id']}/thumbnail").status_code == 200, hit["path"]
+
+
+def test_a_link_swapped_in_after_indexing_is_refused(cli, library_dir: Path, linked, tmp_path: Path) -> None:
+    real, link, album = linked
+    assert cli("index", link, *SAMPLE).exit_code == 0
+    library = Library(library_dir)
+    client = TestClient(create_app(library, "cpu"), base_url=LOCAL)
+    far = next(h for h in _hits(cli) if h["path"].endswith("far.png"))
+    photo = next(h for h in _hits(cli) if h["path"].endswith(".png") and "album" not in h["path"])
+    assert client.get(f"/api/items/{far['id']}/image").status_code == 200
+
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"not a photo")
+    target = Path(os.path.realpath(photo["path"]))
+    stat = target.stat()
+    target.unlink()
+    target.symlink_to(secret)  # a file replaced by a link
+    os.utime(target, (stat.st_atime, stat.st_mtime), follow_symlinks=False)
+    assert client.get(f"/api/items/{photo['id']}/image").status_code == 404
+    copy = tmp_path / "copy-of-album"
+    shutil.copytree(album, copy)  # same names, sizes and mtimes
+    shutil.rmtree(album)
+    album.symlink_to(copy, target_is_directory=True)  # a folder replaced by a link
+    assert client.get(f"/api/items/{far['id']}/image").status_code == 404
+
+
+def test_a_re_pointed_link_is_a_move_with_vectors_kept(cli, library_dir: Path, linked, tmp_path: Path) -> None:
+    real, link, _ = linked
+    assert cli("index", link, *SAMPLE).exit_code == 0
+    before = {h["path"]: (h["id"], h["score"]) for h in _hits(cli)}
+    moved = tmp_path / "new-disk"
+    shutil.copytree(real, moved, symlinks=True)  # the disk mounted elsewhere: same files, new times
+    shutil.rmtree(real)
+    link.unlink()
+    link.symlink_to(moved, target_is_directory=True)
+    result = cli("index", link, "--json")
+    report = json.loads(result.stdout)
+    assert report["added"] == 0 and report["removed"] == 0 and report["updated"] == 0, report
+    after = {h["path"]: (h["id"], h["score"]) for h in _hits(cli)}
+    assert after == before  # same ids, same vectors
+    client = TestClient(create_app(Library(library_dir), "cpu"), base_url=LOCAL)
+    for item_id, _ in after.values():
+        assert client.get(f"/api/items/{item_id}/image").status_code == 200
+
+
+def test_a_library_from_before_real_paths_migrates(cli, library_dir: Path, linked) -> None:
+    """A schema-3 library (no real paths): its rows are served at their own paths until the next index run fills
+    the real paths in; ids go on past every id ever given."""
+    import sqlite3
+
+    real, link, _ = linked
+    assert cli("index", real, *SAMPLE).exit_code == 0
+    database = sqlite3.connect(library_dir / config.DATABASE_FILE)
+    database.execute("ALTER TABLE items DROP COLUMN real_path")
+    database.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    highest = database.execute("SELECT max(id) FROM items").fetchone()[0]
+    database.execute("DELETE FROM sqlite_sequence")
+    database.commit()
+    database.close()
+    client = TestClient(create_app(Library(library_dir), "cpu"), base_url=LOCAL)
+    assert client.get("/api/items/1/image").status_code == 200
+    assert cli("index", real).exit_code == 0
+    rows = sqlite3.connect(library_dir / config.DATABASE_FILE).execute("SELECT key, real_path FROM items").fetchall()
+    assert rows and all(real_path == os.path.realpath(key) for key, real_path in rows)
+    shutil.copy(config.SAMPLE_DATA_DIR / SAMPLE_ROWS[20]["image"], real / "new.png")
+    assert cli("index", real).exit_code == 0
+    new = next(h for h in _hits(cli) if h["path"].endswith("new.png"))
+    assert new["id"] > highest
+
+
+def test_ids_are_never_reused(cli, library_dir: Path, photos) -> None:
+    folder = photos(3)
+    assert cli("index", folder, *SAMPLE).exit_code == 0
+    last = max(_hits(cli), key=lambda h: h["id"])
+    Path(last["path"]).unlink()
+    assert cli("index", folder).exit_code == 0
+    shutil.copy(config.SAMPLE_DATA_DIR / SAMPLE_ROWS[30]["image"], folder / "another.png")
+    assert cli("index", folder).exit_code == 0
+    added = next(h for h in _hits(cli) if h["path"].endswith("another.png"))
+    assert added["id"] > last["id"]
+
+
+def test_watching_a_linked_folder(library_dir: Path, linked) -> None:
+    real, link, album = linked
+    process = subprocess.Popen(
+        [sys.executable, "-m", "clipdex", "--library", str(library_dir), "watch", str(link), *SAMPLE,
+         "--settle", "0.3"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=default_sigint,
+    )
+    try:
+        for line in process.stdout:
+            if "watching" in line:
+                break
+        shutil.copy(config.SAMPLE_DATA_DIR / SAMPLE_ROWS[40]["image"], album / "arrived.png")
+        deadline, found = time.time() + 60, []
+        while time.time() < deadline and not found:
+            time.sleep(0.5)
+            out = subprocess.run([sys.executable, "-m", "clipdex", "--library", str(library_dir), "search", "-f",
+                                  "-k", "50", "a photo"], capture_output=True, text=True).stdout
+            found = [p for p in out.splitlines() if p.endswith("arrived.png")]
+        assert found == [str(link / "album" / "arrived.png")]
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
