@@ -14,7 +14,9 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from clipdex.cli.options import DeviceOption, JsonOption, ModelOption, PrecisionOption, PretrainedOption, library_of
+from clipdex.cli.options import (
+    DeviceOption, JsonOption, ModelOption, PrecisionOption, PretrainedOption, library_of, sigterm_stops,
+)
 from clipdex.cli.output import (
     console, err_console, print_error, print_json, print_notes, print_table, progress_tasks,
     recall_rows, say,
@@ -130,7 +132,7 @@ def index(
     from clipdex import api
 
     library = library_of(ctx, create=True)
-    with progress_tasks(enabled=not as_json) as start:
+    with progress_tasks(enabled=not as_json) as start, sigterm_stops():
         report = api.index(
             library, paths or [], model=model, pretrained=pretrained, reembed=reembed, device=device,
             precision=precision, batch_size=batch_size, workers=workers, exclude=exclude, hidden=hidden,
@@ -199,9 +201,9 @@ def search(
     """Images ranked by similarity to a sentence (text→image), an image (image→image), or a mix of both."""
     from clipdex import api
     from clipdex.retrieval.query import Filters
-    from clipdex.retrieval.terms import Term, parse_terms
+    from clipdex.retrieval.terms import Term, command_line_tokens, parse_terms
 
-    parsed = parse_terms(terms) if terms else []
+    parsed = parse_terms(command_line_tokens(terms)) if terms else []
     if image is not None:
         parsed.append(Term(str(image), True, 1.0))
     if not parsed:
@@ -242,11 +244,35 @@ def add_captions_command(
     """Add captions to the corpus that `clipdex captions` ranks."""
     from clipdex import api
 
-    added, present = api.add_captions(library_of(ctx), file, device)
+    report = api.add_captions(library_of(ctx), file, device)
     if as_json:
-        print_json({"added": added, "already_present": present})
+        print_json(report.as_json())
+        return
+    say(f"added {report.added} captions ({report.already_present} already present"
+        + (f", {len(report.skipped)} skipped)" if report.skipped else ")"))
+    for reason in report.skipped[:5]:
+        print_warning(f"skipped {reason}")
+    if len(report.skipped) > 5:
+        print_warning(f"… and {len(report.skipped) - 5} more skipped")
+
+
+@app.command("remove-captions")
+def remove_captions_command(
+    ctx: typer.Context,
+    file: Optional[Path] = typer.Argument(None, help="The captions to remove, in a file as add-captions reads."),
+    remove_all: bool = typer.Option(False, "--all", help="Remove the whole caption corpus."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Remove captions from the corpus: those listed in FILE, or --all."""
+    from clipdex import api
+
+    if (file is None) == (not remove_all):
+        raise ClipdexError("give a FILE of captions to remove, or --all")
+    removed = api.remove_captions(library_of(ctx), None if remove_all else file)
+    if as_json:
+        print_json({"removed": removed})
     else:
-        say(f"added {added} captions ({present} already present)")
+        say(f"removed {removed} captions")
 
 
 @app.command()

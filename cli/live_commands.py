@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import signal
 import threading
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from clipdex.cli.options import DeviceOption, JsonOption, ModelOption, PrecisionOption, PretrainedOption, library_of
+from clipdex.cli.options import (
+    DeviceOption, JsonOption, ModelOption, PrecisionOption, PretrainedOption, library_of, sigterm_stops,
+)
 from clipdex.cli.output import print_error, print_json, print_notes, print_warning, say
 from clipdex.retrieval import config
+from clipdex.retrieval.errors import ClipdexError
 
 
 def watch(
@@ -42,24 +44,16 @@ def watch(
             for failure in report.failed:
                 say(f"  skipped {failure['path']}: {failure['error']}")
 
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
+    with sigterm_stops():
         say(f"catching up with {', '.join(map(str, paths))} (Ctrl-C stops)")
         totals = api.watch(library, paths, on_batch=on_batch, model=model, pretrained=pretrained, device=device,
                            precision=precision, ocr=ocr, export_text=export, settle=settle,
                            on_watching=lambda: say("watching"))
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     if as_json:
         print_json(totals)
     if totals["interrupted"]:
         say("stopped: every batch written before is kept; run watch or index again to go on")
         raise typer.Exit(130)
-
-
-def _interrupt(_signum, _frame) -> None:
-    """SIGTERM stops `watch` as Ctrl-C does: the batch in flight is dropped, everything before it is kept."""
-    raise KeyboardInterrupt
 
 
 def _watch_in_background(ctx: typer.Context, paths: list[Path], device: str, stop: threading.Event) -> None:
@@ -87,8 +81,12 @@ def serve(
     precision: str = PrecisionOption,
     token: Optional[str] = typer.Option(
         None, "--token", envvar=config.WEB_TOKEN_ENV, show_default=False,
-        help="Access token every request must carry. Needed to listen beyond loopback: a new one is made at each "
-        "start when none is given.",
+        help="Access token every request must carry (a bearer header, or the cookie the printed sign-in link "
+        "sets); a new one is made at each start when none is given.",
+    ),
+    no_token: bool = typer.Option(
+        False, "--no-token", help="Serve without a token: only on loopback, and then every local user of this "
+        "machine can see the photos.",
     ),
     allow_host: Optional[list[str]] = typer.Option(
         None, "--allow-host", help="Another host name browsers use to reach this server (repeatable)."
@@ -106,7 +104,9 @@ def serve(
     from clipdex.cli.web import create_app
     from clipdex.cli.web_security import base_url, is_loopback, names_for, new_token, sign_in_url
 
-    if token is None and not is_loopback(host):
+    if no_token and not is_loopback(host):
+        raise ClipdexError(f"--no-token is for loopback only: listening on {host} needs a token")
+    if token is None and not no_token:
         token = new_token()
     library = library_of(ctx)
     web_app = create_app(
@@ -118,7 +118,9 @@ def serve(
     say(f"clipdex serving {library.root} on {url}")
     if not is_loopback(host):
         print_warning(f"listening on {host}: anyone with the sign-in link or token sees your photos")
-    if token is not None:
+    if token is None:
+        print_warning("serving without a token: every local user of this machine can see your photos")
+    else:
         say(f"sign in (once per browser): {sign_in_url(url, token)}")
     stop = threading.Event()
     if watch_paths:

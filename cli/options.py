@@ -1,6 +1,10 @@
-"""Options several commands share, with their help text written once."""
+"""Options several commands share, with their help text written once, and how long commands stop."""
 
 from __future__ import annotations
+
+import signal
+from contextlib import contextmanager
+from typing import Iterator
 
 import typer
 
@@ -28,3 +32,18 @@ def library_of(ctx: typer.Context, create: bool = False):
     from clipdex.api import open_library
 
     return open_library(ctx.obj["library"], ctx.obj["database"], create=create)
+
+
+@contextmanager
+def sigterm_stops() -> Iterator[None]:
+    """SIGTERM stops a long command as Ctrl-C does (the batch in flight is dropped, everything before it kept,
+    decode workers ended, exit 130) instead of killing it with its workers left behind."""
+
+    def interrupt(_signum, _frame) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

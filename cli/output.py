@@ -22,17 +22,25 @@ console = Console(markup=False, highlight=False)
 err_console = Console(stderr=True, markup=False, highlight=False)
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# What must never reach a terminal as it is: C0 controls (ESC starts a command sequence; a newline would forge an
+# output line), DEL and C1 controls (U+009B is a one-character CSI), line and paragraph separators, and the bidi
+# controls that reorder what is shown.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_LEFT_BY_JSON = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")  # json.dumps escapes C0 itself
 
 
 def shown(text: str) -> str:
-    """User data (a file name, a caption) as a terminal may show it: control characters, such as the escape that
-    starts a terminal command sequence, are written as \\xNN instead of being sent to the terminal."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    """User data (a file name, a caption) as a terminal may show it: control characters are written as \\xNN or
+    \\uNNNN instead of being sent to the terminal."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}",
+                        text)
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    """JSON as it is, with the controls json.dumps lets through (DEL, C1, separators, bidi) written as \\u
+    escapes: the same data for a program, nothing a terminal would obey."""
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    sys.stdout.write(_LEFT_BY_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n")
 
 
 def print_error(message: str) -> None:

@@ -255,12 +255,16 @@ def create_app(
 
         suffix = Path(file.filename or "captions.txt").suffix.lower()
         try:
-            texts = parse_captions(file.file.read().decode("utf-8"), suffix)  # the body is bounded by BodyLimit
+            given = parse_captions(file.file.read().decode("utf-8"), suffix)  # the body is bounded by BodyLimit
         except UnicodeDecodeError:
             raise HTTPException(400, "captions must be UTF-8 text") from None
-        with lock, library.writer():
-            added, present = add(library, engine.encoder, texts)
-        return {"added": added, "already_present": present}
+        if len(given.captions) > config.WEB_MAX_CAPTIONS:
+            raise HTTPException(413, f"{len(given.captions):,} captions in one request: at most "
+                                     f"{config.WEB_MAX_CAPTIONS:,} (`clipdex add-captions` takes any number)")
+        if given.skipped and not given.captions:
+            raise HTTPException(400, f"no captions: {len(given.skipped)} entries skipped, first {given.skipped[0]}")
+        added, present = add(library, engine.encoder, given.captions, exclusive=lock)  # queries wait per write only
+        return {"added": added, "already_present": present, "skipped": given.skipped}
 
     @app.get("/api/items/{item_id}/image", summary="The original file (a byte range of it with a Range header)")
     def original(item_id: ItemId, range_header: Optional[str] = Header(None, alias="range")) -> StreamingResponse:

@@ -5,8 +5,9 @@ http://127.0.0.1:8765 (cross-site request), or resolve its own name to 127.0.0.1
 came from its own origin (DNS rebinding). So:
 
 - `RequestGuard` accepts only Host names that mean this server (loopback, or the name it was started with),
-  refuses state-changing requests whose Origin (or Referer) is another site, and, when the server is shared
-  beyond loopback, asks every request for the access token (a bearer header, or the cookie `/login` sets).
+  refuses state-changing requests whose Origin (or Referer) is another site, and asks every request for the
+  access token (a bearer header, or the cookie `/login` sets): on loopback too, as Jupyter does, since every
+  local user can reach 127.0.0.1 while the library's files are the owner's alone.
 - `BodyLimit` refuses a body over the limit as it arrives, before the app reads (or spools) it.
 
 They are pure ASGI (no BaseHTTPMiddleware), so nothing reads the body ahead of them.
@@ -20,6 +21,7 @@ import ipaddress
 import json
 import secrets
 import socket
+import time
 from typing import Awaitable, Callable, Iterable, MutableMapping
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -119,10 +121,22 @@ def sign_in_url(base: str, token: str) -> str:
     return f"{base.rstrip('/')}{LOGIN_PATH}?token={quote(token, safe='')}"
 
 
-def _session_value(token: str) -> str:
-    """What the cookie holds: derived from the token, so the token itself (which may hold any character) is
-    never stored in the browser, and the value is always cookie-safe."""
-    return hmac.new(token.encode(), b"clipdex session cookie", hashlib.sha256).hexdigest()
+def _session_value(token: str, issued: int) -> str:
+    """What the cookie holds: when it was issued and a MAC of that under the token, so the token itself (which
+    may hold any character) is never stored in the browser, the value is always cookie-safe, and its age is
+    checked here, not left to the browser's expiry."""
+    mac = hmac.new(token.encode(), f"clipdex session cookie {issued}".encode(), hashlib.sha256).hexdigest()
+    return f"{issued}.{mac}"
+
+
+def cookie_name(netloc: str) -> str:
+    """Cookies are shared by every port of a host: the name carries the port, so a sign-in to one clipdex
+    server never replaces another's."""
+    try:
+        port = urlsplit(f"//{netloc}").port or 80
+    except ValueError:
+        port = 0
+    return f"{config.WEB_TOKEN_COOKIE}_{port}"
 
 
 def _same(given: str | bytes, expected: str) -> bool:
@@ -136,7 +150,8 @@ class RequestGuard:
 
     - a Host header that is not one of `allowed_hosts` (DNS rebinding): 403; none, or a malformed one: 400;
     - with a `token`, any request without it (bearer header or session cookie): 401; `/login?token=…` sets the
-      cookie (HttpOnly, SameSite=Strict: never sent by other sites' pages) and redirects to the page;
+      cookie (HttpOnly, SameSite=Strict: never sent by other sites' pages; named for the port; valid for
+      WEB_SESSION_SECONDS, checked here) and redirects to the page;
     - a POST/PUT/PATCH/DELETE whose Origin, or Referer when there is no Origin, is not this server: 403.
       Requests with neither (curl, scripts) are let through: only browsers send them, and browsers always do
       on cross-site POSTs.
@@ -146,7 +161,6 @@ class RequestGuard:
         self.app = app
         self.allowed_hosts = frozenset(name.lower().strip("[]") for name in allowed_hosts)
         self.token = token
-        self.session = _session_value(token) if token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -166,9 +180,9 @@ class RequestGuard:
             return
         if self.token is not None:
             if scope["path"] == LOGIN_PATH:
-                await self._login(scope, send)
+                await self._login(scope, send, netloc)
                 return
-            if not self._signed_in(scope):
+            if not self._signed_in(scope, netloc):
                 await send_error(
                     send, 401, "sign in first: open the link `clipdex serve` printed, or send "
                     "'Authorization: Bearer TOKEN'", [("www-authenticate", "Bearer")],
@@ -179,23 +193,28 @@ class RequestGuard:
             return
         await self.app(scope, receive, send)
 
-    def _signed_in(self, scope: Scope) -> bool:
-        assert self.token is not None and self.session is not None
+    def _signed_in(self, scope: Scope, netloc: str) -> bool:
+        assert self.token is not None
         authorization = _header(scope, b"authorization") or b""
         scheme, _, credentials = authorization.partition(b" ")
         if scheme.lower() == b"bearer" and _same(credentials.strip(), self.token):
             return True
         cookies = cookie_parser((_header(scope, b"cookie") or b"").decode("latin-1"))
-        return _same(cookies.get(config.WEB_TOKEN_COOKIE, ""), self.session)
+        issued, _, _ = cookies.get(cookie_name(netloc), "").partition(".")
+        if not issued.isdigit() or not 0 <= time.time() - int(issued) <= config.WEB_SESSION_SECONDS:
+            return False
+        return _same(cookies.get(cookie_name(netloc), ""), _session_value(self.token, int(issued)))
 
-    async def _login(self, scope: Scope, send: Send) -> None:
-        assert self.token is not None and self.session is not None
+    async def _login(self, scope: Scope, send: Send, netloc: str) -> None:
+        assert self.token is not None
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))  # type: ignore[union-attr]
         given = query.get("token", [""])[0]
         if not _same(given.encode("latin-1", "replace"), self.token):
             await send_error(send, 401, "wrong or missing token in the sign-in link")
             return
-        cookie = f"{config.WEB_TOKEN_COOKIE}={self.session}; HttpOnly; SameSite=Strict; Path=/"
+        value = _session_value(self.token, int(time.time()))
+        cookie = (f"{cookie_name(netloc)}={value}; HttpOnly; SameSite=Strict; Path=/; "
+                  f"Max-Age={config.WEB_SESSION_SECONDS}")
         headers = [(b"location", b"/"), (b"set-cookie", cookie.encode()), (b"content-length", b"0"),
                    (b"cache-control", b"no-store"), (b"referrer-policy", b"no-referrer")]
         await send({"type": "http.response.start", "status": 303, "headers": headers})

@@ -14,6 +14,7 @@ call these and print.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -223,13 +224,33 @@ def captions(library: Library, image, k: int = config.DEFAULT_TOP_K, device: str
     return Hits(searcher.captions(image, k), searcher.notes)
 
 
-def add_captions(library: Library, captions: Sequence[str] | Path | str, device: str = "auto") -> tuple[int, int]:
-    """Add captions (a list, or a .txt/.csv/.jsonl file) to the corpus; returns (added, already present)."""
+@dataclass
+class CaptionReport:
+    added: int
+    already_present: int
+    skipped: list[str] = field(default_factory=list)  # entries that were not captions, each with its reason
+
+    def as_json(self) -> dict:
+        return {"added": self.added, "already_present": self.already_present, "skipped": self.skipped}
+
+
+def add_captions(library: Library, captions: Sequence[str] | Path | str, device: str = "auto") -> CaptionReport:
+    """Add captions (a list, or a .txt/.csv/.jsonl file) to the corpus."""
     from clipdex.retrieval.captions import add_captions as add
+    from clipdex.retrieval.pairs import CaptionFile, read_captions
+
+    given = read_captions(Path(captions)) if isinstance(captions, (str, Path)) else CaptionFile(list(captions), [])
+    return CaptionReport(*add(library, library.encoder(device), given.captions), given.skipped)
+
+
+def remove_captions(library: Library, captions: Sequence[str] | Path | str | None = None) -> int:
+    """Remove captions (a list, or a file as add_captions reads; None: the whole corpus); returns how many."""
+    from clipdex.retrieval.captions import remove_captions as remove
     from clipdex.retrieval.pairs import read_captions
 
-    texts = read_captions(Path(captions)) if isinstance(captions, (str, Path)) else list(captions)
-    return add(library, library.encoder(device), texts)
+    if isinstance(captions, (str, Path)):
+        captions = read_captions(Path(captions)).captions
+    return remove(library, None if captions is None else list(captions))
 
 
 def duplicates(library: Library, threshold: float = config.DEFAULT_DUPLICATE_THRESHOLD) -> list[list[dict]]:

@@ -139,6 +139,8 @@ def default_cache_dir() -> Path:
 # Query text, for the CLI and the HTTP API alike (retrieval/terms.py): longer queries are cut to the model's
 # 77 tokens anyway, so more only costs time under the server's one query lock.
 MAX_QUERY_CHARS = 1_000
+MAX_CAPTION_CHARS = 2_000  # a caption longer than this is refused (the text tower reads 77 tokens of it)
+WEB_MAX_CAPTIONS = 5_000  # captions one HTTP request may add (the CLI has no limit)
 MAX_QUERY_TERMS = 16
 MAX_TERM_WEIGHT = 100.0  # |weight| of one term, e.g. "2:golden retriever"; more says nothing a smaller one cannot
 # Distinct words whose byte-pair pieces the text tokenizer remembers (least recently used ones are forgotten).
@@ -158,4 +160,5 @@ WEB_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 # Serving beyond loopback needs an access token: given, or read from this variable, or generated at start.
 WEB_TOKEN_ENV = "CLIPDEX_TOKEN"
 WEB_MIN_TOKEN_CHARS = 16
-WEB_TOKEN_COOKIE = "clipdex_session"
+WEB_TOKEN_COOKIE = "clipdex_session"  # + "_PORT": cookies are shared by every port of a host
+WEB_SESSION_SECONDS = 14 * 24 * 3600  # a signed-in browser signs in again after this

@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
 
 
@@ -50,7 +51,13 @@ def read_pairs(path: Path) -> list[Pair]:
     return pairs
 
 
-def read_captions(path: Path) -> list[str]:
+@dataclass
+class CaptionFile:
+    captions: list[str]  # valid, stripped, each once, in order
+    skipped: list[str]  # why each refused entry was refused ("line 3: the caption is a number, not text")
+
+
+def read_captions(path: Path) -> CaptionFile:
     """A caption corpus: .txt (one caption a line), or .csv/.jsonl with a `caption` field."""
     path = Path(path)
     if not path.is_file():
@@ -61,8 +68,10 @@ def read_captions(path: Path) -> list[str]:
         raise ClipdexError(f"cannot read captions file {path}: {exc}") from None
 
 
-def parse_captions(text: str, suffix: str) -> list[str]:
-    """Captions from the text of a corpus file whose name ends in `suffix`, first occurrence kept."""
+def parse_captions(text: str, suffix: str) -> CaptionFile:
+    """Captions from the text of a corpus file whose name ends in `suffix`, first occurrence kept. An entry that
+    is not a caption (a number, null, a list; text JSON escapes cannot encode; over config.MAX_CAPTION_CHARS) is
+    skipped with its reason, never stored as its Python spelling."""
     try:
         if suffix == ".jsonl":
             rows = [json.loads(line) for line in text.splitlines() if line.strip()]
@@ -74,5 +83,23 @@ def parse_captions(text: str, suffix: str) -> list[str]:
         raise ClipdexError(f"cannot read the captions: {exc}") from None
     if suffix in (".csv", ".jsonl") and rows and not all(isinstance(r, dict) and "caption" in r for r in rows):
         raise ClipdexError("every caption entry needs a 'caption' field")
-    captions = [str(r["caption"]).strip() for r in rows]
-    return list(dict.fromkeys(c for c in captions if c))
+    captions, skipped = [], []
+    for number, row in enumerate(rows, 1):
+        reason = _not_a_caption(row["caption"])
+        if reason:
+            skipped.append(f"entry {number}: {reason}")
+        elif row["caption"].strip():
+            captions.append(row["caption"].strip())
+    return CaptionFile(list(dict.fromkeys(captions)), skipped)
+
+
+def _not_a_caption(value: object) -> str | None:
+    if not isinstance(value, str):
+        return f"the caption is {type(value).__name__ if value is not None else 'null'}, not text"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "the caption holds a lone surrogate (\\ud800–\\udfff), which is not text"
+    if len(value) > config.MAX_CAPTION_CHARS:
+        return f"the caption is {len(value):,} characters long, over {config.MAX_CAPTION_CHARS:,}"
+    return None

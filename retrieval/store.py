@@ -285,6 +285,18 @@ class Store(fulltext.TextStore, StagingStore):
             )
             return [StoredImage(*row) for row in rows]
 
+    def caption_ids(self, captions: Sequence[str] | None = None) -> list[int]:
+        """Ids of these captions (of every caption with None)."""
+        c = items_table.c
+        query = select(c.id).where(c.kind == CAPTION)
+        with self.db.connect() as conn:
+            if captions is None:
+                return list(conn.execute(query).scalars())
+            found: list[int] = []
+            for start in range(0, len(captions), 500):  # bound the IN list
+                found += conn.execute(query.where(c.key.in_(list(captions[start : start + 500])))).scalars()
+            return found
+
     def caption_keys(self) -> set[str]:
         with self.db.connect() as conn:
             return set(conn.execute(select(items_table.c.key).where(items_table.c.kind == CAPTION)).scalars())

@@ -62,6 +62,16 @@ def split_query(query: str) -> list[str]:
     return [token.strip() for token in re.split(r"\s+([+-])\s+", " " + query.strip() + " ") if token.strip()]
 
 
+def command_line_tokens(arguments: Sequence[str]) -> list[str]:
+    """A query's shell arguments as the tokens of one typed string: `search "red circle + blue square"` reads as
+    `search red circle + blue square` does, and as the same text through Python or HTTP. An argument naming a
+    file is kept whole (its name may hold " - ")."""
+    tokens: list[str] = []
+    for argument in arguments:
+        tokens += [argument] if argument in ("+", "-") or os.path.isfile(argument) else split_query(argument)
+    return tokens
+
+
 def parse_terms(tokens: Sequence[str], files: bool = True) -> list[Term]:
     """Terms from tokens; with files=False (queries arriving over HTTP) every term is text, so a request
     can never make clipdex open a path.

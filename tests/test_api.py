@@ -22,8 +22,8 @@ def test_index_search_and_captions_through_the_python_api(tmp_path: Path, photos
     hits = clipdex.search(library, str(first))  # an existing file is an image term: the photo finds itself
     assert hits[0].path == str(first) and hits[0].score == pytest.approx(1.0, abs=1e-4)
     assert clipdex.search(library, "a red circle + blue", k=3) and len(clipdex.search(library, "snow", k=3)) == 3
-    added, present = clipdex.add_captions(library, [row["caption"] for row in SAMPLE_ROWS[:12]])
-    assert (added, present) == (12, 0)
+    added = clipdex.add_captions(library, [row["caption"] for row in SAMPLE_ROWS[:12]])
+    assert (added.added, added.already_present, added.skipped) == (12, 0, [])
     described = clipdex.captions(library, first, k=12)
     assert {h.caption for h in described} == {row["caption"] for row in SAMPLE_ROWS[:12]}
     status = clipdex.status(library)

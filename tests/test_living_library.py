@@ -195,8 +195,8 @@ def test_serve_watch_keeps_the_served_library_in_sync(cli, library_dir: Path, ph
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen(
-        [sys.executable, "-m", "clipdex", "--library", str(library_dir), "serve", "--port", str(port), "--watch",
-         str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=default_sigint,
+        [sys.executable, "-m", "clipdex", "--library", str(library_dir), "serve", "--port", str(port), "--no-token",
+         "--watch", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=default_sigint,
     )
 
     def served() -> set[str]:

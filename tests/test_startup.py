@@ -90,7 +90,7 @@ def test_everyday_commands_never_import_torch_once_the_model_is_prepared(tmp_pat
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = _long_running(library, "serve", "--port", str(port))
+    server = _long_running(library, "serve", "--port", str(port), "--no-token")
     deadline, answer = time.time() + 60, None
     while time.time() < deadline and answer is None:
         try:

@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import SAMPLE_ROWS
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+TOKEN = "e2e-browser-token-0123456789"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
@@ -28,6 +29,7 @@ def server(cli, library_dir: Path, photos, tmp_path: Path):
     import uvicorn
 
     from clipdex.cli.web import create_app
+    from clipdex.cli.web_security import sign_in_url
     from clipdex.retrieval.library import Library
 
     cli("index", photos(24), "--model", "clipdex-tiny")
@@ -35,13 +37,14 @@ def server(cli, library_dir: Path, photos, tmp_path: Path):
     corpus.write_text("\n".join(row["caption"] for row in SAMPLE_ROWS[:24]) + "\n")
     cli("add-captions", corpus)
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(Library(library_dir), "cpu"), host="127.0.0.1", port=port, log_level="warning"))
+    app = create_app(Library(library_dir), "cpu", token=TOKEN)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 30
     while not server.started and time.time() < deadline:
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
+    yield sign_in_url(f"http://127.0.0.1:{port}", TOKEN)  # what `clipdex serve` prints
     server.should_exit = True
     thread.join(timeout=10)
 

@@ -300,8 +300,13 @@ def test_a_token_guards_every_request_when_set(library: Library) -> None:
     page = client.get("/")  # the cookie from the sign-in link now opens everything
     assert page.status_code == 200 and 'id="q"' in page.text
     assert client.get("/api/search", params={"q": "a red circle"}).status_code == 200
-    forged = TestClient(app, base_url="http://photos.lan:8765", cookies={config.WEB_TOKEN_COOKIE: "0" * 64})
-    assert forged.get("/api/status").status_code == 401
+    assert "Max-Age=" in cookie and cookie.startswith(f"{config.WEB_TOKEN_COOKIE}_8765=")  # one per port
+    issued, mac = cookie.split(";")[0].split("=", 1)[1].split(".")
+    other_port = TestClient(app, base_url="http://photos.lan:9999", cookies=client.cookies)
+    assert other_port.get("/api/status").status_code == 401  # a sign-in on one port is not one on another
+    for value in ("0" * 64, f"{issued}.{'0' * 64}", f"{int(issued) - config.WEB_SESSION_SECONDS - 1}.{mac}"):
+        forged = TestClient(app, base_url="http://photos.lan:8765", cookies={f"{config.WEB_TOKEN_COOKIE}_8765": value})
+        assert forged.get("/api/status").status_code == 401, value  # forged, or expired (checked here)
 
     with pytest.raises(Exception, match="at least 16 characters"):
         create_app(library, "cpu", token="short")
@@ -348,13 +353,29 @@ def test_serving_beyond_loopback_needs_the_printed_token(serve) -> None:
     ).status_code == 200
 
 
-def test_serving_on_loopback_needs_no_token(serve) -> None:
+def test_serving_on_loopback_needs_the_printed_token_too(serve) -> None:
+    """Every local user can reach 127.0.0.1, while the photos are the owner's alone: a token by default, as
+    Jupyter does; `--no-token` is an explicit, warned choice, and only on loopback."""
     app, host, printed = serve("--max-upload-pixels", "10000")
-    assert host == "127.0.0.1" and "token" not in printed
+    link = re.search(r"http://127\.0\.0\.1:8765/login\?token=(\S+)", printed)
+    assert host == "127.0.0.1" and link, printed
     client = TestClient(app, base_url=LOCAL)
+    assert client.get("/api/status").status_code == 401
+    assert client.get("/api/items/1/image").status_code == 401
+    assert client.get(link.group(0), follow_redirects=False).status_code == 303
     assert client.get("/api/status").status_code == 200
     refused = client.post("/api/search/image", files={"file": ("s.png", png_declaring(200, 200))})
     assert refused.status_code == 413 and "limit of 10,000" in refused.text
+
+    app, _, printed = serve("--no-token")
+    assert "every local user" in printed and "token=" not in printed
+    assert TestClient(app, base_url=LOCAL).get("/api/status").status_code == 200
+
+
+def test_no_token_is_refused_beyond_loopback(cli, photos) -> None:
+    cli("index", photos(2), "--model", "clipdex-tiny")
+    result = cli("serve", "--host", "192.0.2.7", "--no-token")
+    assert result.exit_code == 1 and "loopback only" in result.output
 
 
 # ------------------------------------------------------------------------------------------------ 4. files

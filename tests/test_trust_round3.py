@@ -1,0 +1,150 @@
+"""Trust, third round (issue #25): special files, caption input, one query parser, what reaches a terminal."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from clipdex.cli.web import create_app
+from clipdex.retrieval import config
+from clipdex.retrieval.library import Library
+from tests.conftest import default_sigint
+from tests.test_web import LOCAL
+
+SAMPLE = ("--model", "sample")
+
+
+def test_fifos_sockets_and_devices_under_photo_names_never_stall_indexing(cli, photos, tmp_path: Path) -> None:
+    """A FIFO blocks `open` until a writer comes; /dev/zero never ends. Both are refused at once, with their
+    reason, and the real photos beside them are indexed; a process that would block fails the test by timeout."""
+    import socket
+
+    folder = photos(3)
+    os.mkfifo(folder / "x.jpg")
+    (folder / "zero.mp4").symlink_to("/dev/zero")
+    (folder / "zero.jpg").symlink_to("/dev/zero")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(folder / "sock.png"))
+    done = subprocess.run(
+        [sys.executable, "-m", "clipdex", "--library", str(tmp_path / "lib"), "index", str(folder), *SAMPLE,
+         "--json"], capture_output=True, text=True, timeout=120,
+    )
+    server.close()
+    report = json.loads(done.stdout)
+    assert report["added"] == 3
+    failed = {Path(f["path"]).name: f["error"] for f in report["failed"]}
+    assert set(failed) == {"x.jpg", "zero.mp4", "zero.jpg", "sock.png"}
+    assert all("not a regular file" in error for error in failed.values())
+
+
+def test_a_file_swapped_for_a_fifo_after_the_scan_is_refused_without_blocking(tmp_path: Path) -> None:
+    from clipdex.indexer.decode import DecodeSettings, decode_file
+    from clipdex.retrieval.digest import file_sha256
+    from clipdex.retrieval.preprocess import ImagePreprocess
+
+    os.mkfifo(tmp_path / "late.jpg")
+    settings = DecodeSettings(ImagePreprocess(32, (0.5,) * 3, (0.5,) * 3), 32)
+    decoded = decode_file(0, str(tmp_path / "late.jpg"), settings)  # would wait forever for a writer
+    assert decoded.pixels is None and "not a regular file" in decoded.error
+    with pytest.raises(OSError, match="not a regular file"):
+        file_sha256(tmp_path / "late.jpg")
+
+
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_ends_indexing_and_its_decode_workers(tmp_path: Path, photos, stop: str) -> None:
+    """Ctrl-C reaches the whole process group; SIGTERM (a service manager, `kill`) only the main process: either
+    way it stops as interrupted (130), and no decode worker is left running."""
+    folder = photos(1)
+    for i in range(300):
+        shutil.copy(next(folder.iterdir()), folder / f"copy-{i:03d}.png")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "clipdex", "--library", str(tmp_path / "lib"), "index", str(folder), *SAMPLE,
+         "--batch-size", "4"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=default_sigint,
+        start_new_session=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not _children(process.pid):
+        time.sleep(0.05)
+    workers = _children(process.pid)
+    assert workers, "no decode worker started"
+    if stop == "ctrl-c":
+        os.killpg(process.pid, signal.SIGINT)
+    else:
+        process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 130
+    time.sleep(0.5)
+    assert not [pid for pid in workers if _state(pid) not in ("Z", "gone")]
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+def test_captions_that_are_not_text_are_skipped_with_their_reason(cli, photos, library_dir: Path, tmp_path) -> None:
+    assert cli("index", photos(2), *SAMPLE).exit_code == 0
+    corpus = tmp_path / "corpus.jsonl"
+    lines = ['{"caption": "a red circle"}', '{"caption": "\\ud800"}', '{"caption": 5}', '{"caption": null}',
+             '{"caption": ["a", "b"]}', '{"caption": {"x": 1}}', json.dumps({"caption": "x" * 5000})]
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = cli("add-captions", corpus, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["added"] == 1 and len(report["skipped"]) == 6
+    assert "lone surrogate" in report["skipped"][0] and "int" in report["skipped"][1]
+    stored = {h["caption"] for h in json.loads(cli("captions", next(photos(1, "q").iterdir()), "--json").stdout)}
+    assert stored == {"a red circle"}  # never "5", "None" or "['a', 'b']"
+
+    client = TestClient(create_app(Library(library_dir), "cpu"), base_url=LOCAL)
+    refused = client.post("/api/captions", files={"file": ("c.jsonl", b'{"caption": "\\ud800"}\n')})
+    assert refused.status_code == 400 and "surrogate" in refused.text
+    too_many = "\n".join(f"caption {i}" for i in range(config.WEB_MAX_CAPTIONS + 1)).encode()
+    assert client.post("/api/captions", files={"file": ("c.txt", too_many)}).status_code == 413
+
+    removed = cli("remove-captions", "--all", "--json")
+    assert json.loads(removed.stdout) == {"removed": 1}
+    assert json.loads(cli("status", "--json").stdout)["counts"].get("caption", 0) == 0
+
+
+def test_a_quoted_query_reads_as_the_same_query_unquoted(cli, photos) -> None:
+    assert cli("index", photos(12), *SAMPLE).exit_code == 0
+    quoted = cli("search", "a red circle + a blue square - snow", "--json", "--mode", "clip")
+    unquoted = cli("search", "a", "red", "circle", "+", "a blue square", "-", "snow", "--json", "--mode", "clip")
+    assert quoted.exit_code == 0 and json.loads(quoted.stdout) == json.loads(unquoted.stdout)
+    one_term = cli("search", "a red circle a blue square snow", "--json", "--mode", "clip")
+    assert json.loads(one_term.stdout) != json.loads(quoted.stdout)
+
+
+def test_newlines_and_c1_controls_in_names_never_reach_the_terminal(cli, photos) -> None:
+    folder = photos(1)
+    source = next(folder.iterdir())
+    shutil.copy(source, folder / "a\nSPOOFED LINE.png")
+    shutil.copy(source, folder / "b\x9b31mred.png")
+    shutil.copy(source, folder / "c\u202egnp.exe.png")
+    assert cli("index", folder, *SAMPLE).exit_code == 0
+    for args in (("-k", "5"), ("-k", "5", "--json")):
+        out = cli("search", "a red circle", *args).stdout
+        assert "\nSPOOFED" not in out and "\x9b" not in out and "\u202e" not in out, args
+    error = cli("search", "--image", str(folder / "gone\nFORGED LINE.png")).output  # an error naming the file
+    assert "\nFORGED" not in error and "gone\\x0aFORGED LINE.png" in error
+    hits = json.loads(cli("search", "a red circle", "-k", "5", "--json").stdout)
+    assert {Path(h["path"]).name for h in hits} >= {"a\nSPOOFED LINE.png", "b\x9b31mred.png"}  # data kept exact
+    assert "a\nSPOOFED LINE.png" in cli("search", "a red circle", "-k", "5", "-f").stdout  # -f stays exact
