@@ -3,8 +3,8 @@
     python bench/cold_query.py [--images 100000] [--model ViT-B-32] [--runs 3] [--json]
 
 The library holds synthetic unit vectors under a real model binding (random weights); it is built once, then
-each run is a fresh `python -m clipdex search` process. "torch" is the same command with the export hidden (an
-empty cache folder), so it loads open_clip. The breakdown times each phase of one cold query in a new process.
+each run is a fresh `python -m clipdex search` process. "torch" is the same command with the exports hidden (a
+cache folder that cannot be made, so the model is neither found prepared nor prepared), so it loads open_clip. The breakdown times each phase of one cold query in a new process.
 The last line of stdout is one JSON object with the figures (--json).
 """
 
@@ -76,7 +76,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="end with one JSON object of the figures")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        library_dir, cache, empty = Path(tmp) / "lib", Path(tmp) / "cache", Path(tmp) / "empty"
+        library_dir, cache, empty = Path(tmp) / "lib", Path(tmp) / "cache", Path(tmp) / "a-file" / "cache"
+        empty.parent.write_text("")
         os.environ["CLIPDEX_CACHE"] = str(cache)
         started = time.perf_counter()
         build(library_dir, args.images, args.model)

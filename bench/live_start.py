@@ -2,7 +2,8 @@
 
     python bench/live_start.py [--model ViT-B-32] [--photos 16] [--runs 3] [--settle 5] [--json]
 
-A library of camera JPEGs is indexed with the model once (random weights, prepared for torch-free runs). Then:
+A library of camera JPEGs is indexed with the model once (random weights from a file, prepared for torch-free
+runs). Then:
 - serve: from starting the process to the first `/api/search` answer over real HTTP (polled every 20 ms),
   median of --runs fresh processes;
 - watch and serve --watch: resident memory (VmRSS of the process, its decode workers included while they run)
@@ -30,6 +31,7 @@ from pathlib import Path
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from bench.startup import weights_file  # noqa: E402
 from bench.synthetic import camera_jpegs  # noqa: E402
 
 QUERY = "a+dog+on+a+beach"
@@ -111,8 +113,9 @@ def main() -> None:
         folder, library = Path(tmp) / "photos", Path(tmp) / "lib"
         shutil.copytree(camera_jpegs(args.photos), folder)
         os.environ.setdefault("CLIPDEX_CACHE", str(Path(tmp) / "cache"))
+        weights = weights_file(args.model, Path(tempfile.gettempdir()))  # random, saved once
         subprocess.run([sys.executable, "-m", "clipdex", "-L", str(library), "index", str(folder), "--model",
-                        args.model], cwd=ROOT, check=True, capture_output=True)
+                        args.model, "--pretrained", str(weights)], cwd=ROOT, check=True, capture_output=True)
         answers = [first_answer(library) for _ in range(args.runs)]
         print(f"serve: first answer {statistics.median(answers):.2f} s after start (median of {args.runs}: "
               + ", ".join(f"{a:.2f}" for a in answers) + ")")

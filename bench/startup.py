@@ -3,12 +3,13 @@
     python bench/startup.py [--images 64] [--model ViT-B-32] [--runs 3] [--json]
 
 - noop index: `clipdex index` of a library in which nothing changed (nothing to embed): all start-up.
-- first index: a whole first-time `clipdex index` of camera JPEGs into a new library, as a rate, against the
-  rate of the pipeline alone (index_folders in a process that already holds the model), the same images.
+- first index: a whole first-time `clipdex index` of camera JPEGs into a new library with a prepared model, as a
+  rate, against the rate of the pipeline alone (index_folders in a process that already holds the model), the
+  same images.
 
 The model is loaded from a weights file (--pretrained FILE, random weights saved once), as a downloaded model is:
-initialisation, the load and the weights' fingerprint all count. Its text tower is exported before timing (a
-step of the first index with a new model, once per model; its time is printed on its own).
+the weights' fingerprint counts. The model is prepared before timing (its towers exported: a step of the first
+index with a new model, once per model; its time is printed on its own).
 """
 
 from __future__ import annotations
@@ -53,11 +54,12 @@ def clipdex(library: Path, *args: str) -> float:
 
 
 def pipeline_alone(model: str, weights: Path, folder: Path) -> float:
+    """Images/s of index_folders in a process that already holds the (prepared) model."""
     from clipdex.indexer.pipeline import index_folders
-    from clipdex.retrieval.factory import load_encoder
     from clipdex.retrieval.library import Library
+    from clipdex.retrieval.prepared import load_model
 
-    encoder = load_encoder(model, str(weights), "cpu")
+    encoder = load_model(model, str(weights), "cpu")
     with tempfile.TemporaryDirectory() as tmp:
         library = Library(Path(tmp) / "lib", create=True)
         report = index_folders(library, [folder], encoder)
@@ -77,9 +79,9 @@ def main() -> None:
         os.environ[config.CACHE_ENV] = str(tmp / "cache")
         weights = weights_file(args.model, Path(tempfile.gettempdir()))
         model = ["--model", args.model, "--pretrained", str(weights)]
-        export_s = clipdex(tmp / "warm-up", "index", str(folder), *model)  # also exports the text tower
+        export_s = clipdex(tmp / "warm-up", "index", str(folder), *model)  # also prepares the model
         print(f"{args.model} from a {weights.stat().st_size / 2**20:.0f} MB weights file, {args.images} JPEGs "
-              f"4000×3000; a first index with a new model (text tower exported too): {export_s:.1f} s")
+              f"4000×3000; a first index with a new model (prepared too: towers exported): {export_s:.1f} s")
 
         noop = [clipdex(tmp / "warm-up", "index", str(folder), *model) for _ in range(args.runs)]
         first = []

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import signal
 from dataclasses import dataclass
 
@@ -56,8 +57,8 @@ def decode_file(position: int, path: str, settings: DecodeSettings) -> Decoded:
         return _video(position, path, settings)
     limit = config.MAX_IMAGE_FILE_BYTES
     try:
-        with open_regular(path) as f:
-            data = f.read(limit + 1)
+        with open_regular(path) as f:  # read what fstat says is there (a larger buffer costs ~2.5 ms a file)
+            data = f.read(min(os.fstat(f.fileno()).st_size, limit) + 1)
         if len(data) > limit:
             return Decoded(position, None, error=f"{path}: file larger than {limit // 2**20} MB, refused")
     except OSError as exc:

@@ -33,14 +33,16 @@ def duplicate_groups(library: Library, threshold: float = 0.95) -> list[list[dic
     groups: dict[int, list[int]] = {}
     for item in list(parent):
         groups.setdefault(_root(parent, item), []).append(item)
-    members = [sorted(g) for g in groups.values() if len(g) > 1]
-    rows = library.store.items([i for g in members for i in g])
-    result = [
-        [
-            {k: rows[i][k] for k in ("id", "size", "width", "height")} | {"path": rows[i]["key"]}
-            | ({"time": rows[i]["frame_time"]} if rows[i]["frame_time"] is not None else {})
-            for i in sorted(group, key=lambda i: rows[i]["key"])
-        ]
-        for group in members
-    ]
+    rows = library.store.items([i for g in groups.values() if len(g) > 1 for i in g])
+    result = []
+    for group in groups.values():
+        files: dict[str, int] = {}  # a video is one member of a group (its earliest matching frame), not one a frame
+        for item in sorted((i for i in group if i in rows), key=lambda i: (rows[i]["key"], rows[i]["frame"])):
+            files.setdefault(rows[item]["key"], item)
+        if len(files) > 1:
+            result.append([
+                {k: rows[i][k] for k in ("id", "size", "width", "height")} | {"path": rows[i]["key"]}
+                | ({"time": rows[i]["frame_time"]} if rows[i]["frame_time"] is not None else {})
+                for i in files.values()
+            ])
     return sorted(result, key=lambda g: (-len(g), g[0]["path"]))

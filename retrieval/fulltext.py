@@ -113,12 +113,17 @@ def _count(conn: Connection, word: str) -> int:
     return int(conn.execute(text(sql), {"q": _expression(conn, [word], "AND")}).scalar() or 0)
 
 
-def search(conn: Connection, words: Sequence[str], limit: int, total: int) -> list[tuple[int, float]]:
+def search(conn: Connection, words: Sequence[str], limit: int, total: int,
+           alone: bool = False) -> list[tuple[int, float]]:
     """(item id, relevance) best first. Words on over half the items are dropped (a folder every photo is in
     says nothing about which one is meant); then the items holding every remaining word, or, if none does,
-    those holding any of the rarer ones."""
+    those holding any of the rarer ones. `alone` (the words are all there is to rank by: --mode text): when every
+    word is common, the common ones are searched rather than none."""
     count = {w: _count(conn, w) for w in words}
-    words = [w for w in words if 0 < count[w] <= max(COMMON_SHARE * total, 5)]
+    present = [w for w in words if count[w] > 0]
+    words = [w for w in present if count[w] <= max(COMMON_SHARE * total, 5)]
+    if not words and alone:
+        words = present
     if not words:
         return []
     found = _match(conn, words, "AND", limit)
@@ -167,8 +172,8 @@ class TextStore:
             ).where(c.kind == IMAGE)).one()
         return {"unread": unread, "without_text": empty, "with_text": with_text}
 
-    def text_search(self, words: Sequence[str], limit: int, images: int) -> list[tuple[int, float]]:
+    def text_search(self, words: Sequence[str], limit: int, images: int, alone: bool = False) -> list[tuple[int, float]]:
         """Images whose recognised text or file and folder names hold the words, best first (see `search`);
         `images` is how many the library holds (the caller knows it without counting rows)."""
         with self.db.connect() as conn:
-            return search(conn, words, limit, images)
+            return search(conn, words, limit, images, alone)

@@ -92,7 +92,7 @@ def read_image(
     The pixel count is checked from the header, before any pixel is decoded: a small file can declare a huge
     canvas, and decoding it is what costs the memory. (Pillow's own, process-wide limit stays as it is; it only
     matters above clipdex's cap.)"""
-    name = name or str(path)
+    name = name or (str(path) if isinstance(path, (str, Path)) else "the image")  # never "<_io.BytesIO at 0x…>"
     if is_raw(name):
         try:
             return _read_raw(path, min_side, name, max_pixels)

@@ -3,7 +3,7 @@
 Made once per model and precision into the user cache folder, and kept only when its vectors match torch's on a
 probe batch (fp32: IMAGE_EXPORT_MIN_COSINE; int8: the precision check every reduced precision passes). The file
 carries the model's preprocessing (ImagePreprocess as JSON) in its metadata, so a process that opens it knows
-how to prepare pixels without open_clip. Measured here for ViT-B-32 (bench/int8_image.py, 2 cores, batch 32):
+how to prepare pixels without open_clip. Measured here for ViT-B-32 (round 2, 2 cores, batch 32):
 int8 47.5 images/s against 20.1 for torch fp32, cosine 0.9998.
 """
 

@@ -208,7 +208,7 @@ class Searcher:
         if mode == "text":
             if not words:
                 raise ClipdexError("--mode text needs words to look for (not only images or common words)")
-            found = self._text_matches(words, unwanted, filters, self.library.store.count(IMAGE))
+            found = self._text_matches(words, unwanted, filters, self.library.store.count(IMAGE), alone=True)
             hits = _one_per_file(self._hits(found, IMAGE, words))[:k]
         else:
             words = words if mode == "hybrid" else []
@@ -218,12 +218,12 @@ class Searcher:
         return hits
 
     def _text_matches(
-        self, words: Sequence[str], unwanted: Sequence[str], filters: Filters, images: int
+        self, words: Sequence[str], unwanted: Sequence[str], filters: Filters, images: int, alone: bool = False
     ) -> list[tuple[int, float]]:
         """Full-text matches (id, relevance) best first, among the items `filters` allow; a photo holding a word of
-        a subtracted term ("stop - sign") is no text match."""
+        a subtracted term ("stop - sign") is no text match. `alone`: no CLIP ranking beside (see fulltext)."""
         store = self.library.store
-        found = store.text_search(words, config.HYBRID_CANDIDATES, images)
+        found = store.text_search(words, config.HYBRID_CANDIDATES, images, alone)
         if found and unwanted:
             excluded = {i for i, _ in store.text_search(unwanted, images, images)}
             found = [(i, r) for i, r in found if i not in excluded]

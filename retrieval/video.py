@@ -60,7 +60,7 @@ def read_frames(
                     break
             taken = _creation_time(container.metadata.get("creation_time"))
     except av.FFmpegError as exc:
-        raise ClipdexError(f"cannot read video {path}: {exc}") from None
+        raise ClipdexError(f"cannot read video {path}: {_reason(exc)}") from None
     if not frames:
         raise ClipdexError(f"cannot read video {path}: no frame could be decoded")
     return VideoFrames(frames, times, width, height, taken)
@@ -81,7 +81,7 @@ def frame_at(source: str | Path | IO[bytes], moment: float, side: int) -> Image.
                     image.thumbnail((side, side))
                     return image.convert("RGB")
     except (av.FFmpegError, IndexError) as exc:
-        raise ClipdexError(f"cannot read video: {exc}") from None
+        raise ClipdexError(f"cannot read video: {_reason(exc)}") from None
     raise ClipdexError(f"cannot read video: no frame at {moment:.1f} s")
 
 
@@ -92,3 +92,8 @@ def _creation_time(value: str | None) -> float | None:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
+
+
+def _reason(exc: Exception) -> str:
+    """FFmpeg's words for what went wrong, without the errno (FFmpeg's tags read as numbers like 1094995529)."""
+    return getattr(exc, "strerror", None) or str(exc)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from clipdex.retrieval.factory import load_encoder
@@ -68,6 +72,25 @@ def test_torch_free_tokenizer_gives_open_clips_ids() -> None:
     reference = open_clip.get_tokenizer("ViT-B-32")(TOKENIZER_TEXTS).numpy()
     assert (reference == ours).all()  # the longest texts fill the context, so no padding is cut here
     assert tokenizer(["a red circle"]).shape == (1, 5)  # start, three words, end: no padding to 77
+
+
+@functools.lru_cache(maxsize=1)
+def _both_tokenizers():
+    import open_clip
+
+    from clipdex.retrieval.tokenizer import BpeTokenizer, default_merges_file
+
+    return BpeTokenizer(default_merges_file()), open_clip.get_tokenizer("ViT-B-32")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x2FF), max_size=40)
+       | st.text(alphabet="&;amplt<>#x0123456789 abcdefABCDEF\"'.", max_size=40))
+def test_torch_free_tokenizer_agrees_on_any_text(text: str) -> None:
+    """Printable ASCII skips ftfy (nothing for it to fix): any text, entities included, gets open_clip's ids."""
+    ours_of, theirs_of = _both_tokenizers()
+    ours, reference = ours_of([text]), theirs_of([text]).numpy()
+    assert (reference[:, : ours.shape[1]] == ours).all() and not reference[:, ours.shape[1]:].any()
 
 
 @pytest.mark.parametrize("name", ("clipdex-tiny", "ViT-B-32"))

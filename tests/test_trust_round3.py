@@ -148,3 +148,62 @@ def test_newlines_and_c1_controls_in_names_never_reach_the_terminal(cli, photos)
     hits = json.loads(cli("search", "a red circle", "-k", "5", "--json").stdout)
     assert {Path(h["path"]).name for h in hits} >= {"a\nSPOOFED LINE.png", "b\x9b31mred.png"}  # data kept exact
     assert "a\nSPOOFED LINE.png" in cli("search", "a red circle", "-k", "5", "-f").stdout  # -f stays exact
+
+
+def test_a_video_is_one_member_of_a_duplicate_group(cli, tmp_path: Path) -> None:
+    """A static video and a still of its frame: one group of two, the video once (at a moment), not once a frame."""
+    from tests.test_living_library import _sample, write_video
+
+    folder = tmp_path / "media"
+    folder.mkdir()
+    frame = _sample(5)
+    write_video(folder / "still.mp4", [(frame, 10)])
+    frame.resize((160, 160)).save(folder / "still-frame.png")
+    assert cli("index", folder, *SAMPLE).exit_code == 0
+    groups = json.loads(cli("duplicates", "--json").stdout)
+    assert [sorted(Path(m["path"]).name for m in g) for g in groups] == [["still-frame.png", "still.mp4"]]
+    video = next(m for m in groups[0] if m["path"].endswith(".mp4"))
+    assert video["time"] is not None
+
+
+def test_text_mode_searches_common_words_rather_than_none(cli, photos) -> None:
+    """Most photos named (or reading) "receipt": in --mode text, where words are all there is, "receipt" finds
+    them; in hybrid the common word still does not reorder CLIP's ranking."""
+    folder = photos(10)
+    for i, path in enumerate(sorted(folder.iterdir())):
+        path.rename(folder / (f"receipt-{i}.png" if i < 8 else f"invoice-{i}.png"))
+    assert cli("index", folder, *SAMPLE).exit_code == 0
+    found = json.loads(cli("search", "receipt", "--mode", "text", "-k", "20", "--json").stdout)
+    assert sorted(Path(h["path"]).name for h in found) == [f"receipt-{i}.png" for i in range(8)]
+    clip = json.loads(cli("search", "receipt", "--mode", "clip", "-k", "10", "--json").stdout)
+    hybrid = json.loads(cli("search", "receipt", "-k", "10", "--json").stdout)
+    assert [h["id"] for h in hybrid] == [h["id"] for h in clip]
+
+
+def test_renaming_a_folder_under_watch_moves_its_photos(library_dir: Path, tmp_path: Path, photos) -> None:
+    """A folder renamed (`mv album album-2023`) is an event on a path without an extension: the photos must follow
+    it, with their vectors, not linger at the old paths."""
+    root = tmp_path / "root"
+    root.mkdir()
+    photos(3).rename(root / "album")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "clipdex", "--library", str(library_dir), "watch", str(root), *SAMPLE, "--settle",
+         "0.3"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=default_sigint,
+    )
+    try:
+        for line in process.stdout:
+            if "watching" in line:
+                break
+        (root / "album").rename(root / "album-2023")
+        deadline, paths = time.time() + 60, []
+        while time.time() < deadline:
+            out = subprocess.run([sys.executable, "-m", "clipdex", "--library", str(library_dir), "search", "-f",
+                                  "-k", "50", "a photo"], capture_output=True, text=True).stdout
+            paths = out.splitlines()
+            if len(paths) == 3 and all("/album-2023/" in p for p in paths):
+                break
+            time.sleep(0.5)
+        assert len(paths) == 3 and all("/album-2023/" in p for p in paths), paths
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
