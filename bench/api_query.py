@@ -49,11 +49,15 @@ def serve(app) -> tuple[int, object]:
     return port, server
 
 
+TOKEN = "a-bench-token-0123456789"
+
+
 def timed(connection: http.client.HTTPConnection, texts: list[str]) -> list[float]:
     times = []
     for text in texts:
         started = time.perf_counter()
-        connection.request("GET", "/api/search?" + urllib.parse.urlencode({"q": text, "k": 20}))
+        connection.request("GET", "/api/search?" + urllib.parse.urlencode({"q": text, "k": 20}),
+                           headers={"Authorization": f"Bearer {TOKEN}"})  # as every request must (serve's default)
         response = connection.getresponse()
         body = response.read()
         times.append((time.perf_counter() - started) * 1000)
@@ -77,7 +81,7 @@ def main() -> None:
         library.use_encoder(encoder)
         fill_library(library, encoder.identity.dim, args.images)
         library = Library(Path(tmp) / "lib", create=True)  # opened afresh, as `clipdex serve` opens it
-        port, server = serve(create_app(library, "cpu", args.precision))
+        port, server = serve(create_app(library, "cpu", args.precision, token=TOKEN))
         connection = http.client.HTTPConnection("127.0.0.1", port)
         timed(connection, ["warm up", "and once more"])
         texts = [f"{QUERIES[i % len(QUERIES)]} {i}" for i in range(args.queries)]

@@ -3,6 +3,7 @@ store; the pipeline alone writes, so every embedder gets the same transactions a
 
 from __future__ import annotations
 
+import gc
 import math
 import multiprocessing
 from collections import deque
@@ -48,7 +49,7 @@ class LocalEmbedder:
         # than cores left a core idle whenever the encoder waited for pixels (0.67 of the limit in bf16, 0.87
         # with a decoder per core; bench/index_throughput.py prints the figure).
         turn = context.Event()
-        pool = context.Pool(workers, initializer=start_worker, initargs=(self.settings, turn))
+        pool = _start_pool(context, workers, self.settings, turn)
         try:
             turn.set()
             pending: deque = deque()
@@ -72,6 +73,20 @@ class LocalEmbedder:
             pool.join()
         finally:  # Ctrl-C, SIGTERM, an error or a consumer that stopped early: no worker outlives the run
             pool.terminate()
+
+
+def _start_pool(context, workers: int, settings: DecodeSettings, turn):
+    """Decode workers. Forked from a process whose other threads (ONNX Runtime's) may hold locks, a worker must
+    never run a finaliser of an object it inherited: the collector, reaching an ONNX Runtime session left as
+    garbage, would wait forever for threads that do not exist in the child (seen: a worker hung importing a Pillow
+    plugin when a collection began). So garbage is collected here first, and what is left is frozen, out of the
+    collector's reach, until the workers exist."""
+    gc.collect()
+    gc.freeze()
+    try:
+        return context.Pool(workers, initializer=start_worker, initargs=(settings, turn))
+    finally:
+        gc.unfreeze()
 
 
 def embed_decoded(encoder, batch: Sequence[Decoded]) -> EmbeddedBatch:

@@ -116,8 +116,8 @@ def test_captions_rank_like_brute_force(cli, library_dir: Path, photos, tiny, tm
     cli("index", photos(4), *TINY)
     corpus = tmp_path / "captions.txt"
     corpus.write_text("\n".join(row["caption"] for row in SAMPLE_ROWS[:40]) + "\n")
-    assert _json(cli("add-captions", corpus, "--json")) == {"added": 40, "already_present": 0}
-    assert _json(cli("add-captions", corpus, "--json")) == {"added": 0, "already_present": 40}
+    assert _json(cli("add-captions", corpus, "--json")) == {"added": 40, "already_present": 0, "skipped": []}
+    assert _json(cli("add-captions", corpus, "--json")) == {"added": 0, "already_present": 40, "skipped": []}
     image = config.SAMPLE_DATA_DIR / SAMPLE_ROWS[0]["image"]
     hits = _json(cli("captions", image, "-k", "5", "--json"))
     query = Searcher(Library(library_dir)).image_vector(image)
