@@ -149,6 +149,6 @@ def test_upload_over_the_limit_is_refused_before_its_body_is_sent(served) -> Non
 def test_captions_upload(served) -> None:
     client, _ = served
     response = client.post("/api/captions", files={"file": ("more.txt", b"a yellow star\na red circle\n")})
-    assert response.json() == {"added": 1, "already_present": 1}
+    assert response.json() == {"added": 1, "already_present": 1, "skipped": []}
     bad = client.post("/api/captions", files={"file": ("c.csv", b"text\nno caption column\n")})
     assert bad.status_code == 400

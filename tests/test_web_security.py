@@ -260,7 +260,7 @@ def test_cross_site_writes_are_refused(library: Library, client: TestClient) -> 
         assert refused.status_code == 403, headers
         assert "cross-site request refused" in refused.json()["detail"]
     assert library.store.counts()["caption"] == before
-    assert add(b"a caption from the page\n", origin=LOCAL).json() == {"added": 1, "already_present": 0}
+    assert add(b"a caption from the page\n", origin=LOCAL).json() == {"added": 1, "already_present": 0, "skipped": []}
     assert add(b"a caption from the page\n", referer=f"{LOCAL}/").json()["already_present"] == 1
     assert add(b"a caption from a script\n").status_code == 200  # curl: neither header
 
