@@ -68,7 +68,8 @@ def command_line_tokens(arguments: Sequence[str]) -> list[str]:
     file is kept whole (its name may hold " - ")."""
     tokens: list[str] = []
     for argument in arguments:
-        tokens += [argument] if argument in ("+", "-") or os.path.isfile(argument) else split_query(argument)
+        whole = argument in ("+", "-") or os.path.isfile(argument) or not argument.strip()  # "" stays: an empty text
+        tokens += [argument] if whole else split_query(argument)
     return tokens
 
 
