@@ -18,7 +18,7 @@ from clipdex.cli.options import (
     DeviceOption, JsonOption, ModelOption, PrecisionOption, PretrainedOption, library_of, sigterm_stops,
 )
 from clipdex.cli.output import (
-    console, err_console, print_error, print_json, print_notes, print_table, progress_tasks,
+    console, err_console, print_error, print_json, print_notes, print_table, print_warning, progress_tasks,
     recall_rows, say,
 )
 from clipdex.retrieval import config

@@ -102,6 +102,8 @@ def index(
     )
     # The model is loaded only once a file needs it when the library is already bound to it; else now (a new
     # library is bound to it, a re-embed or a Ray run needs it, or a model other than the library's is refused).
+    if not reembed and library.identity is not None and not _bound_to(library, model, pretrained):
+        _refuse_other_model(library, model, pretrained)  # before preparing it: that could take minutes
     if reembed or engine != "local" or not _bound_to(library, model, pretrained):
         model_of()
     report = IndexReport()
@@ -162,6 +164,17 @@ def _bound_to(library: Library, model: str | None, pretrained: str | None) -> bo
         return bound is not None
     choice = choose_model(model, config.pretrained_for(model, pretrained))
     return bound.same_weights(choice.identity())
+
+
+def _refuse_other_model(library: Library, model: str, pretrained: str | None) -> None:
+    """The library's refusal of a model other than its own, told from the model's name and weights alone."""
+    from dataclasses import replace
+
+    from clipdex.retrieval.factory import choose_model
+
+    bound = library.require_identity()
+    choice = choose_model(model, config.pretrained_for(model, pretrained))
+    library.check_model(replace(choice.identity(), dim=bound.dim))
 
 
 def _exported(library: Library) -> bool:

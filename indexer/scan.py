@@ -56,6 +56,23 @@ def _stat(path: str, real_folder: str, result: ScanResult) -> None:
     result.files.append(FileStat(path, st.st_size, st.st_mtime, real))
 
 
+_SYSTEM_FOLDERS = ("/proc", "/sys", "/dev")  # the kernel's pseudo-file systems (not /run: /run/media holds disks)
+
+
+def _followable(path: str, real_top: str, result: ScanResult) -> bool:
+    """A folder, or a link to one that leads neither to a folder holding the root (`ln -s / photos/root` would
+    take in the whole machine, other users' files included) nor into the system's pseudo-file systems."""
+    if not os.path.islink(path):
+        return True
+    target = os.path.realpath(path)
+    inside = lambda folder, parent: folder == parent or folder.startswith(parent.rstrip(os.sep) + os.sep)  # noqa: E731
+    if inside(real_top, target) or any(inside(target, system) for system in _SYSTEM_FOLDERS):
+        result.failures.append((path, f"a link to {target}, which holds this folder or the system's files: not "
+                                      "followed"))
+        return False
+    return True
+
+
 def root_path(root: Path) -> str:
     """The absolute form a root is stored and compared under (links kept as given, not resolved)."""
     return os.path.abspath(os.path.expanduser(str(root)))
@@ -78,6 +95,7 @@ def scan(roots: Sequence[Path], exclude: Sequence[str] = (), include_hidden: boo
             continue
         if not os.path.isdir(top):
             raise ClipdexError(f"not a folder or image file: {root}")
+        real_top = os.path.realpath(top)
         for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
             real_folder = os.path.realpath(dirpath)
             if real_folder in seen_folders:  # a link loop, or a folder reached a second way
@@ -88,6 +106,7 @@ def scan(roots: Sequence[Path], exclude: Sequence[str] = (), include_hidden: boo
             dirnames[:] = sorted(
                 d for d in dirnames
                 if _wanted(d, os.path.normpath(os.path.join(relative_dir, d)), exclude, include_hidden)
+                and _followable(os.path.join(dirpath, d), real_top, result)
             )
             for name in sorted(filenames):
                 if os.path.splitext(name)[1].lower() not in config.IMAGE_EXTENSIONS:

@@ -119,7 +119,8 @@ def read_image(
     except Image.DecompressionBombError:
         raise ClipdexError(f"{name}: image too large (over {max_pixels:,} pixels), refused") from None
     except Exception as exc:  # Pillow raises many types for damaged files; each one means "unreadable"
-        raise ClipdexError(f"cannot read image {name}: {exc}") from None
+        reason = str(exc).replace(f" {path!r}", "")  # Pillow names a stream by its repr: "<_io.BytesIO at 0x…>"
+        raise ClipdexError(f"cannot read image {name}: {reason}") from None
 
 
 def _read_raw(path: Path | IO[bytes], min_side: int | None, name: str, max_pixels: int) -> DecodedImage:

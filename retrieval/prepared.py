@@ -16,7 +16,7 @@ from PIL import Image
 
 from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.identity import ModelIdentity
-from clipdex.retrieval.onnx_files import describes, session
+from clipdex.retrieval.onnx_files import describes, holds, session
 from clipdex.retrieval.onnx_image import IMAGE_PRECISIONS, export_image_tower, image_tower_path, run_image_tower
 from clipdex.retrieval.onnx_text import OnnxTextEncoder, export_path
 from clipdex.retrieval.preprocess import ImagePreprocess
@@ -87,8 +87,8 @@ class PreparedModel:
             preprocess = ImagePreprocess.from_json(metadata["clipdex_preprocess"])
         except Exception:  # a damaged file: prepared again
             return None
-        if not export_path(identity).is_file():  # both towers or neither: prepared again
-            return None
+        if not holds(export_path(identity), "text", identity):  # both towers or neither: a missing or damaged
+            return None  # text tower (checked by opening it only when its stamp changed) is prepared again
         return cls(tower, preprocess, identity, precision)
 
 

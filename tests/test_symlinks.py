@@ -174,3 +174,45 @@ def test_watching_a_linked_folder(library_dir: Path, linked) -> None:
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=60)
+
+
+def test_links_to_the_whole_machine_are_not_followed(cli, photos, tmp_path: Path) -> None:
+    """`ln -s / photos/root` would index every image on the machine, other users' included; a link up to a
+    folder holding the root would take in everything around it; /proc holds every process's files."""
+    folder = photos(2)
+    (folder / "root").symlink_to("/", target_is_directory=True)
+    (folder / "up").symlink_to(tmp_path, target_is_directory=True)
+    (folder / "processes").symlink_to("/proc", target_is_directory=True)
+    report = json.loads(cli("index", folder, *SAMPLE, "--json").stdout)
+    assert report["added"] == 2
+    assert sorted(Path(f["path"]).name for f in report["failed"]) == ["processes", "root", "up"]
+    assert all("not followed" in f["error"] for f in report["failed"])
+
+
+def test_add_captions_reports_skipped_entries_on_the_terminal(cli, photos, tmp_path: Path) -> None:
+    assert cli("index", photos(1), *SAMPLE).exit_code == 0
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"caption": 5}\n{"caption": "a dog"}\n', encoding="utf-8")
+    result = cli("add-captions", corpus)
+    assert result.exit_code == 0, result.output
+    assert "1 skipped" in result.stderr and "entry 1: the caption is int, not text" in result.stderr
+
+
+def test_a_damaged_prepared_tower_is_prepared_again(cli, photos, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv(config.CACHE_ENV, str(tmp_path / "cache"))
+    assert cli("index", photos(2), *SAMPLE).exit_code == 0
+    for tower in (tmp_path / "cache").glob("*-towers/*.onnx"):
+        tower.write_bytes(tower.read_bytes()[:1000])  # truncated: its stamp changes
+    result = cli("search", "a red circle", "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout), result.output
+    assert all(t.stat().st_size > 1000 for t in (tmp_path / "cache").glob("*-towers/*.onnx"))
+
+
+def test_another_model_is_refused_before_it_is_prepared(cli, photos, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv(config.CACHE_ENV, str(tmp_path / "cache"))
+    folder = photos(2)
+    assert cli("index", folder, *SAMPLE).exit_code == 0
+    before = sorted((tmp_path / "cache").rglob("*.onnx"))
+    refused = cli("index", folder, "--model", "clipdex-tiny")
+    assert refused.exit_code == 1 and "was built with" in refused.output
+    assert sorted((tmp_path / "cache").rglob("*.onnx")) == before  # nothing prepared for a model it refuses
