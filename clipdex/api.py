@@ -14,7 +14,6 @@ call these and print.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -237,19 +236,9 @@ def captions(library: Library, image, k: int = config.DEFAULT_TOP_K, device: str
     return Hits(searcher.captions(image, k), searcher.notes)
 
 
-@dataclass
-class CaptionReport:
-    added: int
-    already_present: int
-    skipped: list[str] = field(default_factory=list)  # entries that were not captions, each with its reason
-
-    def as_json(self) -> dict:
-        return {"added": self.added, "already_present": self.already_present, "skipped": self.skipped}
-
-
-def add_captions(library: Library, captions: Sequence[str] | Path | str, device: str = "auto") -> CaptionReport:
-    """Add captions (a list, or a .txt/.csv/.jsonl file) to the corpus."""
-    from clipdex.retrieval.captions import add_captions as add
+def add_captions(library: Library, captions: Sequence[str] | Path | str, device: str = "auto"):
+    """Add captions (a list, or a .txt/.csv/.jsonl file) to the corpus; a CaptionReport."""
+    from clipdex.retrieval.captions import CaptionReport, add_captions as add
     from clipdex.retrieval.pairs import CaptionFile, read_captions
 
     given = read_captions(Path(captions)) if isinstance(captions, (str, Path)) else CaptionFile(list(captions), [])

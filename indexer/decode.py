@@ -57,10 +57,13 @@ def decode_file(position: int, path: str, settings: DecodeSettings) -> Decoded:
         return _video(position, path, settings)
     limit = config.MAX_IMAGE_FILE_BYTES
     try:
-        with open_regular(path) as f:  # read what fstat says is there (a larger buffer costs ~2.5 ms a file)
-            data = f.read(min(os.fstat(f.fileno()).st_size, limit) + 1)
-        if len(data) > limit:
-            return Decoded(position, None, error=f"{path}: file larger than {limit // 2**20} MB, refused")
+        with open_regular(path) as f:
+            size = os.fstat(f.fileno()).st_size
+            # read what fstat says is there (a limit-sized buffer costs ~2.5 ms a file), one byte more to see growth
+            data = b"" if size > limit else f.read(size + 1)
+        if size > limit or len(data) > limit:
+            return Decoded(position, None, error=f"{path}: file larger than {limit // 2**20} MB, refused before "
+                                                 f"reading")
     except OSError as exc:
         return Decoded(position, None, error=f"cannot read {path}: {exc.strerror or exc}")
     try:
@@ -106,6 +109,7 @@ def start_worker(settings: DecodeSettings, turn) -> None:
     global _worker
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # blocked while it was forked
     _worker = (settings, turn)
 
 

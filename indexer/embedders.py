@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import math
 import multiprocessing
+import signal
 from collections import deque
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -81,12 +82,15 @@ def _start_pool(context, workers: int, settings: DecodeSettings, turn):
     garbage, would wait forever for threads that do not exist in the child (seen: a worker hung importing a Pillow
     plugin when a collection began). So garbage is collected here first, and what is left is frozen, out of the
     collector's reach, until the workers exist."""
-    gc.collect()
-    gc.freeze()
+    stops = {signal.SIGINT, signal.SIGTERM}
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, stops)  # a Ctrl-C during a fork would be swallowed by an
+    gc.collect()  # at-fork handler ("Exception ignored in _releaseLock"): it waits, and arrives once the workers
+    gc.freeze()  # exist (they unblock it in start_worker)
     try:
         return context.Pool(workers, initializer=start_worker, initargs=(settings, turn))
     finally:
         gc.unfreeze()
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def embed_decoded(encoder, batch: Sequence[Decoded]) -> EmbeddedBatch:

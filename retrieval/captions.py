@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 from typing import Sequence
 
 from clipdex.retrieval import config
 from clipdex.retrieval.library import Library
 from clipdex.retrieval.store import CAPTION, NewItem
+
+
+@dataclass
+class CaptionReport:
+    added: int
+    already_present: int
+    skipped: list[str] = field(default_factory=list)  # entries that were not captions, each with its reason
+
+    def as_json(self) -> dict:
+        return {"added": self.added, "already_present": self.already_present, "skipped": self.skipped}
 
 
 def add_captions(

@@ -67,7 +67,8 @@ def export_image_tower(encoder, precision: str = "fp32"):
     except ClipdexError:
         raise
     except Exception as exc:  # an exporter's failure, an unwritable cache: torch still embeds
-        raise ClipdexError(f"its image tower could not be exported ({type(exc).__name__}: {str(exc)[:120]})") from None
+        reason = f"{type(exc).__name__}: {str(exc)[:120]}"
+        raise ClipdexError(f"its {precision} image tower could not be exported ({reason})") from None
     finally:  # also on Ctrl-C: no half-written file is left in the cache
         remove_quietly(tmp.values())
     return path

@@ -246,13 +246,14 @@ def test_an_export_of_the_other_tower_is_never_used_and_an_unwritable_cache_is_o
     tmp_path: Path, monkeypatch, photos
 ) -> None:
     from clipdex import api
+    from clipdex.retrieval import config
     from clipdex.retrieval.onnx_files import export_file
     from clipdex.retrieval.onnx_text import export_path, export_text_tower
 
     monkeypatch.setenv("CLIPDEX_CACHE", str(tmp_path / "cache"))
     encoder = load_encoder("sample", None, "cpu")
     assert export_text_tower(encoder, precision="fp32").path is not None
-    image_slot = export_file(encoder.identity, "image-towers", "int8-1")
+    image_slot = export_file(encoder.identity, "image-towers", f"int8-{config.IMAGE_EXPORT_FORMAT}")
     image_slot.parent.mkdir(parents=True)
     shutil.copy(export_path(encoder.identity), image_slot)  # the image tower's slot now holds the text tower
     encoder.set_precision("int8")

@@ -80,7 +80,8 @@ def test_ctrl_c_or_sigterm_ends_indexing_and_its_decode_workers(tmp_path: Path, 
         os.killpg(process.pid, signal.SIGINT)
     else:
         process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 130
+    code = process.wait(timeout=60)
+    assert code == 130, process.stdout.read().decode(errors="replace")[-2000:]
     time.sleep(0.5)
     assert not [pid for pid in workers if _state(pid) not in ("Z", "gone")]
 
