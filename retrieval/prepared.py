@@ -67,10 +67,6 @@ class PreparedModel:
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         return self.text.encode_texts(list(texts))
 
-    def set_precision(self, precision: str) -> None:
-        if precision != self.precision:  # the library reloads: a prepared model is one precision
-            raise ClipdexError(f"this prepared model runs in {self.precision}, not {precision}")
-
     @classmethod
     def open(cls, name: str, pretrained: str | None, fingerprint: str, precision: str) -> "PreparedModel | None":
         """The prepared model for these weights, or None when it was not prepared (or its files do not say they
