@@ -200,10 +200,11 @@ class RequestGuard:
         if scheme.lower() == b"bearer" and _same(credentials.strip(), self.token):
             return True
         cookies = cookie_parser((_header(scope, b"cookie") or b"").decode("latin-1"))
-        issued, _, _ = cookies.get(cookie_name(netloc), "").partition(".")
+        value = cookies.get(cookie_name(netloc), "")
+        issued = value.partition(".")[0]
         if not issued.isdigit() or not 0 <= time.time() - int(issued) <= config.WEB_SESSION_SECONDS:
             return False
-        return _same(cookies.get(cookie_name(netloc), ""), _session_value(self.token, int(issued)))
+        return _same(value, _session_value(self.token, int(issued)))
 
     async def _login(self, scope: Scope, send: Send, netloc: str) -> None:
         assert self.token is not None

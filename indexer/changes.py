@@ -6,12 +6,11 @@ of its size exists); otherwise it is new for sure, and its decode worker hashes 
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from clipdex.indexer.scan import FileStat
+from clipdex.indexer.scan import FileStat, under
 from clipdex.retrieval.digest import file_sha256
 from clipdex.retrieval.store import StoredImage
 
@@ -26,10 +25,6 @@ class Plan:
     relinked: list[tuple[str, str]] = field(default_factory=list)  # (path, real path): the same path, led elsewhere
     unchanged: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
-
-
-def _under(path: str, roots: Sequence[str]) -> bool:
-    return any(path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
 
 
 def plan_changes(
@@ -71,7 +66,7 @@ def plan_changes(
 
     vanished: dict[str, list[StoredImage]] = defaultdict(list)
     for s in stored:
-        if s.path not in scanned_paths and _under(s.path, roots):
+        if s.path not in scanned_paths and under(s.path, roots):
             vanished[s.sha256].append(s)
     vanished_sizes = {s.size for group in vanished.values() for s in group}
     for f in unknown:

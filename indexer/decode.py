@@ -104,8 +104,8 @@ _worker: tuple[DecodeSettings, object] | None = None
 
 
 def start_worker(settings: DecodeSettings, turn) -> None:
-    """In a new decode worker: Ctrl-C and SIGTERM are the parent's to handle (it ends the workers); native
-    libraries get one thread each, as the worker is one of as many as there are cores."""
+    """In a new decode worker: Ctrl-C is the parent's to handle (it ends the workers with SIGTERM), and both
+    signals, blocked while the worker was forked, are let through again."""
     global _worker
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)

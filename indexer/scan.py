@@ -59,14 +59,18 @@ def _stat(path: str, real_folder: str, result: ScanResult) -> None:
 _SYSTEM_FOLDERS = ("/proc", "/sys", "/dev")  # the kernel's pseudo-file systems (not /run: /run/media holds disks)
 
 
+def under(path: str, folders: Sequence[str]) -> bool:
+    """Whether `path` is one of `folders` or inside one of them (by its spelling: no link is resolved)."""
+    return any(path == folder or path.startswith(folder.rstrip(os.sep) + os.sep) for folder in folders)
+
+
 def _followable(path: str, real_top: str, result: ScanResult) -> bool:
     """A folder, or a link to one that leads neither to a folder holding the root (`ln -s / photos/root` would
     take in the whole machine, other users' files included) nor into the system's pseudo-file systems."""
     if not os.path.islink(path):
         return True
     target = os.path.realpath(path)
-    inside = lambda folder, parent: folder == parent or folder.startswith(parent.rstrip(os.sep) + os.sep)  # noqa: E731
-    if inside(real_top, target) or any(inside(target, system) for system in _SYSTEM_FOLDERS):
+    if under(real_top, [target]) or under(target, _SYSTEM_FOLDERS):
         result.failures.append((path, f"a link to {target}, which holds this folder or the system's files: not "
                                       "followed"))
         return False

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from clipdex.indexer.scan import root_path
+from clipdex.indexer.scan import root_path, under
 from clipdex.retrieval import config
 
 
@@ -26,13 +26,13 @@ def changed_folders(changes: Iterable[str], roots: Sequence[str]) -> list[str]:
         folder = path if os.path.isdir(path) else os.path.dirname(path)
         while folder and not os.path.isdir(folder):  # a deleted folder: its nearest surviving parent
             folder = os.path.dirname(folder)
-        root = next((r for r in roots if folder == r or folder.startswith(r.rstrip(os.sep) + os.sep)), None)
+        root = next((r for r in roots if under(folder, [r])), None)
         if root is None:  # above every root (a root itself went away): re-scan the roots it held
-            folders.update(r for r in roots if r.startswith(folder.rstrip(os.sep) + os.sep) or r == folder)
+            folders.update(r for r in roots if under(r, [folder]))
             continue
         folders.add(folder)
     ordered = sorted(folders)
-    return [f for f in ordered if not any(f != o and f.startswith(o.rstrip(os.sep) + os.sep) for o in ordered)]
+    return [f for f in ordered if not any(f != o and under(f, [o]) for o in ordered)]
 
 
 def watch_changes(

@@ -91,6 +91,7 @@ INDEX_TYPES = ("auto", "flat", "ivf", "ivfpq")
 # vectors match torch's to at least this cosine on probe sentences / probe images.
 TEXT_EXPORT_MIN_COSINE = 0.999
 IMAGE_EXPORT_MIN_COSINE = 0.999
+MIN_PRECISION_COSINE = 0.99  # bf16, fp16 or an int8 image tower must match fp32 this well, or it is not used
 EXPORT_OPSET = 18
 TEXT_EXPORT_FORMAT = 2  # bumped when exports change shape (2: optimised, maybe int8): older ones are made anew
 # An int8 text tower replaces the fp32 export only when its vectors keep this cosine to torch's fp32 ones on the

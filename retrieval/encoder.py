@@ -9,11 +9,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.identity import ModelIdentity
 from clipdex.retrieval.preprocess import from_open_clip
 
-MIN_PRECISION_COSINE = 0.99  # reduced precision must agree with fp32 at least this well, or it is not used
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PRECISIONS = (*_DTYPES, "int8")  # int8: the image tower through ONNX Runtime (onnx_image.py); text stays fp32
 
@@ -135,7 +135,7 @@ class Encoder:
     def set_precision(self, precision: str) -> None:
         """Cast the weights (not autocast, which re-casts every call and is slower than fp32 on CPU), or for int8
         run the image tower's int8 export, keeping the change only when its embeddings match fp32 to
-        MIN_PRECISION_COSINE on a probe batch."""
+        config.MIN_PRECISION_COSINE on a probe batch."""
         if precision not in PRECISIONS:
             raise ClipdexError(f"unknown precision {precision!r}: use fp32, bf16, int8 (CPU) or fp16 (CUDA)")
         if precision == self.precision:
@@ -158,7 +158,7 @@ class Encoder:
             return
         cast = np.concatenate([self.encode_pixels(probe), self.encode_texts(texts)])
         worst = float((reference * cast).sum(axis=1).min())
-        if worst < MIN_PRECISION_COSINE:
+        if worst < config.MIN_PRECISION_COSINE:
             self._use("fp32")
             self.notes.append(f"{precision} embeddings matched fp32 only to cosine {worst:.4f}; using fp32")
 

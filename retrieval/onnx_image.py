@@ -21,7 +21,6 @@ from clipdex.retrieval.onnx_files import (
 from clipdex.retrieval.preprocess import from_open_clip
 
 IMAGE_PRECISIONS = ("fp32", "int8")
-MIN_INT8_COSINE = 0.99  # as for every reduced precision (encoder.MIN_PRECISION_COSINE)
 
 
 def image_tower_path(name: str, fingerprint: str, precision: str):
@@ -58,7 +57,7 @@ def export_image_tower(encoder, precision: str = "fp32"):
         chosen, least = tmp["fp32"], config.IMAGE_EXPORT_MIN_COSINE
         if precision == "int8":
             quantise_int8(tmp["fp32"], tmp["int8"], described)
-            chosen, least = tmp["int8"], MIN_INT8_COSINE
+            chosen, least = tmp["int8"], config.MIN_PRECISION_COSINE
         reference = encoder.encode_pixels(probe)
         worst = float((reference * run_image_tower(session(chosen), probe)).sum(axis=1).min())
         if not worst >= least:
