@@ -17,6 +17,7 @@ import torch
 
 from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.identity import is_checkpoint_path
+from clipdex.retrieval.pause import pause_point
 
 METADATA_KEY = "clipdex"
 SAVE_ID_KEY = "clipdex_save_id"
@@ -55,6 +56,7 @@ def save_checkpoint(
     optim, optim_tmp = optimizer_path(path), optimizer_path(path).with_name(f"{optimizer_path(path).name}.{save_id[:12]}.tmp")
     try:
         save_file(tensors, str(tmp), metadata=metadata)
+        pause_point("checkpoint-save")  # written, not yet in place: the old checkpoint is still whole
         if optimizer_state is not None:
             torch.save({**optimizer_state, SAVE_ID_KEY: save_id}, optim_tmp)
             os.replace(optim_tmp, optim)

@@ -27,6 +27,8 @@ def pretrained_for(name: str, named: str | None) -> str | None:
 LIBRARY_ENV = "CLIPDEX_LIBRARY"
 CACHE_ENV = "CLIPDEX_CACHE"  # where per-model artifacts (the exported text tower) are kept
 DATABASE_ENV = "CLIPDEX_DATABASE_URL"
+PAUSE_ENV = "CLIPDEX_PAUSE_AT"  # tests only: a pause point to stop at (retrieval/pause.py)
+PAUSE_FILE_ENV = "CLIPDEX_PAUSE_FILE"  # tests only: created when the process reaches it
 DATABASE_FILE = "library.db"
 LIBRARY_CONFIG_FILE = "config.json"  # per-library settings, e.g. an external database URL (never a password)
 LOCK_FILE = "index.lock"

@@ -24,6 +24,7 @@ from clipdex.retrieval.database_url import without_password
 from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.identity import ModelIdentity
 from clipdex.retrieval.migrations import migrate
+from clipdex.retrieval.pause import pause_point
 from clipdex.retrieval.staging import StagingStore
 from clipdex.retrieval.schema import (
     CAPTION,
@@ -227,6 +228,7 @@ class Store(fulltext.TextStore, StagingStore):
                     )
                 if inserts:
                     conn.execute(items_table.insert(), [self._row(item, generation) for item in inserts])
+                pause_point("store-write")  # written, not committed: a kill here must leave no trace
                 return generation
         except SQLAlchemyError as exc:
             raise ClipdexError(f"could not write to the library database: {exc}") from None

@@ -19,6 +19,7 @@ import faiss
 import numpy as np
 
 from clipdex.retrieval import config
+from clipdex.retrieval.pause import pause_point
 
 FLAT, IVF, IVFPQ = "flat", "ivf", "ivfpq"
 ExactVectors = Callable[[Sequence[int]], "dict[int, np.ndarray]"]  # id → its exact vector, from the store
@@ -263,6 +264,7 @@ class VectorIndex:
         tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.tmp")
         try:
             faiss.write_index(self.index, str(tmp))
+            pause_point("index-save")  # written, not yet in place: readers still see the old file
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)

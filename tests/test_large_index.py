@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import json
 from pathlib import Path
 
 import numpy as np
@@ -130,3 +131,24 @@ def test_the_library_chooses_ivfpq_past_its_threshold(cli, library_dir: Path, ph
     assert _json(cli("status", "--json"))["index"]["kind"] == FLAT
     exact = _json(cli("search", "--image", query, "-k", "5", "--json"))
     assert [h["score"] for h in hits] == pytest.approx([h["score"] for h in exact], abs=1e-5)
+
+
+def test_a_saved_ivfpq_index_is_loaded_and_still_reranks(cli, library_dir: Path, photos, monkeypatch) -> None:
+    """`index` writes an IVF-PQ index; a later search reads that file (mapped) and must still show exact cosines
+    from the re-rank, not the PQ estimates stored in it."""
+    monkeypatch.setattr(config, "IVF_MIN_ITEMS", 10)
+    monkeypatch.setattr(config, "IVFPQ_MIN_ITEMS", 30)
+    folder = photos(40)
+    cli("index", folder, "--model", "clipdex-tiny")
+    state = json.loads((library_dir / "images.faiss.json").read_text())
+    assert state["type"] == IVFPQ and (library_dir / state["file"]).is_file()
+    library = Library(library_dir)
+    ids, vectors = (np.concatenate(chunks) for chunks in zip(*library.store.vectors(IMAGE, 64)))
+    stored = dict(zip(ids.tolist(), vectors))
+    query = sorted(folder.iterdir())[5]
+    hits = _json(cli("search", "--image", query, "-k", "8", "--json"))
+    assert hits[0]["path"] == str(query) and hits[0]["score"] == pytest.approx(1.0, abs=1e-5)
+    by_path = {row["key"]: i for i, row in library.store.items(list(stored)).items()}
+    exact = [float(stored[by_path[str(query)]] @ stored[by_path[h["path"]]]) for h in hits]
+    assert [h["score"] for h in hits] == pytest.approx(exact, abs=1e-5)
+    assert library.indexes._load(IMAGE, library.require_identity(), library.store.generation())[0].type == IVFPQ
