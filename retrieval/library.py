@@ -37,9 +37,9 @@ class Library:
         self.store = Store(url)
         if remember:  # only once the database has answered: a mistyped URL must not stick
             _write_private(settings_path, json.dumps({"database": remember}, indent=2))
-        if self.store.is_sqlite:
-            for name in (config.DATABASE_FILE, config.DATABASE_FILE + "-wal", config.DATABASE_FILE + "-shm"):
-                _make_private(self.root / name)
+        for path in self.root.iterdir():  # the database, FAISS files, their state, the lock, thumbnails
+            if not path.is_symlink():
+                _make_private(path)
         self.indexes = IndexCache(self.root, self.store)
         self._encoder = None
         self._encoder_settings: tuple[str, str] | None = None  # (device, precision) it was loaded for

@@ -13,11 +13,13 @@ from clipdex.retrieval import config
 from tests.conftest import SAMPLE_ROWS
 
 
-def test_index_search_and_captions_through_the_python_api(tmp_path: Path, photos) -> None:
+def test_index_search_and_captions_through_the_python_api(tmp_path: Path, photos, monkeypatch) -> None:
+    monkeypatch.setenv(config.CACHE_ENV, str(tmp_path / "cache"))  # its own model cache, checked at the end
     folder = photos(12)
     library = clipdex.open_library(tmp_path / "lib", create=True)
     report = clipdex.index(library, [folder], model="clipdex-tiny", export_text=False)
     assert (report.added, report.failed) == (12, [])
+    assert not (tmp_path / "cache").exists()  # export_text=False: the model was not prepared (a search may)
     first = folder / Path(SAMPLE_ROWS[0]["image"]).name
     hits = clipdex.search(library, str(first))  # an existing file is an image term: the photo finds itself
     assert hits[0].path == str(first) and hits[0].score == pytest.approx(1.0, abs=1e-4)
@@ -28,7 +30,6 @@ def test_index_search_and_captions_through_the_python_api(tmp_path: Path, photos
     assert {h.caption for h in described} == {row["caption"] for row in SAMPLE_ROWS[:12]}
     status = clipdex.status(library)
     assert status["counts"]["image"] == 12 and status["model"] == "clipdex-tiny"
-    assert not (tmp_path / "cache").exists()  # export_text=False: nothing written to the model cache
 
 
 def test_writers_take_the_lock_themselves(tmp_path: Path, photos) -> None:

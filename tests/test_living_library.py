@@ -134,7 +134,8 @@ def _watch(library_dir: Path, folder: Path, *extra: str) -> subprocess.Popen:
 
 def _paths(cli) -> set[str]:
     result = cli("search", "a photo", "-k", "500", "--mode", "clip", "--json")
-    return {Path(h["path"]).name for h in json.loads(result.stdout)} if result.exit_code == 0 else set()
+    assert result.exit_code == 0, result.output  # a failed search is not "the file is gone"
+    return {Path(h["path"]).name for h in json.loads(result.stdout)}
 
 
 def _eventually(check, seconds: float = 60) -> bool:

@@ -156,13 +156,15 @@ def test_null_separated_paths_survive_newlines_in_names(cli, tmp_path: Path) -> 
 
 def test_existing_library_is_made_private(cli, library_dir: Path, photos) -> None:
     cli("index", photos(2), *TINY)
-    library_dir.chmod(0o755)
-    (library_dir / config.DATABASE_FILE).chmod(0o644)
+    (library_dir / "thumbnails").mkdir(mode=0o755)  # as an older clipdex left them
+    made = sorted(path.name for path in library_dir.iterdir())
+    assert {"library.db", "images.faiss.json", config.LOCK_FILE, "thumbnails"} <= set(made), made
+    assert any(name.endswith(".faiss") for name in made), made
+    for path in [library_dir, *library_dir.iterdir()]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
     assert cli("status").exit_code == 0
-    assert stat.S_IMODE(library_dir.stat().st_mode) == 0o700
-    for path in library_dir.iterdir():
-        if path.is_file():
-            assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path.name
+    for path in [library_dir, *library_dir.iterdir()]:
+        assert stat.S_IMODE(path.stat().st_mode) == (0o700 if path.is_dir() else 0o600), path.name
 
 
 def test_a_malformed_database_url_is_never_echoed(cli, tmp_path: Path) -> None:
