@@ -291,7 +291,8 @@ def status(ctx: typer.Context, as_json: bool = JsonOption) -> None:
         [
             ("library", info["library"]),
             ("model", info["model"] or "(none yet)"),
-            ("images", counts["image"]),
+            ("photos", counts["image"]),
+            ("videos", f"{counts['video']} ({counts['frame']} frames embedded)" if counts["video"] else 0),
             ("captions", counts["caption"]),
             ("failed files", counts["failed"]),
             ("index", f"{info['index']['type']} (choice: {info['index']['preference']})"),

@@ -42,7 +42,6 @@ CHUNK_BYTES = 256 * 1024
 # Item ids are SQLite/PostgreSQL 64-bit integers: a larger one cannot name an item (and must not reach the driver).
 ItemId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="An item id from a search result")]
 TopK = Query(config.DEFAULT_TOP_K, ge=1, le=1000)
-STATUS_PATHS = ("library", "database", "text_export")  # where things live on disk: not for every page to see
 
 
 def _upload_refusal(stream: IO[bytes], max_pixels: int) -> HTTPException:
@@ -320,7 +319,6 @@ def create_app(
         from clipdex.api import status as library_status
 
         with lock:
-            info = library_status(library)
-        return info if paths else {key: value for key, value in info.items() if key not in STATUS_PATHS}
+            return library_status(library, paths)
 
     return app

@@ -319,9 +319,9 @@ def status(library: Library, paths: bool = True) -> dict:
         "ocr": {"enabled": store.ocr_enabled, **store.ocr_counts()},
     }
     if not paths:
-        info["library"] = library.root.name
-        info["database"] = "sqlite" if store.is_sqlite else store.db.dialect.name
-        info["text_export"] = bool(info["text_export"])
+        for key in ("library", "database", "text_export"):
+            del info[key]
+        info["model"] = identity.describe(paths=False) if identity else None
     return info
 
 

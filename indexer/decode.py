@@ -9,6 +9,7 @@ import hashlib
 import io
 import os
 import signal
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,11 +106,16 @@ _worker: tuple[DecodeSettings, object] | None = None
 
 def start_worker(settings: DecodeSettings, turn) -> None:
     """In a new decode worker: Ctrl-C is the parent's to handle (it ends the workers with SIGTERM), and both
-    signals, blocked while the worker was forked, are let through again."""
+    signals, blocked while the worker was forked, are let through again.
+
+    rawpy warns (five lines, once per worker) in any forked process: an OpenMP runtime started before a fork
+    can deadlock the child. Its runtime is its own copy, and the parent never decodes RAW before forking the
+    workers, so the warning is silenced in the workers alone."""
     global _worker
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # blocked while it was forked
+    warnings.filterwarnings("ignore", message="rawpy is being used in a process created by multiprocessing")
     _worker = (settings, turn)
 
 

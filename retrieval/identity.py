@@ -6,6 +6,7 @@ query, index run and re-embed asks `same_model` first.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +27,11 @@ class ModelIdentity:
     fingerprint: str  # tag:NAME, sha256:… of a weights file, init:SEED, or the hf-hub id
     dim: int
 
-    def describe(self) -> str:
-        return self.name + (f" ({self.pretrained})" if self.pretrained else "")
+    def describe(self, paths: bool = True) -> str:
+        """The model as the user named it; without `paths`, weights files by their file name alone (where they
+        live on disk is nothing a browser needs to learn)."""
+        shown = (lambda value: value) if paths else (lambda value: Path(value).name if os.sep in value else value)
+        return shown(self.name) + (f" ({shown(self.pretrained)})" if self.pretrained else "")
 
     def same_weights(self, other: "ModelIdentity | None") -> bool:
         """Same weights, decided without building either model (so without knowing their output size).

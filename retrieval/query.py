@@ -24,6 +24,7 @@ from clipdex.retrieval.images import open_image
 from clipdex.retrieval.library import Library
 from clipdex.retrieval.store import CAPTION, IMAGE
 from clipdex.retrieval.terms import Term, parse_terms
+from clipdex.retrieval.video import is_video, read_frames
 
 
 @dataclass
@@ -135,7 +136,11 @@ class Searcher:
             path = Path(image)
             if not path.is_file():
                 raise ClipdexError(f"query image not found: {path}")
-            image = open_image(path, self.encoder.image_size)
+            if is_video(path.name):  # as the library holds it: a frame (the first stands for the whole video)
+                image = read_frames(path, self.encoder.image_size, max_frames=1).frames[0]
+                self.notes.append(f"{path.name} is a video: its first frame was used")
+            else:
+                image = open_image(path, self.encoder.image_size)
         return self.encoder.encode_images([image])[0]
 
     def terms_vector(self, terms: Sequence[Term]) -> np.ndarray:

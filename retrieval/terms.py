@@ -32,7 +32,8 @@ class Term:
 
 
 def _looks_like_path(text: str) -> bool:
-    return text.startswith(_PATH_PREFIXES) or os.path.splitext(text)[1].lower() in config.IMAGE_EXTENSIONS
+    suffix = os.path.splitext(text)[1].lower()
+    return text.startswith(_PATH_PREFIXES) or suffix in config.IMAGE_EXTENSIONS or suffix in config.VIDEO_EXTENSIONS
 
 
 def _term(words: list[str], sign: float, files: bool) -> Term:

@@ -207,7 +207,7 @@ def test_a_corrupt_file_is_skipped_and_reported(cli, photos) -> None:
     assert report["added"] == 3
     assert [f["path"] for f in report["failed"]] == [str(folder / "broken.jpg")]
     status = _json(cli("status", "--json"))
-    assert status["counts"] == {"image": 3, "caption": 0, "failed": 1}
+    assert status["counts"] == {"image": 3, "video": 0, "frame": 0, "caption": 0, "failed": 1}
     assert status["model"] == "clipdex-tiny"
 
 

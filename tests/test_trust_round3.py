@@ -208,3 +208,51 @@ def test_renaming_a_folder_under_watch_moves_its_photos(library_dir: Path, tmp_p
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=60)
+
+
+def test_a_video_in_the_library_is_counted_once_and_can_be_a_query(cli, tmp_path: Path) -> None:
+    """status counts a video as one video (not as its frames), and captions / search --image take a video as
+    they take a photo: through a frame."""
+    from tests.test_living_library import _sample, write_video
+
+    folder = tmp_path / "media"
+    folder.mkdir()
+    write_video(folder / "clip.mp4", [(_sample(5), 4), (_sample(6), 4)])
+    _sample(5).resize((160, 160)).save(folder / "still.png")
+    assert cli("index", folder, *SAMPLE).exit_code == 0
+    counts = json.loads(cli("status", "--json").stdout)["counts"]
+    assert (counts["image"], counts["video"]) == (1, 1) and counts["frame"] >= 2
+    assert "videos" in cli("status").stdout
+    found = cli("search", "--image", folder / "clip.mp4", "-k", "3", "--json")
+    assert found.exit_code == 0, found.output
+    assert {Path(h["path"]).name for h in json.loads(found.stdout)[:2]} == {"clip.mp4", "still.png"}
+    assert "first frame" in found.stderr
+    assert cli("add-captions", config.SAMPLE_CAPTIONS).exit_code == 0
+    described = cli("captions", folder / "clip.mp4", "-k", "1", "--json")
+    assert described.exit_code == 0 and len(json.loads(described.stdout)) == 1, described.output
+
+
+def test_libraw_s_warning_in_decode_workers_stays_out_of_index_output(cli, tmp_path: Path) -> None:
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    shutil.copy(config.SAMPLE_DATA_DIR / "images" / "00000.png", folder / "a.png")
+    (folder / "broken.nef").write_bytes(os.urandom(4096))  # read by LibRaw in a forked decode worker
+    result = subprocess.run([sys.executable, "-m", "clipdex", "--library", str(tmp_path / "lib"), "index",
+                             str(folder), *SAMPLE, "--workers", "1"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "broken.nef" in result.stderr and "RuntimeWarning" not in result.stderr and "set_start_method" not in result.stderr
+
+
+def test_the_status_a_browser_gets_names_no_absolute_path(cli, tmp_path: Path, photos) -> None:
+    from clipdex.cli.app import app  # noqa: F401  (the CLI's finetune writes the checkpoint)
+    from tests.test_finetune_watch import QUICK, _sample_pairs, _write_pairs
+
+    pairs = _write_pairs(tmp_path / "pairs.csv", _sample_pairs(32))
+    checkpoint = tmp_path / "private-folder" / "mine.safetensors"
+    assert cli("finetune", pairs, *SAMPLE, *QUICK, "--epochs", "1", "-o", checkpoint).exit_code == 0
+    assert cli("index", photos(3), "--model", checkpoint).exit_code == 0
+    client = TestClient(create_app(Library(tmp_path / "library"), "cpu"), base_url=LOCAL)
+    status = client.get("/api/status")
+    assert status.status_code == 200 and str(tmp_path) not in status.text
+    assert status.json()["model"] == "mine.safetensors"
+    assert client.get("/api/status", params={"paths": "true"}).json()["model"] == str(checkpoint)

@@ -81,7 +81,7 @@ def test_image_upload_similar_captions_and_status(served) -> None:
     assert similar[0]["id"] == top["id"]
     captions = client.get(f"/api/items/{top['id']}/captions").json()
     assert {c["caption"] for c in captions} == {"a red circle", "a blue square", "three green stars"}
-    assert client.get("/api/status").json()["counts"] == {"image": 12, "caption": 3, "failed": 0}
+    assert client.get("/api/status").json()["counts"] == {"image": 12, "video": 0, "frame": 0, "caption": 3, "failed": 0}
     assert "/api/search" in client.get("/openapi.json").json()["paths"]
     page = client.get("/")
     assert page.status_code == 200 and 'id="q"' in page.text
