@@ -151,13 +151,15 @@ def create_app(
     token: str | None = None,
     max_upload_pixels: int = config.WEB_MAX_UPLOAD_PIXELS,
     max_body_bytes: int = config.WEB_MAX_BODY_BYTES,
+    body_seconds: float = config.WEB_BODY_SECONDS,
 ) -> FastAPI:
     """The app for one library.
 
     allowed_hosts: Host names to answer besides the loopback ones (e.g. the name given to `serve --host`).
     token: when set, every request must carry it (bearer header, or the cookie `/login?token=…` sets).
     max_upload_pixels: uploads declaring more pixels are refused from their header (413).
-    max_body_bytes: larger request bodies are refused as they arrive (413)."""
+    max_body_bytes: larger request bodies are refused as they arrive (413).
+    body_seconds: a body still incomplete this long after the app asked for it is refused (408)."""
     if token is not None and len(token) < config.WEB_MIN_TOKEN_CHARS:
         raise ClipdexError(f"the access token must be at least {config.WEB_MIN_TOKEN_CHARS} characters long")
     engine = Searcher(library, device, precision)
@@ -170,7 +172,7 @@ def create_app(
     decoder = ThreadPoolExecutor(config.WEB_DECODE_SLOTS, thread_name_prefix="clipdex-decode")
     thumbnails = library.root / "thumbnails"
     app = FastAPI(title="clipdex", description="Search a photo library by sentence or by image.")
-    app.add_middleware(BodyLimit, limit=max_body_bytes)
+    app.add_middleware(BodyLimit, limit=max_body_bytes, seconds=body_seconds)
     app.add_middleware(RequestGuard, allowed_hosts={*config.WEB_LOOPBACK_HOSTS, *allowed_hosts}, token=token)
 
     @app.exception_handler(ClipdexError)

@@ -15,6 +15,7 @@ They are pure ASGI (no BaseHTTPMiddleware), so nothing reads the body ahead of t
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import ipaddress
@@ -236,18 +237,22 @@ class RequestGuard:
         return bool(source) and source.lower() == netloc.strip().lower()  # "null" and garbage have no netloc
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyRefused(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        self.status, self.detail = status, detail
 
 
 class BodyLimit:
     """Refuses a request body over `limit` bytes with 413 before the app stores it: at once when the declared
-    Content-Length is over, else (chunked bodies) as soon as the bytes received pass the limit. The rest is
-    never read: the connection is closed after the 413."""
+    Content-Length is over, else (chunked bodies) as soon as the bytes received pass the limit; and one that
+    has not all arrived `seconds` after the app asked for it with 408 (half-sent bodies would otherwise hold a
+    connection and a worker for as long as the client likes). The rest is never read: the connection is closed
+    after the refusal."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, seconds: float = config.WEB_BODY_SECONDS) -> None:
         self.app = app
         self.limit = limit
+        self.seconds = seconds
 
     def _refusal(self) -> str:
         return f"request body larger than {self.limit / (1024 * 1024):g} MB"
@@ -265,30 +270,37 @@ class BodyLimit:
                 await send_error(send, 413, self._refusal())
                 return
         received = 0
-        over = False
+        refused: _BodyRefused | None = None
         started = False
+        deadline: float | None = None
+        loop = asyncio.get_running_loop()
 
         async def counted_receive() -> Message:
-            nonlocal received, over
-            message = await receive()
+            nonlocal received, refused, deadline
+            deadline = deadline or loop.time() + self.seconds
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0.001))
+            except asyncio.TimeoutError:
+                refused = _BodyRefused(408, f"request body not received within {self.seconds:g} s")
+                raise refused from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))  # type: ignore[arg-type]
                 if received > self.limit:
-                    over = True
-                    raise _BodyTooLarge
+                    refused = _BodyRefused(413, self._refusal())
+                    raise refused
             return message
 
         async def guarded_send(message: Message) -> None:
             nonlocal started
-            if over:
-                return  # the app's answer to a body cut short (FastAPI makes it a 400) gives way to the 413
+            if refused:
+                return  # the app's answer to a body cut short (FastAPI makes it a 400) gives way to the refusal
             started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:
             await self.app(scope, counted_receive, guarded_send)
         except Exception:
-            if not over:
+            if not refused:
                 raise
-        if over and not started:
-            await send_error(send, 413, self._refusal())
+        if refused and not started:
+            await send_error(send, refused.status, refused.detail)

@@ -108,9 +108,9 @@ def start_worker(settings: DecodeSettings, turn) -> None:
     """In a new decode worker: Ctrl-C is the parent's to handle (it ends the workers with SIGTERM), and both
     signals, blocked while the worker was forked, are let through again.
 
-    rawpy warns (five lines, once per worker) in any forked process: an OpenMP runtime started before a fork
-    can deadlock the child. Its runtime is its own copy, and the parent never decodes RAW before forking the
-    workers, so the warning is silenced in the workers alone."""
+    rawpy warns (five lines, once per worker) in any forked process, since an OpenMP runtime started before a
+    fork can deadlock the child; workers are forked only while that cannot be (raw.fork_is_safe), so the
+    warning is silenced in them."""
     global _worker
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)

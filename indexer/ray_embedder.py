@@ -6,13 +6,14 @@ only repeats vectors the driver has not written yet.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Iterator, Sequence
 
 import numpy as np
 
 from clipdex.indexer.decode import Decoded, DecodeSettings, decode_file
-from clipdex.indexer.embedders import EmbeddedBatch
+from clipdex.indexer.embedders import EmbeddedBatch, embed_decoded
 from clipdex.retrieval import config
 
 
@@ -28,20 +29,16 @@ class _EmbedActor:
         self.encoder = load_encoder(name, pretrained, device)
 
     def __call__(self, batch: dict) -> dict:
+        """Embedded as the local engine does (a video: one vector a frame); the vectors of each file travel back
+        as float32 bytes with their frame times, since a batch's columns must have one shape a row."""
         settings = DecodeSettings(self.encoder.preprocess, self.encoder.image_size)
         decoded = [decode_file(i, path, settings) for i, path in enumerate(batch["path"])]
-        for d in decoded:
-            if d.times is not None:  # one vector a file travels back from an actor: videos stay with the local engine
-                d.pixels, d.error = None, f"{batch['path'][d.position]}: videos are indexed with --engine local"
-        ok = [d for d in decoded if d.pixels is not None]
-        vectors = np.zeros((len(decoded), self.encoder.identity.dim), dtype=np.float32)
-        if ok:
-            embedded = self.encoder.encode_pixels(self.encoder.preprocess.batch([d.pixels for d in ok]))
-            for d, vector in zip(ok, embedded):
-                vectors[d.position] = vector
+        vectors = {d.position: v for d, v in embed_decoded(self.encoder, decoded).done}
         return {
             "position": batch["position"],
-            "vector": vectors,
+            "vectors": np.array([vectors[d.position].astype(np.float32).tobytes() if d.position in vectors else b""
+                                 for d in decoded], dtype=object),
+            "times": np.array(["" if d.times is None else json.dumps(d.times) for d in decoded], dtype=object),
             "width": np.array([d.width for d in decoded]),
             "height": np.array([d.height for d in decoded]),
             "taken_at": np.array([np.nan if d.taken_at is None else d.taken_at for d in decoded]),
@@ -97,7 +94,9 @@ class RayEmbedder:
                     failed.append(Decoded(position, None, error=str(batch["error"][i])))
                     continue
                 taken = float(batch["taken_at"][i])
+                times = json.loads(batch["times"][i]) if batch["times"][i] else None
                 decoded = Decoded(position, None, int(batch["width"][i]), int(batch["height"][i]),
-                                  None if math.isnan(taken) else taken, sha256=str(batch["sha256"][i]))
-                done.append((decoded, batch["vector"][i]))
+                                  None if math.isnan(taken) else taken, sha256=str(batch["sha256"][i]), times=times)
+                vectors = np.frombuffer(batch["vectors"][i], dtype=np.float32).reshape(-1, self.identity.dim)
+                done.append((decoded, vectors if times is not None else vectors[0]))
             yield EmbeddedBatch(done, failed)

@@ -58,7 +58,8 @@ def save_checkpoint(
         save_file(tensors, str(tmp), metadata=metadata)
         pause_point("checkpoint-save")  # written, not yet in place: the old checkpoint is still whole
         if optimizer_state is not None:
-            torch.save({**optimizer_state, SAVE_ID_KEY: save_id}, optim_tmp)
+            with open(os.open(optim_tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as handle:
+                torch.save({**optimizer_state, SAVE_ID_KEY: save_id}, handle)
             os.replace(optim_tmp, optim)
         else:
             optim.unlink(missing_ok=True)  # an older run's state must not sit beside these weights

@@ -156,6 +156,7 @@ WEB_MAX_UPLOAD_PIXELS = 40_000_000
 WEB_DECODE_SLOTS = 2  # images decoded at once (threads decoding) by the server, for uploads and thumbnails
 # A request body larger than this is refused as it arrives (413), before it is read or stored anywhere.
 WEB_MAX_BODY_BYTES = 20 * 1024 * 1024
+WEB_BODY_SECONDS = 30.0  # a request body must have arrived this long after the server asked for it
 WEB_THUMBNAIL_SIDE = 320
 # Host names a browser may use to reach a server on this machine (with any port): any other Host header is a
 # sign of DNS rebinding and is refused.

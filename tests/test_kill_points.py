@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -19,10 +20,11 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from clipdex.retrieval import config
-from clipdex.retrieval.checkpoint import read_checkpoint_info
+from clipdex.retrieval.checkpoint import optimizer_path, read_checkpoint_info
 from clipdex.retrieval.factory import load_encoder
 from clipdex.retrieval.library import Library
 from clipdex.retrieval.store import IMAGE
+from clipdex.retrieval.training.metrics_log import metrics_path, read_metrics
 from clipdex.retrieval.vector_index import VectorIndex
 from tests.conftest import new_postgres_database
 from tests.test_finetune_watch import QUICK, SAMPLE, _sample_pairs, _write_pairs
@@ -132,11 +134,15 @@ def test_kill_while_a_checkpoint_is_saved_keeps_the_old_one_whole(tmp_path: Path
     first = _clipdex(*common, "--seed", "1")
     assert first.wait(timeout=300) == 0, first.stderr.read()
     before = read_checkpoint_info(out)
-    weights = out.read_bytes()
+    weights, log = out.read_bytes(), metrics_path(out).read_text()
+    for path in (out, optimizer_path(out), metrics_path(out)):  # beside a private checkpoint, private too
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
     process = _clipdex(*common, "--seed", "2", pause="checkpoint-save", marker=marker)
     _wait_for_pause(process, marker)
     assert out.read_bytes() == weights  # the new weights are written elsewhere until they are whole
     _kill(process)
     assert read_checkpoint_info(out) == before
+    assert metrics_path(out).read_text().startswith(log)  # the killed run's log follows the kept one's
+    assert [r["event"] for r in read_metrics(metrics_path(out))][0] == "run"  # read back: the last run alone
     encoder = load_encoder(str(out), None, "cpu")
     assert np.isfinite(next(iter(encoder.model.parameters())).detach().numpy()).all()

@@ -27,12 +27,12 @@ def local_ray():
     ray.shutdown()
 
 
-def _vectors(library_dir: Path) -> dict[str, np.ndarray]:
+def _vectors(library_dir: Path) -> dict[tuple[str, float | None], np.ndarray]:
     library = Library(library_dir)
     out = {}
     for ids, vectors in library.store.vectors(IMAGE, library.require_identity().dim):
         rows = library.store.items(ids)
-        out.update({rows[int(i)]["key"]: v for i, v in zip(ids, vectors)})
+        out.update({(rows[int(i)]["key"], rows[int(i)]["frame_time"]): v for i, v in zip(ids, vectors)})
     return out
 
 
@@ -41,8 +41,11 @@ def test_ray_engine_matches_local_and_reruns_incrementally(local_ray, cli, photo
 
     from clipdex.cli.app import app
 
+    from tests.test_living_library import _sample, write_video
+
     folder = photos(len(SAMPLE_ROWS))
     (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    write_video(folder / "clip.mp4", [(_sample(3), 3), (_sample(9), 3)])  # the engines agree on videos too
     local_dir, ray_dir = tmp_path / "local", tmp_path / "ray"
     runner = CliRunner()
 
@@ -54,10 +57,10 @@ def test_ray_engine_matches_local_and_reruns_incrementally(local_ray, cli, photo
 
     local = index(local_dir)
     distributed = index(ray_dir, "--engine", "ray")
-    assert distributed["added"] == local["added"] == len(SAMPLE_ROWS)
+    assert distributed["added"] == local["added"] == len(SAMPLE_ROWS) + 1
     assert [f["path"] for f in distributed["failed"]] == [f["path"] for f in local["failed"]] == [str(folder / "broken.jpg")]
     a, b = _vectors(local_dir), _vectors(ray_dir)
-    assert a.keys() == b.keys()
+    assert a.keys() == b.keys() and sum(path.endswith("clip.mp4") for path, _ in a) >= 2  # a vector a frame
     cosines = np.array([float(a[k] @ b[k]) for k in a])
     assert cosines.min() >= 0.9999
     hashed = {s.path: s.sha256 for s in Library(ray_dir).store.images()}  # by the actors, from the bytes read
@@ -66,4 +69,4 @@ def test_ray_engine_matches_local_and_reruns_incrementally(local_ray, cli, photo
 
     (folder / sorted(p.name for p in folder.iterdir())[0]).unlink()
     again = index(ray_dir, "--engine", "ray")
-    assert (again["added"], again["removed"], again["unchanged"]) == (0, 1, len(SAMPLE_ROWS) - 1)
+    assert (again["added"], again["removed"], again["unchanged"]) == (0, 1, len(SAMPLE_ROWS))

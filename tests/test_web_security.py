@@ -29,7 +29,7 @@ from clipdex.cli.web import create_app
 from clipdex.retrieval import config
 from clipdex.retrieval.library import Library
 from tests.conftest import SAMPLE_ROWS
-from tests.test_web import LOCAL, live_server
+from tests.test_web import LOCAL, _response_head, live_server
 
 EVIL = "http://evil.example"
 
@@ -189,6 +189,18 @@ def test_the_pixel_cap_is_configurable(library: Library) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ 2. body size
+
+
+def test_a_half_sent_body_is_refused_after_the_time_limit(library: Library) -> None:
+    """A client that declares 1,000 bytes and sends 80 must not hold the connection (and a worker) for ever."""
+    app = create_app(library, "cpu", body_seconds=1)
+    with live_server(app) as port, socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.settimeout(20)  # far past the server's limit: a hang fails here
+        sock.sendall(b"POST /api/captions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+                     b"Content-Length: 1000\r\n\r\n"
+                     b'--x\r\nContent-Disposition: form-data; name="file"; filename="c.txt"\r\n\r\na caption')
+        answer = _response_head(sock)
+    assert answer.startswith(b"HTTP/1.1 408") and b"not received within 1 s" in answer, answer[:300]
 
 
 def test_chunked_body_is_cut_off_once_over_the_limit(library: Library) -> None:

@@ -4,6 +4,9 @@ scalars too when `tensorboard` happens to be installed."""
 from __future__ import annotations
 
 import json
+import os
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +16,29 @@ def metrics_path(checkpoint: Path) -> Path:
 
 
 class MetricsLog:
-    """Appends records and flushes each one, so a run killed at any point leaves every finished line readable."""
+    """Appends records and flushes each one, so a run killed at any point leaves every finished line readable.
+
+    Runs written to one checkpoint path follow each other in its log, each opened by a "run" record: a new run
+    that is killed early must not cost the log of the checkpoint still in place. A resumed run continues the
+    interrupted run's records."""
 
     def __init__(self, path: Path, resume_after_step: int | None = None) -> None:
         self.path = path
-        self.records: list[dict[str, Any]] = []
-        if resume_after_step is not None and path.is_file():  # continue the interrupted run's log
-            self.records = [r for r in read_metrics(path) if r.get("step", 0) <= resume_after_step]
+        earlier = _read_lines(path) if path.is_file() else []
+        start = _last_run_start(earlier)
+        if resume_after_step is not None:  # continue the interrupted run's log
+            self.records = [r for r in earlier[start:] if r.get("step", 0) <= resume_after_step]
+            earlier = earlier[:start]
+        else:
+            self.records = [{"event": "run", "step": 0, "started": time.time()}]
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(r) + "\n" for r in self.records)
+        tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+        try:
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as handle:
+                handle.writelines(json.dumps(r) + "\n" for r in [*earlier, *self.records])
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
         self._handle = path.open("a", encoding="utf-8")
         self._board = _tensorboard(path.with_name(path.stem + ".tensorboard"))
 
@@ -41,14 +57,25 @@ class MetricsLog:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The records of a log; a line cut short by a crash is skipped."""
+    """The records of the log's last run (see MetricsLog); a line cut short by a crash is skipped."""
+    records = _read_lines(path)
+    return records[_last_run_start(records):]
+
+
+def _read_lines(path: Path) -> list[dict[str, Any]]:
     records = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except ValueError:
             continue
+        if isinstance(record, dict):
+            records.append(record)
     return records
+
+
+def _last_run_start(records: list[dict[str, Any]]) -> int:
+    return max((i for i, r in enumerate(records) if r.get("event") == "run"), default=0)
 
 
 def _scalars(record: dict[str, Any], prefix: str):
