@@ -89,6 +89,9 @@ def _print_hits(hits, as_json: bool, title: str) -> None:
     else:
         label = "path" if hits[0].kind == "image" else "caption"
         rows = [[n, hit.score, hit.label] for n, hit in enumerate(hits, 1)]
+        if hits[0].kind != "image" and any(hit.source != "corpus" for hit in hits):  # where each caption came from
+            print_table(title, ["#", "score", label, "from"], [[*row, hit.source] for row, hit in zip(rows, hits)])
+            return
         if any(hit.ocr for hit in hits):  # the words found in the photo, beside it
             print_table(title, ["#", "score", label, "text"], [[*row, hit.ocr or ""] for row, hit in zip(rows, hits)])
         else:
@@ -124,6 +127,14 @@ def index(
         False, "--ocr", help="Also read the text in images (OCR) for full-text search; remembered by the library, "
         "and on an existing library it reads the images not read yet.",
     ),
+    tags: bool = typer.Option(
+        False, "--tags", help="Also tag images with concepts of a vocabulary (search --tag, clipdex tags); remembered "
+        "by the library, and on an existing library it tags the images not tagged yet.",
+    ),
+    vocabulary: Optional[str] = typer.Option(
+        None, "--vocabulary", help="With --tags: a file of concepts to tag with, one a line ('#' comments), or "
+        "'builtin'; remembered (default: the library's list, else the built-in list of photo concepts).",
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Embed new and changed images under PATHS; moved files keep their vectors, deleted ones leave.
@@ -137,7 +148,7 @@ def index(
             library, paths or [], model=model, pretrained=pretrained, reembed=reembed, device=device,
             precision=precision, batch_size=batch_size, workers=workers, exclude=exclude, hidden=hidden,
             index_type=index_type, engine=engine, ray_address=ray_address, export_text=export, ocr=ocr,
-            progress=start,
+            tags=tags, vocabulary=vocabulary, progress=start,
         )
     if as_json:
         print_json({k: v for k, v in report.as_json().items() if k != "notes"})
@@ -145,10 +156,13 @@ def index(
         if report.reembedded:
             say(f"re-embedded {report.reembedded['images']} images and {report.reembedded['captions']} captions "
                 f"with {library.require_identity().describe()}")
-        say(f"added {report.added}, updated {report.updated}, moved {report.moved}, removed {report.removed}, "
-            f"unchanged {report.unchanged}, failed {len(report.failed)} in {report.seconds:.1f}s")
+        if paths or reembed:
+            say(f"added {report.added}, updated {report.updated}, moved {report.moved}, removed {report.removed}, "
+                f"unchanged {report.unchanged}, failed {len(report.failed)} in {report.seconds:.1f}s")
         if report.ocr:
             say(f"read text in {report.ocr['read']} images; {report.ocr['with_text']} hold some")
+        if report.tags:
+            say(f"tagged {report.tags['tagged']} images; {report.tags['with_tags']} have tags")
         for failure in report.failed:
             say(f"  skipped {failure['path']}: {failure['error']}")
     print_notes(report.notes)
@@ -180,6 +194,7 @@ def search(
     image: Optional[Path] = typer.Option(None, "--image", "-i", help="Search with an image (added as a term)."),
     top_k: int = typer.Option(config.DEFAULT_TOP_K, "--top-k", "-k", min=1, help="How many results."),
     folder: Optional[Path] = typer.Option(None, "--in", help="Only images under this folder."),
+    tag: list[str] = typer.Option([], "--tag", help="Only images with this tag (index --tags; repeatable: all of them)."),
     after: Optional[str] = typer.Option(None, "--after", help="Only photos taken on or after this date."),
     before: Optional[str] = typer.Option(None, "--before", help="Only photos taken before this date."),
     min_score: Optional[float] = typer.Option(
@@ -209,7 +224,7 @@ def search(
     if not parsed:
         raise ClipdexError("give TEXT, or --image FILE, or both")
     filters = Filters(
-        str(folder) if folder else None, _date(after, "--after"), _date(before, "--before"), min_score
+        str(folder) if folder else None, _date(after, "--after"), _date(before, "--before"), min_score, tuple(tag)
     )
     hits = api.search(library_of(ctx), parsed, top_k, filters, device, precision, mode, sort)
     print_notes(hits.notes)
@@ -225,13 +240,34 @@ def captions(
     ctx: typer.Context,
     image: Path = typer.Argument(..., help="The image to describe."),
     top_k: int = typer.Option(config.DEFAULT_TOP_K, "--top-k", "-k", min=1, help="How many captions."),
+    source: str = typer.Option(
+        "auto", "--from", help="corpus (captions added with add-captions), builtin (the vocabulary of photo "
+        "concepts, or the library's own from index --tags --vocabulary), all, or auto: the corpus when there is one.",
+    ),
     device: str = DeviceOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Captions from the library's corpus ranked by how well they describe IMAGE (image→text)."""
+    """Captions that describe IMAGE best (image→text): from the library's corpus, or the built-in vocabulary."""
     from clipdex import api
 
-    _print_hits(api.captions(library_of(ctx), image, top_k, device), as_json, f"captions for {image}")
+    with progress_tasks(enabled=not as_json) as start:
+        hits = api.captions(library_of(ctx), image, top_k, device, source, start)
+    print_notes(hits.notes)
+    _print_hits(hits, as_json, f"captions for {image}")
+
+
+@app.command("tags")
+def tags_command(ctx: typer.Context, as_json: bool = JsonOption) -> None:
+    """The tags of the library's images (index --tags), the most common first, with how many files hold each."""
+    from clipdex import api
+
+    counted = api.tags(library_of(ctx))
+    if as_json:
+        print_json([{"tag": tag, "count": count} for tag, count in counted])
+    elif not counted:
+        say("no tags: run `clipdex index --tags` to tag the library's images")
+    else:
+        print_table("tags", ["tag", "files"], [[tag, count] for tag, count in counted])
 
 
 @app.command("add-captions")

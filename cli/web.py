@@ -31,7 +31,7 @@ from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.images import read_image
 from clipdex.retrieval.library import Library
 from clipdex.retrieval.query import Filters, Searcher
-from clipdex.retrieval.store import CAPTION, IMAGE
+from clipdex.retrieval.store import IMAGE
 from clipdex.retrieval.terms import parse_terms, split_query
 from clipdex.retrieval.video import frame_at
 
@@ -229,9 +229,10 @@ def create_app(
         sort: Literal["score", "date"] = Query("score", description="date: the same matches, newest first"),
         after: Optional[datetime] = Query(None, description="Only photos taken on or after this date"),
         before: Optional[datetime] = Query(None, description="Only photos taken before this date"),
+        tag: list[str] = Query([], description="Only images with every one of these tags (index --tags)"),
     ) -> list[dict]:
         terms = parse_terms(split_query(q), files=False)  # refuses over-long queries before any work
-        filters = Filters(after=_seconds(after), before=_seconds(before))
+        filters = Filters(after=_seconds(after), before=_seconds(before), tags=tuple(tag))
         with lock:
             return [hit.as_json() for hit in engine.search(terms, k, filters, mode, sort)]
 
@@ -244,10 +245,21 @@ def create_app(
         item(item_id)
         return hits(library.store.vector(item_id)[1], IMAGE, k)
 
-    @app.get("/api/items/{item_id}/captions", summary="Corpus captions that describe a library image")
-    def captions(item_id: ItemId, k: int = Query(5, ge=1, le=1000)) -> list[dict]:
+    @app.get("/api/items/{item_id}/captions", summary="Captions that describe a library image (as `clipdex captions`)")
+    def captions(
+        item_id: ItemId,
+        k: int = Query(5, ge=1, le=1000),
+        source: Literal["auto", "corpus", "builtin", "all"] = Query("auto", alias="from",
+                                                                     description="As `clipdex captions --from`"),
+    ) -> list[dict]:
         item(item_id)
-        return hits(library.store.vector(item_id)[1], CAPTION, k)
+        with lock:
+            return [hit.as_json() for hit in engine.captions(library.store.vector(item_id)[1], k, source)]
+
+    @app.get("/api/tags", summary="The library's tags with how many files hold each (as `clipdex tags --json`)")
+    def tags() -> list[dict]:
+        with lock:
+            return [{"tag": tag, "count": count} for tag, count in library.store.tag_counts()]
 
     @app.post("/api/captions", summary="Add captions (txt: one a line; csv/jsonl with a caption field)")
     def add_captions(file: UploadFile = File(...)) -> dict:

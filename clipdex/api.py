@@ -77,23 +77,42 @@ def index(
     ray_address: str | None = None,
     export_text: bool = True,
     ocr: bool = False,
+    tags: bool = False,
+    vocabulary: Path | str | None = None,
     progress: Progress | None = None,
 ):
     """Embed new and changed images under `paths` (and, with `reembed`, the whole library with `model` first).
 
     With `ocr` (remembered by the library, so later runs do it too) the text in images not read yet is then read
-    and kept for full-text search. Unless `export_text` is False, the model is prepared for torch-free runs (its
+    and kept for full-text search. With `tags` (remembered too) every image not tagged yet is tagged with the
+    library's vocabulary: `vocabulary`, a file of concepts one a line ("builtin": the built-in list), else the
+    list it tags with already, else the built-in one. Unless
+    `export_text` is False, the model is prepared for torch-free runs (its
     towers exported: a named step, once per model, kept in the user cache folder)."""
     from clipdex.indexer.ocr_pass import read_text_in_images
     from clipdex.retrieval.ocr import require_ocr
     from clipdex.indexer.pipeline import IndexReport, index_folders
+    from clipdex.retrieval.vocabulary import BUILTIN_NAME, read_concepts
 
-    if not paths and not reembed and not ocr:
-        raise ClipdexError("give one or more folders to index (or --reembed --model M, or --ocr)")
-    if not paths and not reembed:  # `index --ocr` on a library: read the text in the images not read yet
-        read = read_text_in_images(library, progress)
-        return IndexReport(failed=read.failed, interrupted=read.interrupted,
-                           ocr={"read": read.read, "with_text": read.with_text})
+    if vocabulary is not None and not tags:
+        raise ClipdexError("--vocabulary names the concepts to tag with: give it with --tags")
+    if not paths and not reembed and not ocr and not tags:
+        raise ClipdexError("give one or more folders to index (or --reembed --model M, --ocr or --tags)")
+    # A list given now replaces the library's (built-in: "builtin"); none keeps it, or starts with the built-in one.
+    concepts = read_concepts(Path(vocabulary)) if vocabulary not in (None, BUILTIN_NAME) else None  # before any work
+    retag = tags and (vocabulary is not None or not library.store.tags_enabled)
+    if not paths and not reembed:  # `index --ocr` / `--tags` on a library: only what is not done yet
+        report = IndexReport()
+        if ocr:
+            read = read_text_in_images(library, progress)
+            report.failed, report.interrupted = read.failed, read.interrupted
+            report.ocr = {"read": read.read, "with_text": read.with_text}
+        if tags and not report.interrupted:
+            if retag:
+                with library.writer():
+                    library.store.enable_tags(concepts)
+            _tag(library, device, report, progress)
+        return report
     if reembed and model is None:
         raise ClipdexError("--reembed needs --model: the model to re-embed the library with")
     model_of = _OnDemand(
@@ -113,6 +132,8 @@ def index(
             require_ocr()
         if ocr:  # remembered first, so this run's decoding already asks the text gate
             library.store.enable_ocr()
+        if retag:
+            library.store.enable_tags(concepts)
         bound = library.identity
         if reembed and bound is not None and not bound.same_model(model_of().identity):
             from clipdex.indexer.reembed import reembed_library  # imports torch: only for a re-embed
@@ -132,6 +153,8 @@ def index(
             report.ocr = {"read": read.read, "with_text": read.with_text}
             report.failed += read.failed
             report.interrupted = read.interrupted
+        if library.store.tags_enabled and not report.interrupted:
+            _tag(library, device, report, progress)
     if model_of.value is not None:
         report.notes[:0] = model_of.value.notes
     if export_text and not report.interrupted:
@@ -139,6 +162,14 @@ def index(
         if loaded is not None and loaded.runs_torch:  # a prepared model has its text tower already
             report.notes += export_text_tower(loaded, progress)
     return report
+
+
+def _tag(library: Library, device: str, report, progress: Progress | None) -> None:
+    from clipdex.indexer.tag_pass import tag_images
+
+    done = tag_images(library, device, progress)
+    report.tags = {"tagged": done.tagged, "with_tags": done.with_tags}
+    report.interrupted = report.interrupted or done.interrupted
 
 
 class _OnDemand:
@@ -228,12 +259,19 @@ def search(
     return Hits(hits, searcher.notes)
 
 
-def captions(library: Library, image, k: int = config.DEFAULT_TOP_K, device: str = "auto") -> Hits:
-    """Corpus captions ranked by how well they describe `image` (a path or a PIL image): image→text."""
+def captions(library: Library, image, k: int = config.DEFAULT_TOP_K, device: str = "auto",
+             source: str = "auto", progress: Progress | None = None) -> Hits:
+    """Captions ranked by how well they describe `image` (a path or a PIL image): image→text, from the corpus
+    or the vocabulary (`source`: auto, corpus, builtin or all; each hit says where it came from)."""
     from clipdex.retrieval.query import Searcher
 
-    searcher = Searcher(library, device)
-    return Hits(searcher.captions(image, k), searcher.notes)
+    searcher = Searcher(library, device, progress=progress)
+    return Hits(searcher.captions(image, k, source), searcher.notes)
+
+
+def tags(library: Library) -> list[tuple[str, int]]:
+    """(tag, how many files hold it), the most common first; empty when the library is not tagged."""
+    return library.store.tag_counts()
 
 
 def add_captions(library: Library, captions: Sequence[str] | Path | str, device: str = "auto"):

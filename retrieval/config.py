@@ -71,6 +71,19 @@ HYBRID_CANDIDATES = 200  # CLIP and full-text rankings this deep are fused
 RRF_K = 60  # reciprocal rank fusion: score = sum of 1 / (RRF_K + rank) over the rankings an item is in
 OCR_SNIPPET_CHARS = 80  # the recognised text shown with a hit that matched it
 
+# Vocabulary and tags (captions --from builtin, index --tags): concepts of at most this many characters, at most
+# this many of them; prompts embedded per encoder call. A photo's tags are the concepts whose probability under
+# CLIP's softmax over the vocabulary (at the model's logit scale) reaches TAG_MIN_PROBABILITY, the likeliest
+# TAG_MAX_PER_IMAGE at most. Models whose logit scale is unknown (exports made before it was recorded) use CLIP's.
+VOCABULARY_MAX_CHARS = 60
+VOCABULARY_MAX_CONCEPTS = 20_000
+VOCABULARY_BATCH = 512
+TAG_MIN_PROBABILITY = 0.15
+TAG_MAX_PER_IMAGE = 5
+TAG_BATCH = 2_000  # images tagged per committed batch
+DEFAULT_LOGIT_SCALE = 100.0
+CAPTION_SOURCES = ("auto", "corpus", "builtin", "all")
+
 # Hugging Face hub host: resolved once, briefly, to decide whether downloads are possible at all.
 HF_HUB_HOST = "huggingface.co"
 HUB_PROBE_SECONDS = 1.5

@@ -117,6 +117,12 @@ class Encoder:
         ends = (tokens == eos).int().argmax(dim=-1) if model.text_pool_type == "eos" else tokens.argmax(dim=-1)
         return self.text_forward(tokens[:, : int(ends.max()) + 1])
 
+    @property
+    def logit_scale(self) -> float:
+        """The temperature CLIP's softmax over captions was trained at (exp of the learnt log scale)."""
+        scale = getattr(self.model, "logit_scale", None)
+        return float(scale.detach().exp()) if isinstance(scale, torch.Tensor) else config.DEFAULT_LOGIT_SCALE
+
     def text_forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Unit text vectors for tokens of any length up to the context (the graph the ONNX export traces)."""
         from open_clip.transformer import text_global_pool

@@ -44,6 +44,7 @@ class Library:
         self._encoder = None
         self._encoder_settings: tuple[str, str] | None = None  # (device, precision) it was loaded for
         self._text_encoder = None
+        self._vocabulary = None  # (encoder, concepts, Vocabulary): made again when either changes
         self._writing = 0
 
     @contextmanager
@@ -147,6 +148,18 @@ class Library:
                 return self._text_encoder
         return self.encoder(device, precision)
 
+    def vocabulary(self, device: str = "auto", precision: str = "fp32", progress=None):
+        """The concepts this library describes and tags images with (its own list, given with `index --tags
+        --vocabulary`, else the built-in one) in its model's space; needs only the text tower."""
+        from clipdex.retrieval.vocabulary import load_vocabulary
+
+        concepts = self.store.tag_concepts()
+        encoder = self.text_encoder(device, precision)
+        held = self._vocabulary
+        if held is None or held[0] is not encoder or held[1] != concepts:
+            self._vocabulary = (encoder, concepts, load_vocabulary(encoder, concepts, progress))
+        return self._vocabulary[2]
+
     def use_encoder(self, encoder, settings: tuple[str, str] | None = None) -> None:
         """Use an already-loaded model (checked against the binding, which it sets on a new library); `settings`
         (device, precision) are what it was loaded for, so a later `encoder()` with them reuses it."""
@@ -158,7 +171,7 @@ class Library:
     def forget_model(self) -> None:
         """Drop the loaded model and cached indexes: after the binding changed underneath them, or so that a
         process idling between batches (watch) holds only what its next batch loads again."""
-        self._encoder = self._text_encoder = None
+        self._encoder = self._text_encoder = self._vocabulary = None
         self.indexes.clear()
 
     # ------------------------------------------------------------------------------------------ index

@@ -7,6 +7,7 @@ place, so `items` is rebuilt under its new definition with every row copied.
 Version 3 → 4: each file's real path (filled in by the next index run: until then a row is served only at its
 own path, as before); on SQLite ids are never reused (AUTOINCREMENT, which also needs the rebuild), starting
 past every id ever given.
+Version 4 → 5: tags (a table, and which vocabulary each row was tagged with; nothing is tagged yet).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from clipdex.retrieval import fulltext
-from clipdex.retrieval.schema import items_table, staged_table
+from clipdex.retrieval.schema import items_table, staged_table, tags_table
 
 _V2_COLUMNS = "id, kind, key, sha256, size, mtime, width, height, taken_at, vector, generation"
 _V3_COLUMNS = _V2_COLUMNS + ", frame, frame_time, ocr_text, ocr_words"
@@ -51,6 +52,10 @@ def migrate(conn: Connection, found: str) -> None:
                           "FROM items), 0), coalesce((SELECT max(id) FROM tombstones), 0))"))
     else:  # PostgreSQL's sequences never hand out an id twice
         conn.execute(text("ALTER TABLE items ADD COLUMN IF NOT EXISTS real_path TEXT"))
+    if conn.dialect.name != "sqlite" or "tags_key" not in _columns(conn):  # (a v3 rebuild above has it already)
+        conn.execute(text(f"ALTER TABLE items ADD COLUMN {'IF NOT EXISTS ' if conn.dialect.name != 'sqlite' else ''}"
+                          f"tags_key VARCHAR(64)"))
+    tags_table.create(conn, checkfirst=True)
 
 
 def _columns(conn: Connection) -> set[str]:

@@ -89,7 +89,8 @@ def export_text_tower(encoder, precision: str = "auto") -> ExportResult:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         export_graph(TextTower(), example, tmp["fp32"], "tokens", {0: batch, 1: length})
-        described = description("text", encoder.identity, clipdex_context_length=str(encoder.context_length))
+        described = description("text", encoder.identity, clipdex_context_length=str(encoder.context_length),
+                                clipdex_logit_scale=repr(encoder.logit_scale))
         write_description(tmp["fp32"], {**described, "clipdex_precision": "fp32"})
         probe = [*PROBE_TEXTS, *_probe_captions()]
         reference = encoder.encode_texts(probe)
@@ -152,6 +153,7 @@ class OnnxTextEncoder:
         self.tokenizer = tokenizer
         self.context_length = tokenizer.context_length
         self.notes: list[str] = []
+        self.logit_scale = config.DEFAULT_LOGIT_SCALE  # CLIP's softmax temperature, as the export recorded it
         # People repeat and refine queries (and a page reload asks again): recent ones are answered from memory.
         self._one = functools.lru_cache(maxsize=config.QUERY_CACHE_TEXTS)(self._encode_one)
 
@@ -167,7 +169,9 @@ class OnnxTextEncoder:
             metadata = opened.get_modelmeta().custom_metadata_map
             if not describes(metadata, "text", identity):
                 return None
-            return cls(opened, identity, BpeTokenizer(merges, int(metadata["clipdex_context_length"])))
+            found = cls(opened, identity, BpeTokenizer(merges, int(metadata["clipdex_context_length"])))
+            found.logit_scale = float(metadata.get("clipdex_logit_scale", config.DEFAULT_LOGIT_SCALE))
+            return found
         except Exception:  # no onnxruntime, or a damaged file: not worth failing a query over
             return None
 

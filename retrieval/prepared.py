@@ -55,6 +55,10 @@ class PreparedModel:
         return self.text.context_length
 
     @property
+    def logit_scale(self) -> float:
+        return self.text.logit_scale
+
+    @property
     def image_size(self) -> int:
         return self.preprocess.size
 

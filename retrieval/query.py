@@ -39,6 +39,8 @@ class Hit:
     taken: float | None = None  # an image's date: EXIF DateTimeOriginal, else the file's mtime (POSIX seconds)
     width: int | None = None
     height: int | None = None
+    tags: list[str] | None = None  # an image's tags, when the library tags its images (index --tags)
+    source: str = "corpus"  # a caption's: the library's corpus, or "builtin" (a concept of the vocabulary)
 
     @property
     def label(self) -> str:
@@ -47,11 +49,13 @@ class Hit:
 
     def as_json(self) -> dict:
         if self.kind != IMAGE:
-            return {"id": self.id, "caption": self.caption, "score": round(self.score, 6)}
+            return {"id": self.id, "caption": self.caption, "score": round(self.score, 6), "source": self.source}
         found = {"id": self.id, "path": self.path, "score": round(self.score, 6), "taken": _iso(self.taken),
                  "width": self.width, "height": self.height}
         if self.time is not None:
             found["time"] = self.time
+        if self.tags is not None:
+            found["tags"] = self.tags
         return {**found, "ocr": self.ocr} if self.ocr is not None else found
 
 
@@ -81,6 +85,7 @@ class Filters:
     after: float | None = None  # photo date (EXIF, else mtime), POSIX seconds, inclusive
     before: float | None = None  # exclusive
     min_score: float | None = None
+    tags: tuple[str, ...] = ()  # items holding every one of these tags (index --tags)
 
     def __post_init__(self) -> None:
         if self.folder is not None:
@@ -98,16 +103,17 @@ class Filters:
 
     @property
     def restricts_items(self) -> bool:
-        return any(v is not None for v in (self.folder, self.after, self.before))
+        return bool(self.tags) or any(v is not None for v in (self.folder, self.after, self.before))
 
 
 class Searcher:
     """Queries over one library with its bound model; the model is loaded on the first query that needs it."""
 
-    def __init__(self, library: Library, device: str = "auto", precision: str = "fp32") -> None:
+    def __init__(self, library: Library, device: str = "auto", precision: str = "fp32", progress=None) -> None:
         self.library = library
         self.device = device
         self.precision = precision
+        self.progress = progress  # shows the one long step a query may take: embedding the vocabulary
         self.notes: list[str] = []  # things the user should know about how a query was read
 
     @property
@@ -168,7 +174,8 @@ class Searcher:
         index = self.library.vector_index(kind)
         allowed = None
         if filters.restricts_items:
-            allowed = self.library.store.ids_matching(kind, filters.folders, filters.after, filters.before)
+            allowed = self.library.store.ids_matching(kind, filters.folders, filters.after, filters.before,
+                                                      filters.tags)
         if index.count == 0 or (allowed is not None and len(allowed) == 0):
             return []
         scores, ids = index.search(vector[None, :], k, allowed)
@@ -178,7 +185,9 @@ class Searcher:
         return found
 
     def _hits(self, found: Sequence[tuple[int, float]], kind: str, words: Sequence[str] = ()) -> list[Hit]:
-        rows = self.library.store.items([i for i, _ in found])
+        store = self.library.store
+        rows = store.items([i for i, _ in found])
+        tags = store.tags_of(list(rows)) if kind == IMAGE and store.tags_enabled else None
         hits = []
         for item_id, score in found:
             row = rows.get(item_id)
@@ -190,7 +199,7 @@ class Searcher:
             text = snippet(row["ocr_text"], words) if words and row["ocr_text"] else None
             taken = row["taken_at"] if row["taken_at"] is not None else row["mtime"]
             hits.append(Hit(item_id, kind, score, path=row["key"], ocr=text, taken=taken, width=row["width"],
-                            height=row["height"], time=row["frame_time"]))
+                            height=row["height"], time=row["frame_time"], tags=tags and tags[item_id]))
         return hits
 
     def search(
@@ -233,7 +242,8 @@ class Searcher:
             excluded = {i for i, _ in store.text_search(unwanted, images, images)}
             found = [(i, r) for i, r in found if i not in excluded]
         if filters.restricts_items and found:
-            allowed = set(store.ids_matching(IMAGE, filters.folders, filters.after, filters.before).tolist())
+            allowed = set(store.ids_matching(IMAGE, filters.folders, filters.after, filters.before,
+                                             filters.tags).tolist())
             found = [(i, r) for i, r in found if i in allowed]
         return found
 
@@ -245,7 +255,7 @@ class Searcher:
         text = self._text_matches(words, unwanted, filters, images) if words else []
         if not text:
             return self.nearest(vector, IMAGE, k, filters)
-        unfiltered = Filters(filters.folder, filters.after, filters.before)  # --min-score is applied after fusion
+        unfiltered = Filters(filters.folder, filters.after, filters.before, tags=filters.tags)  # --min-score: after fusion
         clip = self._ranked(vector, IMAGE, max(k, config.HYBRID_CANDIDATES), unfiltered)
         cosine = dict(clip)
         missing = [i for i, _ in text if i not in cosine]  # text matches CLIP ranked too low to list
@@ -262,5 +272,21 @@ class Searcher:
     def search_image(self, image: Image.Image | Path | str, k: int = 10, filters: Filters | None = None) -> list[Hit]:
         return self.nearest(self.image_vector(image), IMAGE, k, filters)
 
-    def captions(self, image: Image.Image | Path | str, k: int = 10) -> list[Hit]:
-        return self.nearest(self.image_vector(image), CAPTION, k)
+    def captions(self, image: Image.Image | Path | str | np.ndarray, k: int = 10, source: str = "auto") -> list[Hit]:
+        """Captions for an image (or an image vector) from the library's corpus, the vocabulary, or both (by
+        cosine). "auto": the corpus when the library has one, else the vocabulary."""
+        if source not in config.CAPTION_SOURCES:
+            raise ClipdexError(f"--from takes one of {', '.join(config.CAPTION_SOURCES)}, not {source!r}")
+        corpus = self.library.vector_index(CAPTION).count
+        if source == "auto":
+            source = "corpus" if corpus else "builtin"
+        if source == "corpus" and not corpus:
+            raise ClipdexError("the library has no caption corpus: add one with `clipdex add-captions FILE`, "
+                               "or describe with the built-in vocabulary (--from builtin)")
+        vector = image if isinstance(image, np.ndarray) else self.image_vector(image)
+        hits = self.nearest(vector, CAPTION, k) if source in ("corpus", "all") else []
+        if source in ("builtin", "all"):
+            vocabulary = self.library.vocabulary(self.device, self.precision, self.progress)
+            hits += [Hit(0, CAPTION, score, caption=concept, source="builtin")
+                     for concept, score in vocabulary.describe(vector, k)]
+        return sorted(hits, key=lambda hit: -hit.score)[:k]

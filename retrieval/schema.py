@@ -21,8 +21,8 @@ from sqlalchemy import (
 )
 
 # 2: staged vectors record their source; 3: OCR text, full-text index, video frames; 4: a file's real path, ids
-# never reused (SQLite AUTOINCREMENT)
-SCHEMA_VERSION = 4
+# never reused (SQLite AUTOINCREMENT); 5: tags
+SCHEMA_VERSION = 5
 IMAGE, CAPTION = "image", "caption"  # the kinds of item
 
 metadata = MetaData()
@@ -49,6 +49,7 @@ items_table = Table(
     Column("ocr_words", Text),  # what the full-text index reads of it (fulltext.searchable_words)
     Column("vector", LargeBinary, nullable=False),
     Column("generation", BigInteger, nullable=False, index=True),
+    Column("tags_key", String(64)),  # the vocabulary (in the model's space) its tags came from; NULL: not tagged
     UniqueConstraint("kind", "key", "frame"),
     sqlite_autoincrement=True,  # a deleted item's id is never given to another (bookmarked /api/items/N links)
 )
@@ -66,6 +67,13 @@ staged_table = Table(  # vectors from a model the library is being re-embedded w
     Column("fingerprint", String(128), nullable=False),
     Column("source", String(64), nullable=False),  # sha256 of the image bytes embedded ("" for captions)
     Column("vector", LargeBinary, nullable=False),
+)
+tags_table = Table(  # index --tags: an image's (a video frame's) likeliest concepts of the library's vocabulary
+    "tags",
+    metadata,
+    Column("item_id", Integer, primary_key=True, autoincrement=False),
+    Column("tag", Text, primary_key=True, index=True),
+    Column("score", Float, nullable=False),  # its probability under CLIP's softmax over the vocabulary
 )
 failures_table = Table(
     "failures",

@@ -26,6 +26,7 @@ from clipdex.retrieval.identity import ModelIdentity
 from clipdex.retrieval.migrations import migrate
 from clipdex.retrieval.pause import pause_point
 from clipdex.retrieval.staging import StagingStore
+from clipdex.retrieval.tagging import TagStore
 from clipdex.retrieval.schema import (
     CAPTION,
     IMAGE,
@@ -34,6 +35,7 @@ from clipdex.retrieval.schema import (
     items_table,
     meta_table,
     metadata,
+    tags_table,
     to_blob,
     tombstones_table,
 )
@@ -63,6 +65,7 @@ class NewItem:
     height: int | None = None
     taken_at: float | None = None
     ocr_text: str | None = None  # new content: not read yet
+    tags_key: str | None = None  # … nor tagged
     ocr_words: str | None = None
     frame: int = 0  # a video's frames share its key: 0, 1, … with their moment in seconds
     frame_time: float | None = None
@@ -77,7 +80,7 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-class Store(fulltext.TextStore, StagingStore):
+class Store(fulltext.TextStore, StagingStore, TagStore):
     """Items (images and captions) with their vectors, the model binding and the write generation."""
 
     def __init__(self, url: str) -> None:
@@ -205,6 +208,7 @@ class Store(fulltext.TextStore, StagingStore):
                     kinds = dict(conn.execute(found).all())
                     conn.execute(delete(tombstones_table).where(tombstones_table.c.id.in_(list(kinds))))
                     conn.execute(delete(items_table).where(c.id.in_(list(kinds))))
+                    conn.execute(delete(tags_table).where(tags_table.c.item_id.in_(list(kinds))))
                     if kinds:
                         conn.execute(
                             tombstones_table.insert(),
@@ -222,6 +226,8 @@ class Store(fulltext.TextStore, StagingStore):
                         .values(real_path=bindparam("real")),
                         [{"path": path, "real": real} for path, real in relinks],
                     )
+                if updates:  # new content: its tags described the old one
+                    conn.execute(delete(tags_table).where(tags_table.c.item_id.in_([i for i, _ in updates])))
                 for item_id, item in updates:
                     conn.execute(
                         update(items_table).where(items_table.c.id == item_id).values(**self._row(item, generation))
@@ -319,10 +325,12 @@ class Store(fulltext.TextStore, StagingStore):
                 yield ids, matrix
 
     def ids_matching(
-        self, kind: str, folders: Sequence[str] = (), after: float | None = None, before: float | None = None
+        self, kind: str, folders: Sequence[str] = (), after: float | None = None, before: float | None = None,
+        tags: Sequence[str] = (),
     ) -> np.ndarray:
         """Ids of items under any of `folders` (by the path the user reached them through, or by their real path)
-        whose photo date (EXIF DateTimeOriginal, else file mtime) lies in [after, before).
+        whose photo date (EXIF DateTimeOriginal, else file mtime) lies in [after, before), holding every tag of
+        `tags` (exactly: a tag is a concept of the vocabulary).
 
         Prefixes are compared exactly, byte for byte, on every database: `LIKE` ignores case on SQLite and gives
         `%` and `_` a meaning, so a folder `Photos` would have matched `photos`."""
@@ -338,6 +346,8 @@ class Store(fulltext.TextStore, StagingStore):
             query = query.where(taken >= after)
         if before is not None:
             query = query.where(taken < before)
+        for tag in tags:
+            query = query.where(c.id.in_(select(tags_table.c.item_id).where(tags_table.c.tag == tag)))
         with self.db.connect() as conn:
             return np.asarray(conn.execute(query).scalars().all(), dtype=np.int64)
 

@@ -1,0 +1,149 @@
+"""The vocabulary: photo concepts that describe an image (`captions --from builtin`) and tag it (`index --tags`)
+on a library that has no caption corpus of its own.
+
+Each concept is embedded as the normalised mean of a few prompt templates (the CLIP paper's prompt ensembling:
+"a photo of a dog." and its variants agree better with photos than the bare word), once per model and concept
+list, and kept in the model cache; with a prepared model this needs no torch."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from clipdex.retrieval import config
+from clipdex.retrieval.errors import ClipdexError
+
+BUILTIN = Path(__file__).with_name("vocabulary.txt")
+BUILTIN_NAME = "builtin"
+
+# Written here after the CLIP paper's ensembling: photo-like phrasings of one concept, averaged. {a}: the concept
+# with its article ("an owl"), {c}: the concept alone.
+TEMPLATES = (
+    "a photo of {a}.",
+    "a photo of the {c}.",
+    "a close-up photo of {a}.",
+    "a bright photo of the {c}.",
+    "a dark photo of the {c}.",
+    "a photo of a small {c}.",
+    "a photo of a large {c}.",
+    "a picture of {a}.",
+)
+
+
+def _with_article(concept: str) -> str:
+    """'a dog', 'an owl' (plural and mass concepts read acceptably with one too)."""
+    return ("an " if concept[:1] in "aeiou" else "a ") + concept
+
+
+def read_concepts(path: Path | None = None) -> list[str]:
+    """The concepts of a vocabulary file (the built-in one when `path` is None): one a line, '#' comments,
+    blank lines and repeats ignored."""
+    source = path or BUILTIN
+    try:
+        text = source.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+        raise ClipdexError(f"cannot read the vocabulary {source}: {reason}") from None
+    concepts: dict[str, None] = {}
+    for line in text.splitlines():
+        concept = " ".join(line.split())
+        if concept and not concept.startswith("#") and len(concept) <= config.VOCABULARY_MAX_CHARS:
+            concepts.setdefault(concept)
+    if not concepts:
+        raise ClipdexError(f"the vocabulary {source} holds no concepts (one a line; '#' starts a comment)")
+    if len(concepts) > config.VOCABULARY_MAX_CONCEPTS:
+        raise ClipdexError(f"the vocabulary {source} holds {len(concepts):,} concepts; at most "
+                           f"{config.VOCABULARY_MAX_CONCEPTS:,} are used")
+    return list(concepts)
+
+
+@dataclass
+class Vocabulary:
+    """Concepts with their unit vectors in one model's space."""
+
+    name: str  # BUILTIN_NAME, or "library": a list the library was given (index --tags --vocabulary FILE)
+    concepts: list[str]
+    vectors: np.ndarray  # (concepts, dim) float32, unit rows
+
+    @property
+    def key(self) -> str:
+        """Names this vocabulary in this model's space: tags made with another key are made again."""
+        return hashlib.sha256(self.vectors.tobytes()).hexdigest()[:16]
+
+    def describe(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
+        """The k concepts nearest to an image vector, with their cosines."""
+        scores = self.vectors @ vector
+        best = np.argsort(-scores, kind="stable")[:k]
+        return [(self.concepts[i], float(scores[i])) for i in best]
+
+    def tags(self, vectors: np.ndarray, logit_scale: float) -> list[list[tuple[str, float]]]:
+        """Each image's tags: the concepts whose probability under CLIP's softmax over the whole vocabulary (at
+        the model's own logit scale) reaches config.TAG_MIN_PROBABILITY, at most config.TAG_MAX_PER_IMAGE."""
+        logits = logit_scale * (np.atleast_2d(vectors) @ self.vectors.T)
+        logits -= logits.max(axis=1, keepdims=True)
+        probabilities = np.exp(logits)
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        found = []
+        for row in probabilities:
+            best = np.argsort(-row, kind="stable")[: config.TAG_MAX_PER_IMAGE]
+            found.append([(self.concepts[i], round(float(row[i]), 4)) for i in best
+                          if row[i] >= config.TAG_MIN_PROBABILITY])
+        return found
+
+
+def load_vocabulary(encoder, concepts: Sequence[str] | None = None, progress=None) -> Vocabulary:
+    """`concepts` (the built-in list when None) in `encoder`'s space: read from the model cache, else embedded
+    now (a named step, once per model and list) and kept."""
+    name = BUILTIN_NAME if concepts is None else "library"
+    concepts = read_concepts() if concepts is None else list(concepts)
+    identity = encoder.identity
+    digest = hashlib.sha256("\n".join([identity.name, identity.fingerprint, *TEMPLATES, "", *concepts]).encode())
+    cached = config.default_cache_dir() / "vocabularies" / f"{digest.hexdigest()[:24]}.npy"
+    vectors = _read_cached(cached, len(concepts), identity.dim)
+    if vectors is None:
+        vectors = _embed(encoder.encode_texts, concepts, progress)
+        _write_cached(cached, vectors)
+    return Vocabulary(name, concepts, vectors)
+
+
+def _embed(encode_texts: Callable[[list[str]], np.ndarray], concepts: Sequence[str], progress) -> np.ndarray:
+    advance = progress("embedding the vocabulary (once per model)", len(concepts)) if progress else None
+    rows = []
+    chunk = max(1, config.VOCABULARY_BATCH // len(TEMPLATES))
+    for start in range(0, len(concepts), chunk):
+        part = concepts[start : start + chunk]
+        prompts = [template.format(a=_with_article(c), c=c) for c in part for template in TEMPLATES]
+        mean = encode_texts(prompts).reshape(len(part), len(TEMPLATES), -1).mean(axis=1)
+        rows.append(mean / np.linalg.norm(mean, axis=1, keepdims=True))
+        if advance:
+            advance(len(part))
+    return np.concatenate(rows).astype(np.float32)
+
+
+def _read_cached(path: Path, count: int, dim: int) -> np.ndarray | None:
+    try:
+        vectors = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    ok = vectors.shape == (count, dim) and vectors.dtype == np.float32 and np.isfinite(vectors).all()
+    return vectors if ok else None
+
+
+def _write_cached(path: Path, vectors: np.ndarray) -> None:
+    """Best effort, through a temporary file: an unwritable cache only means embedding again next time."""
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as handle:
+            np.save(handle, vectors, allow_pickle=False)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
