@@ -270,6 +270,39 @@ def tags_command(ctx: typer.Context, as_json: bool = JsonOption) -> None:
         print_table("tags", ["tag", "files"], [[tag, count] for tag, count in counted])
 
 
+@app.command("export-xmp")
+def export_xmp_command(
+    ctx: typer.Context,
+    paths: Optional[list[Path]] = typer.Argument(None, help="Only files and folders under these (default: all)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would change; write nothing."),
+    text: bool = typer.Option(False, "--text", help="Also write recognised text (index --ocr) as the description."),
+    lightroom: bool = typer.Option(
+        False, "--lightroom", help="Name RAW files' sidecars photo.xmp, as Lightroom does (else photo.cr2.xmp)."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Write tags as keywords into XMP sidecars (photo.jpg.xmp), for digiKam, darktable or Lightroom.
+
+    Existing sidecars are merged into (everything in them is kept, keywords are added once); photos are never
+    touched; running it again changes nothing."""
+    from clipdex import api
+
+    report = api.export_xmp(library_of(ctx), paths or [], dry_run, text, lightroom)
+    if as_json:
+        print_json(report.as_json())
+    else:
+        verb = "would update" if dry_run else "updated"
+        for change in report.changed:
+            added = ", ".join(change.keywords) + (" + description" if change.description else "")
+            say(f"{'create' if change.created else 'update'} {change.sidecar}: {added}")
+        say(f"{verb} {len(report.changed)} sidecars; {report.unchanged} already had everything; "
+            f"{len(report.failed)} failed")
+        for failure in report.failed:
+            print_warning(f"{failure['path']}: {failure['error']}")
+    if report.failed:
+        raise typer.Exit(1)
+
+
 @app.command("add-captions")
 def add_captions_command(
     ctx: typer.Context,

@@ -10,8 +10,8 @@ import importlib
 from typing import Any
 
 __all__ = [
-    "open_library", "load_model", "index", "search", "captions", "tags", "add_captions", "remove_captions", "duplicates",
-    "finetune", "evaluate", "status", "export_text_tower", "Library", "Filters", "Hit", "Hits", "FinetuneOptions",
+    "open_library", "load_model", "index", "search", "captions", "tags", "export_xmp", "add_captions", "remove_captions",
+    "duplicates", "finetune", "evaluate", "status", "export_text_tower", "Library", "Filters", "Hit", "Hits", "FinetuneOptions",
     "ClipdexError",
 ]
 

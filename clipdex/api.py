@@ -269,6 +269,38 @@ def captions(library: Library, image, k: int = config.DEFAULT_TOP_K, device: str
     return Hits(searcher.captions(image, k, source), searcher.notes)
 
 
+def export_xmp(library: Library, paths: Sequence[Path | str] = (), dry_run: bool = False, text: bool = False,
+               lightroom: bool = False):
+    """Write the tags of the library's files (under `paths`, else all) into their XMP sidecars, and with `text`
+    their recognised text as a description; an XmpReport. Originals are never opened for writing."""
+    import os
+
+    from clipdex.retrieval.sidecars import XmpReport, update_sidecar
+
+    if not library.store.tags_enabled and not text:
+        raise ClipdexError("the library has no tags to export: run `clipdex index --tags` first")
+    tagged = library.store.tags_by_file()
+    texts = library.store.texts_by_file() if text else {}
+    prefixes = [os.path.abspath(os.path.expanduser(str(p))) for p in paths]
+    report = XmpReport()
+    for image in sorted(set(tagged) | set(texts)):
+        if prefixes and not any(image == p or image.startswith(p.rstrip(os.sep) + os.sep) for p in prefixes):
+            continue
+        if not os.path.isfile(image):
+            report.failed.append({"path": image, "error": "the file is gone: index again"})
+            continue
+        try:
+            change = update_sidecar(image, tagged.get(image, []), texts.get(image), lightroom, dry_run)
+        except ClipdexError as exc:
+            report.failed.append({"path": image, "error": str(exc)})
+            continue
+        if change is None:
+            report.unchanged += 1
+        else:
+            report.changed.append(change)
+    return report
+
+
 def tags(library: Library) -> list[tuple[str, int]]:
     """(tag, how many files hold it), the most common first; empty when the library is not tagged."""
     return library.store.tag_counts()

@@ -163,6 +163,12 @@ class TextStore:
                     ocr_text=found, ocr_words=searchable_words(found)
                 ))
 
+    def texts_by_file(self) -> dict[str, str]:
+        """The recognised text of each image that holds some."""
+        c = items_table.c
+        with self.db.connect() as conn:
+            return dict(conn.execute(select(c.key, c.ocr_text).where(c.kind == IMAGE, c.ocr_text != "")).all())
+
     def ocr_counts(self) -> dict[str, int]:
         c = items_table.c
         with self.db.connect() as conn:

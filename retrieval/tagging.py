@@ -83,3 +83,15 @@ class TagStore:
                  .order_by(files.desc(), t.tag))
         with self.db.connect() as conn:
             return [(tag, int(n)) for tag, n in conn.execute(query)]
+
+    def tags_by_file(self) -> dict[str, list[str]]:
+        """Each tagged file's tags, likeliest first (a video's: those of all its frames, each once)."""
+        t, c = tags_table.c, items_table.c
+        best = func.max(t.score)
+        query = (select(c.key, t.tag).join(items_table, c.id == t.item_id).group_by(c.key, t.tag)
+                 .order_by(c.key, best.desc(), t.tag))
+        found: dict[str, list[str]] = {}
+        with self.db.connect() as conn:
+            for key, tag in conn.execute(query):
+                found.setdefault(key, []).append(tag)
+        return found

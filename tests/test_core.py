@@ -122,7 +122,7 @@ def test_captions_rank_like_brute_force(cli, library_dir: Path, photos, tiny, tm
     hits = _json(cli("captions", image, "-k", "5", "--json"))
     query = Searcher(Library(library_dir)).image_vector(image)
     assert [h["id"] for h in hits] == _brute_force(library_dir, query, 5, CAPTION)
-    assert all(set(h) == {"id", "caption", "score"} for h in hits)
+    assert all(set(h) == {"id", "caption", "score", "source"} and h["source"] == "corpus" for h in hits)
 
 
 def _index_file(library_dir: Path, kind: str = "image") -> Path:

@@ -1,0 +1,121 @@
+"""XMP sidecars: a photo's tags as `dc:subject` keywords (and, when asked, its recognised text as
+`dc:description`) in the file beside it that digiKam, darktable and Lightroom read.
+
+Sidecars are written with Exiv2, the library digiKam itself keeps them with, which parses the whole packet and
+serialises it back: every property already there (a darktable sidecar holds the photo's entire edit history)
+survives. Only `photo.jpg.xmp` (or Lightroom's `photo.xmp` for RAW files) is written, never the photo; keywords
+are added once, a description only where there is none, and a sidecar with nothing to add is not rewritten, so a
+second run changes no byte. Each write goes through a copy renamed over the old file: a crash leaves the old
+sidecar or the new one, whole."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.raw import is_raw
+
+_SUBJECT, _DESCRIPTION = "Xmp.dc.subject", "Xmp.dc.description"
+
+
+@dataclass
+class SidecarChange:
+    sidecar: str
+    image: str
+    keywords: list[str] = field(default_factory=list)  # added
+    description: bool = False  # a description was added
+    created: bool = False
+
+
+@dataclass
+class XmpReport:
+    changed: list[SidecarChange] = field(default_factory=list)
+    unchanged: int = 0
+    failed: list[dict] = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        return {"changed": [c.__dict__ for c in self.changed], "unchanged": self.unchanged, "failed": self.failed}
+
+
+def sidecar_path(image: str, lightroom: bool = False) -> Path:
+    """`photo.jpg.xmp` (digiKam, darktable); with `lightroom`, a RAW file's is `photo.xmp`, as Lightroom names it."""
+    path = Path(image)
+    return path.with_suffix(".xmp") if lightroom and is_raw(path.name) else path.with_name(path.name + ".xmp")
+
+
+def update_sidecar(image: str, keywords: Sequence[str], description: str | None = None, lightroom: bool = False,
+                   dry_run: bool = False) -> SidecarChange | None:
+    """Add what is missing to the image's sidecar (made when there is none); None when nothing was missing."""
+    exiv2 = _exiv2()
+    sidecar = sidecar_path(image, lightroom)
+    exists = os.path.lexists(sidecar)
+    if exists and (sidecar.is_symlink() or not sidecar.is_file()):
+        raise ClipdexError(f"{sidecar} is not a regular file: left alone")
+    try:
+        have, described = _read(exiv2, sidecar) if exists else ([], False)
+        change = SidecarChange(str(sidecar), image, [k for k in dict.fromkeys(keywords) if k not in have],
+                               bool(description) and not described, not exists)
+        if not change.keywords and not change.description:
+            return None
+        if not dry_run:
+            _write(exiv2, sidecar, [*have, *change.keywords], description if change.description else None)
+    except exiv2.Exiv2Error as exc:
+        raise ClipdexError(f"cannot update {sidecar}: {exc.args[-1] if exc.args else exc}") from None
+    except OSError as exc:
+        raise ClipdexError(f"cannot write {sidecar}: {exc.strerror or exc}") from None
+    return change
+
+
+def _exiv2():
+    try:
+        import exiv2
+    except ImportError:
+        raise ClipdexError("export-xmp needs Exiv2's Python binding: pip install 'clipdex[xmp]'") from None
+    return exiv2
+
+
+def _open(exiv2, path: Path):
+    opened = exiv2.ImageFactory.open(str(path))
+    if opened.imageType() != exiv2.ImageType.xmp:  # an image under a sidecar's name: never written to
+        raise ClipdexError(f"{path} is not an XMP sidecar: left alone")
+    opened.readMetadata()
+    return opened
+
+
+def _read(exiv2, path: Path) -> tuple[list[str], bool]:
+    """The keywords a sidecar holds, and whether it has a description."""
+    keywords, described = [], False
+    opened = _open(exiv2, path)  # held while its data is read: the binding's data does not keep it alive
+    for datum in opened.xmpData():
+        if datum.key() == _SUBJECT:
+            value = datum.value()
+            keywords = [value.toString(i) for i in range(value.count())]
+        described = described or datum.key() == _DESCRIPTION
+    return keywords, described
+
+
+def _write(exiv2, sidecar: Path, keywords: list[str], description: str | None) -> None:
+    tmp = sidecar.with_name(f".{sidecar.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        if sidecar.exists():
+            shutil.copy2(sidecar, tmp)
+            opened = _open(exiv2, tmp)
+        else:
+            opened = exiv2.ImageFactory.create(exiv2.ImageType.xmp, str(tmp))
+            opened.readMetadata()
+        data = opened.xmpData()
+        bag = exiv2.XmpArrayValue(exiv2.TypeId.xmpBag)
+        for keyword in keywords:
+            bag.read(keyword)
+        data[_SUBJECT] = bag
+        if description:
+            data[_DESCRIPTION] = exiv2.LangAltValue(f'lang="x-default" {description}')
+        opened.writeMetadata()
+        os.replace(tmp, sidecar)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,131 @@
+"""export-xmp: tags become dc:subject keywords in sidecars digiKam, darktable and Lightroom read; an existing
+sidecar (a darktable one with its edit history) keeps everything; a second run changes no byte; originals and
+anything that is not a sidecar file are never written."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from clipdex.retrieval.sidecars import sidecar_path
+from tests.test_describe_and_tags import SAMPLE, _json, shapes  # noqa: F401  (the shapes fixture)
+
+exiv2 = pytest.importorskip("exiv2") if not os.environ.get("CI") else __import__("exiv2")
+
+DARKTABLE = """<?xml version="1.0" encoding="UTF-8"?>
+<x:xmpmeta xmlns:x="adobe:ns:meta/" x:xmptk="XMP Core 4.4.0-Exiv2">
+ <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
+  <rdf:Description rdf:about=""
+    xmlns:exif="http://ns.adobe.com/exif/1.0/"
+    xmlns:xmpMM="http://ns.adobe.com/xap/1.0/mm/"
+    xmlns:dc="http://purl.org/dc/elements/1.1/"
+    xmlns:darktable="http://darktable.sf.net/"
+   exif:DateTimeOriginal="2024:06:30 18:00:00"
+   xmpMM:DerivedFrom="IMG_0001.CR2"
+   darktable:xmp_version="5"
+   darktable:history_end="2">
+   <darktable:history>
+    <rdf:Seq>
+     <rdf:li darktable:operation="exposure" darktable:enabled="1" darktable:modversion="6" darktable:params="00000000"/>
+     <rdf:li darktable:operation="colorin" darktable:enabled="1" darktable:modversion="7" darktable:params="gz48eJxj"/>
+    </rdf:Seq>
+   </darktable:history>
+   <dc:subject>
+    <rdf:Bag>
+     <rdf:li>holiday</rdf:li>
+    </rdf:Bag>
+   </dc:subject>
+   <dc:description>
+    <rdf:Alt>
+     <rdf:li xml:lang="x-default">written by hand</rdf:li>
+    </rdf:Alt>
+   </dc:description>
+  </rdf:Description>
+ </rdf:RDF>
+</x:xmpmeta>
+"""
+
+
+def _properties(path: Path) -> dict[str, str]:
+    opened = exiv2.ImageFactory.open(str(path))  # kept while its data is read (the binding needs it alive)
+    opened.readMetadata()
+    found = {datum.key(): datum.toString() for datum in opened.xmpData()}
+    return found
+
+
+def _keywords(path: Path) -> list[str]:
+    opened = exiv2.ImageFactory.open(str(path))
+    opened.readMetadata()
+    value = next(d for d in opened.xmpData() if d.key() == "Xmp.dc.subject").value()
+    found = [value.toString(i) for i in range(value.count())]
+    return found
+
+
+def test_sidecars_are_made_merged_and_left_alone_when_complete(cli, photos, shapes: Path) -> None:  # noqa: F811
+    folder = photos(6)
+    originals = {p.name: p.read_bytes() for p in folder.iterdir()}
+    cli("index", folder, *SAMPLE, "--tags", "--vocabulary", shapes)
+    hits = {Path(h["path"]).name: h["tags"] for h in _json(cli("search", "a shape", "-k", "6", "--json"))}
+    edited = sorted(folder.iterdir())[0]
+    darktable = sidecar_path(str(edited))
+    darktable.write_text(DARKTABLE, encoding="utf-8")
+    before = _properties(darktable)
+
+    planned = _json(cli("export-xmp", "--dry-run", "--json"))
+    assert len(planned["changed"]) == 6 and not list(folder.glob("*.xmp"))[1:]  # nothing written but the one
+    done = _json(cli("export-xmp", "--json"))
+    assert [c["keywords"] for c in done["changed"]] == [c["keywords"] for c in planned["changed"]]
+    for name, tags in hits.items():
+        sidecar = folder / f"{name}.xmp"
+        expected = (["holiday"] if sidecar == darktable else []) + tags
+        assert _keywords(sidecar) == expected, name
+    after = _properties(darktable)
+    kept = {k: v for k, v in after.items() if k != "Xmp.dc.subject"}
+    assert kept == {k: v for k, v in before.items() if k != "Xmp.dc.subject"}  # the history, byte for byte
+    assert after["Xmp.darktable.history[2]/darktable:params"] == "gz48eJxj"
+    assert after["Xmp.dc.description"] == 'lang="x-default" written by hand'
+
+    written = {p.name: p.read_bytes() for p in folder.glob("*.xmp")}
+    again = _json(cli("export-xmp", "--json"))
+    assert again == {"changed": [], "unchanged": 6, "failed": []}
+    assert {p.name: p.read_bytes() for p in folder.glob("*.xmp")} == written  # a re-run changes no byte
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.suffix != ".xmp"} == originals  # never touched
+
+
+def test_what_is_not_a_sidecar_is_refused(cli, photos, shapes: Path, tmp_path: Path) -> None:  # noqa: F811
+    folder = photos(3)
+    cli("index", folder, *SAMPLE, "--tags", "--vocabulary", shapes)
+    first, second, third = sorted(folder.iterdir())
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("not yours")
+    sidecar_path(str(first)).symlink_to(target)  # a link planted where the sidecar goes
+    sidecar_path(str(second)).write_bytes(third.read_bytes())  # an image under a sidecar's name
+    result = cli("export-xmp")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "not a regular file" in result.output and "not an XMP sidecar" in result.output
+    assert target.read_text() == "not yours" and sidecar_path(str(second)).read_bytes() == third.read_bytes()
+    assert _keywords(sidecar_path(str(third)))  # the third was written
+
+
+def test_recognised_text_is_a_description_only_when_asked(cli, photos, shapes: Path) -> None:  # noqa: F811
+    from clipdex.retrieval.library import Library
+
+    folder = photos(2)
+    cli("index", folder, *SAMPLE, "--tags", "--vocabulary", shapes)
+    library = Library(folder.parent / "library")
+    item_id = next(i for i, row in library.store.items(range(1, 10)).items() if row["kind"] == "image")
+    library.store.set_ocr([(item_id, library.store.items([item_id])[item_id]["sha256"], 'INVOICE 4711\n"Corner" <b>')])
+    path = Path(library.store.items([item_id])[item_id]["key"])
+    cli("export-xmp")
+    assert "Xmp.dc.description" not in _properties(sidecar_path(str(path)))
+    assert json.loads(cli("export-xmp", "--text", "--json").stdout)["changed"][0]["description"] is True
+    assert _properties(sidecar_path(str(path)))["Xmp.dc.description"] == 'lang="x-default" INVOICE 4711\n"Corner" <b>'
+
+
+def test_lightroom_names_a_raw_file_s_sidecar_without_its_extension() -> None:
+    assert sidecar_path("/p/IMG_1.CR2") == Path("/p/IMG_1.CR2.xmp")
+    assert sidecar_path("/p/IMG_1.CR2", lightroom=True) == Path("/p/IMG_1.xmp")
+    assert sidecar_path("/p/a.jpg", lightroom=True) == Path("/p/a.jpg.xmp")  # Lightroom keeps JPEG metadata inside
