@@ -5,7 +5,10 @@ the rows. SQLite: an FTS5 table maintained by triggers on `items`, in the same t
 update and delete. PostgreSQL: a generated tsvector column with a GIN index. Both are rebuilt from the rows.
 
 A query is a list of words (see `query_words`); matching is on whole words, case- and accent-insensitive on
-SQLite, case-insensitive on PostgreSQL.
+SQLite, case-insensitive on PostgreSQL. OCR glues words ("CORNERBAKERY") and Chinese or Japanese text has no
+spaces at all, so recognised text is also searched for the words inside it: through a trigram index (SQLite:
+FTS5's trigram tokenizer; PostgreSQL: pg_trgm), ranked below every whole-word match. Both read `LIKE` patterns,
+case-insensitive for ASCII letters on both.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Sequence
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from clipdex.retrieval.schema import IMAGE, items_table
 
@@ -41,7 +45,20 @@ _SQLITE_DDL = [
     """CREATE TRIGGER IF NOT EXISTS items_text_delete AFTER DELETE ON items BEGIN
          DELETE FROM items_text WHERE rowid = old.id;
        END""",
+    "CREATE VIRTUAL TABLE IF NOT EXISTS items_grams USING fts5(ocr, tokenize = 'trigram')",
+    """CREATE TRIGGER IF NOT EXISTS items_grams_insert AFTER INSERT ON items
+       WHEN new.kind = 'image' AND coalesce(new.ocr_text, '') != '' BEGIN
+         INSERT INTO items_grams(rowid, ocr) VALUES (new.id, new.ocr_text);
+       END""",
+    """CREATE TRIGGER IF NOT EXISTS items_grams_update AFTER UPDATE OF ocr_text ON items WHEN new.kind = 'image' BEGIN
+         DELETE FROM items_grams WHERE rowid = old.id;
+         INSERT INTO items_grams(rowid, ocr) SELECT new.id, new.ocr_text WHERE coalesce(new.ocr_text, '') != '';
+       END""",
+    """CREATE TRIGGER IF NOT EXISTS items_grams_delete AFTER DELETE ON items BEGIN
+         DELETE FROM items_grams WHERE rowid = old.id;
+       END""",
 ]
+_GRAMS = "lower(coalesce(ocr_text, ''))"  # what PostgreSQL's trigram index holds and substring queries read
 _POSTGRES_DDL = [
     """ALTER TABLE items ADD COLUMN IF NOT EXISTS words tsvector GENERATED ALWAYS AS (
          to_tsvector('simple', regexp_replace(key, '[^[:alnum:]]+', ' ', 'g') || ' ' || coalesce(ocr_words, ''))
@@ -71,6 +88,13 @@ def searchable_words(recognised: str) -> str:
 def create(conn: Connection) -> None:
     for statement in _SQLITE_DDL if conn.dialect.name == "sqlite" else _POSTGRES_DDL:
         conn.execute(text(statement))
+    if conn.dialect.name != "sqlite":
+        try:  # pg_trgm ships with PostgreSQL (contrib) and is trusted: a database owner may enable it
+            with conn.begin_nested():
+                conn.execute(text("CREATE EXTENSION IF NOT EXISTS pg_trgm"))
+                conn.execute(text(f"CREATE INDEX IF NOT EXISTS items_ocr_grams ON items USING GIN ({_GRAMS} gin_trgm_ops)"))
+        except DBAPIError:  # without it substring queries still answer, by reading every row
+            pass
 
 
 def rebuild(conn: Connection) -> None:
@@ -79,6 +103,9 @@ def rebuild(conn: Connection) -> None:
         conn.execute(text("DELETE FROM items_text"))
         conn.execute(text("INSERT INTO items_text(rowid, names, ocr) SELECT id, key, coalesce(ocr_words, '') "
                           "FROM items WHERE kind = 'image'"))
+        conn.execute(text("DELETE FROM items_grams"))
+        conn.execute(text("INSERT INTO items_grams(rowid, ocr) SELECT id, ocr_text FROM items "
+                          "WHERE kind = 'image' AND coalesce(ocr_text, '') != ''"))
     # PostgreSQL's generated column is recomputed by the database on every write: nothing to rebuild.
 
 
@@ -119,18 +146,62 @@ def search(conn: Connection, words: Sequence[str], limit: int, total: int,
     says nothing about which one is meant); then the items holding every remaining word, or, if none does,
     those holding any of the rarer ones. `alone` (the words are all there is to rank by: --mode text): when every
     word is common, the common ones are searched rather than none."""
+    found, every_word = _whole_words(conn, words, limit, total, alone)
+    if len(found) >= limit and every_word:
+        return found
+    # The photos whose text holds every word, some inside longer ones: below the photos holding every word
+    # whole, above those holding only some of them.
+    inside = [i for i in _inside_words(conn, words, limit + len(found), total) if i not in dict(found)]
+    if every_word:
+        lowest = min((r for _, r in found), default=0.0)
+        return (found + [(i, lowest - 1.0 - n / (len(inside) + 1)) for n, i in enumerate(inside)])[:limit]
+    highest = max((r for _, r in found), default=0.0)
+    return ([(i, highest + 1.0 + (len(inside) - n) / (len(inside) + 1)) for n, i in enumerate(inside)] + found)[:limit]
+
+
+def _whole_words(conn: Connection, words: Sequence[str], limit: int, total: int,
+                 alone: bool) -> tuple[list[tuple[int, float]], bool]:
+    """The matches of whole words, and whether they hold every word (else some words matched nowhere, or no
+    photo held them all and the rarer ones were matched alone)."""
     count = {w: _count(conn, w) for w in words}
     present = [w for w in words if count[w] > 0]
-    words = [w for w in present if count[w] <= max(COMMON_SHARE * total, 5)]
-    if not words and alone:
-        words = present
-    if not words:
+    kept = [w for w in present if count[w] <= max(COMMON_SHARE * total, 5)]
+    if not kept and alone:
+        kept = present
+    if not kept:
+        return [], False
+    found = _match(conn, kept, "AND", limit)
+    if found or len(kept) == 1:
+        return found, len(present) == len(words)
+    rare = [w for w in kept if count[w] <= max(RARE_SHARE * total, 3)]
+    return (_match(conn, rare, "OR", limit) if rare else []), False
+
+
+def _worth_finding_inside(word: str) -> bool:
+    """Three letters or more (a shorter one is inside too many words), or two of a script written without
+    spaces (Chinese, Japanese), where a word is two characters as often as not."""
+    return len(word) >= 3 or (len(word) == 2 and all(ord(ch) >= 0x2E80 for ch in word))
+
+
+def _inside_words(conn: Connection, words: Sequence[str], limit: int, total: int) -> list[int]:
+    """Images whose recognised text holds every word worth finding inside (see above), rarest words decide;
+    ids in order. Words on over half the images say nothing, as for whole words."""
+    wanted = [w for w in words if _worth_finding_inside(w)]
+    if not wanted or len(wanted) < len([w for w in words if len(w) > 1]):  # every word must be findable
         return []
-    found = _match(conn, words, "AND", limit)
-    if found or len(words) == 1:
-        return found
-    rare = [w for w in words if count[w] <= max(RARE_SHARE * total, 3)]
-    return _match(conn, rare, "OR", limit) if rare else []
+    if conn.dialect.name == "sqlite" and all(len(w) >= 3 for w in wanted):
+        table, column, key = "items_grams", "ocr", "rowid"
+    else:  # (SQLite's trigram index misses some patterns shorter than a trigram: those read the rows)
+        table, column, key = "items", _GRAMS, "id"
+    patterns = {f"p{n}": f"%{w}%" for n, w in enumerate(wanted)}  # words are letters and digits: no wildcards
+    for name in patterns:
+        held = conn.execute(text(f"SELECT count(*) FROM {table} WHERE {column} LIKE :{name}"), patterns).scalar()
+        if held > max(COMMON_SHARE * total, 5):
+            return []
+    where = " AND ".join(f"{column} LIKE :{name}" for name in patterns)
+    rows = conn.execute(text(f"SELECT {key} FROM {table} WHERE {where} ORDER BY {key} LIMIT :limit"),
+                        {**patterns, "limit": limit})
+    return [int(i) for (i,) in rows]
 
 
 class TextStore:

@@ -7,7 +7,8 @@ place, so `items` is rebuilt under its new definition with every row copied.
 Version 3 → 4: each file's real path (filled in by the next index run: until then a row is served only at its
 own path, as before); on SQLite ids are never reused (AUTOINCREMENT, which also needs the rebuild), starting
 past every id ever given.
-Version 4 → 5: tags (a table, and which vocabulary each row was tagged with; nothing is tagged yet).
+Version 4 → 5: tags (a table, and which vocabulary each row was tagged with; nothing is tagged yet); the
+trigram index of recognised text (words found inside longer ones).
 """
 
 from __future__ import annotations
@@ -40,12 +41,9 @@ def migrate(conn: Connection, found: str) -> None:
                 "ALTER TABLE items ADD CONSTRAINT items_kind_key_frame_key UNIQUE (kind, key, frame)",
             ):
                 conn.execute(text(statement))
-        fulltext.create(conn)
-        fulltext.rebuild(conn)
     if conn.dialect.name == "sqlite":
         if "real_path" not in _columns(conn):
             _rebuild_items(conn, _V3_COLUMNS)
-            fulltext.create(conn)
         # ids never reused: the sequence starts past every id ever given, deleted ones (tombstones) included
         conn.execute(text("DELETE FROM sqlite_sequence WHERE name = 'items'"))
         conn.execute(text("INSERT INTO sqlite_sequence (name, seq) SELECT 'items', max(coalesce((SELECT max(id) "
@@ -56,6 +54,8 @@ def migrate(conn: Connection, found: str) -> None:
         conn.execute(text(f"ALTER TABLE items ADD COLUMN {'IF NOT EXISTS ' if conn.dialect.name != 'sqlite' else ''}"
                           f"tags_key VARCHAR(64)"))
     tags_table.create(conn, checkfirst=True)
+    fulltext.create(conn)  # (again where items was rebuilt: its triggers went with the old table)
+    fulltext.rebuild(conn)
 
 
 def _columns(conn: Connection) -> set[str]:

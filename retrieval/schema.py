@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 
 # 2: staged vectors record their source; 3: OCR text, full-text index, video frames; 4: a file's real path, ids
-# never reused (SQLite AUTOINCREMENT); 5: tags
+# never reused (SQLite AUTOINCREMENT); 5: tags, words found inside recognised text (a trigram index)
 SCHEMA_VERSION = 5
 IMAGE, CAPTION = "image", "caption"  # the kinds of item
 

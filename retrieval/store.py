@@ -138,7 +138,7 @@ class Store(fulltext.TextStore, StagingStore, TagStore):
                 ])
             return
         found = self.get_meta("schema_version")
-        if found in ("1", "2", "3"):
+        if found in ("1", "2", "3", "4"):
             with self.db.begin() as conn:
                 migrate(conn, found)
                 self._set_meta(conn, "schema_version", str(SCHEMA_VERSION))
