@@ -9,6 +9,7 @@ are bounded as they arrive, and only loopback (or token-holding) clients on this
 
 from __future__ import annotations
 
+import math
 import mimetypes
 import re
 import os
@@ -30,7 +31,7 @@ from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.images import read_image
 from clipdex.retrieval.library import Library
-from clipdex.retrieval.query import Filters, Searcher
+from clipdex.retrieval.query import Filters, Searcher, iso_date
 from clipdex.retrieval.store import IMAGE
 from clipdex.retrieval.terms import parse_terms, split_query
 from clipdex.retrieval.video import frame_at
@@ -115,6 +116,18 @@ def _seconds(moment: datetime | None) -> float | None:
         return moment.timestamp()
     except (OverflowError, OSError, ValueError):
         raise HTTPException(400, "the date is out of range") from None
+
+
+def _cursor(text: str) -> tuple[float, int]:
+    """The (date, id) a timeline page continues after, from the `next` the previous page gave."""
+    date, _, item_id = text.rpartition(":")
+    try:
+        found = (float(date), int(item_id))
+    except ValueError:
+        raise HTTPException(400, "cursor: give the `next` of the previous page") from None
+    if not math.isfinite(found[0]):
+        raise HTTPException(400, "cursor: give the `next` of the previous page")
+    return found
 
 
 def _chunks(handle: IO[bytes], length: int | None = None) -> Iterator[bytes]:
@@ -230,9 +243,10 @@ def create_app(
         after: Optional[datetime] = Query(None, description="Only photos taken on or after this date"),
         before: Optional[datetime] = Query(None, description="Only photos taken before this date"),
         tag: list[str] = Query([], description="Only images with every one of these tags (index --tags)"),
+        folder: Optional[str] = Query(None, description="Only files under this folder (an absolute path)"),
     ) -> list[dict]:
         terms = parse_terms(split_query(q), files=False)  # refuses over-long queries before any work
-        filters = Filters(after=_seconds(after), before=_seconds(before), tags=tuple(tag))
+        filters = Filters(folder or None, _seconds(after), _seconds(before), tags=tuple(tag))
         with lock:
             return [hit.as_json() for hit in engine.search(terms, k, filters, mode, sort)]
 
@@ -327,6 +341,52 @@ def create_app(
             "content-security-policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'",
             "x-content-type-options": "nosniff",
         })
+
+    def entry(row: dict) -> dict:
+        """A file as the page lists it: a photo, or a video (with `time`, the moment of its frame)."""
+        found = {"id": row["id"], "path": row["key"], "size": row["size"], "width": row["width"],
+                 "height": row["height"], "taken": iso_date(row["date"])}
+        return found | ({"time": row["frame_time"]} if row["frame_time"] is not None else {})
+
+    @app.get("/api/items", summary="The library newest first, a page at a time (the page's timeline)")
+    def timeline(
+        cursor: Optional[str] = Query(None, description="`next` of the previous page; none: the newest files"),
+        limit: int = Query(60, ge=1, le=500),
+        after: Optional[datetime] = Query(None, description="Only photos taken on or after this date"),
+        before: Optional[datetime] = Query(None, description="Only photos taken before this date"),
+        folder: Optional[str] = Query(None, description="Only files under this folder (an absolute path)"),
+    ) -> dict:
+        folders = Filters(folder=folder).folders if folder else ()
+        start = _cursor(cursor) if cursor else None
+        with lock:
+            rows = library.store.timeline(limit, start, folders, _seconds(after), _seconds(before))
+            counts = library.store.counts(folders, _seconds(after), _seconds(before))
+        last = rows[-1] if len(rows) == limit else None
+        return {
+            "items": [entry(row) for row in rows],
+            "next": f"{last['date']!r}:{last['id']}" if last else None,
+            "photos": counts[IMAGE], "videos": counts["video"],
+        }
+
+    @app.get("/api/items/{item_id}", summary="One file: its date, size, folder, recognised text and tags")
+    def details(item_id: ItemId) -> dict:
+        row = item(item_id)
+        taken = row["taken_at"] if row["taken_at"] is not None else row["mtime"]
+        with lock:
+            tags = library.store.tags_of([item_id])[item_id] if library.store.tags_enabled else None
+        return entry({**row, "date": taken}) | {
+            "folder": os.path.dirname(row["key"]), "name": os.path.basename(row["key"]),
+            "ocr": row["ocr_text"] or None, "tags": tags,
+        }
+
+    @app.get("/api/duplicates", summary="Near-duplicate groups, largest first (as `clipdex duplicates --json`)")
+    def duplicates(
+        threshold: float = Query(config.DEFAULT_DUPLICATE_THRESHOLD, ge=0.5, le=1.0),
+    ) -> list[list[dict]]:
+        from clipdex.api import duplicates as groups
+
+        with lock:
+            return groups(library, threshold)
 
     @app.get("/api/status", summary="Counts, model and index, as `clipdex status --json`")
     def status(paths: bool = Query(False, description="Include where the library, database and export live")) -> dict:

@@ -7,6 +7,7 @@ twenty shots of one sunset becomes one group even when the first and last differ
 from __future__ import annotations
 
 from clipdex.retrieval.library import Library
+from clipdex.retrieval.query import iso_date
 from clipdex.retrieval.store import IMAGE
 
 
@@ -42,6 +43,7 @@ def duplicate_groups(library: Library, threshold: float = 0.95) -> list[list[dic
         if len(files) > 1:
             result.append([
                 {k: rows[i][k] for k in ("id", "size", "width", "height")} | {"path": rows[i]["key"]}
+                | {"taken": iso_date(rows[i]["taken_at"] if rows[i]["taken_at"] is not None else rows[i]["mtime"])}
                 | ({"time": rows[i]["frame_time"]} if rows[i]["frame_time"] is not None else {})
                 for i in files.values()
             ])

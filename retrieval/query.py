@@ -50,7 +50,7 @@ class Hit:
     def as_json(self) -> dict:
         if self.kind != IMAGE:
             return {"id": self.id, "caption": self.caption, "score": round(self.score, 6), "source": self.source}
-        found = {"id": self.id, "path": self.path, "score": round(self.score, 6), "taken": _iso(self.taken),
+        found = {"id": self.id, "path": self.path, "score": round(self.score, 6), "taken": iso_date(self.taken),
                  "width": self.width, "height": self.height}
         if self.time is not None:
             found["time"] = self.time
@@ -70,7 +70,7 @@ def _one_per_file(hits: list[Hit]) -> list[Hit]:
     return kept
 
 
-def _iso(seconds: float | None) -> str | None:
+def iso_date(seconds: float | None) -> str | None:
     """ISO 8601 in local time with its offset, as a photo's date is read (EXIF dates carry no zone)."""
     if seconds is None:
         return None

@@ -1,7 +1,11 @@
-"""One end-to-end run in a real headless Chromium: type a query, see thumbnails, click one, see its captions."""
+"""The page in a real headless Chromium: the library as a timeline before any query (page by page as it
+scrolls), a query, the detail view (only the element for the item's kind visible, ←/→, Esc), paste to search by
+image, the duplicates page, and a phone-sized viewport without sideways scrolling. Screenshots of each view go to
+test-artifacts/ for a person to look at."""
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import socket
@@ -16,6 +20,8 @@ from tests.conftest import SAMPLE_ROWS
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 TOKEN = "e2e-browser-token-0123456789"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
 def _free_port() -> int:
@@ -26,13 +32,18 @@ def _free_port() -> int:
 
 @pytest.fixture
 def server(cli, library_dir: Path, photos, tmp_path: Path):
+    """24 photos, one a copy of another, and a video; captions; served as `clipdex serve` does, with a token."""
     import uvicorn
 
     from clipdex.cli.web import create_app
     from clipdex.cli.web_security import sign_in_url
     from clipdex.retrieval.library import Library
+    from tests.test_living_library import _sample, write_video
 
-    cli("index", photos(24), "--model", "clipdex-tiny")
+    folder = photos(24)
+    shutil.copy(sorted(folder.iterdir())[2], folder / "copy-of-a-photo.png")
+    write_video(folder / "clip.mp4", [(_sample(7), 3), (_sample(8), 3)])
+    cli("index", folder, "--model", "sample")
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(row["caption"] for row in SAMPLE_ROWS[:24]) + "\n")
     cli("add-captions", corpus)
@@ -49,7 +60,8 @@ def server(cli, library_dir: Path, photos, tmp_path: Path):
     thread.join(timeout=10)
 
 
-def test_search_click_and_captions_in_chromium(server: str) -> None:
+@pytest.fixture
+def browser():
     if CHROMIUM is None:
         if os.environ.get("CLIPDEX_REQUIRE_BROWSER"):
             pytest.fail("chromium is required here (CLIPDEX_REQUIRE_BROWSER is set) but not installed")
@@ -58,27 +70,122 @@ def test_search_click_and_captions_in_chromium(server: str) -> None:
 
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--disable-quic"],
-        )
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        page.goto(server)
-        page.fill("#q", "a red circle")
-        page.press("#q", "Enter")
-        page.wait_for_selector("#grid .thumb img", timeout=15_000)
-        assert page.locator("#grid .thumb").count() == 24
-        page.wait_for_function(
-            "() => [...document.querySelectorAll('#grid .thumb img')].slice(0, 4).every(i => i.complete && i.naturalWidth > 0)",
-            timeout=15_000,
-        )
-        page.screenshot(path=str(ARTIFACTS / "web-results.png"))
-        page.locator("#grid .thumb").first.click()
-        page.wait_for_selector("#captions li", timeout=15_000)
-        assert page.locator("#captions li").count() == 5
-        assert page.locator("#similar .thumb").count() >= 1
-        page.wait_for_function("() => document.querySelector('#large').naturalWidth > 0", timeout=15_000)
-        page.screenshot(path=str(ARTIFACTS / "web-detail.png"))
-        browser.close()
-    assert (ARTIFACTS / "web-detail.png").stat().st_size > 10_000
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield launched
+        launched.close()
+
+
+def _signed_in(browser, server: str, **options):
+    page = browser.new_page(**options)
+    problems: list[str] = []
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.goto(server)  # signs in (a cookie), then lands on the page
+    return page, problems
+
+
+def _visible_thumbs_loaded(page, selector: str) -> None:
+    page.wait_for_function(
+        f"() => [...document.querySelectorAll('{selector} .thumb img')].slice(0, 4)"
+        ".every(i => i.complete && i.naturalWidth > 0)", timeout=15_000)
+
+
+def test_home_timeline_query_and_detail_view(server: str, browser) -> None:
+    page, problems = _signed_in(browser, server, viewport={"width": 1200, "height": 400})
+    page.goto(server.split("/login")[0] + "/?page=3")  # three files a request: scrolling must load the rest
+    page.wait_for_selector("#timeline .thumb img", timeout=15_000)
+    page.wait_for_timeout(500)
+    first_pages = page.locator("#timeline .thumb").count()
+    assert first_pages < 26 and first_pages % 3 == 0  # what fills the screen, a page at a time
+    assert "25 photos · 1 video" in page.locator("#hint").inner_text()
+    assert page.locator("#timeline .month h2").count() >= 1
+    _visible_thumbs_loaded(page, "#timeline")
+    page.screenshot(path=str(ARTIFACTS / "web-home.png"))
+    for _ in range(20):
+        page.mouse.wheel(0, 5000)
+        page.wait_for_timeout(300)
+        if page.locator("#timeline .thumb").count() == 26:
+            break
+    assert page.locator("#timeline .thumb").count() == 26  # every file once: 25 photos and the video
+
+    page.keyboard.press("/")
+    assert page.evaluate("document.activeElement.id") == "q"
+    page.fill("#q", "a red circle")
+    page.press("#q", "Enter")
+    page.wait_for_selector("#results .thumb img", timeout=15_000)
+    assert page.locator("#timeline").is_hidden() and page.locator("#results .thumb").count() >= 10
+    _visible_thumbs_loaded(page, "#results")
+    page.screenshot(path=str(ARTIFACTS / "web-results.png"))
+
+    photo = page.locator("#results .thumb:not(:has-text('▶'))").first
+    photo.click()
+    page.wait_for_selector("#captions li", timeout=15_000)
+    assert page.locator("#large").is_visible() and page.locator("#clip").is_hidden()  # no empty player
+    assert page.locator("#captions li").count() == 5 and page.locator("#similar .thumb").count() >= 1
+    assert "folder" in page.locator("#facts").inner_text()
+    page.wait_for_function("() => document.querySelector('#large').naturalWidth > 0", timeout=15_000)
+    page.screenshot(path=str(ARTIFACTS / "web-detail.png"))
+    first = page.locator("#name").inner_text()
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function(f"() => document.querySelector('#name').textContent !== {first!r}", timeout=10_000)
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_function(f"() => document.querySelector('#name').textContent === {first!r}", timeout=10_000)
+    page.keyboard.press("Escape")
+    assert page.locator("#detail").is_hidden() and page.locator("#results").is_visible()
+    page.keyboard.press("Escape")  # and back to the library
+    assert page.locator("#results").is_hidden() and page.locator("#timeline .thumb").count() == 26
+
+    page.locator("#timeline .thumb:has-text('▶')").first.click()  # the video: its player, no image
+    page.wait_for_selector("#captions li", timeout=15_000)
+    assert page.locator("#clip").is_visible() and page.locator("#large").is_hidden()
+    page.screenshot(path=str(ARTIFACTS / "web-detail-video.png"))
+    page.keyboard.press("Escape")
+    assert problems == []
+
+
+def test_paste_an_image_and_review_duplicates(server: str, browser) -> None:
+    page, problems = _signed_in(browser, server, viewport={"width": 1200, "height": 800})
+    page.wait_for_selector("#timeline .thumb", timeout=15_000)
+    png = base64.b64encode((Path(__file__).resolve().parent.parent / "sample_data" / SAMPLE_ROWS[2]["image"])
+                           .read_bytes()).decode()
+    page.evaluate("""(data) => {
+        const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], "pasted.png", { type: "image/png" }));
+        document.dispatchEvent(new ClipboardEvent("paste", { clipboardData: transfer, bubbles: true }));
+    }""", png)
+    page.wait_for_selector("#results .thumb", timeout=15_000)
+    assert "results for pasted.png" in page.locator("#hint").inner_text()
+    assert page.locator("#results .thumb figcaption").first.inner_text().startswith("1.000")  # the photo itself
+
+    page.click("#nav-duplicates")
+    page.wait_for_selector("#dupes .group .thumb img", timeout=30_000)
+    group = page.locator("#dupes .group").first
+    assert group.locator(".thumb").count() == 2 and "×" in group.inner_text() and "kB" in group.inner_text()
+    _visible_thumbs_loaded(page, "#dupes")
+    page.screenshot(path=str(ARTIFACTS / "web-duplicates.png"))
+    assert problems == []
+
+
+def test_a_phone_sized_screen_in_dark_mode(server: str, browser) -> None:
+    page, problems = _signed_in(browser, server, viewport={"width": 390, "height": 844}, is_mobile=True,
+                                has_touch=True, color_scheme="dark")
+    page.wait_for_selector("#timeline .thumb img", timeout=15_000)
+    _visible_thumbs_loaded(page, "#timeline")
+
+    def fits() -> None:
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
+        small = page.evaluate("""() => [...document.querySelectorAll('button, input, select, nav a')]
+            .filter((e) => e.offsetParent !== null)
+            .map((e) => [e.id || e.textContent, e.getBoundingClientRect().height])
+            .filter(([, h]) => h < 40)""")
+        assert small == []  # touch targets at least 40 px high
+
+    fits()
+    assert page.evaluate("getComputedStyle(document.body).backgroundColor") != "rgb(250, 250, 250)"  # dark
+    page.screenshot(path=str(ARTIFACTS / "web-phone-home.png"))
+    page.locator("#timeline .thumb").nth(1).click()
+    page.wait_for_selector("#captions li", timeout=15_000)
+    fits()
+    page.screenshot(path=str(ARTIFACTS / "web-phone-detail.png"))
+    assert all(page.evaluate("[...document.images].filter(i => i.offsetParent).map(i => i.alt)"))  # alt text
+    assert problems == []
