@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import traceback
@@ -15,11 +16,11 @@ import typer
 from typer.core import TyperGroup
 
 from clipdex.cli.options import (
-    DeviceOption, JsonOption, ModelOption, PrecisionOption, PretrainedOption, library_of, sigterm_stops,
+    DeviceOption, JsonOption, ModelOption, PrecisionOption, PretrainedOption, PreviewOption, library_of, sigterm_stops,
 )
 from clipdex.cli.output import (
     console, err_console, print_error, print_json, print_notes, print_table, print_warning, progress_tasks,
-    recall_rows, say,
+    recall_rows, say, shown,
 )
 from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
@@ -79,6 +80,26 @@ def main_options(
 ) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.CRITICAL, force=True)
     ctx.obj = {"library": library or config.default_library_dir(), "database": database, "verbose": verbose}
+
+
+@functools.lru_cache(maxsize=1)
+def _previewer():
+    """The terminal's previewer, or None where stdout is not a terminal (a pipe, a file): then paths alone."""
+    from clipdex.cli.preview import Previewer
+
+    return Previewer() if Previewer.available() else None
+
+
+def _previewing(hits) -> bool:
+    """Each hit on a line with its thumbnail below it; False (nothing printed) when there is no terminal."""
+    previewer = _previewer()
+    if previewer is None or not hits:
+        return False
+    for n, hit in enumerate(hits, 1):
+        console.print(f"{n}. {hit.score:.4f}  {shown(hit.path)}" + (f"  at {hit.time:.0f} s" if hit.time else ""),
+                      soft_wrap=True)
+        previewer.draw(hit.path, hit.time)
+    return True
 
 
 def _print_hits(hits, as_json: bool, title: str) -> None:
@@ -206,6 +227,7 @@ def search(
     ),
     sort: str = typer.Option("score", "--sort", help="score (best first) or date (the same matches, newest first)."),
     paths_only: bool = typer.Option(False, "--paths-only", "-f", help="Print one path a line, nothing else."),
+    preview: bool = PreviewOption,
     null: bool = typer.Option(
         False, "--null", "-0", help="With -f: end each path with a NUL byte instead of a newline (for xargs -0)."
     ),
@@ -232,6 +254,8 @@ def search(
         end = "\0" if null else "\n"
         sys.stdout.write("".join(hit.path + end for hit in hits))
         return
+    if preview and not as_json and _previewing(hits):
+        return
     _print_hits(hits, as_json, "images like " + " ".join(terms or []) + (f" {image}" if image else ""))
 
 
@@ -244,6 +268,7 @@ def captions(
         "auto", "--from", help="corpus (captions added with add-captions), builtin (the vocabulary of photo "
         "concepts, or the library's own from index --tags --vocabulary), all, or auto: the corpus when there is one.",
     ),
+    preview: bool = PreviewOption,
     device: str = DeviceOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -253,6 +278,10 @@ def captions(
     with progress_tasks(enabled=not as_json) as start:
         hits = api.captions(library_of(ctx), image, top_k, device, source, start)
     print_notes(hits.notes)
+    if preview and not as_json and _previewer():
+        from clipdex.retrieval.video import is_video
+
+        _previewer().draw(image, 0.0 if is_video(image.name) else None)
     _print_hits(hits, as_json, f"captions for {image}")
 
 
@@ -385,6 +414,7 @@ def duplicates(
     threshold: float = typer.Option(
         config.DEFAULT_DUPLICATE_THRESHOLD, min=0.0, max=1.0, help="Cosine similarity at which two photos count as copies."
     ),
+    preview: bool = PreviewOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Groups of near-identical photos, largest first, so you can pick which to keep (nothing is deleted)."""
@@ -397,6 +427,13 @@ def duplicates(
     if not groups:
         say(f"no near-duplicates at threshold {threshold}")
     for n, group in enumerate(groups, 1):
+        if preview and _previewer():
+            console.print(f"group {n}: {len(group)} photos")
+            for member in group:
+                console.print(f"  {shown(member['path'])}  {member['size']} bytes, {member['width']}×{member['height']}",
+                              soft_wrap=True)
+                _previewer().draw(member["path"], member.get("time"))
+            continue
         print_table(
             f"group {n}: {len(group)} photos", ["path", "size", "dimensions"],
             [(m["path"], m["size"], f"{m['width']}×{m['height']}") for m in group],

@@ -20,6 +20,10 @@ PretrainedOption = typer.Option(
     None, "--pretrained", help=f"Pretrained tag or weights file (default: {config.DEFAULT_PRETRAINED} for "
     f"{config.DEFAULT_MODEL}, none otherwise)."
 )
+PreviewOption = typer.Option(
+    False, "--preview", help="Show thumbnails in the terminal (kitty, iTerm2, sixel, else half-blocks; "
+    "CLIPDEX_PREVIEW=kitty|iterm|sixel|blocks to choose); not in a pipe, nor with -f or --json.",
+)
 DeviceOption = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda.")
 PrecisionOption = typer.Option(
     "fp32", "--precision", help="fp32, or bf16 (CPU/CUDA), int8 (CPU: the image tower, 2.4× fp32 here) or fp16 "

@@ -171,6 +171,7 @@ WEB_DECODE_SLOTS = 2  # images decoded at once (threads decoding) by the server,
 WEB_MAX_BODY_BYTES = 20 * 1024 * 1024
 WEB_BODY_SECONDS = 30.0  # a request body must have arrived this long after the server asked for it
 WEB_THUMBNAIL_SIDE = 320
+PREVIEW_COLUMNS = 24  # --preview: a thumbnail's width in terminal cells
 # Host names a browser may use to reach a server on this machine (with any port): any other Host header is a
 # sign of DNS rebinding and is refused.
 WEB_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
