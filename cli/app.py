@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import sys
 import traceback
@@ -19,8 +18,8 @@ from clipdex.cli.options import (
     DeviceOption, JsonOption, ModelOption, PrecisionOption, PretrainedOption, PreviewOption, library_of, sigterm_stops,
 )
 from clipdex.cli.output import (
-    console, err_console, print_error, print_json, print_notes, print_table, print_warning, progress_tasks,
-    recall_rows, say, shown,
+    console, err_console, print_error, print_hits, print_json, print_notes, print_table, progress_tasks, recall_rows,
+    say, shown,
 )
 from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
@@ -80,43 +79,6 @@ def main_options(
 ) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.CRITICAL, force=True)
     ctx.obj = {"library": library or config.default_library_dir(), "database": database, "verbose": verbose}
-
-
-@functools.lru_cache(maxsize=1)
-def _previewer():
-    """The terminal's previewer, or None where stdout is not a terminal (a pipe, a file): then paths alone."""
-    from clipdex.cli.preview import Previewer
-
-    return Previewer() if Previewer.available() else None
-
-
-def _previewing(hits) -> bool:
-    """Each hit on a line with its thumbnail below it; False (nothing printed) when there is no terminal."""
-    previewer = _previewer()
-    if previewer is None or not hits:
-        return False
-    for n, hit in enumerate(hits, 1):
-        console.print(f"{n}. {hit.score:.4f}  {shown(hit.path)}" + (f"  at {hit.time:.0f} s" if hit.time else ""),
-                      soft_wrap=True)
-        previewer.draw(hit.path, hit.time)
-    return True
-
-
-def _print_hits(hits, as_json: bool, title: str) -> None:
-    if as_json:
-        print_json([hit.as_json() for hit in hits])
-    elif not hits:
-        say("no results")
-    else:
-        label = "path" if hits[0].kind == "image" else "caption"
-        rows = [[n, hit.score, hit.label] for n, hit in enumerate(hits, 1)]
-        if hits[0].kind != "image" and any(hit.source != "corpus" for hit in hits):  # where each caption came from
-            print_table(title, ["#", "score", label, "from"], [[*row, hit.source] for row, hit in zip(rows, hits)])
-            return
-        if any(hit.ocr for hit in hits):  # the words found in the photo, beside it
-            print_table(title, ["#", "score", label, "text"], [[*row, hit.ocr or ""] for row, hit in zip(rows, hits)])
-        else:
-            print_table(title, ["#", "score", label], rows)
 
 
 @app.command()
@@ -254,123 +216,12 @@ def search(
         end = "\0" if null else "\n"
         sys.stdout.write("".join(hit.path + end for hit in hits))
         return
-    if preview and not as_json and _previewing(hits):
-        return
-    _print_hits(hits, as_json, "images like " + " ".join(terms or []) + (f" {image}" if image else ""))
+    if preview and not as_json:
+        from clipdex.cli.preview import print_previews
 
-
-@app.command()
-def captions(
-    ctx: typer.Context,
-    image: Path = typer.Argument(..., help="The image to describe."),
-    top_k: int = typer.Option(config.DEFAULT_TOP_K, "--top-k", "-k", min=1, help="How many captions."),
-    source: str = typer.Option(
-        "auto", "--from", help="corpus (captions added with add-captions), builtin (the vocabulary of photo "
-        "concepts, or the library's own from index --tags --vocabulary), all, or auto: the corpus when there is one.",
-    ),
-    preview: bool = PreviewOption,
-    device: str = DeviceOption,
-    as_json: bool = JsonOption,
-) -> None:
-    """Captions that describe IMAGE best (image→text): from the library's corpus, or the built-in vocabulary."""
-    from clipdex import api
-
-    with progress_tasks(enabled=not as_json) as start:
-        hits = api.captions(library_of(ctx), image, top_k, device, source, start)
-    print_notes(hits.notes)
-    if preview and not as_json and _previewer():
-        from clipdex.retrieval.video import is_video
-
-        _previewer().draw(image, 0.0 if is_video(image.name) else None)
-    _print_hits(hits, as_json, f"captions for {image}")
-
-
-@app.command("tags")
-def tags_command(ctx: typer.Context, as_json: bool = JsonOption) -> None:
-    """The tags of the library's images (index --tags), the most common first, with how many files hold each."""
-    from clipdex import api
-
-    counted = api.tags(library_of(ctx))
-    if as_json:
-        print_json([{"tag": tag, "count": count} for tag, count in counted])
-    elif not counted:
-        say("no tags: run `clipdex index --tags` to tag the library's images")
-    else:
-        print_table("tags", ["tag", "files"], [[tag, count] for tag, count in counted])
-
-
-@app.command("export-xmp")
-def export_xmp_command(
-    ctx: typer.Context,
-    paths: Optional[list[Path]] = typer.Argument(None, help="Only files and folders under these (default: all)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would change; write nothing."),
-    text: bool = typer.Option(False, "--text", help="Also write recognised text (index --ocr) as the description."),
-    lightroom: bool = typer.Option(
-        False, "--lightroom", help="Name RAW files' sidecars photo.xmp, as Lightroom does (else photo.cr2.xmp)."
-    ),
-    as_json: bool = JsonOption,
-) -> None:
-    """Write tags as keywords into XMP sidecars (photo.jpg.xmp), for digiKam, darktable or Lightroom.
-
-    Existing sidecars are merged into (everything in them is kept, keywords are added once); photos are never
-    touched; running it again changes nothing."""
-    from clipdex import api
-
-    report = api.export_xmp(library_of(ctx), paths or [], dry_run, text, lightroom)
-    if as_json:
-        print_json(report.as_json())
-    else:
-        verb = "would update" if dry_run else "updated"
-        for change in report.changed:
-            added = ", ".join(change.keywords) + (" + description" if change.description else "")
-            say(f"{'create' if change.created else 'update'} {change.sidecar}: {added}")
-        say(f"{verb} {len(report.changed)} sidecars; {report.unchanged} already had everything; "
-            f"{len(report.failed)} failed")
-        for failure in report.failed:
-            print_warning(f"{failure['path']}: {failure['error']}")
-    if report.failed:
-        raise typer.Exit(1)
-
-
-@app.command("add-captions")
-def add_captions_command(
-    ctx: typer.Context,
-    file: Path = typer.Argument(..., help=".txt (one caption a line), or .csv/.jsonl with a `caption` field."),
-    device: str = DeviceOption,
-    as_json: bool = JsonOption,
-) -> None:
-    """Add captions to the corpus that `clipdex captions` ranks."""
-    from clipdex import api
-
-    report = api.add_captions(library_of(ctx), file, device)
-    if as_json:
-        print_json(report.as_json())
-        return
-    say(f"added {report.added} captions ({report.already_present} already present"
-        + (f", {len(report.skipped)} skipped)" if report.skipped else ")"))
-    for reason in report.skipped[:5]:
-        print_warning(f"skipped {reason}")
-    if len(report.skipped) > 5:
-        print_warning(f"… and {len(report.skipped) - 5} more skipped")
-
-
-@app.command("remove-captions")
-def remove_captions_command(
-    ctx: typer.Context,
-    file: Optional[Path] = typer.Argument(None, help="The captions to remove, in a file as add-captions reads."),
-    remove_all: bool = typer.Option(False, "--all", help="Remove the whole caption corpus."),
-    as_json: bool = JsonOption,
-) -> None:
-    """Remove captions from the corpus: those listed in FILE, or --all."""
-    from clipdex import api
-
-    if (file is None) == (not remove_all):
-        raise ClipdexError("give a FILE of captions to remove, or --all")
-    removed = api.remove_captions(library_of(ctx), None if remove_all else file)
-    if as_json:
-        print_json({"removed": removed})
-    else:
-        say(f"removed {removed} captions")
+        if print_previews(hits):
+            return
+    print_hits(hits, as_json, "images like " + " ".join(terms or []) + (f" {image}" if image else ""))
 
 
 @app.command()
@@ -427,12 +278,14 @@ def duplicates(
     if not groups:
         say(f"no near-duplicates at threshold {threshold}")
     for n, group in enumerate(groups, 1):
-        if preview and _previewer():
+        from clipdex.cli.preview import terminal_previewer
+
+        if preview and terminal_previewer():
             console.print(f"group {n}: {len(group)} photos")
             for member in group:
                 console.print(f"  {shown(member['path'])}  {member['size']} bytes, {member['width']}×{member['height']}",
                               soft_wrap=True)
-                _previewer().draw(member["path"], member.get("time"))
+                terminal_previewer().draw(member["path"], member.get("time"))
             continue
         print_table(
             f"group {n}: {len(group)} photos", ["path", "size", "dimensions"],
@@ -476,8 +329,9 @@ def demo(
     console.print(f"\ntry: clipdex --library {result['library']} search \"a green triangle\"")
 
 
-from clipdex.cli import live_commands, training_commands  # noqa: E402  (register their commands on `app`)
+from clipdex.cli import describe_commands, live_commands, training_commands  # noqa: E402  (register their commands)
 
+describe_commands.register(app)
 training_commands.register(app)
 live_commands.register(app)
 

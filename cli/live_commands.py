@@ -33,7 +33,7 @@ def watch(
 ) -> None:
     """Catch up with PATHS (an incremental index), then keep the library in sync as files appear, change, move
     or disappear, until Ctrl-C or SIGTERM; every batch committed before stopping is kept."""
-    from clipdex import api
+    from clipdex import live
 
     library = library_of(ctx, create=True)
 
@@ -46,7 +46,7 @@ def watch(
 
     with sigterm_stops():
         say(f"catching up with {', '.join(map(str, paths))} (Ctrl-C stops)")
-        totals = api.watch(library, paths, on_batch=on_batch, model=model, pretrained=pretrained, device=device,
+        totals = live.watch(library, paths, on_batch=on_batch, model=model, pretrained=pretrained, device=device,
                            precision=precision, ocr=ocr, export_text=export, settle=settle,
                            on_watching=lambda: say("watching"))
     if as_json:
@@ -59,13 +59,13 @@ def watch(
 def _watch_in_background(ctx: typer.Context, paths: list[Path], device: str, stop: threading.Event) -> None:
     """`serve --watch`: the watcher writes through its own handle on the library (its own writer lock, its own
     model, loaded while a batch needs it); the server's queries notice each commit by its generation."""
-    from clipdex import api
+    from clipdex import live
 
     writer = library_of(ctx)  # loads the model when a batch needs it, and drops it after
 
     def run() -> None:
         try:
-            api.watch(writer, paths, stop=stop, device=device, export_text=False)
+            live.watch(writer, paths, stop=stop, device=device, export_text=False)
         except Exception as exc:  # the server goes on answering; the watcher says why it stopped
             print_error(f"watching stopped: {exc}")
 

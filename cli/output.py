@@ -98,6 +98,25 @@ def progress_tasks(enabled: bool = True) -> Iterator[Callable[[str, int | None],
         yield start
 
 
+def print_hits(hits, as_json: bool, title: str) -> None:
+    """Search hits or captions: JSON, or a table with the columns the hits have (recognised text, where a
+    caption came from)."""
+    if as_json:
+        print_json([hit.as_json() for hit in hits])
+    elif not hits:
+        say("no results")
+    else:
+        label = "path" if hits[0].kind == "image" else "caption"
+        rows = [[n, hit.score, hit.label] for n, hit in enumerate(hits, 1)]
+        if hits[0].kind != "image" and any(hit.source != "corpus" for hit in hits):  # where each caption came from
+            print_table(title, ["#", "score", label, "from"], [[*row, hit.source] for row, hit in zip(rows, hits)])
+            return
+        if any(hit.ocr for hit in hits):  # the words found in the photo, beside it
+            print_table(title, ["#", "score", label, "text"], [[*row, hit.ocr or ""] for row, hit in zip(rows, hits)])
+        else:
+            print_table(title, ["#", "score", label], rows)
+
+
 def recall_rows(result: dict, label: str = "") -> list[list[Any]]:
     return [
         [f"{label}{direction.replace('_', ' ')}", *(result[direction][f"R@{k}"] for k in (1, 5, 10))]

@@ -7,6 +7,7 @@ never by querying the terminal, which would block or print when it does not answ
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Mapping
 
 from PIL import Image
 
+from clipdex.cli.output import console, shown
 from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
 
@@ -91,3 +93,21 @@ class Previewer:
         sys.stdout.flush()
         sys.stdout.buffer.write(self.render(image) + b"\n")
         sys.stdout.buffer.flush()
+
+
+@functools.lru_cache(maxsize=1)
+def terminal_previewer() -> Previewer | None:
+    """The terminal's previewer, or None where stdout is not a terminal (a pipe, a file): then text alone."""
+    return Previewer() if Previewer.available() else None
+
+
+def print_previews(hits) -> bool:
+    """Each hit on a line with its thumbnail below it; False (nothing printed) when there is no terminal."""
+    previewer = terminal_previewer()
+    if previewer is None or not hits:
+        return False
+    for n, hit in enumerate(hits, 1):
+        console.print(f"{n}. {hit.score:.4f}  {shown(hit.path)}" + (f"  at {hit.time:.0f} s" if hit.time else ""),
+                      soft_wrap=True)
+        previewer.draw(hit.path, hit.time)
+    return True

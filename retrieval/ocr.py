@@ -8,6 +8,7 @@ only when it finds text is the image read properly: detection at a readable size
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -59,9 +60,40 @@ class TextReader:
         return "\n".join(text.strip() for _box, text, _score in lines or () if text.strip())
 
     def has_text(self, image) -> bool:
-        """The gate: does the detector, run on a small copy, see any text at all? Indexing asks it of the image it
-        already decoded for the model, so a photo without text costs one small detection and no decode."""
+        """The gate: does the detector, run on a small copy, see a line of text? Indexing asks it of the image it
+        already decoded for the model, so a photo without text costs one small detection and no decode. A box
+        counts when it is shaped like a line of words (config.OCR_GATE_*: measured with bench/ocr_gate.py, where
+        the boxes on flat shapes, stripes and dot patterns are squarish or thin and score low)."""
+        return any(
+            box.height >= config.OCR_GATE_MIN_HEIGHT and box.width >= config.OCR_GATE_MIN_ASPECT * box.height
+            and box.score >= config.OCR_GATE_MIN_SCORE
+            for box in self.boxes(image)
+        )
+
+    def boxes(self, image) -> list["TextBox"]:
+        """The boxes the detector finds on the gate's small copy, with their scores: RapidOCR's TextDetector
+        call, unrolled because it drops the scores (which its post-processing computes)."""
         small = image.copy()
         small.thumbnail((self.gate_side, self.gate_side))
-        boxes, _ = self.engine.text_det(np.ascontiguousarray(np.asarray(small.convert("RGB"))[:, :, ::-1]))
-        return boxes is not None and len(boxes) > 0
+        bgr = np.ascontiguousarray(np.asarray(small.convert("RGB"))[:, :, ::-1])
+        detector = self.engine.text_det
+        shape = bgr.shape[:2]
+        detector.preprocess_op = detector.get_preprocess(max(shape))
+        found, scores = detector.postprocess_op(detector.infer(detector.preprocess_op(bgr))[0], shape)
+        boxes = []
+        for corners, score in zip(found, scores):
+            corners = detector.clip_det_res(detector.order_points_clockwise(corners), *shape)
+            sides = (float(np.linalg.norm(corners[0] - corners[1])), float(np.linalg.norm(corners[0] - corners[3])))
+            if min(sides) > 3:  # as TextDetector filters them
+                boxes.append(TextBox(min(sides), max(sides), float(score), corners))
+        return boxes
+
+
+@dataclass(frozen=True)
+class TextBox:
+    """A detected box in the gate's copy: its short side (a line's height), long side, score, corners."""
+
+    height: float
+    width: float
+    score: float
+    corners: np.ndarray

@@ -8,14 +8,13 @@ that records the generation it reflects can be topped up with exactly what chang
 from __future__ import annotations
 
 import json
-import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
-from sqlalchemy import bindparam, create_engine, delete, event, func, inspect, or_, select, update
+from sqlalchemy import bindparam, create_engine, delete, event, func, inspect, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
 
@@ -25,6 +24,7 @@ from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.identity import ModelIdentity
 from clipdex.retrieval.migrations import migrate
 from clipdex.retrieval.pause import pause_point
+from clipdex.retrieval.selection import SelectionStore
 from clipdex.retrieval.staging import StagingStore
 from clipdex.retrieval.tagging import TagStore
 from clipdex.retrieval.schema import (
@@ -80,7 +80,7 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-class Store(fulltext.TextStore, StagingStore, TagStore):
+class Store(fulltext.TextStore, StagingStore, TagStore, SelectionStore):
     """Items (images and captions) with their vectors, the model binding and the write generation."""
 
     def __init__(self, url: str) -> None:
@@ -324,56 +324,6 @@ class Store(fulltext.TextStore, StagingStore, TagStore):
                 matrix = np.frombuffer(b"".join(row[1] for row in part), dtype=np.float32).reshape(len(part), dim)
                 yield ids, matrix
 
-    def ids_matching(
-        self, kind: str, folders: Sequence[str] = (), after: float | None = None, before: float | None = None,
-        tags: Sequence[str] = (),
-    ) -> np.ndarray:
-        """Ids of items that pass the filters (see `_passing`)."""
-        query = select(items_table.c.id).where(items_table.c.kind == kind, *self._passing(folders, after, before, tags))
-        with self.db.connect() as conn:
-            return np.asarray(conn.execute(query).scalars().all(), dtype=np.int64)
-
-    @staticmethod
-    def _passing(folders: Sequence[str], after: float | None, before: float | None, tags: Sequence[str] = ()) -> list:
-        """Conditions for items under any of `folders` (by the path the user reached them through, or by their
-        real path) whose photo date (EXIF DateTimeOriginal, else file mtime) lies in [after, before), holding
-        every tag of `tags` (exactly: a tag is a concept of the vocabulary).
-
-        Prefixes are compared exactly, byte for byte, on every database: `LIKE` ignores case on SQLite and gives
-        `%` and `_` a meaning, so a folder `Photos` would have matched `photos`."""
-        c = items_table.c
-        conditions = []
-        if folders:
-            prefixes = {folder.rstrip(os.sep) + os.sep for folder in folders}
-            conditions.append(or_(*(
-                func.substr(column, 1, len(prefix)) == prefix for prefix in prefixes for column in (c.key, c.real_path)
-            )))
-        taken = func.coalesce(c.taken_at, c.mtime)
-        if after is not None:
-            conditions.append(taken >= after)
-        if before is not None:
-            conditions.append(taken < before)
-        for tag in tags:
-            conditions.append(c.id.in_(select(tags_table.c.item_id).where(tags_table.c.tag == tag)))
-        return conditions
-
-    def timeline(
-        self, limit: int, cursor: tuple[float, int] | None = None, folders: Sequence[str] = (),
-        after: float | None = None, before: float | None = None,
-    ) -> list[dict]:
-        """Files newest first by photo date (EXIF, else mtime), then id: a photo's row, a video's first frame.
-        `cursor` is the (date, id) of the last file shown: the page after it (stable while files are added)."""
-        c = items_table.c
-        taken = func.coalesce(c.taken_at, c.mtime)
-        query = select(c.id, c.key, c.size, c.width, c.height, c.frame_time, taken.label("date")).where(
-            c.kind == IMAGE, c.frame == 0, *self._passing(folders, after, before)
-        )
-        if cursor is not None:
-            query = query.where(or_(taken < cursor[0], (taken == cursor[0]) & (c.id < cursor[1])))
-        with self.db.connect() as conn:
-            rows = conn.execute(query.order_by(taken.desc(), c.id.desc()).limit(limit)).mappings().all()
-        return [dict(row) for row in rows]
-
     def deleted_since(self, kind: str, since: int) -> np.ndarray:
         t = tombstones_table.c
         with self.db.connect() as conn:
@@ -410,18 +360,3 @@ class Store(fulltext.TextStore, StagingStore, TagStore):
     def count(self, kind: str) -> int:
         with self.db.connect() as conn:
             return conn.execute(select(func.count()).select_from(items_table).where(items_table.c.kind == kind)).scalar() or 0
-
-    def counts(self, folders: Sequence[str] = (), after: float | None = None, before: float | None = None,
-               ) -> dict[str, int]:
-        """Photos, videos and their embedded frames (of those passing the filters), captions, failed files: a
-        video's frames are rows of kind image, counted apart so that a 10-minute video is not 300 photos."""
-        c = items_table.c
-        frame = c.frame_time.is_not(None)
-        with self.db.connect() as conn:
-            photos, frames, videos = conn.execute(
-                select(func.count().filter(~frame), func.count().filter(frame), func.count(c.key.distinct()).filter(frame))
-                .where(c.kind == IMAGE, *self._passing(folders, after, before))
-            ).one()
-            captions = conn.execute(select(func.count()).where(c.kind == CAPTION)).scalar()
-            failed = conn.execute(select(func.count()).select_from(failures_table)).scalar() or 0
-        return {IMAGE: photos, "video": videos, "frame": frames, CAPTION: captions, "failed": failed}

@@ -137,3 +137,14 @@ def both_databases(request) -> str | None:
     if request.param == "sqlite":
         return None
     return new_postgres_database(request.getfixturevalue("postgres_server"))
+
+
+@pytest.fixture
+def shapes(tmp_path: Path) -> Path:
+    """A vocabulary of the sample images' own colours and shapes: where tags and descriptions must be right (the
+    bundled model knows nothing else)."""
+    path = tmp_path / "shapes.txt"
+    colours, kinds = ("red", "blue", "green", "yellow", "purple", "orange"), ("circle", "square", "triangle", "star")
+    path.write_text("# the sample images' colours and shapes\n" + "".join(f"{c} {k}\n" for c in colours for k in kinds),
+                    encoding="utf-8")
+    return path

@@ -17,22 +17,12 @@ from clipdex.retrieval.vocabulary import read_concepts
 from tests.conftest import SAMPLE_ROWS
 
 SAMPLE = ("--model", "sample")
-COLOURS = ("red", "blue", "green", "yellow", "purple", "orange")
-SHAPES = ("circle", "square", "triangle", "star")
 ONE_SHAPE = re.compile(r"a (?:large|small) (\w+ \w+) (?:at|on) .*")  # captions naming a single shape
 
 
 @pytest.fixture
 def database_url(both_databases):
     return both_databases
-
-
-@pytest.fixture
-def shapes(tmp_path: Path) -> Path:
-    path = tmp_path / "shapes.txt"
-    path.write_text("# the sample images' colours and shapes\n"
-                    + "".join(f"{c} {s}\n" for c in COLOURS for s in SHAPES), encoding="utf-8")
-    return path
 
 
 def _json(result):

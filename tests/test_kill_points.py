@@ -22,7 +22,6 @@ from sqlalchemy import create_engine, text
 from clipdex.retrieval import config
 from clipdex.retrieval.checkpoint import optimizer_path, read_checkpoint_info
 from clipdex.retrieval.factory import load_encoder
-from clipdex.retrieval.library import Library
 from clipdex.retrieval.store import IMAGE
 from clipdex.retrieval.training.metrics_log import metrics_path, read_metrics
 from clipdex.retrieval.vector_index import VectorIndex

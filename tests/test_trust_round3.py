@@ -244,7 +244,6 @@ def test_libraw_s_warning_in_decode_workers_stays_out_of_index_output(cli, tmp_p
 
 
 def test_the_status_a_browser_gets_names_no_absolute_path(cli, tmp_path: Path, photos) -> None:
-    from clipdex.cli.app import app  # noqa: F401  (the CLI's finetune writes the checkpoint)
     from tests.test_finetune_watch import QUICK, _sample_pairs, _write_pairs
 
     pairs = _write_pairs(tmp_path / "pairs.csv", _sample_pairs(32))

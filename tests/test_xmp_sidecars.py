@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from clipdex.retrieval.sidecars import sidecar_path
-from tests.test_describe_and_tags import SAMPLE, _json, shapes  # noqa: F401  (the shapes fixture)
+from tests.test_describe_and_tags import SAMPLE, _json
 
 exiv2 = pytest.importorskip("exiv2") if not os.environ.get("CI") else __import__("exiv2")
 
@@ -64,7 +64,7 @@ def _keywords(path: Path) -> list[str]:
     return found
 
 
-def test_sidecars_are_made_merged_and_left_alone_when_complete(cli, photos, shapes: Path) -> None:  # noqa: F811
+def test_sidecars_are_made_merged_and_left_alone_when_complete(cli, photos, shapes: Path) -> None:
     folder = photos(6)
     originals = {p.name: p.read_bytes() for p in folder.iterdir()}
     cli("index", folder, *SAMPLE, "--tags", "--vocabulary", shapes)
@@ -95,7 +95,7 @@ def test_sidecars_are_made_merged_and_left_alone_when_complete(cli, photos, shap
     assert {p.name: p.read_bytes() for p in folder.iterdir() if p.suffix != ".xmp"} == originals  # never touched
 
 
-def test_what_is_not_a_sidecar_is_refused(cli, photos, shapes: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_what_is_not_a_sidecar_is_refused(cli, photos, shapes: Path, tmp_path: Path) -> None:
     folder = photos(3)
     cli("index", folder, *SAMPLE, "--tags", "--vocabulary", shapes)
     first, second, third = sorted(folder.iterdir())
@@ -110,7 +110,7 @@ def test_what_is_not_a_sidecar_is_refused(cli, photos, shapes: Path, tmp_path: P
     assert _keywords(sidecar_path(str(third)))  # the third was written
 
 
-def test_recognised_text_is_a_description_only_when_asked(cli, photos, shapes: Path) -> None:  # noqa: F811
+def test_recognised_text_is_a_description_only_when_asked(cli, photos, shapes: Path) -> None:
     from clipdex.retrieval.library import Library
 
     folder = photos(2)

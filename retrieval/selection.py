@@ -1,0 +1,82 @@
+"""The store's reading by exact filters (mixed into `Store`, like the full-text and tag methods): which items pass
+a folder, a date range and tags, the library page by page newest first (the web page's timeline), and counts."""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+from sqlalchemy import func, or_, select
+from sqlalchemy.engine import Engine
+
+from clipdex.retrieval.schema import CAPTION, IMAGE, failures_table, items_table, tags_table
+
+
+class SelectionStore:
+    db: Engine
+
+    def ids_matching(
+        self, kind: str, folders: Sequence[str] = (), after: float | None = None, before: float | None = None,
+        tags: Sequence[str] = (),
+    ) -> np.ndarray:
+        """Ids of items that pass the filters (see `_passing`)."""
+        query = select(items_table.c.id).where(items_table.c.kind == kind, *self._passing(folders, after, before, tags))
+        with self.db.connect() as conn:
+            return np.asarray(conn.execute(query).scalars().all(), dtype=np.int64)
+
+    @staticmethod
+    def _passing(folders: Sequence[str], after: float | None, before: float | None, tags: Sequence[str] = ()) -> list:
+        """Conditions for items under any of `folders` (by the path the user reached them through, or by their
+        real path) whose photo date (EXIF DateTimeOriginal, else file mtime) lies in [after, before), holding
+        every tag of `tags` (exactly: a tag is a concept of the vocabulary).
+
+        Prefixes are compared exactly, byte for byte, on every database: `LIKE` ignores case on SQLite and gives
+        `%` and `_` a meaning, so a folder `Photos` would have matched `photos`."""
+        c = items_table.c
+        conditions = []
+        if folders:
+            prefixes = {folder.rstrip(os.sep) + os.sep for folder in folders}
+            conditions.append(or_(*(
+                func.substr(column, 1, len(prefix)) == prefix for prefix in prefixes for column in (c.key, c.real_path)
+            )))
+        taken = func.coalesce(c.taken_at, c.mtime)
+        if after is not None:
+            conditions.append(taken >= after)
+        if before is not None:
+            conditions.append(taken < before)
+        for tag in tags:
+            conditions.append(c.id.in_(select(tags_table.c.item_id).where(tags_table.c.tag == tag)))
+        return conditions
+
+    def timeline(
+        self, limit: int, cursor: tuple[float, int] | None = None, folders: Sequence[str] = (),
+        after: float | None = None, before: float | None = None,
+    ) -> list[dict]:
+        """Files newest first by photo date (EXIF, else mtime), then id: a photo's row, a video's first frame.
+        `cursor` is the (date, id) of the last file shown: the page after it (stable while files are added)."""
+        c = items_table.c
+        taken = func.coalesce(c.taken_at, c.mtime)
+        query = select(c.id, c.key, c.size, c.width, c.height, c.frame_time, taken.label("date")).where(
+            c.kind == IMAGE, c.frame == 0, *self._passing(folders, after, before)
+        )
+        if cursor is not None:
+            query = query.where(or_(taken < cursor[0], (taken == cursor[0]) & (c.id < cursor[1])))
+        with self.db.connect() as conn:
+            rows = conn.execute(query.order_by(taken.desc(), c.id.desc()).limit(limit)).mappings().all()
+        return [dict(row) for row in rows]
+
+    def counts(self, folders: Sequence[str] = (), after: float | None = None, before: float | None = None,
+               ) -> dict[str, int]:
+        """Photos, videos and their embedded frames (of those passing the filters), captions, failed files: a
+        video's frames are rows of kind image, counted apart so that a 10-minute video is not 300 photos."""
+        c = items_table.c
+        frame = c.frame_time.is_not(None)
+        with self.db.connect() as conn:
+            photos, frames, videos = conn.execute(
+                select(func.count().filter(~frame), func.count().filter(frame), func.count(c.key.distinct()).filter(frame))
+                .where(c.kind == IMAGE, *self._passing(folders, after, before))
+            ).one()
+            captions = conn.execute(select(func.count()).where(c.kind == CAPTION)).scalar()
+            failed = conn.execute(select(func.count()).select_from(failures_table)).scalar() or 0
+        return {IMAGE: photos, "video": videos, "frame": frames, CAPTION: captions, "failed": failed}
