@@ -219,3 +219,19 @@ def test_kill_9_during_an_ocr_pass_loses_nothing(cli, library_dir: Path, tmp_pat
     assert {n: _glued(t) for n, t in _ocr_rows(library_dir).items()} == {n: _glued(t) for n, t in words.items()}
     for name, text in words.items():  # the full-text index agrees with every row
         assert _names(_search(cli, text.split()[1], "--mode", "text")) == [name]
+
+
+def test_the_gate_passes_lines_of_words_not_shapes_and_stripes() -> None:
+    """The gate's rule (config.OCR_GATE_*): the detector finds boxes on about one sample image in six (flat shapes,
+    stripes, dots), but few are shaped like a line of words; a rendered line of text still passes."""
+    from clipdex.retrieval.ocr import TextReader
+
+    gate = TextReader(threads=1)
+    images = [Image.open(p).convert("RGB").resize((500, 375)) for p in sorted(config.SAMPLE_DATA_DIR.glob("images/*"))[:120]]
+    any_box = sum(bool(gate.boxes(image)) for image in images)
+    passed = sum(gate.has_text(image) for image in images)
+    assert any_box >= 12 and passed <= any_box // 3, (any_box, passed)
+    line = Image.new("RGB", (1600, 1200), (250, 250, 245))
+    ImageDraw.Draw(line).text((100, 500), "CORNER BAKERY INVOICE 4711", fill=(10, 10, 10),
+                              font=ImageFont.load_default(size=90))
+    assert gate.has_text(line)
