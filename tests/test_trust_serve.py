@@ -56,4 +56,4 @@ def test_a_running_server_follows_a_reembed(cli, photos, library_dir: Path, tiny
     similar = client.get(f"/api/items/{image_id}/similar", params={"k": 1})
     assert similar.status_code == 200 and similar.json()[0]["id"] == image_id
     assert similar.json()[0]["score"] == pytest.approx(1.0, abs=1e-4)  # its own new vector, not the old one
-    assert client.get("/api/status").json()["model"] == model
+    assert client.get("/api/status", params={"paths": "true"}).json()["model"] == model
