@@ -125,6 +125,8 @@ def index(
     Unreadable files are skipped and reported, never fatal; Ctrl-C keeps every batch already written."""
     from clipdex import api
 
+    if vocabulary is not None and not tags:
+        raise typer.BadParameter("names the concepts to tag with: give it with --tags", param_hint="--vocabulary")
     library = library_of(ctx, create=True)
     with progress_tasks(enabled=not as_json) as start, sigterm_stops():
         report = api.index(
@@ -145,7 +147,8 @@ def index(
         if report.ocr:
             say(f"read text in {report.ocr['read']} images; {report.ocr['with_text']} hold some")
         if report.tags:
-            say(f"tagged {report.tags['tagged']} images; {report.tags['with_tags']} have tags")
+            say(f"tagged {report.tags['tagged']} images; {report.tags['with_tags']} have tags" if report.tags["tagged"]
+                else "every image was tagged already")
         for failure in report.failed:
             say(f"  skipped {failure['path']}: {failure['error']}")
     print_notes(report.notes)
@@ -207,6 +210,9 @@ def search(
         parsed.append(Term(str(image), True, 1.0))
     if not parsed:
         raise ClipdexError("give TEXT, or --image FILE, or both")
+    if any(not t.strip() for t in tag):
+        raise typer.BadParameter("a tag is a concept of the vocabulary, not empty (`clipdex tags` lists them)",
+                                 param_hint="--tag")
     filters = Filters(
         str(folder) if folder else None, _date(after, "--after"), _date(before, "--before"), min_score, tuple(tag)
     )
@@ -214,7 +220,8 @@ def search(
     print_notes(hits.notes)
     if paths_only or null:
         end = "\0" if null else "\n"
-        sys.stdout.write("".join(hit.path + end for hit in hits))
+        terminal = sys.stdout.isatty()  # byte-exact for a pipe; on a screen, names cannot drive the terminal
+        sys.stdout.write("".join((shown(hit.path) if terminal else hit.path) + end for hit in hits))
         return
     if preview and not as_json:
         from clipdex.cli.preview import print_previews

@@ -31,6 +31,8 @@ def captions(
     """Captions that describe IMAGE best (image→text): from the library's corpus, or the built-in vocabulary."""
     from clipdex import api
 
+    if source not in config.CAPTION_SOURCES:
+        raise typer.BadParameter(f"one of {', '.join(config.CAPTION_SOURCES)}", param_hint="--from")
     with progress_tasks(enabled=not as_json) as start:
         hits = api.captions(library_of(ctx), image, top_k, device, source, start)
     print_notes(hits.notes)

@@ -125,7 +125,7 @@ def _cursor(text: str) -> tuple[float, int]:
         found = (float(date), int(item_id))
     except ValueError:
         raise HTTPException(400, "cursor: give the `next` of the previous page") from None
-    if not math.isfinite(found[0]):
+    if not math.isfinite(found[0]) or not 0 <= found[1] < 2**63:
         raise HTTPException(400, "cursor: give the `next` of the previous page")
     return found
 

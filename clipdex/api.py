@@ -281,6 +281,9 @@ def export_xmp(library: Library, paths: Sequence[Path | str] = (), dry_run: bool
     tagged = library.store.tags_by_file()
     texts = library.store.texts_by_file() if text else {}
     prefixes = [os.path.abspath(os.path.expanduser(str(p))) for p in paths]
+    for given, prefix in zip(paths, prefixes):
+        if not os.path.lexists(prefix):
+            raise ClipdexError(f"no such file or folder: {given}")
     report = XmpReport()
     for image in sorted(set(tagged) | set(texts)):
         if prefixes and not any(image == p or image.startswith(p.rstrip(os.sep) + os.sep) for p in prefixes):

@@ -49,7 +49,8 @@ class Hit:
 
     def as_json(self) -> dict:
         if self.kind != IMAGE:
-            return {"id": self.id, "caption": self.caption, "score": round(self.score, 6), "source": self.source}
+            return {"id": self.id if self.source == "corpus" else None, "caption": self.caption,
+                    "score": round(self.score, 6), "source": self.source}
         found = {"id": self.id, "path": self.path, "score": round(self.score, 6), "taken": iso_date(self.taken),
                  "width": self.width, "height": self.height}
         if self.time is not None:
@@ -89,6 +90,8 @@ class Filters:
 
     def __post_init__(self) -> None:
         if self.folder is not None:
+            if "\0" in self.folder:
+                raise ClipdexError("a folder name cannot hold a NUL character")
             self.folder = os.path.abspath(os.path.expanduser(self.folder))
         if self.min_score is not None and not math.isfinite(self.min_score):
             raise ClipdexError(f"--min-score must be a finite number, not {self.min_score}")

@@ -11,11 +11,14 @@ sidecar or the new one, whole."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import stat
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
+from xml.etree import ElementTree
 
 from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.raw import is_raw
@@ -56,9 +59,15 @@ def update_sidecar(image: str, keywords: Sequence[str], description: str | None 
     exists = os.path.lexists(sidecar)
     if exists and (sidecar.is_symlink() or not sidecar.is_file()):
         raise ClipdexError(f"{sidecar} is not a regular file: left alone")
+    if exists and not sidecar.stat().st_mode & stat.S_IWUSR:
+        raise ClipdexError(f"{sidecar} is read-only: left alone")
+    keywords = [k for k in dict.fromkeys(keywords) if _XML_UNSAFE.search(k) is None]
+    description = _XML_UNSAFE.sub(" ", description) if description else description
     try:
+        if exists:
+            _check_well_formed(sidecar)
         have, described = _read(exiv2, sidecar) if exists else ([], False)
-        change = SidecarChange(str(sidecar), image, [k for k in dict.fromkeys(keywords) if k not in have],
+        change = SidecarChange(str(sidecar), image, [k for k in keywords if k not in have],
                                bool(description) and not described, not exists)
         if not change.keywords and not change.description:
             return None
@@ -69,6 +78,22 @@ def update_sidecar(image: str, keywords: Sequence[str], description: str | None 
     except OSError as exc:
         raise ClipdexError(f"cannot write {sidecar}: {exc.strerror or exc}") from None
     return change
+
+
+# What XML 1.0 cannot hold (a sidecar with it is no longer readable), and what is no text (controls, bidi).
+_XML_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff\u202a-\u202e\u2066-\u2069]")
+
+
+def _check_well_formed(sidecar: Path) -> None:
+    """Exiv2 reads a sidecar holding one character XML forbids as an empty one, and writing that back would
+    drop everything in it: such a file (or one declaring a DTD, which XMP never does) is refused instead."""
+    data = sidecar.read_bytes()
+    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
+        raise ClipdexError(f"{sidecar} declares a DTD, which an XMP sidecar never does: left alone")
+    try:
+        ElementTree.fromstring(data)
+    except ElementTree.ParseError as exc:
+        raise ClipdexError(f"{sidecar} is not well-formed XML ({exc}): left alone") from None
 
 
 def _exiv2():
@@ -102,9 +127,11 @@ def _read(exiv2, path: Path) -> tuple[list[str], bool]:
 def _write(exiv2, sidecar: Path, keywords: list[str], description: str | None) -> None:
     tmp = sidecar.with_name(f".{sidecar.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
+        before = set()
         if sidecar.exists():
             shutil.copy2(sidecar, tmp)
             opened = _open(exiv2, tmp)
+            before = {datum.key() for datum in opened.xmpData()}
         else:
             opened = exiv2.ImageFactory.create(exiv2.ImageType.xmp, str(tmp))
             opened.readMetadata()
@@ -116,6 +143,10 @@ def _write(exiv2, sidecar: Path, keywords: list[str], description: str | None) -
         if description:
             data[_DESCRIPTION] = exiv2.LangAltValue(f'lang="x-default" {description}')
         opened.writeMetadata()
+        written = _open(exiv2, tmp)
+        lost = before - {datum.key() for datum in written.xmpData()}
+        if lost:  # never, as Exiv2 merges; but a sidecar is someone's edit history: checked, not assumed
+            raise ClipdexError(f"updating {sidecar} would lose {', '.join(sorted(lost)[:3])}: left alone")
         os.replace(tmp, sidecar)
     finally:
         tmp.unlink(missing_ok=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,25 +43,36 @@ def _with_article(concept: str) -> str:
 
 
 def read_concepts(path: Path | None = None) -> list[str]:
-    """The concepts of a vocabulary file (the built-in one when `path` is None): one a line, '#' comments,
-    blank lines and repeats ignored."""
+    """The concepts of a vocabulary file (the built-in one when `path` is None): one a line; lines starting with
+    '#', blank lines and repeats (in any case) ignored. A concept becomes a tag, a keyword in XMP sidecars and
+    text on screens, so one holding a control or format character, or longer than a concept can be, is refused
+    with its line number rather than passed on."""
     source = path or BUILTIN
+    if not source.is_file():  # (a FIFO would block the read; a folder is no list)
+        raise ClipdexError(f"cannot read the vocabulary {source}: not a file")
     try:
         text = source.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
         raise ClipdexError(f"cannot read the vocabulary {source}: {reason}") from None
-    concepts: dict[str, None] = {}
-    for line in text.splitlines():
+    concepts: dict[str, str] = {}
+    for number, line in enumerate(text.split("\n"), 1):  # only newlines end a line (not U+0085 or U+2028)
         concept = " ".join(line.split())
-        if concept and not concept.startswith("#") and len(concept) <= config.VOCABULARY_MAX_CHARS:
-            concepts.setdefault(concept)
+        if not concept or concept.startswith("#"):
+            continue
+        if len(concept) > config.VOCABULARY_MAX_CHARS:
+            raise ClipdexError(f"the vocabulary {source}, line {number}: a concept of more than "
+                               f"{config.VOCABULARY_MAX_CHARS} characters")
+        if any(unicodedata.category(ch)[0] == "C" for ch in concept):
+            raise ClipdexError(f"the vocabulary {source}, line {number}: a control or format character "
+                               f"(U+{next(ord(ch) for ch in concept if unicodedata.category(ch)[0] == 'C'):04X})")
+        concepts.setdefault(concept.casefold(), concept)
     if not concepts:
-        raise ClipdexError(f"the vocabulary {source} holds no concepts (one a line; '#' starts a comment)")
+        raise ClipdexError(f"the vocabulary {source} holds no concepts (one a line; '#' starts a comment line)")
     if len(concepts) > config.VOCABULARY_MAX_CONCEPTS:
         raise ClipdexError(f"the vocabulary {source} holds {len(concepts):,} concepts; at most "
                            f"{config.VOCABULARY_MAX_CONCEPTS:,} are used")
-    return list(concepts)
+    return list(concepts.values())
 
 
 @dataclass

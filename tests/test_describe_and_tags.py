@@ -7,12 +7,14 @@ knows nothing else); the built-in list is checked for being used, not for qualit
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
 import pytest
 
 from clipdex.retrieval import config
+from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.vocabulary import read_concepts
 from tests.conftest import SAMPLE_ROWS
 
@@ -159,3 +161,26 @@ def test_the_web_api_filters_by_tag_lists_tags_and_says_where_captions_come_from
     assert [h["source"] for h in described] == ["builtin"] * 3
     assert set(h["caption"] for h in described) <= set(read_concepts(shapes))  # the library's own list
     assert client.get(f"/api/items/{found[0]['id']}/captions", params={"from": "corpus"}).status_code == 400
+
+
+def test_a_vocabulary_with_what_no_tag_should_hold_is_refused_by_line(tmp_path: Path) -> None:
+    def written(text: str) -> Path:
+        path = tmp_path / "v.txt"
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    for text, reason in (("dog\nbell\x07\n", "line 2: a control"), ("cat\n\x1b[31mred\n", "line 2: a control"),
+                         ("a\u202eb\n", "line 1: a control or format"), ("x" * 61 + "\n", "more than 60")):
+        with pytest.raises(ClipdexError, match=reason):
+            read_concepts(written(text))
+    assert read_concepts(written("Red\nred\nRED car\r\nsea\u2028side\n# a comment\n")) == ["Red", "RED car", "sea side"]
+    os.mkfifo(tmp_path / "fifo.txt")
+    with pytest.raises(ClipdexError, match="not a file"):
+        read_concepts(tmp_path / "fifo.txt")  # refused, not waited on
+
+
+def test_usage_errors_of_the_describe_options_exit_2(cli, photos) -> None:
+    cli("index", photos(2), *SAMPLE)
+    assert cli("captions", config.SAMPLE_DATA_DIR / SAMPLE_ROWS[0]["image"], "--from", "bogus").exit_code == 2
+    assert cli("index", "--vocabulary", "x.txt").exit_code == 2
+    assert cli("search", "a", "--tag", "").exit_code == 2

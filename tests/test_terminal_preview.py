@@ -88,3 +88,11 @@ def test_no_pictures_in_a_pipe_nor_with_paths_only_or_json(library: Path) -> Non
         assert result.returncode == 0 and b"\x1b_G" not in result.stdout and b"00" in result.stdout
     in_terminal = _in_a_terminal(library, "search", "a red circle", "-k", "2", "--preview", "--json", env=env)
     assert b"\x1b_G" not in in_terminal and in_terminal.lstrip().startswith(b"[")
+
+
+def test_paths_only_on_a_screen_are_escaped_and_exact_in_a_pipe(library: Path) -> None:
+    on_screen = _in_a_terminal(library, "search", "a red circle", "-k", "7", "-f", env={})
+    assert b"same\\x1b[31m.png" in on_screen and b"same\x1b[31m" not in on_screen
+    piped = subprocess.run([sys.executable, "-m", "clipdex", "--library", str(library), "search", "a red circle",
+                            "-k", "7", "-f"], capture_output=True, timeout=120)
+    assert b"same\x1b[31m.png" in piped.stdout  # for xargs, the name as it is

@@ -573,3 +573,10 @@ def image_like(draw) -> bytes:
 @given(data=image_like(), k=st.one_of(st.integers(-5, 50), TEXT))
 def test_fuzz_uploads(client: TestClient, data: bytes, k) -> None:
     _no_server_error(client.post("/api/search/image", files={"file": ("x.png", data)}, params={"k": k}))
+
+
+def test_timeline_cursors_and_folders_a_database_cannot_take_are_400(library: Library, client: TestClient) -> None:
+    for params in ({"cursor": "1:99999999999999999999999"}, {"cursor": "1:-5"}, {"folder": "\0"}):
+        response = client.get("/api/items", params=params)
+        assert response.status_code == 400, (params, response.text)
+    assert client.get("/api/search", params={"q": "red", "folder": "\0"}).status_code == 400

@@ -105,7 +105,7 @@ def test_what_is_not_a_sidecar_is_refused(cli, photos, shapes: Path, tmp_path: P
     sidecar_path(str(second)).write_bytes(third.read_bytes())  # an image under a sidecar's name
     result = cli("export-xmp")
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert "not a regular file" in result.output and "not an XMP sidecar" in result.output
+    assert "not a regular file" in result.output and "not well-formed XML" in result.output  # an image is not XML
     assert target.read_text() == "not yours" and sidecar_path(str(second)).read_bytes() == third.read_bytes()
     assert _keywords(sidecar_path(str(third)))  # the third was written
 
@@ -129,3 +129,21 @@ def test_lightroom_names_a_raw_file_s_sidecar_without_its_extension() -> None:
     assert sidecar_path("/p/IMG_1.CR2") == Path("/p/IMG_1.CR2.xmp")
     assert sidecar_path("/p/IMG_1.CR2", lightroom=True) == Path("/p/IMG_1.xmp")
     assert sidecar_path("/p/a.jpg", lightroom=True) == Path("/p/a.jpg.xmp")  # Lightroom keeps JPEG metadata inside
+
+
+def test_a_sidecar_exiv2_would_read_as_empty_is_left_alone(cli, photos, shapes: Path) -> None:
+    """One character XML forbids (a Latin-1 byte, a control) makes Exiv2 read a sidecar as empty: writing it back
+    would drop a darktable history. Such a sidecar, a read-only one, and a path not there are refused."""
+    folder = photos(3)
+    cli("index", folder, *SAMPLE, "--tags", "--vocabulary", shapes)
+    first, second, _ = sorted(folder.iterdir())
+    broken = DARKTABLE.replace("holiday", "Caf\udce9").encode("utf-8", "surrogateescape")  # a lone Latin-1 byte
+    sidecar_path(str(first)).write_bytes(broken)
+    sidecar_path(str(second)).write_text(DARKTABLE, encoding="utf-8")
+    sidecar_path(str(second)).chmod(0o444)
+    result = cli("export-xmp")
+    assert result.exit_code == 1 and "not well-formed XML" in result.output and "read-only" in result.output
+    assert sidecar_path(str(first)).read_bytes() == broken
+    assert sidecar_path(str(second)).read_text(encoding="utf-8") == DARKTABLE
+    missing = cli("export-xmp", folder / "not-here")
+    assert missing.exit_code == 1 and "no such file or folder" in missing.output
