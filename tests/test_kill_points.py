@@ -30,12 +30,28 @@ from tests.test_finetune_watch import QUICK, SAMPLE, _sample_pairs, _write_pairs
 from tests.test_reliability import TINY, _assert_consistent
 
 
+_started: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_paused_process_outlives_its_test():
+    """A test that fails before its kill would leave a process waiting at its pause point for ever."""
+    yield
+    while _started:
+        process = _started.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def _clipdex(*args, pause: str | None = None, marker: Path | None = None) -> subprocess.Popen:
     env = dict(os.environ)
     if pause:
         env[config.PAUSE_ENV], env[config.PAUSE_FILE_ENV] = pause, str(marker)
-    return subprocess.Popen([sys.executable, "-m", "clipdex", *map(str, args)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, "-m", "clipdex", *map(str, args)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _started.append(process)
+    return process
 
 
 def _wait_for_pause(process: subprocess.Popen, marker: Path, timeout: float = 240) -> None:
