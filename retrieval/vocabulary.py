@@ -21,7 +21,7 @@ from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
 
 BUILTIN = Path(__file__).with_name("vocabulary.txt")
-BUILTIN_NAME = "builtin"
+BUILTIN_NAME = "builtin"  # how `index --tags --vocabulary` names the built-in list
 
 # Written here after the CLIP paper's ensembling: photo-like phrasings of one concept, averaged. {a}: the concept
 # with its article ("an owl"), {c}: the concept alone.
@@ -79,7 +79,6 @@ def read_concepts(path: Path | None = None) -> list[str]:
 class Vocabulary:
     """Concepts with their unit vectors in one model's space."""
 
-    name: str  # BUILTIN_NAME, or "library": a list the library was given (index --tags --vocabulary FILE)
     concepts: list[str]
     vectors: np.ndarray  # (concepts, dim) float32, unit rows
 
@@ -112,7 +111,6 @@ class Vocabulary:
 def load_vocabulary(encoder, concepts: Sequence[str] | None = None, progress=None) -> Vocabulary:
     """`concepts` (the built-in list when None) in `encoder`'s space: read from the model cache, else embedded
     now (a named step, once per model and list) and kept."""
-    name = BUILTIN_NAME if concepts is None else "library"
     concepts = read_concepts() if concepts is None else list(concepts)
     identity = encoder.identity
     digest = hashlib.sha256("\n".join([identity.name, identity.fingerprint, *TEMPLATES, "", *concepts]).encode())
@@ -121,7 +119,7 @@ def load_vocabulary(encoder, concepts: Sequence[str] | None = None, progress=Non
     if vectors is None:
         vectors = _embed(encoder.encode_texts, concepts, progress)
         _write_cached(cached, vectors)
-    return Vocabulary(name, concepts, vectors)
+    return Vocabulary(concepts, vectors)
 
 
 def _embed(encode_texts: Callable[[list[str]], np.ndarray], concepts: Sequence[str], progress) -> np.ndarray:
