@@ -31,8 +31,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def server(cli, library_dir: Path, photos, tmp_path: Path):
-    """24 photos, one a copy of another, and a video; captions; served as `clipdex serve` does, with a token."""
+def server(cli, library_dir: Path, photos, tmp_path: Path, shapes: Path):
+    """24 photos, one a copy of another, and a video, tagged; captions; served as `clipdex serve` does, with a
+    token."""
     import uvicorn
 
     from clipdex.cli.web import create_app
@@ -43,7 +44,7 @@ def server(cli, library_dir: Path, photos, tmp_path: Path):
     folder = photos(24)
     shutil.copy(sorted(folder.iterdir())[2], folder / "copy-of-a-photo.png")
     write_video(folder / "clip.mp4", [(_sample(7), 3), (_sample(8), 3)])
-    cli("index", folder, "--model", "sample")
+    cli("index", folder, "--model", "sample", "--tags", "--vocabulary", shapes)
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(row["caption"] for row in SAMPLE_ROWS[:24]) + "\n")
     cli("add-captions", corpus)
@@ -123,6 +124,7 @@ def test_home_timeline_query_and_detail_view(server: str, browser) -> None:
     assert page.locator("#captions li").count() == 5 and page.locator("#similar .thumb").count() >= 1
     assert "folder" in page.locator("#facts").inner_text()
     page.wait_for_function("() => document.querySelector('#large').naturalWidth > 0", timeout=15_000)
+    assert page.locator("#item-tags .tag").count() >= 1  # the photo's tags, as chips
     page.screenshot(path=str(ARTIFACTS / "web-detail.png"))
     first = page.locator("#name").inner_text()
     page.keyboard.press("ArrowRight")
@@ -133,6 +135,21 @@ def test_home_timeline_query_and_detail_view(server: str, browser) -> None:
     assert page.locator("#detail").is_hidden() and page.locator("#results").is_visible()
     page.keyboard.press("Escape")  # and back to the library
     assert page.locator("#results").is_hidden() and page.locator("#timeline .thumb").count() == 26
+
+    page.fill("#q", "a shape")
+    page.press("#q", "Enter")
+    page.wait_for_selector("#results .thumb .tag", timeout=15_000)
+    chip = page.locator("#results .thumb .tag").first
+    tag = chip.inner_text()
+    chip.click()  # only the photos with that tag
+    page.wait_for_selector("#filters .tag", timeout=10_000)
+    page.wait_for_function(
+        f"() => [...document.querySelectorAll('#results .thumb')].length > 0 && [...document.querySelectorAll("
+        f"'#results .thumb')].every(t => [...t.querySelectorAll('.tag')].some(c => c.textContent === {tag!r}))",
+        timeout=15_000)
+    page.screenshot(path=str(ARTIFACTS / "web-tag-filter.png"))
+    page.keyboard.press("Escape")  # the library again, filters cleared
+    assert page.locator("#filters .tag").count() == 0
 
     page.locator("#timeline .thumb:has-text('▶')").first.click()  # the video: its player, no image
     page.wait_for_selector("#captions li", timeout=15_000)
