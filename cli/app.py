@@ -253,7 +253,7 @@ def status(ctx: typer.Context, as_json: bool = JsonOption) -> None:
             ("failed files", counts["failed"]),
             ("index", f"{info['index']['type']} (choice: {info['index']['preference']})"),
             ("model prepared", "yes: runs without torch" if info["prepared"] else "no: the next index prepares it"),
-            ("fast text queries", "yes (exported text tower)" if info["text_export"] else "no: loads torch"),
+            ("model folder", info["model_folder"] or "none yet"),
             ("text in photos (OCR)", _ocr_line(info["ocr"])),
         ],
     )

@@ -159,6 +159,26 @@ def eval_command(
     )
 
 
+def export_model(
+    model: str = typer.Argument(..., help="open_clip name, a .safetensors checkpoint, or 'sample'."),
+    out: Path = typer.Argument(..., help="The model folder to write (must not exist yet)."),
+    pretrained: Optional[str] = PretrainedOption,
+    precision: str = typer.Option("fp32", help="fp32, or int8 weights for the image tower."),
+    fp16_weights: bool = typer.Option(False, help="Store weights as fp16 (for weights that are fp16 already)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Write a model as a self-describing ONNX folder (Immich's layout), to run anywhere with no torch:
+    `clipdex index --model OUT`. Needs the torch extra."""
+    from clipdex import api
+
+    result = api.export_model(model, out, pretrained, precision, fp16_weights)
+    if as_json:
+        print_json(result)
+        return
+    say(f"wrote {result['folder']} from {result['model']} ({'; '.join(result['kept'])})")
+
+
 def register(app: typer.Typer) -> None:
     app.command("finetune")(finetune)
     app.command("eval")(eval_command)
+    app.command("export-model")(export_model)

@@ -11,7 +11,7 @@ from typing import Any
 
 __all__ = [
     "open_library", "load_model", "index", "search", "captions", "tags", "export_xmp", "add_captions", "remove_captions",
-    "duplicates", "finetune", "evaluate", "status", "export_text_tower", "Library", "Filters", "Hit", "Hits", "FinetuneOptions",
+    "duplicates", "finetune", "evaluate", "status", "export_text_tower", "export_model", "Library", "Filters", "Hit", "Hits", "FinetuneOptions",
     "ClipdexError",
 ]
 

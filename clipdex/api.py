@@ -207,10 +207,10 @@ def _refuse_other_model(library: Library, model: str, pretrained: str | None) ->
 
 
 def _exported(library: Library) -> bool:
-    """Whether the bound model's text tower was exported already (checked without loading the model)."""
-    from clipdex.retrieval.onnx_text import export_path
+    """Whether the bound model runs text queries without torch already (checked without loading the model)."""
+    from clipdex.retrieval.prepared import text_model
 
-    return export_path(library.require_identity()).is_file()
+    return text_model(library.require_identity()) is not None
 
 
 def _embedder(name: str, encoder, batch_size: int, ray_address: str | None):
@@ -225,15 +225,11 @@ def _embedder(name: str, encoder, batch_size: int, ray_address: str | None):
 
 
 def export_text_tower(encoder, progress: Progress | None = None) -> list[str]:
-    """Export `encoder`'s text tower to ONNX for fast, torch-free text queries (once per model, cached); the notes
-    for the user, none when an earlier export was reused."""
-    from clipdex.retrieval.onnx_text import export_text_tower as export
+    """Prepare the fp32 folder of a model that runs through torch (bf16, CUDA), for fast, torch-free text
+    queries (once per model, cached); the notes for the user, none when it was prepared."""
+    from clipdex.retrieval.prepared import prepare
 
-    advance = progress("exporting the text tower for fast text queries", None) if progress else None
-    result = export(encoder)
-    if advance:
-        advance(1)
-    return [result.note] if result.note else []
+    return prepare(encoder, "fp32", progress)[1]
 
 
 def search(
@@ -360,19 +356,43 @@ def evaluate(
     return {**evaluate_pairs(encoder, loaded), "model": encoder.identity.describe()}
 
 
+def export_model(model: str, out: Path | str, pretrained: str | None = None, precision: str = "fp32",
+                 fp16_weights: bool = False) -> dict:
+    """Write `model` (an open_clip name or checkpoint; needs torch) as a model folder at `out`, which must not
+    exist yet: towers checked against torch, runnable with no torch by `--model OUT` (and by Immich's loader).
+    `fp16_weights` halves the files for weights that are fp16 already (the bundled sample model's)."""
+    from clipdex.retrieval.prepared import FOLDER_PRECISIONS, has_torch, needs_torch
+
+    if precision not in FOLDER_PRECISIONS:
+        raise ClipdexError(f"unknown precision {precision!r} for a model folder: use fp32 or int8")
+    target = Path(out).expanduser()
+    if target.exists() or target.is_symlink():
+        raise ClipdexError(f"{target} exists already: give a new folder")
+    if not target.parent.is_dir():
+        raise ClipdexError(f"no such folder: {target.parent}")
+    if not has_torch():
+        raise needs_torch("exporting a model folder")
+    from clipdex.retrieval.factory import load_encoder
+    from clipdex.retrieval.folder_export import store_weights_as_fp16, write_folder
+
+    encoder = load_encoder(model, config.pretrained_for(model, pretrained), "cpu")
+    kept = write_folder(encoder, target, precision, text_precision="fp32", shared=True)
+    if fp16_weights:
+        store_weights_as_fp16(target)
+    return {"folder": str(target), "model": encoder.identity.describe(), "kept": kept}
+
+
 def status(library: Library, paths: bool = True) -> dict:
     """What the library holds, which model it is bound to, its index, and whether its model is prepared (runs
     without torch) and fast text queries are ready.
     `paths=False` leaves out where things are on disk (for a browser)."""
     from clipdex.retrieval.database_url import without_password
-    from clipdex.retrieval.onnx_image import image_tower_path
-    from clipdex.retrieval.onnx_text import export_path
+    from clipdex.retrieval.prepared import text_model
     from clipdex.retrieval.store import IMAGE
 
     identity = library.identity
     index = library.vector_index(IMAGE) if identity else None
-    export = export_path(identity) if identity else None
-    image_tower = image_tower_path(identity.name, identity.fingerprint, "fp32") if identity else None
+    folder = text_model(identity) if identity else None
     store = library.store
     info = {
         "library": str(library.root),
@@ -386,12 +406,12 @@ def status(library: Library, paths: bool = True) -> dict:
             "preference": library.index_preference,
             "gpu": bool(index and index.on_gpu),
         },
-        "text_export": str(export) if export and export.is_file() else None,
-        "prepared": bool(image_tower and image_tower.is_file() and export and export.is_file()),
+        "model_folder": str(folder.folder) if folder else None,
+        "prepared": folder is not None,
         "ocr": {"enabled": store.ocr_enabled, **store.ocr_counts()},
     }
     if not paths:
-        for key in ("library", "database", "text_export"):
+        for key in ("library", "database", "model_folder"):
             del info[key]
         info["model"] = identity.describe(paths=False) if identity else None
     return info

@@ -8,7 +8,8 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parent
 MODEL_CONFIG_DIR = PACKAGE_DIR / "model_configs"
 SAMPLE_DATA_DIR = PACKAGE_DIR.parent / "sample_data"
-SAMPLE_MODEL = SAMPLE_DATA_DIR / "clipdex-small.safetensors"
+SAMPLE_MODEL = SAMPLE_DATA_DIR / "clipdex-small.safetensors"  # its weights, for fine-tuning and torch runs
+SAMPLE_MODEL_FOLDER = SAMPLE_DATA_DIR / "clipdex-small"  # the same model as a folder: what `--model sample` runs
 SAMPLE_CAPTIONS = SAMPLE_DATA_DIR / "captions.csv"
 
 # The model a library gets when the user names none: the open_clip default people know.
@@ -114,21 +115,18 @@ TEXT_EXPORT_MIN_COSINE = 0.999
 IMAGE_EXPORT_MIN_COSINE = 0.999
 MIN_PRECISION_COSINE = 0.99  # bf16, fp16 or an int8 image tower must match fp32 this well, or it is not used
 EXPORT_OPSET = 18
-TEXT_EXPORT_FORMAT = 2  # bumped when exports change shape (2: optimised, maybe int8): older ones are made anew
 # An int8 text tower replaces the fp32 export only when its vectors keep this cosine to torch's fp32 ones on the
 # probe sentences and these many sample captions, and it answers a short query at least this much faster here.
 TEXT_INT8_MIN_COSINE = 0.995
 TEXT_PROBE_CAPTIONS = 100
 TEXT_INT8_MIN_SPEEDUP = 1.2
-IMAGE_EXPORT_FORMAT = 2  # of the image tower (2: fp32 too, with its preprocessing inside), made once per model
+FOLDER_FORMAT = 3  # of prepared model folders: bumped when what clipdex writes changes (older ones are made anew)
 
 CHECKPOINT_SUFFIXES = (".safetensors",)  # a --model ending so is a clipdex checkpoint file
-# A weights file's sha256, and which model an exported text tower holds, are remembered in the cache folder by
-# the file's path, size, times and inode, so an unchanged file is not read again on every run; at most this many
-# files are remembered in each.
+# The sha256 of weights files and model folders' files is remembered in the cache folder by the file's path, size,
+# times and inode, so an unchanged file is not read again on every run; at most this many files are remembered.
 FINGERPRINTS_FILE = "weights-fingerprints.json"
-EXPORTS_FILE = "text-tower-checks.json"
-FINGERPRINTS_KEPT = 64
+FINGERPRINTS_KEPT = 256
 
 # Seed for models created without weights, so "random weights" mean the same weights in every process.
 INIT_SEED = 0

@@ -15,7 +15,7 @@ from clipdex.retrieval.identity import ModelIdentity
 from clipdex.retrieval.preprocess import from_open_clip
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-PRECISIONS = (*_DTYPES, "int8")  # int8: the image tower through ONNX Runtime (onnx_image.py); text stays fp32
+PRECISIONS = (*_DTYPES, "int8")  # int8: the image tower of the int8 model folder (ONNX Runtime); text stays fp32
 
 
 class TransformPreprocess:
@@ -89,14 +89,17 @@ class Encoder:
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """Embed a batch already preprocessed to the model's input (N, 3, H, W) float32."""
         if self.image_tower is not None:
-            from clipdex.retrieval.onnx_image import run_image_tower
-
-            return run_image_tower(self.image_tower, pixels)
+            return self.image_tower.encode_pixels(pixels)
         features = self.model.encode_image(torch.from_numpy(pixels).to(self.device, self.dtype), normalize=True)
         return features.float().cpu().numpy()
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         return self.encode_pixels(self.preprocess.batch([self.preprocess.pixels(im) for im in images]))
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of the text with its start and end tokens, before truncation (0 when the tokenizer won't say)."""
+        encode = getattr(self.tokenizer, "encode", None)
+        return len(encode(text)) + 2 if encode else 0
 
     @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str], trim: bool = True) -> np.ndarray:
@@ -170,13 +173,10 @@ class Encoder:
 
     def _use(self, precision: str) -> None:
         if precision == "int8":
-            from clipdex.retrieval.onnx_files import holds, session
-            from clipdex.retrieval.onnx_image import export_image_tower, image_tower_path
+            from clipdex.retrieval.folder_export import prepare_folder
+            from clipdex.retrieval.model_folder import FolderModel
 
-            path = image_tower_path(self.identity.name, self.identity.fingerprint, "int8")
-            if not holds(path, "image", self.identity):
-                path = export_image_tower(self, "int8")
-            self.image_tower = session(path)
+            self.image_tower = FolderModel(prepare_folder(self, "int8"), self.identity).image
         else:
             self.image_tower = None
             self.model.to(_DTYPES[precision])

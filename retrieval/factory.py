@@ -9,7 +9,6 @@ while weights already in the local cache still load.
 from __future__ import annotations
 
 import os
-import socket
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 from clipdex.retrieval import config
 from clipdex.retrieval.digest import weights_sha256
 from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.hub import hub_access
 from clipdex.retrieval.identity import ModelIdentity, is_checkpoint_path
 
 if TYPE_CHECKING:  # the encoder module imports torch: only its type is needed here
@@ -46,48 +46,6 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _hub_resolves(host: str = config.HF_HUB_HOST, seconds: float = config.HUB_PROBE_SECONDS) -> bool:
-    """True when the hub's name resolves within `seconds`; a DNS lookup can hang, so it runs aside."""
-    result: list[bool] = []
-
-    def probe() -> None:
-        try:
-            socket.getaddrinfo(host, 443)
-            result.append(True)
-        except OSError:
-            result.append(False)
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    return bool(result and result[0])
-
-
-@contextmanager
-def _hub_access() -> Iterator[bool]:
-    """huggingface_hub in offline mode while the hub can't be reached, for this load only; yields whether it is
-    online. The setting is restored afterwards, so the process is left as it was found."""
-    import huggingface_hub.constants as hub
-
-    if hub.HF_HUB_OFFLINE:
-        yield False
-        return
-    if _hub_resolves():
-        yield True
-        return
-    saved = os.environ.get("HF_HUB_OFFLINE")
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    hub.HF_HUB_OFFLINE = True
-    try:
-        yield False
-    finally:
-        hub.HF_HUB_OFFLINE = False
-        if saved is None:
-            os.environ.pop("HF_HUB_OFFLINE", None)
-        else:
-            os.environ["HF_HUB_OFFLINE"] = saved
-
-
 def _download_error(what: str, online: bool, exc: Exception) -> ClipdexError:
     reason = "the download failed" if online else "there is no network and they are not in the local cache"
     return ClipdexError(
@@ -102,25 +60,41 @@ class ModelChoice:
     """What a --model/--pretrained pair names, read without building the model: enough to tell whether it is
     a library's bound model (so an `index` with nothing new to embed never imports torch)."""
 
-    name: str  # an open_clip architecture, an hf-hub: id, or the absolute path of a clipdex checkpoint
+    name: str  # "sample", a model folder's path, a hub ORG/NAME, an open_clip architecture, an hf-hub: id, or
+    # the absolute path of a clipdex checkpoint
     pretrained: str | None  # a tag, or the absolute path of a weights file
     fingerprint: str
+    folder: Path | None = None  # a model folder runs as it is (no torch); anything else is prepared into one
 
     def identity(self) -> ModelIdentity:
         return ModelIdentity(self.name, self.pretrained, self.fingerprint, 0)
 
 
 def choose_model(name: str, pretrained: str | None = None) -> ModelChoice:
-    """Read a model name as load_encoder will, hashing a weights file only when its stamp changed."""
+    """Read a model name as it will be loaded, hashing a file only when its stamp changed: the sample model, a
+    model folder, a checkpoint, an hf-hub: id, a hub ORG/NAME (a model folder there), else an open_clip name."""
+    from clipdex.retrieval.hub import hub_folder, is_repo_id
+    from clipdex.retrieval.model_folder import folder_fingerprint, is_model_folder
+
     if name == SAMPLE_ALIAS:
-        name = str(config.SAMPLE_MODEL)
+        return ModelChoice(SAMPLE_ALIAS, None, folder_fingerprint(config.SAMPLE_MODEL_FOLDER), config.SAMPLE_MODEL_FOLDER)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not is_model_folder(path):
+            raise ClipdexError(f"{path} is not a model folder (config.json with textual/model.onnx or "
+                               f"visual/model.onnx)")
+        path = path.resolve()
+        return ModelChoice(str(path), None, folder_fingerprint(path), path)
     if is_checkpoint_path(name):
-        path = Path(name).expanduser().resolve()
+        path = path.resolve()
         if not path.is_file():
             raise ClipdexError(f"checkpoint not found: {path}")
         return ModelChoice(str(path), None, _fingerprint(path))
     if name.startswith("hf-hub:"):
         return ModelChoice(name, None, name)
+    if is_repo_id(name):
+        folder = hub_folder(name)
+        return ModelChoice(name, None, folder_fingerprint(folder), folder)
     if pretrained is None:
         return ModelChoice(name, None, f"init:{config.INIT_SEED}")
     if os.path.isfile(pretrained):
@@ -185,7 +159,12 @@ def load_encoder(name: str, pretrained: str | None = None, device: str = "auto")
 
     _register_project_configs()
     device = resolve_device(device)
+    if name == SAMPLE_ALIAS:  # the bundled model's weights: what fine-tuning and torch runs start from
+        name = str(config.SAMPLE_MODEL)
     choice = choose_model(name, pretrained)
+    if choice.folder is not None:
+        raise ClipdexError(f"{name} is a model folder: it runs as it is, and cannot be fine-tuned or run through "
+                           f"torch (give its open_clip model or checkpoint)")
     name, pretrained = choice.name, choice.pretrained
 
     if is_checkpoint_path(name):
@@ -202,7 +181,7 @@ def load_encoder(name: str, pretrained: str | None = None, device: str = "auto")
             raise ClipdexError(f"{path} does not match architecture {info.model_name}: {first}") from None
         arch = info.model_name
     elif name.startswith("hf-hub:"):
-        with _hub_access() as online, _building(initialise=False):
+        with hub_access() as online, _building(initialise=False):
             try:
                 model, _, preprocess = open_clip.create_model_and_transforms(name)
             except Exception as exc:
@@ -227,7 +206,7 @@ def load_encoder(name: str, pretrained: str | None = None, device: str = "auto")
                 reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise ClipdexError(f"refusing to load {pretrained} as {name} weights: {reason[:200]}") from None
         elif open_clip.get_pretrained_cfg(name, pretrained):
-            with _hub_access() as online, _building(initialise=False):
+            with hub_access() as online, _building(initialise=False):
                 try:
                     model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
                 except Exception as exc:

@@ -36,11 +36,12 @@ class ModelIdentity:
     def same_weights(self, other: "ModelIdentity | None") -> bool:
         """Same weights, decided without building either model (so without knowing their output size).
 
-        A content hash names the weights alone, wherever the file lives; a pretrained tag or a seeded init names
+        A content hash (of a weights file, or of a model folder's files) names the weights alone, wherever they
+        live; a pretrained tag or a seeded init names
         weights only together with the architecture (ViT-B-32 and ViT-B-16 both have an 'openai' tag)."""
         if other is None or self.fingerprint != other.fingerprint:
             return False
-        return self.fingerprint.startswith("sha256:") or self.name == other.name
+        return self.fingerprint.startswith(("sha256:", "files:")) or self.name == other.name
 
     def same_model(self, other: "ModelIdentity | None") -> bool:
         """Same weights and output size: the name alone is not enough (a fine-tune keeps its architecture)."""

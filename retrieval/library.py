@@ -139,11 +139,11 @@ class Library:
         if precision in ("fp32", "int8") and device in ("auto", "cpu"):
             bound = self.follow_binding()
             if self._text_encoder is None:
-                from clipdex.retrieval.onnx_text import OnnxTextEncoder
+                from clipdex.retrieval.prepared import text_model
 
-                loaded = self._encoder  # a prepared model embeds text with the same file: not opened twice
+                loaded = self._encoder  # a folder's model embeds text with the same file: not opened twice
                 prepared = loaded is not None and not loaded.runs_torch and bound.same_model(loaded.identity)
-                self._text_encoder = loaded if prepared else OnnxTextEncoder.for_model(bound)
+                self._text_encoder = loaded if prepared else text_model(bound)
             if self._text_encoder is not None:
                 return self._text_encoder
         return self.encoder(device, precision)

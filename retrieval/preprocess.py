@@ -18,6 +18,8 @@ from PIL import Image
 
 _FILTERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 _RESIZE_MODES = ("shortest", "squash")
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)  # open_clip's defaults (OpenAI CLIP's training set)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass(frozen=True)
@@ -56,33 +58,35 @@ class ImagePreprocess:
         return self.batch([self.pixels(image)])[0]
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        """The preprocess_cfg.json of a model folder (Immich's keys)."""
+        return json.dumps({**asdict(self), "size": [self.size, self.size]})
 
     @classmethod
-    def from_json(cls, text: str) -> "ImagePreprocess":
-        values = json.loads(text)
-        return cls(int(values["size"]), tuple(values["mean"]), tuple(values["std"]), values["interpolation"],
-                   values["resize_mode"])
+    def from_settings(cls, settings: dict) -> "ImagePreprocess | None":
+        """Preprocessing from open_clip's settings (a preprocess_cfg.json, or a model's), open_clip's defaults
+        where one is missing; None when they ask for something not reproduced here."""
+        size = settings.get("size") or 224
+        if isinstance(size, (tuple, list)):
+            if len(size) != 2 or size[0] != size[1]:
+                return None
+            size = size[0]
+        mean, std = settings.get("mean") or OPENAI_MEAN, settings.get("std") or OPENAI_STD
+        mean = (mean,) * 3 if isinstance(mean, (int, float)) else mean
+        std = (std,) * 3 if isinstance(std, (int, float)) else std
+        interpolation = settings.get("interpolation") or "bicubic"
+        mode = settings.get("resize_mode") or "shortest"
+        try:
+            found = cls(int(size), tuple(map(float, mean)), tuple(map(float, std)), str(interpolation), str(mode))
+        except (TypeError, ValueError):
+            return None
+        usable = (found.size > 0 and len(found.mean) == 3 and len(found.std) == 3 and all(found.std)
+                  and found.interpolation in _FILTERS and found.resize_mode in _RESIZE_MODES)
+        return found if usable else None
 
 
 def from_open_clip(model) -> ImagePreprocess | None:
     """The preprocessing of an open_clip model at inference, or None when it uses settings not reproduced here
-    (then its images are prepared by open_clip itself, with torch). Defaults are open_clip's."""
-    from open_clip import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD, get_model_preprocess_cfg
+    (then its images are prepared by open_clip itself, with torch)."""
+    from open_clip import get_model_preprocess_cfg
 
-    settings = get_model_preprocess_cfg(model)
-    size = settings.get("size")
-    if isinstance(size, (tuple, list)):
-        if len(size) != 2 or size[0] != size[1]:
-            return None
-        size = size[0]
-    interpolation = settings.get("interpolation") or "bicubic"
-    mode = settings.get("resize_mode") or "shortest"
-    mean, std = settings.get("mean") or OPENAI_DATASET_MEAN, settings.get("std") or OPENAI_DATASET_STD
-    if not isinstance(mean, (tuple, list)):
-        mean = (mean,) * 3
-    if not isinstance(std, (tuple, list)):
-        std = (std,) * 3
-    if not isinstance(size, int) or interpolation not in _FILTERS or mode not in _RESIZE_MODES:
-        return None
-    return ImagePreprocess(size, tuple(map(float, mean)), tuple(map(float, std)), interpolation, mode)
+    return ImagePreprocess.from_settings(get_model_preprocess_cfg(model))

@@ -132,7 +132,7 @@ class Searcher:
         if not text.strip():
             raise ClipdexError("the query text is empty")
         encoder = self._noted(self.library.text_encoder(self.device, self.precision))
-        tokens = len(encoder.tokenizer.encode(text)) + 2 if hasattr(encoder.tokenizer, "encode") else 0
+        tokens = encoder.count_tokens(text)
         if tokens > encoder.context_length:
             self.notes.append(
                 f"query truncated to the model's {encoder.context_length} tokens (it had {tokens}): "

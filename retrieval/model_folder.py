@@ -1,0 +1,309 @@
+"""A model as a self-describing folder, in the layout Immich publishes, run with ONNX Runtime, `tokenizers`, PIL
+and numpy (no torch):
+
+    config.json                      embed_dim, text_cfg.context_length (+ clipdex's own section, when it made it)
+    textual/model.onnx               input `text`: int32 ids (batch, length); output `embedding`
+    textual/tokenizer.json           (+ tokenizer_config.json: the pad token)
+    visual/model.onnx                input `image`: float32 (batch, 3, H, W); output `embedding`
+    visual/preprocess_cfg.json       size, mean, std, interpolation, resize_mode
+
+A tower may fix its batch to 1 or its text length to the context (Immich's exports do): inputs are fed to fit.
+Nothing here writes a folder; `folder_export.py` does, with torch.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import html
+import json
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from clipdex.retrieval import config
+from clipdex.retrieval.digest import weights_sha256
+from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.identity import ModelIdentity
+from clipdex.retrieval.preprocess import ImagePreprocess
+
+CONFIG_FILE = "config.json"
+TEXT_DIR, IMAGE_DIR = "textual", "visual"
+MODEL_FILE = "model.onnx"
+TOKENIZER_FILE, TOKENIZER_CONFIG_FILE = "tokenizer.json", "tokenizer_config.json"
+PREPROCESS_FILE = "preprocess_cfg.json"
+OWN_SECTION = "clipdex"  # what clipdex records in a config.json it writes (other readers ignore it)
+
+
+def is_model_folder(path: Path) -> bool:
+    return (path / CONFIG_FILE).is_file() and any((path / tower / MODEL_FILE).is_file() for tower in (TEXT_DIR, IMAGE_DIR))
+
+
+def folder_files(folder: Path, with_config: bool = True) -> list[Path]:
+    """The files a folder's model is made of: its config and every file directly inside its towers' folders
+    (weights kept as external data beside `model.onnx` included)."""
+    found = [folder / CONFIG_FILE] if with_config else []
+    for tower in (TEXT_DIR, IMAGE_DIR):
+        if (folder / tower).is_dir():
+            found += sorted(p for p in (folder / tower).iterdir() if p.is_file() and not p.name.startswith("."))
+    return found
+
+
+def files_checksums(folder: Path, with_config: bool = True) -> dict[str, str]:
+    """sha256 of each of the folder's files by relative path, each remembered by its file's stamp."""
+    try:
+        return {path.relative_to(folder).as_posix(): weights_sha256(path) for path in folder_files(folder, with_config)}
+    except OSError as exc:
+        raise ClipdexError(f"cannot read the model folder {folder}: {exc.strerror or exc}") from None
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """A folder's identity: the hash of its files' names and contents, so another export (or a changed file) is
+    another model."""
+    listing = json.dumps(sorted(files_checksums(folder).items()))
+    return "files:" + hashlib.sha256(listing.encode()).hexdigest()
+
+
+def read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ClipdexError(f"the model folder's {path.name} cannot be read ({type(exc).__name__}): {path}") from None
+    if not isinstance(value, dict):
+        raise ClipdexError(f"the model folder's {path.name} is not a JSON object: {path}")
+    return value
+
+
+@dataclass(frozen=True)
+class FolderConfig:
+    """What config.json says: enough to know the model without opening its towers."""
+
+    dim: int
+    context_length: int
+    logit_scale: float
+    canonicalize: bool  # SigLIP-style text cleaning (lower case, no punctuation)
+    optimised: bool  # saved already optimised by clipdex: loaded as it is
+    own: dict  # clipdex's section ({} for folders made elsewhere)
+
+    @classmethod
+    def read(cls, folder: Path) -> "FolderConfig":
+        values = read_json(folder / CONFIG_FILE)
+        text = values.get("text_cfg") if isinstance(values.get("text_cfg"), dict) else {}
+        own = values.get(OWN_SECTION) if isinstance(values.get(OWN_SECTION), dict) else {}
+        kwargs = text.get("tokenizer_kwargs") if isinstance(text.get("tokenizer_kwargs"), dict) else {}
+        try:
+            dim = int(values["embed_dim"])
+            context = int(text.get("context_length", 77))
+            scale = float(own.get("logit_scale", config.DEFAULT_LOGIT_SCALE))
+        except (KeyError, TypeError, ValueError):
+            raise ClipdexError(f"the model folder's config.json has no usable embed_dim: {folder}") from None
+        if dim <= 0 or context < 2:
+            raise ClipdexError(f"the model folder's config.json gives impossible sizes: {folder}")
+        return cls(dim, context, scale, kwargs.get("clean") == "canonicalize", own.get("optimised") is True, own)
+
+
+def session(path: Path, optimised: bool):
+    """An ONNX Runtime session on the CPU: a graph clipdex saved optimised is loaded as it is (≈ 0.04 s for
+    ViT-B-32's text tower instead of ≈ 0.5 s optimising each time); any other is optimised as it loads."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = (
+        onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL if optimised
+        else onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    )
+    try:
+        return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ClipdexError(f"cannot open {path} as an ONNX model ({type(exc).__name__}: "
+                           f"{(str(exc).splitlines() or [''])[0][:160]})") from None
+
+
+def _fixed(dim) -> int | None:
+    return dim if isinstance(dim, int) and dim > 0 else None
+
+
+def _unit(vectors: np.ndarray, what: str) -> np.ndarray:
+    """float32 unit rows; a tower that gives non-finite numbers is damaged, and its output is never stored."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if not np.isfinite(vectors).all():
+        raise ClipdexError(f"the model's {what} tower gave non-finite numbers: its files are damaged; prepare or "
+                           f"download the model again")
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, np.float32(1e-12))
+
+
+def _run_fitted(tower, name: str, batch: np.ndarray, fixed_batch: int | None) -> np.ndarray:
+    """Run `batch` through a tower, one row at a time when its batch is fixed to 1."""
+    if fixed_batch == 1 and len(batch) != 1:
+        return np.concatenate([tower.run(None, {name: batch[i : i + 1]})[0] for i in range(len(batch))])
+    return tower.run(None, {name: batch})[0]
+
+
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+def clean_text(text: str, canonicalize: bool = False) -> str:
+    """open_clip's text cleaning before tokenizing: HTML entities undone (twice, as it does), whitespace collapsed;
+    SigLIP's canonical form also drops punctuation and case."""
+    text = " ".join(html.unescape(html.unescape(text)).split())
+    if canonicalize:
+        text = " ".join(text.translate(_PUNCTUATION).lower().split())
+    return text
+
+
+class TextTower:
+    """Sentences → unit vectors: the folder's tokenizer.json through `tokenizers`, its text tower through ONNX
+    Runtime."""
+
+    def __init__(self, folder: Path, settings: FolderConfig) -> None:
+        from tokenizers import Tokenizer
+
+        root = folder / TEXT_DIR
+        self.session = session(root / MODEL_FILE, settings.optimised)
+        try:
+            self.tokenizer = Tokenizer.from_file(str(root / TOKENIZER_FILE))
+        except Exception as exc:
+            raise ClipdexError(f"cannot read {root / TOKENIZER_FILE} ({type(exc).__name__})") from None
+        tokenizer_config = read_json(root / TOKENIZER_CONFIG_FILE) if (root / TOKENIZER_CONFIG_FILE).is_file() else {}
+        pad = tokenizer_config.get("pad_token")
+        pad = pad.get("content") if isinstance(pad, dict) else pad
+        self.pad_id = (self.tokenizer.token_to_id(pad) if isinstance(pad, str) else None) or 0
+        inputs = self.session.get_inputs()
+        self.input = inputs[0].name
+        self.with_mask = len(inputs) > 1 and inputs[1].name == "attention_mask"  # M-CLIP style exports
+        self.dtype = np.int64 if inputs[0].type == "tensor(int64)" else np.int32
+        self.fixed_batch = _fixed(inputs[0].shape[0])
+        self.context_length = _fixed(inputs[0].shape[1]) or settings.context_length
+        self.fixed_length = _fixed(inputs[0].shape[1]) is not None
+        self.canonicalize = settings.canonicalize
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_length=self.context_length)
+        # People repeat and refine queries (and a page reload asks again): recent ones are answered from memory.
+        self._one = functools.lru_cache(maxsize=config.QUERY_CACHE_TEXTS)(self._encode_one)
+
+    def ids(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, L) ids: padded to the context when the tower fixes it, else only to the longest text."""
+        encodings = self.tokenizer.encode_batch([clean_text(t, self.canonicalize) for t in texts])
+        length = self.context_length if self.fixed_length else max(len(e.ids) for e in encodings)
+        ids = np.full((len(encodings), length), self.pad_id, dtype=self.dtype)
+        for row, encoding in zip(ids, encodings):
+            row[: len(encoding.ids)] = encoding.ids
+        return ids
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of the text with its special tokens, before truncation."""
+        self.tokenizer.no_truncation()
+        try:
+            return len(self.tokenizer.encode(clean_text(text, self.canonicalize)).ids)
+        finally:
+            self.tokenizer.enable_truncation(max_length=self.context_length)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if len(texts) == 1:
+            return self._one(texts[0])[None, :]
+        return self._run(list(texts))
+
+    def _run(self, texts: list[str]) -> np.ndarray:
+        ids = self.ids(texts)
+        if self.with_mask:
+            mask = (ids != self.pad_id).astype(self.dtype)
+            return _unit(self.session.run(None, {self.input: ids, "attention_mask": mask})[0], "text")
+        return _unit(_run_fitted(self.session, self.input, ids, self.fixed_batch), "text")
+
+    def _encode_one(self, text: str) -> np.ndarray:
+        vector = self._run([text])[0]
+        vector.flags.writeable = False  # shared by every later asker of the same text
+        return vector
+
+
+class ImageTower:
+    """Pixels prepared by `ImagePreprocess` → unit vectors through ONNX Runtime."""
+
+    def __init__(self, folder: Path, settings: FolderConfig) -> None:
+        self.session = session(folder / IMAGE_DIR / MODEL_FILE, settings.optimised)
+        first = self.session.get_inputs()[0]
+        self.input, self.fixed_batch = first.name, _fixed(first.shape[0])
+
+    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(pixels, dtype=np.float32)
+        return _unit(_run_fitted(self.session, self.input, batch, self.fixed_batch), "image")
+
+
+def read_preprocess(folder: Path) -> ImagePreprocess:
+    """The image tower's preprocessing from preprocess_cfg.json."""
+    found = ImagePreprocess.from_settings(read_json(folder / IMAGE_DIR / PREPROCESS_FILE))
+    if found is None:
+        raise ClipdexError(f"the model folder's {PREPROCESS_FILE} asks for preprocessing clipdex does not do: {folder}")
+    return found
+
+
+class FolderModel:
+    """A model folder behind the methods every everyday command uses (the torch Encoder has the same ones).
+    Each tower is opened when first needed: a query never opens the image tower, indexing never the text one."""
+
+    device = "cpu"
+    runs_torch = False
+
+    def __init__(self, folder: Path, identity: ModelIdentity, precision: str = "fp32") -> None:
+        self.folder, self.identity, self.precision = folder, identity, precision
+        self.settings = FolderConfig.read(folder)
+        self.notes: list[str] = []
+        self._text: TextTower | None = None
+        self._image: ImageTower | None = None
+        self._preprocess: ImagePreprocess | None = None
+
+    @property
+    def text(self) -> TextTower:
+        if self._text is None:
+            if not (self.folder / TEXT_DIR / MODEL_FILE).is_file():
+                raise ClipdexError(f"the model folder {self.folder} has no text tower (textual/model.onnx)")
+            self._text = TextTower(self.folder, self.settings)
+        return self._text
+
+    @property
+    def image(self) -> ImageTower:
+        if self._image is None:
+            if not (self.folder / IMAGE_DIR / MODEL_FILE).is_file():
+                raise ClipdexError(f"the model folder {self.folder} has no image tower (visual/model.onnx)")
+            self._image = ImageTower(self.folder, self.settings)
+        return self._image
+
+    @property
+    def preprocess(self) -> ImagePreprocess:
+        if self._preprocess is None:
+            self._preprocess = read_preprocess(self.folder)
+        return self._preprocess
+
+    @property
+    def tokenizer(self):
+        return self.text.tokenizer
+
+    @property
+    def context_length(self) -> int:
+        return self.text.context_length
+
+    @property
+    def logit_scale(self) -> float:
+        return self.settings.logit_scale
+
+    @property
+    def image_size(self) -> int:
+        return self.preprocess.size
+
+    def count_tokens(self, text: str) -> int:
+        return self.text.count_tokens(text)
+
+    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        return self.image.encode_pixels(pixels)
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self.encode_pixels(self.preprocess.batch([self.preprocess.pixels(im) for im in images]))
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return self.text.encode_texts(list(texts))
