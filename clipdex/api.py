@@ -13,6 +13,7 @@ call these and print.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -58,6 +59,22 @@ def load_model(
     return load(name, config.pretrained_for(name, pretrained), device, precision, progress, prepare)
 
 
+def _leaves_no_empty_library(function: Callable) -> Callable:
+    """A first index that fails before a model is bound (a model that cannot run here, a bad path) takes back
+    the library it would have created: a failed command writes nothing."""
+
+    @functools.wraps(function)
+    def run(library: Library, *args, **kwargs):
+        try:
+            return function(library, *args, **kwargs)
+        except ClipdexError:
+            library.discard_if_unused()
+            raise
+
+    return run
+
+
+@_leaves_no_empty_library
 def index(
     library: Library,
     paths: Sequence[Path | str] = (),

@@ -27,7 +27,8 @@ class Library:
         self.root = Path(root).expanduser().absolute()
         if self.root.exists() and not self.root.is_dir():
             raise ClipdexError(f"the library path {self.root} is a file, not a folder")
-        if not self.root.is_dir():
+        self.created = not self.root.is_dir()  # by this handle: discard_if_unused may take it back
+        if self.created:
             if not create:
                 raise ClipdexError(f"no library at {self.root}: run `clipdex index PATH` first")
             self.root.mkdir(parents=True, mode=0o700)
@@ -81,6 +82,20 @@ class Library:
             finally:
                 self._writing = 0
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def discard_if_unused(self) -> None:
+        """Take back a library this handle created when nothing was put in it (the first index failed before
+        binding a model): a failed command leaves no library behind."""
+        if not (self.created and self.identity is None and self.store.is_sqlite):
+            return
+        self.store.db.dispose()
+        for name in (config.DATABASE_FILE, config.DATABASE_FILE + "-wal", config.DATABASE_FILE + "-shm",
+                     config.LOCK_FILE, config.LIBRARY_CONFIG_FILE):
+            (self.root / name).unlink(missing_ok=True)
+        try:
+            self.root.rmdir()
+        except OSError:  # something else was put there meanwhile: left alone
+            pass
 
     # ------------------------------------------------------------------------------------------ model
 

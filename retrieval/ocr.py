@@ -25,7 +25,7 @@ def require_ocr():
     try:
         from rapidocr_onnxruntime import RapidOCR
     except ImportError as exc:  # OpenCV, its dependency, also needs the system's libGL
-        raise ClipdexError(f"OCR cannot run: {exc}; reinstall clipdex (pip install -e .) to get rapidocr") from None
+        raise ClipdexError(f"OCR needs the ocr extra: pip install 'clipdex[ocr]' ({exc})") from None
     return RapidOCR
 
 

@@ -27,6 +27,15 @@ class VideoFrames:
     taken_at: float | None  # the container's creation time, when it records one
 
 
+def _pyav():
+    """PyAV, which the `video` extra brings (FFmpeg is a third of a base install's size)."""
+    try:
+        import av
+    except ImportError:
+        raise ClipdexError("videos need the video extra: pip install 'clipdex[video]'") from None
+    return av
+
+
 def is_video(name: str) -> bool:
     return Path(name).suffix.lower() in config.VIDEO_EXTENSIONS
 
@@ -35,7 +44,7 @@ def read_frames(
     path: str | Path, min_side: int, every: float = config.VIDEO_FRAME_SECONDS,
     max_frames: int = config.VIDEO_MAX_FRAMES,
 ) -> VideoFrames:
-    import av
+    av = _pyav()
 
     try:
         with av.open(str(path)) as container:
@@ -68,7 +77,7 @@ def read_frames(
 
 def frame_at(source: str | Path | IO[bytes], moment: float, side: int) -> Image.Image:
     """One frame near `moment` (for a thumbnail): the first decoded at or after it."""
-    import av
+    av = _pyav()
 
     try:
         with av.open(source if hasattr(source, "read") else str(source)) as container:
