@@ -14,7 +14,8 @@ from PIL import Image
 
 from clipdex.retrieval.checkpoint import CheckpointInfo, save_checkpoint
 from clipdex.retrieval.errors import ClipdexError
-from clipdex.retrieval.factory import _hub_resolves, load_encoder
+from clipdex.retrieval.factory import load_encoder
+from clipdex.retrieval.hub import hub_resolves
 
 
 def test_tiny_encodes_to_unit_vectors_of_its_dimension(tiny) -> None:
@@ -60,7 +61,7 @@ def test_unknown_model_and_tag_are_one_line_errors() -> None:
 
 def test_hub_probe_gives_up_quickly() -> None:
     started = time.perf_counter()
-    assert _hub_resolves("host.invalid", seconds=1.0) is False
+    assert hub_resolves("host.invalid", seconds=1.0) is False
     assert time.perf_counter() - started < 5
 
 

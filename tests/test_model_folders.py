@@ -1,0 +1,227 @@
+"""Models as self-describing folders (Immich's layout) run with no torch: the bundled sample, a folder exported
+elsewhere with a fixed batch and int32 ids, one with a multilingual tokenizer, one from the Hugging Face cache;
+a library stays bound to the files of its folder; a model that needs torch says so in one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clipdex.retrieval import config
+from tests.conftest import SAMPLE_ROWS
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "open_clip", "torchvision")
+
+# The CLI in a new process as the base install has it: torch, open_clip and torchvision cannot be imported.
+_WITHOUT_TORCH = f"""
+import sys
+for name in {HEAVY!r}:
+    sys.modules[name] = None
+from clipdex.cli.app import main
+sys.argv = ["clipdex", *sys.argv[1:]]
+code = 0
+try:
+    main()
+except SystemExit as exit:
+    code = exit.code
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r} and sys.modules[m] is not None)
+print("LOADED", loaded, file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def without_torch(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_TORCH, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}, timeout=300,
+    )
+    assert "LOADED []" in done.stderr, done.stderr[-2000:]
+    return done
+
+
+def _copy_sample(target: Path) -> Path:
+    shutil.copytree(config.SAMPLE_MODEL_FOLDER, target)
+    return target
+
+
+def _immich_folder(target: Path) -> Path:
+    """The sample model as Immich publishes models: its config.json without clipdex's section, an image tower
+    with a fixed batch of 1, a text tower taking exactly the context's int32 ids, padded with the end token."""
+    import onnx
+
+    folder = _copy_sample(target)
+    values = json.loads((folder / "config.json").read_text())
+    values.pop("clipdex")
+    (folder / "config.json").write_text(json.dumps(values))
+    for tower, fixed in (("visual", [1]), ("textual", [1, values["text_cfg"]["context_length"]])):
+        model = onnx.load(str(folder / tower / "model.onnx"))
+        dims = model.graph.input[0].type.tensor_type.shape.dim
+        for dim, size in zip(dims, fixed):
+            dim.ClearField("dim_param")
+            dim.dim_value = size
+        onnx.save(model, str(folder / tower / "model.onnx"))
+    (folder / "textual" / "tokenizer_config.json").write_text(json.dumps({"pad_token": "<end_of_text>"}))
+    return folder
+
+
+def _multilingual_folder(target: Path) -> Path:
+    """The sample model's towers with an XLM-RoBERTa-style tokenizer (unigram pieces, <s> … </s>, <pad> = 1)
+    trained here on captions in three languages."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    folder = _copy_sample(target)
+    sentences = [row["caption"] for row in SAMPLE_ROWS] + [
+        "ein roter Kreis auf weißem Grund", "zwei blaue Quadrate", "un triangle jaune", "赤い丸", "青い四角形",
+    ] * 3
+    tokenizer = Tokenizer(models.Unigram())
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    tokenizer.train_from_iterator(sentences, trainers.UnigramTrainer(
+        vocab_size=400, special_tokens=["<s>", "<pad>", "</s>", "<unk>"], unk_token="<unk>"))
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
+    assert tokenizer.token_to_id("<pad>") == 1
+    tokenizer.save(str(folder / "textual" / "tokenizer.json"))
+    (folder / "textual" / "tokenizer_config.json").write_text(json.dumps({"pad_token": "<pad>"}))
+    return folder
+
+
+def test_the_demo_runs_without_torch_and_agrees_with_torch(tmp_path: Path) -> None:
+    from clipdex.retrieval.evaluate import evaluate_pairs
+    from clipdex.retrieval.factory import load_encoder
+    from clipdex.retrieval.pairs import read_pairs
+    from clipdex.sample_data.synth import HELDOUT_SEED, heldout_scenes, write_set
+
+    done = without_torch("demo", "--out", tmp_path / "demo", "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    light = json.loads(done.stdout)["heldout_recall"]
+    pairs = read_pairs(write_set(tmp_path / "heldout", heldout_scenes(), HELDOUT_SEED))
+    reference = evaluate_pairs(load_encoder("sample", None, "cpu"), pairs)
+    for direction in ("text_to_image", "image_to_text"):
+        for k in ("R@1", "R@5", "R@10"):
+            assert abs(light[direction][k] - reference[direction][k]) <= 0.01
+
+
+def test_an_immich_layout_folder_gives_the_prepared_models_vectors(tmp_path: Path, photos) -> None:
+    from clipdex.retrieval.images import open_image
+    from clipdex.retrieval.prepared import load_model
+
+    folder = _immich_folder(tmp_path / "ViT-sample__immich")
+    library = tmp_path / "library"
+    pictures = photos(6)
+    done = without_torch("-L", library, "index", pictures, "--model", folder)
+    assert done.returncode == 0 and "added 6" in done.stderr, done.stdout + done.stderr[-2000:]
+    query = SAMPLE_ROWS[2]["caption"]
+    found = json.loads(without_torch("-L", library, "search", query, "--json", "--mode", "clip").stdout)
+    assert Path(found[0]["path"]).name == Path(SAMPLE_ROWS[2]["image"]).name
+    described = without_torch("-L", library, "captions", pictures / Path(SAMPLE_ROWS[0]["image"]).name, "--json")
+    assert described.returncode == 0 and json.loads(described.stdout)
+
+    immich = load_model(str(folder), None, "cpu")
+    prepared = load_model(str(config.SAMPLE_MODEL), None, "cpu")  # made from the weights with torch
+    assert immich.image.fixed_batch == 1 and immich.text.fixed_length and immich.text.dtype == np.int32
+    images = [open_image(pictures / Path(row["image"]).name, immich.image_size) for row in SAMPLE_ROWS[:6]]
+    assert (immich.encode_images(images) * prepared.encode_images(images)).sum(axis=1).min() >= 0.999
+    texts = [row["caption"] for row in SAMPLE_ROWS[:8]] + ["snow", " ".join(["a long query"] * 40)]
+    assert (immich.encode_texts(texts) * prepared.encode_texts(texts)).sum(axis=1).min() >= 0.999
+
+
+def test_a_multilingual_tokenizer_goes_through_the_same_path(tmp_path: Path, photos) -> None:
+    from tokenizers import Tokenizer
+
+    from clipdex import api
+    from clipdex.retrieval.prepared import load_model
+
+    folder = _multilingual_folder(tmp_path / "xlm-style")
+    library = tmp_path / "library"
+    assert without_torch("-L", library, "index", photos(5), "--model", folder).returncode == 0
+    done = without_torch("-L", library, "search", "ein roter Kreis", "--json", "--mode", "clip")
+    assert done.returncode == 0, done.stderr[-2000:]
+    hits = json.loads(done.stdout)
+
+    model = load_model(str(folder), None, "cpu")
+    queries = ["ein roter Kreis", "赤い丸 und zwei blaue Quadrate"]
+    reference = Tokenizer.from_file(str(folder / "textual" / "tokenizer.json"))
+    ids = model.text.ids(queries)
+    for row, query in zip(ids, queries):
+        expected = reference.encode(query).ids
+        assert expected[0] == 0 and expected[-1] == 2  # <s> … </s>, as the folder's tokenizer says
+        assert row.tolist() == expected + [1] * (ids.shape[1] - len(expected))  # padded with <pad>
+    session = model.text.session
+    raw = session.run(None, {"text": ids})[0]
+    assert np.allclose(model.encode_texts(queries), raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-6)
+    vectors = api.search(api.open_library(library), "ein roter Kreis", 5, mode="clip")
+    assert [h.score for h in vectors] == pytest.approx([h["score"] for h in hits], abs=1e-4)
+
+
+def test_a_hub_name_runs_from_the_local_cache_and_a_missing_one_fails_fast(tmp_path: Path, photos) -> None:
+    hub = tmp_path / "hf-cache"
+    repo = hub / "models--someone--clip-sample"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0123456789abcdef0123456789abcdef01234567")
+    _copy_sample(repo / "snapshots" / "0123456789abcdef0123456789abcdef01234567")
+    env = {"HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1"}
+    library = tmp_path / "library"
+    done = without_torch("-L", library, "index", photos(3), "--model", "someone/clip-sample", env=env)
+    assert done.returncode == 0 and "added 3" in done.stderr, done.stderr[-2000:]
+    status = json.loads(without_torch("-L", library, "status", "--json", env=env).stdout)
+    assert status["model"] == "someone/clip-sample" and status["prepared"]
+
+    started = time.perf_counter()
+    missing = without_torch("-L", tmp_path / "other", "index", photos(1, "more"), "--model", "nobody/missing",
+                            env={"HF_HUB_CACHE": str(hub)})
+    assert time.perf_counter() - started < 15  # the process's own start-up included; the hub probe is ≤ 1.5 s
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert "nobody/missing is not in the local Hugging Face cache" in missing.stderr
+    assert not (tmp_path / "other").exists()
+
+
+def test_a_library_is_bound_to_its_folders_files(tmp_path: Path, photos) -> None:
+    folder = _copy_sample(tmp_path / "model")
+    library = tmp_path / "library"
+    pictures = photos(3)
+    assert without_torch("-L", library, "index", pictures, "--model", folder).returncode == 0
+    other = _immich_folder(tmp_path / "another-export")
+    refused = without_torch("-L", library, "index", pictures, "--model", other)
+    assert refused.returncode == 1 and "this library was built with" in refused.stderr
+    preprocess = folder / "visual" / "preprocess_cfg.json"
+    preprocess.write_text(preprocess.read_text() + " ")  # the same model? its files say otherwise
+    changed = without_torch("-L", library, "search", "a red circle")
+    assert changed.returncode == 1 and "changed since this library was built" in changed.stderr
+
+
+def test_a_model_that_needs_torch_says_what_to_do_and_writes_nothing(tmp_path: Path, photos) -> None:
+    library = tmp_path / "library"
+    started = time.perf_counter()
+    done = without_torch("-L", library, "index", photos(2), "--model", "clipdex-tiny")
+    assert time.perf_counter() - started < 15
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    message = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith("LOADED")]
+    assert len(message) == 1 and "pip install 'clipdex[torch]'" in message[0] and "--model PATH" in message[0]
+    assert not library.exists()
+
+
+def test_a_damaged_prepared_folder_is_prepared_again(tmp_path: Path, photos, monkeypatch) -> None:
+    from clipdex.retrieval.identity import ModelIdentity
+    from clipdex.retrieval.prepared import load_model, open_prepared, prepared_path
+
+    monkeypatch.setenv(config.CACHE_ENV, str(tmp_path / "cache"))
+    model = load_model("clipdex-tiny", None, "cpu")
+    identity = model.identity
+    tower = prepared_path(identity, "fp32") / "visual" / "model.onnx"
+    data = bytearray(tower.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = os.urandom(64)  # weights damaged, the file still parses
+    tower.write_bytes(bytes(data))
+    assert open_prepared(identity, "fp32") is None
+    again = load_model("clipdex-tiny", None, "cpu")
+    assert open_prepared(ModelIdentity(identity.name, None, identity.fingerprint, 0), "fp32") is not None
+    assert np.isfinite(again.encode_texts(["a red circle"])).all()
