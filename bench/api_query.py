@@ -31,7 +31,7 @@ from clipdex.cli.web import create_app  # noqa: E402
 from clipdex.retrieval import config  # noqa: E402
 from clipdex.retrieval.factory import load_encoder  # noqa: E402
 from clipdex.retrieval.library import Library  # noqa: E402
-from clipdex.retrieval.onnx_text import export_text_tower  # noqa: E402
+from clipdex.retrieval.prepared import prepare  # noqa: E402
 
 QUERIES = ["a dog on a beach", "red car at night", "two people hiking in snow", "a bowl of ramen", "city skyline"]
 
@@ -76,7 +76,7 @@ def main() -> None:
     encoder = load_encoder(args.model, None, "cpu")
     with tempfile.TemporaryDirectory() as tmp:
         os.environ[config.CACHE_ENV] = str(Path(tmp) / "cache")
-        note = export_text_tower(encoder)
+        notes = prepare(encoder, "fp32")[1]
         library = Library(Path(tmp) / "lib", create=True)
         library.use_encoder(encoder)
         fill_library(library, encoder.identity.dim, args.images)
@@ -91,7 +91,7 @@ def main() -> None:
         description = library.vector_index("image").describe()
         server.should_exit = True
     p50, p90 = statistics.median(times), times[int(len(times) * 0.9)]
-    print(f"{args.model} ({args.precision}, {text_encoder}: {note.note or 'export reused'}), {args.images:,} images "
+    print(f"{args.model} ({args.precision}, {text_encoder}: {'; '.join(notes) or 'prepared'}), {args.images:,} images "
           f"({description}), {args.queries} new warm text queries over HTTP")
     print(f"p50 {p50:.1f} ms   p90 {p90:.1f} ms   min {times[0]:.1f} ms;   a repeated query: p50 "
           f"{statistics.median(again):.1f} ms")

@@ -36,7 +36,7 @@ from clipdex.indexer.pipeline import index_folders  # noqa: E402
 from clipdex.retrieval import config  # noqa: E402
 from clipdex.retrieval.factory import load_encoder  # noqa: E402
 from clipdex.retrieval.library import Library  # noqa: E402
-from clipdex.retrieval.prepared import load_model  # noqa: E402
+from clipdex.retrieval.loading import load_model  # noqa: E402
 
 
 def encoder_only(encoder, batch_size: int, batches: int = 4) -> float:

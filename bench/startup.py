@@ -57,7 +57,7 @@ def pipeline_alone(model: str, weights: Path, folder: Path) -> float:
     """Images/s of index_folders in a process that already holds the (prepared) model."""
     from clipdex.indexer.pipeline import index_folders
     from clipdex.retrieval.library import Library
-    from clipdex.retrieval.prepared import load_model
+    from clipdex.retrieval.loading import load_model
 
     encoder = load_model(model, str(weights), "cpu")
     with tempfile.TemporaryDirectory() as tmp:

@@ -13,13 +13,12 @@ call these and print.
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Callable, Sequence
 
 from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
-from clipdex.retrieval.library import Library
+from clipdex.retrieval.library import Library, leaves_no_empty_library
 
 # start(description, total) -> advance(n=1, note=""): one progress bar per phase of the work
 Progress = Callable[[str, "int | None"], Callable[..., None]]
@@ -51,7 +50,7 @@ def load_model(
     """The encoder a command should use: the library's bound model when none is named, else the named one (its
     default tag when none is given). The one place where that choice is made; on the CPU in fp32/int8 it is the
     prepared model (no torch), prepared first if it was not yet (unless `prepare` is False)."""
-    from clipdex.retrieval.prepared import load_model as load
+    from clipdex.retrieval.loading import load_model as load
 
     if model is None and library is not None and library.identity is not None:
         return library.encoder(device, precision, progress)
@@ -59,22 +58,7 @@ def load_model(
     return load(name, config.pretrained_for(name, pretrained), device, precision, progress, prepare)
 
 
-def _leaves_no_empty_library(function: Callable) -> Callable:
-    """A first index that fails before a model is bound (a model that cannot run here, a bad path) takes back
-    the library it would have created: a failed command writes nothing."""
-
-    @functools.wraps(function)
-    def run(library: Library, *args, **kwargs):
-        try:
-            return function(library, *args, **kwargs)
-        except ClipdexError:
-            library.discard_if_unused()
-            raise
-
-    return run
-
-
-@_leaves_no_empty_library
+@leaves_no_empty_library
 def index(
     library: Library,
     paths: Sequence[Path | str] = (),
@@ -174,7 +158,10 @@ def index(
     if model_of.value is not None:
         report.notes[:0] = model_of.value.notes
     if export_text and not report.interrupted:
-        loaded = model_of.value if model_of.value is not None or _exported(library) else model_of()
+        from clipdex.retrieval.loading import text_model  # a folder runs text queries already
+
+        ready = model_of.value is not None or text_model(library.require_identity()) is not None
+        loaded = model_of.value if ready else model_of()
         if loaded is not None and loaded.runs_torch:  # a prepared model has its text tower already
             report.notes += export_text_tower(loaded, progress)
     return report
@@ -221,13 +208,6 @@ def _refuse_other_model(library: Library, model: str, pretrained: str | None) ->
     bound = library.require_identity()
     choice = choose_model(model, config.pretrained_for(model, pretrained))
     library.check_model(replace(choice.identity(), dim=bound.dim))
-
-
-def _exported(library: Library) -> bool:
-    """Whether the bound model runs text queries without torch already (checked without loading the model)."""
-    from clipdex.retrieval.prepared import text_model
-
-    return text_model(library.require_identity()) is not None
 
 
 def _embedder(name: str, encoder, batch_size: int, ray_address: str | None):
@@ -375,28 +355,12 @@ def evaluate(
 
 def export_model(model: str, out: Path | str, pretrained: str | None = None, precision: str = "fp32",
                  fp16_weights: bool = False) -> dict:
-    """Write `model` (an open_clip name or checkpoint; needs torch) as a model folder at `out`, which must not
-    exist yet: towers checked against torch, runnable with no torch by `--model OUT` (and by Immich's loader).
-    `fp16_weights` halves the files for weights that are fp16 already (the bundled sample model's)."""
-    from clipdex.retrieval.prepared import FOLDER_PRECISIONS, has_torch, needs_torch
+    """Write `model` (an open_clip name or checkpoint; needs torch) as a model folder at `out`, a new folder:
+    runnable with no torch by `--model OUT` (and by Immich's loader). `fp16_weights` halves the files of weights
+    that are fp16 already (the bundled sample model's)."""
+    from clipdex.retrieval.folder_export import export_model as export
 
-    if precision not in FOLDER_PRECISIONS:
-        raise ClipdexError(f"unknown precision {precision!r} for a model folder: use fp32 or int8")
-    target = Path(out).expanduser()
-    if target.exists() or target.is_symlink():
-        raise ClipdexError(f"{target} exists already: give a new folder")
-    if not target.parent.is_dir():
-        raise ClipdexError(f"no such folder: {target.parent}")
-    if not has_torch():
-        raise needs_torch("exporting a model folder")
-    from clipdex.retrieval.factory import load_encoder
-    from clipdex.retrieval.folder_export import store_weights_as_fp16, write_folder
-
-    encoder = load_encoder(model, config.pretrained_for(model, pretrained), "cpu")
-    kept = write_folder(encoder, target, precision, text_precision="fp32", shared=True)
-    if fp16_weights:
-        store_weights_as_fp16(target)
-    return {"folder": str(target), "model": encoder.identity.describe(), "kept": kept}
+    return export(model, Path(out).expanduser(), config.pretrained_for(model, pretrained), precision, fp16_weights)
 
 
 def status(library: Library, paths: bool = True) -> dict:
@@ -404,7 +368,7 @@ def status(library: Library, paths: bool = True) -> dict:
     without torch) and fast text queries are ready.
     `paths=False` leaves out where things are on disk (for a browser)."""
     from clipdex.retrieval.database_url import without_password
-    from clipdex.retrieval.prepared import text_model
+    from clipdex.retrieval.loading import text_model
     from clipdex.retrieval.store import IMAGE
 
     identity = library.identity

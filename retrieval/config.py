@@ -163,8 +163,6 @@ MAX_CAPTION_CHARS = 2_000  # a caption longer than this is refused (the text tow
 WEB_MAX_CAPTIONS = 5_000  # captions one HTTP request may add (the CLI has no limit)
 MAX_QUERY_TERMS = 16
 MAX_TERM_WEIGHT = 100.0  # |weight| of one term, e.g. "2:golden retriever"; more says nothing a smaller one cannot
-# Distinct words whose byte-pair pieces the text tokenizer remembers (least recently used ones are forgotten).
-TOKENIZER_CACHE_WORDS = 4_096
 QUERY_CACHE_TEXTS = 256  # query sentences whose vectors a running process remembers (least recently used go)
 
 # An uploaded image declaring more pixels than this is refused from its header (a 190 KB PNG can declare

@@ -173,7 +173,7 @@ class Encoder:
 
     def _use(self, precision: str) -> None:
         if precision == "int8":
-            from clipdex.retrieval.folder_export import prepare_folder
+            from clipdex.retrieval.prepared import prepare_folder
             from clipdex.retrieval.model_folder import FolderModel
 
             self.image_tower = FolderModel(prepare_folder(self, "int8"), self.identity).image

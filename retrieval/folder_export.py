@@ -1,15 +1,14 @@
 """Write a model folder (model_folder.py's layout) from an open_clip model: both towers exported to ONNX with
 torch, each checked against torch, saved optimised, and the tokenizer and preprocessing beside them.
 
-This is the only module that turns torch models into folders: `prepare` fills the user cache (once per model
-and precision) so everyday commands run without torch; `export_folder` writes one wherever the user asks
-(`clipdex export-model`: the sample model in sample_data/ is made so).
+This is the only module that turns torch models into folders: `prepared.prepare_folder` fills the user cache
+with them (once per model and precision) so everyday commands run without torch; `clipdex export-model` writes
+one wherever the user asks (the sample model in sample_data/ is made so).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -133,7 +132,7 @@ def _export_text(encoder, folder: Path, work: Path, precision: str) -> str:
         if tokenizer.encode(clean_text(text)).ids != [i for i in expected.tolist() if i]:
             raise ClipdexError("its tokenizer gives other ids than open_clip's")
     tokenizer.no_truncation()
-    (folder / TEXT_DIR).mkdir()
+    (folder / TEXT_DIR).mkdir(mode=0o700)
     tokenizer.save(str(folder / TEXT_DIR / TOKENIZER_FILE))
     # open_clip pads with 0 ("!"): under the causal mask, padding after the end token changes nothing.
     special = {"bos_token": "<start_of_text>", "eos_token": END, "pad_token": "!", "unk_token": END}
@@ -193,7 +192,7 @@ def _export_image(encoder, folder: Path, work: Path, precision: str) -> str:
     if precision == "int8":
         _quantise_int8(chosen, work / "image.int8.onnx")
         chosen, least = work / "image.int8.onnx", config.MIN_PRECISION_COSINE
-    (folder / IMAGE_DIR).mkdir()
+    (folder / IMAGE_DIR).mkdir(mode=0o700)
     (folder / IMAGE_DIR / PREPROCESS_FILE).write_text(preprocess.to_json(), encoding="utf-8")
     shutil.copy(chosen, folder / IMAGE_DIR / MODEL_FILE)
     worst = _worst_cosine(encoder.encode_pixels(probe), FolderModel(folder, encoder.identity).encode_pixels(probe))
@@ -240,24 +239,6 @@ def write_folder(encoder, folder: Path, precision: str = "fp32", text_precision:
     return [text, image]
 
 
-def prepare_folder(encoder, precision: str) -> Path:
-    """The prepared folder of `encoder`'s model in `precision`, exported now unless a sound one is there."""
-    from clipdex.retrieval.prepared import open_prepared, prepared_path
-
-    target = prepared_path(encoder.identity, precision)
-    if open_prepared(encoder.identity, precision) is not None:
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    building = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        write_folder(encoder, building / "model", precision)
-        shutil.rmtree(target, ignore_errors=True)  # an older, damaged or foreign one
-        os.replace(building / "model", target)
-    finally:  # also on Ctrl-C: no half-written folder is left in the cache
-        shutil.rmtree(building, ignore_errors=True)
-    return target
-
-
 def store_weights_as_fp16(folder: Path) -> None:
     """Keep each tower's large float weights as fp16 (half the bytes), cast back to float32 as the graph loads:
     for the bundled sample model, whose weights are fp16 already (nothing is lost)."""
@@ -284,3 +265,23 @@ def store_weights_as_fp16(folder: Path) -> None:
     values[OWN_SECTION]["optimised"] = False  # the casts are folded away when a session loads it
     values[OWN_SECTION]["files"] = files_checksums(folder, with_config=False)
     config_path.write_text(json.dumps(values, indent=1), encoding="utf-8")
+
+
+def export_model(model: str, target: Path, pretrained: str | None, precision: str, fp16_weights: bool) -> dict:
+    """`clipdex export-model`: a shared folder of `model` at `target`, which must not exist yet."""
+    from clipdex.retrieval.factory import load_encoder
+    from clipdex.retrieval.prepared import FOLDER_PRECISIONS, has_torch, needs_torch
+
+    if precision not in FOLDER_PRECISIONS:
+        raise ClipdexError(f"unknown precision {precision!r} for a model folder: use fp32 or int8")
+    if target.exists() or target.is_symlink():
+        raise ClipdexError(f"{target} exists already: give a new folder")
+    if not target.parent.is_dir():
+        raise ClipdexError(f"no such folder: {target.parent}")
+    if not has_torch():
+        raise needs_torch("exporting a model folder")
+    encoder = load_encoder(model, pretrained, "cpu")
+    kept = write_folder(encoder, target, precision, text_precision="fp32", shared=True)
+    if fp16_weights:
+        store_weights_as_fp16(target)
+    return {"folder": str(target), "model": encoder.identity.describe(), "kept": kept}

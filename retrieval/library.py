@@ -7,11 +7,12 @@ cache's lifecycle in `index_cache.py`. What it owns is what every one of those n
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from clipdex.retrieval import config
 from clipdex.retrieval.database_url import database_url_for
@@ -20,6 +21,21 @@ from clipdex.retrieval.identity import ModelIdentity
 from clipdex.retrieval.index_cache import IndexCache
 from clipdex.retrieval.store import Store
 from clipdex.retrieval.vector_index import VectorIndex
+
+
+def leaves_no_empty_library(function: Callable) -> Callable:
+    """A first index that fails before a model is bound (a model that cannot run here, a bad path) takes back
+    the library it would have created: a failed command writes nothing."""
+
+    @functools.wraps(function)
+    def run(library: "Library", *args, **kwargs):
+        try:
+            return function(library, *args, **kwargs)
+        except ClipdexError:
+            library.discard_if_unused()
+            raise
+
+    return run
 
 
 class Library:
@@ -139,7 +155,7 @@ class Library:
         where the settings allow, prepared now if it was not yet (`progress` shows that step)."""
         bound = self.follow_binding()
         if self._encoder is None or self._encoder_settings != (device, precision):
-            from clipdex.retrieval.prepared import load_model
+            from clipdex.retrieval.loading import load_model
 
             encoder = load_model(bound.name, bound.pretrained, device, precision, progress)
             self.check_model(encoder.identity)
@@ -154,7 +170,7 @@ class Library:
         if precision in ("fp32", "int8") and device in ("auto", "cpu"):
             bound = self.follow_binding()
             if self._text_encoder is None:
-                from clipdex.retrieval.prepared import text_model
+                from clipdex.retrieval.loading import text_model
 
                 loaded = self._encoder  # a folder's model embeds text with the same file: not opened twice
                 prepared = loaded is not None and not loaded.runs_torch and bound.same_model(loaded.identity)

@@ -1,9 +1,8 @@
-"""Which model folder runs a model, and the one place that chooses between a folder and torch.
+"""Prepared models: an open_clip model or checkpoint made into a model folder in the user cache, once per model
+and precision (with torch, through folder_export.py), so that everyday commands run it without torch.
 
-A model folder (the sample, one the user names, one from the hub) runs as it is. Any other model (an open_clip
-name, a checkpoint) runs from its prepared folder in the user cache when the run is on the CPU in fp32 or int8:
-made once with torch (folder_export.py), trusted only while its config names exactly these weights and every
-file still has the checksum recorded when it was made. Everything else needs torch (the `torch` extra).
+A prepared folder is trusted only while its config names exactly these weights, every file still has the
+checksum recorded when it was made, and nobody but us may change it; else it is made again.
 """
 
 from __future__ import annotations
@@ -11,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -34,6 +35,8 @@ def open_prepared(identity: ModelIdentity, precision: str) -> FolderModel | None
     """The prepared folder of exactly these weights in `precision`, or None when there is none to trust (then
     it is made again)."""
     folder = prepared_path(identity, precision)
+    if not _private_to_us(folder):
+        return None
     try:
         own = FolderConfig.read(folder).own
         wanted = [identity.name, identity.pretrained, identity.fingerprint, precision, config.FOLDER_FORMAT]
@@ -47,6 +50,19 @@ def open_prepared(identity: ModelIdentity, precision: str) -> FolderModel | None
     dim = model.settings.dim
     model.identity = ModelIdentity(identity.name, identity.pretrained, identity.fingerprint, dim)
     return model
+
+
+def _private_to_us(folder: Path) -> bool:
+    """Whether the folder and its towers' folders are ours and nobody else may change them: a cache that
+    another user could write to is not trusted (its files would run as our model)."""
+    for path in (folder, folder / "textual", folder / "visual"):
+        try:
+            info = path.stat()
+        except OSError:
+            return False
+        if info.st_uid != os.getuid() or info.st_mode & 0o022:
+            return False
+    return True
 
 
 def runs_prepared(device: str, precision: str) -> bool:
@@ -75,8 +91,6 @@ def needs_torch(what: str) -> ClipdexError:
 def prepare(encoder, precision: str = "fp32", progress: Progress | None = None) -> tuple[FolderModel | None, list[str]]:
     """Export `encoder`'s model into its prepared folder (each tower checked against torch); the folder's model,
     or None with the reason as a note (the torch encoder then does the work)."""
-    from clipdex.retrieval.folder_export import prepare_folder
-
     arch = getattr(encoder, "arch", encoder.identity.name)
     advance = progress(f"preparing {os.path.basename(arch)} for fast indexing and queries (once)", None) if progress else None
     try:
@@ -92,49 +106,22 @@ def prepare(encoder, precision: str = "fp32", progress: Progress | None = None) 
     return prepared, []
 
 
-def load_model(name: str, pretrained: str | None = None, device: str = "auto", precision: str = "fp32",
-               progress: Progress | None = None, prepare_now: bool = True):
-    """The model that embeds: a model folder as it is; else the prepared folder (no torch) whenever the settings
-    allow, prepared first unless `prepare_now` is False; else the torch encoder."""
-    from clipdex.retrieval.factory import choose_model
+def prepare_folder(encoder, precision: str) -> Path:
+    """The prepared folder of `encoder`'s model in `precision`, exported now unless a sound one is there."""
+    from clipdex.retrieval.folder_export import write_folder
 
-    choice = choose_model(name, pretrained)
-    if choice.folder is not None:
-        if precision != "fp32" or device == "cuda":
-            raise ClipdexError(f"a model folder runs as it was exported, on the CPU: --precision {precision} "
-                               f"--device {device} is for models prepared from open_clip")
-        model = FolderModel(choice.folder, choice.identity())
-        model.identity = ModelIdentity(choice.name, None, choice.fingerprint, model.settings.dim)
-        return model
-    if runs_prepared(device, precision):
-        prepared = open_prepared(choice.identity(), precision)
-        if prepared is not None:
-            return prepared
-    if not has_torch():
-        raise needs_torch(f"{choice.identity().describe()} is not prepared here, and preparing it")
-    from clipdex.retrieval.factory import load_encoder
-
-    encoder = load_encoder(name, pretrained, device)
-    if prepare_now and runs_prepared(encoder.device, precision):
-        prepared, notes = prepare(encoder, precision, progress)
-        if prepared is not None:
-            return prepared
-        encoder.notes += notes
-    encoder.set_precision(precision)
-    return encoder
-
-
-def text_model(identity: ModelIdentity) -> FolderModel | None:
-    """A folder that embeds text for the library bound to `identity` without torch, or None: the model folder
-    itself, else its prepared folder in any precision (the text tower is the same in each)."""
-    if identity.fingerprint.startswith("files:"):
-        try:
-            found = load_model(identity.name, identity.pretrained, "cpu", "fp32")
-        except ClipdexError:
-            return None
-        return found if identity.same_model(found.identity) else None
-    for precision in FOLDER_PRECISIONS:
-        found = open_prepared(identity, precision)
-        if found is not None:
-            return found
-    return None
+    target = prepared_path(encoder.identity, precision)
+    if open_prepared(encoder.identity, precision) is not None:
+        return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        building = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    except OSError as exc:
+        raise ClipdexError(f"its export failed: the cache folder cannot be written ({exc.strerror or exc})") from None
+    try:
+        write_folder(encoder, building / "model", precision)
+        shutil.rmtree(target, ignore_errors=True)  # an older, damaged or foreign one
+        os.replace(building / "model", target)
+    finally:  # also on Ctrl-C: no half-written folder is left in the cache
+        shutil.rmtree(building, ignore_errors=True)
+    return target

@@ -113,7 +113,7 @@ def test_the_demo_runs_without_torch_and_agrees_with_torch(tmp_path: Path) -> No
 
 def test_an_immich_layout_folder_gives_the_prepared_models_vectors(tmp_path: Path, photos) -> None:
     from clipdex.retrieval.images import open_image
-    from clipdex.retrieval.prepared import load_model
+    from clipdex.retrieval.loading import load_model
 
     folder = _immich_folder(tmp_path / "ViT-sample__immich")
     library = tmp_path / "library"
@@ -139,7 +139,7 @@ def test_a_multilingual_tokenizer_goes_through_the_same_path(tmp_path: Path, pho
     from tokenizers import Tokenizer
 
     from clipdex import api
-    from clipdex.retrieval.prepared import load_model
+    from clipdex.retrieval.loading import load_model
 
     folder = _multilingual_folder(tmp_path / "xlm-style")
     library = tmp_path / "library"
@@ -202,7 +202,8 @@ def test_a_library_is_bound_to_its_folders_files(tmp_path: Path, photos) -> None
 def test_a_model_that_needs_torch_says_what_to_do_and_writes_nothing(tmp_path: Path, photos) -> None:
     library = tmp_path / "library"
     started = time.perf_counter()
-    done = without_torch("-L", library, "index", photos(2), "--model", "clipdex-tiny")
+    done = without_torch("-L", library, "index", photos(2), "--model", "clipdex-tiny",
+                         env={config.CACHE_ENV: str(tmp_path / "cache")})  # not prepared here
     assert time.perf_counter() - started < 15
     assert done.returncode == 1 and "Traceback" not in done.stderr
     message = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith("LOADED")]
@@ -212,7 +213,8 @@ def test_a_model_that_needs_torch_says_what_to_do_and_writes_nothing(tmp_path: P
 
 def test_a_damaged_prepared_folder_is_prepared_again(tmp_path: Path, photos, monkeypatch) -> None:
     from clipdex.retrieval.identity import ModelIdentity
-    from clipdex.retrieval.prepared import load_model, open_prepared, prepared_path
+    from clipdex.retrieval.loading import load_model
+    from clipdex.retrieval.prepared import open_prepared, prepared_path
 
     monkeypatch.setenv(config.CACHE_ENV, str(tmp_path / "cache"))
     model = load_model("clipdex-tiny", None, "cpu")

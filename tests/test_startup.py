@@ -65,7 +65,7 @@ def test_everyday_commands_never_import_torch_once_the_model_is_prepared(tmp_pat
     """Preparing a model (the first index) exports its towers; from then on indexing new photos, watching,
     searching by text or image, captions, duplicates, status and serving run on ONNX Runtime and numpy alone."""
     folder, library = photos(6), tmp_path / "lib"
-    first = _clipdex(library, "index", str(folder), "--model", "sample")
+    first = _clipdex(library, "index", str(folder), "--model", str(config.SAMPLE_MODEL))  # a checkpoint: prepared
     assert "EXIT 0" in first, first
     shutil.copy(config.SAMPLE_DATA_DIR / SAMPLE_ROWS[10]["image"], folder)
     photo = str(folder / Path(SAMPLE_ROWS[0]["image"]).name)
@@ -109,11 +109,13 @@ def test_the_prepared_model_embeds_as_torch_does(tmp_path: Path) -> None:
 
     from clipdex.retrieval.factory import load_encoder
     from clipdex.retrieval.images import open_image
-    from clipdex.retrieval.prepared import load_model
+    from clipdex.retrieval.loading import load_model
 
     encoder = load_encoder("sample", None, "cpu")
-    prepared = load_model("sample", None, "cpu")
+    prepared = load_model(str(config.SAMPLE_MODEL), None, "cpu")  # from the checkpoint, with torch, once
     assert not prepared.runs_torch and prepared.identity == encoder.identity
+    bundled = load_model("sample", None, "cpu")  # the folder in sample_data/, as it ships
+    assert not bundled.runs_torch and bundled.identity.fingerprint.startswith("files:")
     rng = np.random.default_rng(7)
     images = [open_image(config.SAMPLE_DATA_DIR / row["image"]) for row in SAMPLE_ROWS[:12]]
     images += [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in
@@ -125,6 +127,8 @@ def test_the_prepared_model_embeds_as_torch_does(tmp_path: Path) -> None:
     assert cosines.min() >= config.IMAGE_EXPORT_MIN_COSINE
     texts = [row["caption"] for row in SAMPLE_ROWS[:20]]
     assert (prepared.encode_texts(texts) * encoder.encode_texts(texts)).sum(axis=1).min() >= 0.999
+    assert (bundled.encode_images(images) * encoder.encode_images(images)).sum(axis=1).min() >= 0.999
+    assert (bundled.encode_texts(texts) * encoder.encode_texts(texts)).sum(axis=1).min() >= 0.999
 
 
 def test_an_unchanged_library_is_checked_without_loading_the_model(tmp_path: Path, photos) -> None:

@@ -13,7 +13,6 @@ import shutil
 import socket
 import struct
 import threading
-import tracemalloc
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -281,7 +280,7 @@ def test_status_keeps_paths_to_itself_unless_asked(library: Library, client: Tes
     plain = client.get("/api/status")
     assert plain.status_code == 200 and plain.json()["counts"]["image"] == 6
     assert str(library.root) not in plain.text and "library.db" not in plain.text
-    assert not {"library", "database", "text_export"} & plain.json().keys()
+    assert not {"library", "database", "model_folder"} & plain.json().keys()
     full = client.get("/api/status", params={"paths": "true"}).json()
     assert full["library"] == str(library.root)
 
@@ -493,40 +492,6 @@ def test_item_ids_out_of_range_are_not_server_errors(client: TestClient) -> None
             response = client.get(f"/api/items/{item_id}/{what}")
             assert response.status_code == 422, (item_id, what)
     assert client.get(f"/api/items/{2**63 - 1}/image").status_code == 404
-
-
-def test_the_tokenizer_forgets_old_words() -> None:
-    """A server's text tokenizer sees endless new words: what it remembers of them stays bounded."""
-    from clipdex.retrieval.tokenizer import BpeTokenizer, default_merges_file
-
-    tokenizer = BpeTokenizer(default_merges_file())
-    def word(i: int) -> str:  # letters only: the tokenizer splits digits off as words of their own
-        letters = ""
-        while i:
-            i, digit = divmod(i, 26)
-            letters += chr(ord("a") + digit)
-        return "zq" + letters
-
-    words = iter(word(i) for i in range(1, 10**9))
-    batch = 2 * config.TOKENIZER_CACHE_WORDS
-
-    def encode_new_words() -> None:
-        tokenizer.encode(" ".join(next(words) for _ in range(batch)))
-
-    tracemalloc.start()  # before the cache fills, so that what it drops later is counted too
-    try:
-        encode_new_words()  # the cache is full from here on
-        gc.collect()
-        before = tracemalloc.get_traced_memory()[0]
-        encode_new_words()
-        gc.collect()
-        grown = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
-    assert grown < 100_000, grown  # unbounded, 8,192 more words would be kept: ~1.5 MB
-
-
-# ------------------------------------------------------------------------------------------------ 6. fuzz
 
 
 def _no_server_error(response) -> None:

@@ -1,0 +1,62 @@
+"""Which model runs: the one place that chooses between a model folder (no torch) and torch.
+
+A model folder (the sample, one the user names, one from the hub) runs as it is. Any other model (an open_clip
+name, a checkpoint) runs from its prepared folder when the run is on the CPU in fp32 or int8, prepared first if
+it was not yet; everything else runs through torch (the `torch` extra), or is refused in one line without it.
+"""
+
+from __future__ import annotations
+
+from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.factory import choose_model
+from clipdex.retrieval.identity import ModelIdentity
+from clipdex.retrieval.model_folder import FolderModel
+from clipdex.retrieval.prepared import (
+    FOLDER_PRECISIONS, Progress, has_torch, needs_torch, open_prepared, prepare, runs_prepared,
+)
+
+
+def load_model(name: str, pretrained: str | None = None, device: str = "auto", precision: str = "fp32",
+               progress: Progress | None = None, prepare_now: bool = True):
+    """The model that embeds: a model folder as it is; else the prepared folder (no torch) whenever the settings
+    allow, prepared first unless `prepare_now` is False; else the torch encoder."""
+    choice = choose_model(name, pretrained)
+    if choice.folder is not None:
+        if precision != "fp32" or device == "cuda":
+            raise ClipdexError(f"a model folder runs as it was exported, on the CPU: --precision {precision} "
+                               f"--device {device} is for models prepared from open_clip")
+        model = FolderModel(choice.folder, choice.identity())
+        model.identity = ModelIdentity(choice.name, None, choice.fingerprint, model.settings.dim)
+        return model
+    if runs_prepared(device, precision):
+        prepared = open_prepared(choice.identity(), precision)
+        if prepared is not None:
+            return prepared
+    if not has_torch():
+        raise needs_torch(f"{choice.identity().describe()} is not prepared here, and preparing it")
+    from clipdex.retrieval.factory import load_encoder
+
+    encoder = load_encoder(name, pretrained, device)
+    if prepare_now and runs_prepared(encoder.device, precision):
+        prepared, notes = prepare(encoder, precision, progress)
+        if prepared is not None:
+            return prepared
+        encoder.notes += notes
+    encoder.set_precision(precision)
+    return encoder
+
+
+def text_model(identity: ModelIdentity) -> FolderModel | None:
+    """A folder that embeds text for the library bound to `identity` without torch, or None: the model folder
+    itself, else its prepared folder in any precision (the text tower is the same in each)."""
+    if identity.fingerprint.startswith("files:"):
+        try:
+            found = load_model(identity.name, identity.pretrained, "cpu", "fp32")
+        except ClipdexError:
+            return None
+        return found if identity.same_model(found.identity) else None
+    for precision in FOLDER_PRECISIONS:
+        found = open_prepared(identity, precision)
+        if found is not None:
+            return found
+    return None
