@@ -358,7 +358,7 @@ def export_model(model: str, out: Path | str, pretrained: str | None = None, pre
     """Write `model` (an open_clip name or checkpoint; needs torch) as a model folder at `out`, a new folder:
     runnable with no torch by `--model OUT` (and by Immich's loader). `fp16_weights` halves the files of weights
     that are fp16 already (the bundled sample model's)."""
-    from clipdex.retrieval.folder_export import export_model as export
+    from clipdex.retrieval.loading import export_model as export
 
     return export(model, Path(out).expanduser(), config.pretrained_for(model, pretrained), precision, fp16_weights)
 

@@ -33,6 +33,7 @@ class LocalEmbedder:
     ):
         """text_gate: also ask the OCR gate whether each decoded image may hold text (index --ocr)."""
         self.encoder, self.batch_size, self.workers = encoder, batch_size, workers
+        encoder.ready_for_images()
         self.settings = DecodeSettings(encoder.preprocess, encoder.image_size, text_gate)
 
     def embed(self, paths: Sequence[str]) -> Iterator[EmbeddedBatch]:

@@ -21,12 +21,13 @@ class _EmbedActor:
     """Runs inside a Ray actor: loads the model once, then decodes and embeds batches of paths."""
 
     def __init__(self, name: str, pretrained: str | None, device: str) -> None:
-        import torch
+        from clipdex.retrieval.loading import load_model
 
-        from clipdex.retrieval.factory import load_encoder
+        self.encoder = load_model(name, pretrained, device, prepare_now=False)  # a folder where there is one
+        if self.encoder.runs_torch:
+            import torch
 
-        torch.set_num_threads(1)
-        self.encoder = load_encoder(name, pretrained, device)
+            torch.set_num_threads(1)
 
     def __call__(self, batch: dict) -> dict:
         """Embedded as the local engine does (a video: one vector a frame); the vectors of each file travel back

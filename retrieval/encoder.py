@@ -96,6 +96,9 @@ class Encoder:
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         return self.encode_pixels(self.preprocess.batch([self.preprocess.pixels(im) for im in images]))
 
+    def ready_for_images(self) -> None:
+        """The model is in memory already (a model folder opens its image tower here)."""
+
     def count_tokens(self, text: str) -> int:
         """Tokens of the text with its start and end tokens, before truncation (0 when the tokenizer won't say)."""
         encode = getattr(self.tokenizer, "encode", None)
@@ -176,7 +179,11 @@ class Encoder:
             from clipdex.retrieval.prepared import prepare_folder
             from clipdex.retrieval.model_folder import FolderModel
 
-            self.image_tower = FolderModel(prepare_folder(self, "int8"), self.identity).image
+            try:
+                folder = prepare_folder(self, "int8")
+            except ClipdexError as exc:
+                raise ClipdexError(f"the int8 image tower cannot be made: {exc}") from None
+            self.image_tower = FolderModel(folder, self.identity).image
         else:
             self.image_tower = None
             self.model.to(_DTYPES[precision])

@@ -265,23 +265,3 @@ def store_weights_as_fp16(folder: Path) -> None:
     values[OWN_SECTION]["optimised"] = False  # the casts are folded away when a session loads it
     values[OWN_SECTION]["files"] = files_checksums(folder, with_config=False)
     config_path.write_text(json.dumps(values, indent=1), encoding="utf-8")
-
-
-def export_model(model: str, target: Path, pretrained: str | None, precision: str, fp16_weights: bool) -> dict:
-    """`clipdex export-model`: a shared folder of `model` at `target`, which must not exist yet."""
-    from clipdex.retrieval.factory import load_encoder
-    from clipdex.retrieval.prepared import FOLDER_PRECISIONS, has_torch, needs_torch
-
-    if precision not in FOLDER_PRECISIONS:
-        raise ClipdexError(f"unknown precision {precision!r} for a model folder: use fp32 or int8")
-    if target.exists() or target.is_symlink():
-        raise ClipdexError(f"{target} exists already: give a new folder")
-    if not target.parent.is_dir():
-        raise ClipdexError(f"no such folder: {target.parent}")
-    if not has_torch():
-        raise needs_torch("exporting a model folder")
-    encoder = load_encoder(model, pretrained, "cpu")
-    kept = write_folder(encoder, target, precision, text_precision="fp32", shared=True)
-    if fp16_weights:
-        store_weights_as_fp16(target)
-    return {"folder": str(target), "model": encoder.identity.describe(), "kept": kept}

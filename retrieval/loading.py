@@ -7,6 +7,8 @@ it was not yet; everything else runs through torch (the `torch` extra), or is re
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.factory import choose_model
 from clipdex.retrieval.identity import ModelIdentity
@@ -60,3 +62,23 @@ def text_model(identity: ModelIdentity) -> FolderModel | None:
         if found is not None:
             return found
     return None
+
+
+def export_model(model: str, target: Path, pretrained: str | None, precision: str, fp16_weights: bool) -> dict:
+    """`clipdex export-model`: a shared folder of `model` at `target`, which must not exist yet."""
+    from clipdex.retrieval.factory import load_encoder
+    from clipdex.retrieval.folder_export import store_weights_as_fp16, write_folder
+
+    if precision not in FOLDER_PRECISIONS:
+        raise ClipdexError(f"unknown precision {precision!r} for a model folder: use fp32 or int8")
+    if target.exists() or target.is_symlink():
+        raise ClipdexError(f"{target} exists already: give a new folder")
+    if not target.parent.is_dir():
+        raise ClipdexError(f"no such folder: {target.parent}")
+    if not has_torch():
+        raise needs_torch("exporting a model folder")
+    encoder = load_encoder(model, pretrained, "cpu")
+    kept = write_folder(encoder, target, precision, text_precision="fp32", shared=True)
+    if fp16_weights:
+        store_weights_as_fp16(target)
+    return {"folder": str(target), "model": encoder.identity.describe(), "kept": kept}

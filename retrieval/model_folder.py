@@ -299,6 +299,11 @@ class FolderModel:
     def count_tokens(self, text: str) -> int:
         return self.text.count_tokens(text)
 
+    def ready_for_images(self) -> None:
+        """Open the image tower now: before decode workers are forked, and where a stop request lands as an
+        interrupt rather than inside ONNX Runtime's import."""
+        _ = self.image, self.preprocess
+
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         return self.image.encode_pixels(pixels)
 

@@ -198,7 +198,10 @@ class Store(fulltext.TextStore, StagingStore, TagStore, SelectionStore):
         """Apply one batch of changes in one transaction; returns the generation it wrote. Deletes, moves
         (id, path, real path, size, mtime) name a file by the id of its first row and apply to all of its rows;
         relinks (path, real path) record that an image file's path now leads elsewhere (a re-pointed link, a disk
-        mounted in another place)."""
+        mounted in another place). A vector that is not finite is never stored: it would match nothing, for good."""
+        if not all(np.isfinite(item.vector).all() for item in [*inserts, *(item for _, item in updates)]):
+            raise ClipdexError("refusing to store vectors with non-finite numbers (NaN or infinity): the model's "
+                               "files are damaged; prepare or download the model again")
         c = items_table.c
         try:
             with self.db.begin() as conn:

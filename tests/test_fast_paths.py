@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from clipdex.retrieval import config
 from clipdex.retrieval.factory import load_encoder
 from clipdex.retrieval.images import read_image
 

@@ -227,3 +227,27 @@ def test_a_damaged_prepared_folder_is_prepared_again(tmp_path: Path, photos, mon
     again = load_model("clipdex-tiny", None, "cpu")
     assert open_prepared(ModelIdentity(identity.name, None, identity.fingerprint, 0), "fp32") is not None
     assert np.isfinite(again.encode_texts(["a red circle"])).all()
+
+
+def test_a_tower_that_gives_nan_stores_nothing(tmp_path: Path, photos) -> None:
+    """Damaged weights that still parse give NaN: the index run stops with one line and the library holds no
+    vector (a NaN vector would match nothing, for good); the store refuses such vectors from any encoder."""
+    import onnx
+    from onnx import numpy_helper
+
+    from clipdex.retrieval.store import IMAGE, NewItem, Store
+
+    folder = _copy_sample(tmp_path / "damaged")
+    model = onnx.load(str(folder / "visual" / "model.onnx"))
+    largest = max(model.graph.initializer, key=lambda t: numpy_helper.to_array(t).size)
+    values = numpy_helper.to_array(largest)
+    largest.CopyFrom(numpy_helper.from_array(np.full_like(values, np.nan), largest.name))
+    onnx.save(model, str(folder / "visual" / "model.onnx"))
+    library = tmp_path / "library"
+    done = without_torch("-L", library, "index", photos(3), "--model", folder)
+    assert done.returncode == 1 and "non-finite" in done.stderr and "Traceback" not in done.stderr
+
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    with pytest.raises(Exception, match="non-finite"):
+        store.write(inserts=[NewItem(IMAGE, "/p/a.jpg", np.array([np.nan, 1.0], dtype=np.float32))])
+    assert store.counts()["image"] == 0
