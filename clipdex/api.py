@@ -267,7 +267,7 @@ def export_xmp(library: Library, paths: Sequence[Path | str] = (), dry_run: bool
     their recognised text as a description; an XmpReport. Originals are never opened for writing."""
     import os
 
-    from clipdex.retrieval.sidecars import XmpReport, update_sidecar
+    from clipdex.retrieval.sidecars import write_sidecars
 
     if not library.store.tags_enabled and not text:
         raise ClipdexError("the library has no tags to export: run `clipdex index --tags` first")
@@ -277,23 +277,9 @@ def export_xmp(library: Library, paths: Sequence[Path | str] = (), dry_run: bool
     for given, prefix in zip(paths, prefixes):
         if not os.path.lexists(prefix):
             raise ClipdexError(f"no such file or folder: {given}")
-    report = XmpReport()
-    for image in sorted(set(tagged) | set(texts)):
-        if prefixes and not any(image == p or image.startswith(p.rstrip(os.sep) + os.sep) for p in prefixes):
-            continue
-        if not os.path.isfile(image):
-            report.failed.append({"path": image, "error": "the file is gone: index again"})
-            continue
-        try:
-            change = update_sidecar(image, tagged.get(image, []), texts.get(image), lightroom, dry_run)
-        except ClipdexError as exc:
-            report.failed.append({"path": image, "error": str(exc)})
-            continue
-        if change is None:
-            report.unchanged += 1
-        else:
-            report.changed.append(change)
-    return report
+    chosen = [image for image in sorted(set(tagged) | set(texts))
+              if not prefixes or any(image == p or image.startswith(p.rstrip(os.sep) + os.sep) for p in prefixes)]
+    return write_sidecars(chosen, tagged, texts, lightroom, dry_run)
 
 
 def tags(library: Library) -> list[tuple[str, int]]:

@@ -51,6 +51,35 @@ def sidecar_path(image: str, lightroom: bool = False) -> Path:
     return path.with_suffix(".xmp") if lightroom and is_raw(path.name) else path.with_name(path.name + ".xmp")
 
 
+def write_sidecars(images: Sequence[str], tagged: dict[str, list[str]], texts: dict[str, str], lightroom: bool,
+                   dry_run: bool) -> XmpReport:
+    """Each image's tags (and text) into its sidecar; what changed and what could not be written, and why."""
+    report = XmpReport()
+    sharing: dict[Path, list[str]] = {}  # --lightroom: IMG_1.cr2 and IMG_1.nef would both be IMG_1.xmp
+    for image in images:
+        sharing.setdefault(sidecar_path(image, lightroom), []).append(image)
+    for image in images:
+        sidecar = sidecar_path(image, lightroom)
+        others = [Path(other).name for other in sharing[sidecar] if other != image]
+        if others:
+            report.failed.append({"path": image, "error": f"{', '.join(others)} would share its sidecar "
+                                                          f"{sidecar.name}: left alone"})
+            continue
+        if not os.path.isfile(image):
+            report.failed.append({"path": image, "error": "the file is gone: index again"})
+            continue
+        try:
+            change = update_sidecar(image, tagged.get(image, []), texts.get(image), lightroom, dry_run)
+        except ClipdexError as exc:
+            report.failed.append({"path": image, "error": str(exc)})
+            continue
+        if change is None:
+            report.unchanged += 1
+        else:
+            report.changed.append(change)
+    return report
+
+
 def update_sidecar(image: str, keywords: Sequence[str], description: str | None = None, lightroom: bool = False,
                    dry_run: bool = False) -> SidecarChange | None:
     """Add what is missing to the image's sidecar (made when there is none); None when nothing was missing."""
@@ -64,15 +93,17 @@ def update_sidecar(image: str, keywords: Sequence[str], description: str | None 
     keywords = [k for k in dict.fromkeys(keywords) if _XML_UNSAFE.search(k) is None]
     description = _XML_UNSAFE.sub(" ", description) if description else description
     try:
-        if exists:
-            _check_well_formed(sidecar)
-        have, described = _read(exiv2, sidecar) if exists else ([], False)
+        properties = _check_well_formed(sidecar) if exists else 0
+        have, described, values = _read(exiv2, sidecar) if exists else ([], False, {})
+        if properties and not values:  # XMP Toolkit errors (a property twice, parseType="Literal", stray text)
+            raise ClipdexError(f"{sidecar} holds properties Exiv2 cannot read: left alone")
         change = SidecarChange(str(sidecar), image, [k for k in keywords if k not in have],
                                bool(description) and not described, not exists)
         if not change.keywords and not change.description:
             return None
         if not dry_run:
-            _write(exiv2, sidecar, [*have, *change.keywords], description if change.description else None)
+            _write(exiv2, sidecar, Path(image), [*have, *change.keywords], description if change.description else None,
+                   values)
     except exiv2.Exiv2Error as exc:
         raise ClipdexError(f"cannot update {sidecar}: {exc.args[-1] if exc.args else exc}") from None
     except OSError as exc:
@@ -84,16 +115,28 @@ def update_sidecar(image: str, keywords: Sequence[str], description: str | None 
 _XML_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff\u202a-\u202e\u2066-\u2069]")
 
 
-def _check_well_formed(sidecar: Path) -> None:
-    """Exiv2 reads a sidecar holding one character XML forbids as an empty one, and writing that back would
-    drop everything in it: such a file (or one declaring a DTD, which XMP never does) is refused instead."""
+_RDF = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}"
+_DECLARED = re.compile(rb"""^\s*<\?xml[^>]*encoding\s*=\s*["']([^"']+)["']""")
+
+
+def _check_well_formed(sidecar: Path) -> int:
+    """How many properties the sidecar's XML holds, read by ElementTree. Exiv2 reads a sidecar holding one
+    character XML forbids as an empty one, and writing that back would drop everything in it: such a file, one
+    declaring a DTD (XMP never does) or an encoding other than UTF-8 (XMP packets are Unicode; Exiv2 would read
+    Latin-1 bytes as UTF-8 and write them back garbled) is refused instead."""
     data = sidecar.read_bytes()
     if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
         raise ClipdexError(f"{sidecar} declares a DTD, which an XMP sidecar never does: left alone")
+    declared = _DECLARED.match(data)
+    if declared and declared.group(1).decode("ascii", "replace").lower().replace("_", "-") not in ("utf-8", "utf8"):
+        raise ClipdexError(f"{sidecar} declares the encoding {declared.group(1).decode('ascii', 'replace')}, "
+                           f"not UTF-8: left alone")
     try:
-        ElementTree.fromstring(data)
+        root = ElementTree.fromstring(data)
     except ElementTree.ParseError as exc:
         raise ClipdexError(f"{sidecar} is not well-formed XML ({exc}): left alone") from None
+    return sum(len(node) + sum(not name.startswith(_RDF) for name in node.attrib)
+               for node in root.iter(_RDF + "Description"))
 
 
 def _exiv2():
@@ -112,29 +155,37 @@ def _open(exiv2, path: Path):
     return opened
 
 
-def _read(exiv2, path: Path) -> tuple[list[str], bool]:
-    """The keywords a sidecar holds, and whether it has a description."""
-    keywords, described = [], False
+def _values(opened) -> dict[str, str]:
+    return {datum.key(): datum.toString() for datum in opened.xmpData()}
+
+
+def _read(exiv2, path: Path) -> tuple[list[str], bool, dict[str, str]]:
+    """The keywords a sidecar holds, whether it has a description, and every property's value."""
+    keywords = []
     opened = _open(exiv2, path)  # held while its data is read: the binding's data does not keep it alive
     for datum in opened.xmpData():
         if datum.key() == _SUBJECT:
             value = datum.value()
             keywords = [value.toString(i) for i in range(value.count())]
-        described = described or datum.key() == _DESCRIPTION
-    return keywords, described
+    values = _values(opened)
+    return keywords, _DESCRIPTION in values, values
 
 
-def _write(exiv2, sidecar: Path, keywords: list[str], description: str | None) -> None:
-    tmp = sidecar.with_name(f".{sidecar.name}.{uuid.uuid4().hex[:12]}.tmp")
+def _write(exiv2, sidecar: Path, image: Path, keywords: list[str], description: str | None,
+           before: dict[str, str]) -> None:
+    """Write through a copy renamed over the sidecar, only if every other property keeps its value; the sidecar
+    is never more readable than its photo (it may hold the photo's recognised text)."""
+    tmp = sidecar.with_name(f".{uuid.uuid4().hex[:12]}.xmp.tmp")  # short: a 250-character name still fits
     try:
-        before = set()
+        mode = stat.S_IMODE(os.stat(image).st_mode) & 0o666
         if sidecar.exists():
             shutil.copy2(sidecar, tmp)
+            mode &= stat.S_IMODE(sidecar.stat().st_mode)
             opened = _open(exiv2, tmp)
-            before = {datum.key() for datum in opened.xmpData()}
         else:
             opened = exiv2.ImageFactory.create(exiv2.ImageType.xmp, str(tmp))
             opened.readMetadata()
+        os.chmod(tmp, mode | stat.S_IWUSR | stat.S_IRUSR)
         data = opened.xmpData()
         bag = exiv2.XmpArrayValue(exiv2.TypeId.xmpBag)
         for keyword in keywords:
@@ -143,10 +194,10 @@ def _write(exiv2, sidecar: Path, keywords: list[str], description: str | None) -
         if description:
             data[_DESCRIPTION] = exiv2.LangAltValue(f'lang="x-default" {description}')
         opened.writeMetadata()
-        written = _open(exiv2, tmp)
-        lost = before - {datum.key() for datum in written.xmpData()}
+        after = _values(_open(exiv2, tmp))
+        lost = [key for key, value in before.items() if key not in (_SUBJECT, _DESCRIPTION) and after.get(key) != value]
         if lost:  # never, as Exiv2 merges; but a sidecar is someone's edit history: checked, not assumed
-            raise ClipdexError(f"updating {sidecar} would lose {', '.join(sorted(lost)[:3])}: left alone")
+            raise ClipdexError(f"updating {sidecar} would change {', '.join(sorted(lost)[:3])}: left alone")
         os.replace(tmp, sidecar)
     finally:
         tmp.unlink(missing_ok=True)

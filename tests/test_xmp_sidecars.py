@@ -147,3 +147,66 @@ def test_a_sidecar_exiv2_would_read_as_empty_is_left_alone(cli, photos, shapes: 
     assert sidecar_path(str(second)).read_text(encoding="utf-8") == DARKTABLE
     missing = cli("export-xmp", folder / "not-here")
     assert missing.exit_code == 1 and "no such file or folder" in missing.output
+
+
+# Well-formed XMP that Exiv2's XMP Toolkit cannot read (error 203): each is read as empty.
+_UNREADABLE = {
+    "twice": DARKTABLE.replace('darktable:history_end="2">', 'darktable:history_end="2">\n   <exif:DateTimeOriginal>'
+                               '2024:06:30 18:00:00</exif:DateTimeOriginal>'),
+    "literal": DARKTABLE.replace("<dc:description>", '<dc:description rdf:parseType="Literal">'),
+    "stray-text": DARKTABLE.replace("<darktable:history>", "stray words\n   <darktable:history>"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_UNREADABLE))
+def test_a_well_formed_sidecar_exiv2_cannot_read_is_left_alone(cli, photos, shapes: Path, case: str) -> None:
+    folder = photos(1)
+    cli("index", folder, *SAMPLE, "--tags", "--vocabulary", shapes)
+    photo = next(folder.iterdir())
+    sidecar = sidecar_path(str(photo))
+    sidecar.write_text(_UNREADABLE[case], encoding="utf-8")
+    for dry in ((), ("--dry-run",)):
+        result = cli("export-xmp", *dry)
+        assert result.exit_code == 1 and "Exiv2 cannot read" in result.output, result.output
+    assert sidecar.read_text(encoding="utf-8") == _UNREADABLE[case]
+
+
+def test_a_latin1_sidecar_is_left_alone_and_values_must_survive(cli, photos, shapes: Path) -> None:
+    folder = photos(1)
+    cli("index", folder, *SAMPLE, "--tags", "--vocabulary", shapes)
+    photo = next(folder.iterdir())
+    sidecar = sidecar_path(str(photo))
+    latin = DARKTABLE.replace('encoding="UTF-8"', 'encoding="ISO-8859-1"').replace("written by hand", "Café")
+    sidecar.write_bytes(latin.encode("latin-1"))
+    result = cli("export-xmp")
+    assert result.exit_code == 1 and "not UTF-8" in result.output
+    assert sidecar.read_bytes() == latin.encode("latin-1")
+
+
+def test_sidecars_are_never_more_readable_than_their_photo(cli, photos, shapes: Path) -> None:
+    folder = photos(2)
+    cli("index", folder, *SAMPLE, "--tags", "--vocabulary", shapes, "--ocr")
+    private, public = sorted(folder.iterdir())
+    private.chmod(0o600)
+    sidecar_path(str(public)).write_text(DARKTABLE, encoding="utf-8")
+    sidecar_path(str(public)).chmod(0o640)
+    assert cli("export-xmp", "--text").exit_code == 0
+    assert sidecar_path(str(private)).stat().st_mode & 0o777 == 0o600
+    assert sidecar_path(str(public)).stat().st_mode & 0o777 == 0o640  # as it was: the photo allows more
+
+
+def test_lightroom_never_merges_two_raw_files_into_one_sidecar(cli, tmp_path: Path, shapes: Path) -> None:
+    from PIL import Image
+
+    from tests.test_living_library import write_dng
+
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    write_dng(folder / "IMG_1.dng", Image.new("RGB", (96, 64), "red"))
+    write_dng(folder / "IMG_1.nef", Image.new("RGB", (96, 64), "blue"))  # LibRaw reads it by its content
+    assert cli("index", folder, *SAMPLE, "--tags", "--vocabulary", shapes).exit_code == 0
+    result = cli("export-xmp", "--lightroom")
+    assert result.exit_code == 1 and "would share its sidecar IMG_1.xmp" in result.output, result.output
+    assert not (folder / "IMG_1.xmp").exists()
+    assert cli("export-xmp").exit_code == 0  # each its own photo.ext.xmp: nothing shared
+    assert (folder / "IMG_1.dng.xmp").exists() and (folder / "IMG_1.nef.xmp").exists()
