@@ -48,7 +48,7 @@ class Previewer:
         try:
             import chafa
         except ImportError:
-            raise ClipdexError("--preview needs chafa: pip install 'clipdex[preview]'") from None
+            raise ClipdexError("--preview needs chafa: pip install chafa.py") from None
         self.chafa = chafa
         self.protocol = protocol_for(os.environ if env is None else env)
         self.columns = columns

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from clipdex.retrieval import config
+from clipdex.retrieval.digest import NotRegularFile, open_regular
 from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.raw import NotRaw, is_raw, read_raw
 
@@ -93,6 +94,12 @@ def read_image(
     canvas, and decoding it is what costs the memory. (Pillow's own, process-wide limit stays as it is; it only
     matters above clipdex's cap.)"""
     name = name or (str(path) if isinstance(path, (str, Path)) else "the image")  # never "<_io.BytesIO at 0x…>"
+    if isinstance(path, (str, Path)):  # read through the descriptor: a FIFO where a photo was never blocks
+        try:
+            with open_regular(path) as stream:
+                return read_image(stream, min_side, name, max_pixels)
+        except NotRegularFile:
+            raise ClipdexError(f"{name}: not a regular file (a FIFO, socket or device)") from None
     if is_raw(name):
         try:
             return _read_raw(path, min_side, name, max_pixels)

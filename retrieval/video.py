@@ -7,6 +7,7 @@ size (the model sees 224 pixels; a 4K frame is never made into a full-size image
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import IO
 from PIL import Image
 
 from clipdex.retrieval import config
+from clipdex.retrieval.digest import NotRegularFile, open_regular
 from clipdex.retrieval.errors import ClipdexError
 
 
@@ -36,6 +38,14 @@ def _pyav():
     return av
 
 
+def _regular(path: str | Path) -> IO[bytes]:
+    """The file opened through the regular-file check: a FIFO put where a video was never blocks a reader."""
+    try:
+        return open_regular(path)
+    except NotRegularFile:
+        raise ClipdexError(f"{path}: not a regular file (a FIFO, socket or device)") from None
+
+
 def is_video(name: str) -> bool:
     return Path(name).suffix.lower() in config.VIDEO_EXTENSIONS
 
@@ -47,7 +57,7 @@ def read_frames(
     av = _pyav()
 
     try:
-        with av.open(str(path)) as container:
+        with _regular(path) as handle, av.open(handle) as container:
             if not container.streams.video:
                 raise ClipdexError(f"cannot read video {path}: it has no video stream")
             stream = container.streams.video[0]
@@ -80,7 +90,8 @@ def frame_at(source: str | Path | IO[bytes], moment: float, side: int) -> Image.
     av = _pyav()
 
     try:
-        with av.open(source if hasattr(source, "read") else str(source)) as container:
+        with (contextlib.nullcontext(source) if hasattr(source, "read") else _regular(source)) as handle, \
+                av.open(handle) as container:
             stream = container.streams.video[0]
             container.seek(int(max(moment, 0.0) / float(stream.time_base)), stream=stream, backward=True)
             for frame in container.decode(stream):

@@ -1,0 +1,49 @@
+"""A FIFO, socket or device put where a photo or video was never blocks a reader: every read of a file goes
+through the regular-file check, and a query names what is wrong with it. Each read runs in a child process with
+a deadline, so a regression fails its test instead of hanging the run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _in_child(code: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+@pytest.mark.parametrize("name", ("photo.jpg", "photo.cr2", "clip.mp4"))
+def test_reading_a_fifo_under_a_media_name_is_refused_at_once(tmp_path: Path, name: str) -> None:
+    fifo = tmp_path / name
+    os.mkfifo(fifo)
+    reader = "read_frames(sys.argv[1], 64)" if name.endswith(".mp4") else "read_image(sys.argv[1], 64)"
+    done = _in_child(
+        "import sys\nfrom clipdex.retrieval.images import read_image\nfrom clipdex.retrieval.video import read_frames\n"
+        f"from clipdex.retrieval.errors import ClipdexError\ntry:\n    {reader}\nexcept ClipdexError as e:\n"
+        "    print(e)\n", str(fifo))
+    assert "not a regular file" in done.stdout, done.stderr[-1000:]
+
+
+def test_a_preview_of_a_fifo_draws_nothing_and_returns(tmp_path: Path) -> None:
+    fifo = tmp_path / "was-a-photo.jpg"
+    os.mkfifo(fifo)
+    done = _in_child(
+        "import sys\nfrom clipdex.cli.preview import Previewer\n"
+        "Previewer({'CLIPDEX_PREVIEW': 'blocks'}).draw(sys.argv[1])\nprint('returned')\n", str(fifo))
+    assert done.stdout.strip() == "returned", done.stderr[-1000:]
+
+
+def test_a_query_image_that_is_a_fifo_is_named_so(cli, photos, tmp_path: Path) -> None:
+    assert cli("index", photos(2), "--model", "sample").exit_code == 0
+    fifo = tmp_path / "query.jpg"
+    os.mkfifo(fifo)
+    for command in (("captions", fifo), ("search", "--image", fifo)):
+        result = cli(*command)
+        assert result.exit_code == 1 and "not a regular file" in result.output, result.output
