@@ -100,7 +100,7 @@ def serve(
     ),
 ) -> None:
     """A local web page and HTTP JSON API over the library (OpenAPI schema at /openapi.json)."""
-    import uvicorn
+    from clipdex.cli import web_server
     from clipdex.cli.web import create_app
     from clipdex.cli.web_security import base_url, is_loopback, names_for, new_token, sign_in_url
 
@@ -126,7 +126,7 @@ def serve(
     if watch_paths:
         _watch_in_background(ctx, watch_paths, device, stop)
     try:
-        uvicorn.run(web_app, host=host, port=port, log_level="warning")
+        web_server.run(web_app, host, port)
     finally:
         stop.set()
 

@@ -172,6 +172,11 @@ WEB_DECODE_SLOTS = 2  # images decoded at once (threads decoding) by the server,
 # A request body larger than this is refused as it arrives (413), before it is read or stored anywhere.
 WEB_MAX_BODY_BYTES = 20 * 1024 * 1024
 WEB_BODY_SECONDS = 30.0  # a request body must have arrived this long after the server asked for it
+WEB_HEAD_SECONDS = 10.0  # a request head must have arrived this long after its first byte (or the connection)
+# serve raises its soft open-file limit up to this (within the hard limit) and serves at most that many
+# connections at once, less these kept for the library's own files
+WEB_MAX_OPEN_FILES = 65_536
+WEB_RESERVED_FILES = 64
 WEB_THUMBNAIL_SIDE = 320
 PREVIEW_COLUMNS = 24  # --preview: a thumbnail's width in terminal cells
 # Host names a browser may use to reach a server on this machine (with any port): any other Host header is a

@@ -1,0 +1,109 @@
+"""Clients that send a request head slowly, or never finish it, cannot stop `clipdex serve` answering others:
+each head has a deadline, and the server raises its open-file limit (a real server, real sockets)."""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from clipdex.retrieval import config
+from tests.conftest import default_sigint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _serve(library: Path, files: int | None = None) -> tuple[subprocess.Popen, int]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def limits() -> None:
+        default_sigint()
+        if files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "clipdex", "-L", str(library), "serve", "--port", str(port), "--no-token"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=limits,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    _answer(port, deadline=time.time() + 60)
+    return server, port
+
+
+def _answer(port: int, deadline: float) -> int:
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=5) as response:
+                return response.status
+        except OSError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    sock.settimeout(0.5)
+    try:
+        return sock.recv(1024) == b""
+    except ConnectionResetError:
+        return True
+    except (socket.timeout, BlockingIOError):
+        return False
+
+
+def test_half_sent_heads_are_closed_and_others_are_answered(cli, photos, library_dir: Path) -> None:
+    assert cli("index", photos(2), "--model", "sample").exit_code == 0
+    server, port = _serve(library_dir)
+    try:
+        stalled = []
+        for _ in range(100):
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the blank line
+            stalled.append(sock)
+        trickle = socket.create_connection(("127.0.0.1", port))
+        started = time.time()
+        assert _answer(port, deadline=time.time() + 5) == 200  # a real client meanwhile
+        closed_at = None
+        for byte in b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 200:
+            try:
+                trickle.sendall(bytes([byte]))  # a byte every 0.5 s: each read is quick, the head never ends
+            except OSError:
+                closed_at = time.time()
+                break
+            if _closed_by_server(trickle):
+                closed_at = time.time()
+                break
+        assert closed_at is not None and closed_at - started < config.WEB_HEAD_SECONDS + 5
+        assert all(_closed_by_server(sock) for sock in stalled)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_more_slow_clients_than_open_files_only_delay_others(cli, photos, library_dir: Path) -> None:
+    """At a 256-file limit the server cannot raise, 300 stalled heads fill every descriptor: a real client is
+    answered once their deadline passes, not never."""
+    assert cli("index", photos(2), "--model", "sample").exit_code == 0
+    server, port = _serve(library_dir, files=256)
+    stalled = []
+    try:
+        for _ in range(300):
+            try:
+                sock = socket.create_connection(("127.0.0.1", port), timeout=2)
+                sock.sendall(b"GET / HTTP/1.1\r\n")
+                stalled.append(sock)
+            except OSError:
+                break
+        assert _answer(port, deadline=time.time() + config.WEB_HEAD_SECONDS + 20) == 200
+    finally:
+        for sock in stalled:
+            sock.close()
+        server.terminate()
+        server.wait(timeout=30)
