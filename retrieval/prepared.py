@@ -65,6 +65,14 @@ def _private_to_us(folder: Path) -> bool:
     return True
 
 
+def _remove_abandoned(models: Path) -> None:
+    """Remove what a preparation killed outright (kill -9, a power cut) left: folders of processes gone."""
+    for leftover in models.glob(".building.*"):
+        pid = leftover.name.split(".")[2]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
 def runs_prepared(device: str, precision: str) -> bool:
     """Whether a run with these settings uses a folder: CPU (the default where no NVIDIA driver is loaded, told
     without importing torch), fp32 or int8."""
@@ -115,11 +123,14 @@ def prepare_folder(encoder, precision: str) -> Path:
         return target
     try:
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        building = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        _remove_abandoned(target.parent)
+        building = Path(tempfile.mkdtemp(prefix=f".building.{os.getpid()}.", dir=target.parent))
     except OSError as exc:
         raise ClipdexError(f"its export failed: the cache folder cannot be written ({exc.strerror or exc})") from None
     try:
         write_folder(encoder, building / "model", precision)
+        for path in (building / "model").rglob("*"):  # made from weights that may be private: private too
+            path.chmod(0o700 if path.is_dir() else 0o600)
         shutil.rmtree(target, ignore_errors=True)  # an older, damaged or foreign one
         os.replace(building / "model", target)
     finally:  # also on Ctrl-C: no half-written folder is left in the cache

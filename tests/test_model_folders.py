@@ -251,3 +251,21 @@ def test_a_tower_that_gives_nan_stores_nothing(tmp_path: Path, photos) -> None:
     with pytest.raises(Exception, match="non-finite"):
         store.write(inserts=[NewItem(IMAGE, "/p/a.jpg", np.array([np.nan, 1.0], dtype=np.float32))])
     assert store.counts()["image"] == 0
+
+
+def test_prepared_folders_are_private_and_leftovers_of_killed_runs_go(tmp_path: Path, monkeypatch) -> None:
+    from clipdex.retrieval.loading import load_model
+    from clipdex.retrieval.prepared import prepared_path
+
+    monkeypatch.setenv(config.CACHE_ENV, str(tmp_path / "cache"))
+    models = tmp_path / "cache" / "models"
+    models.mkdir(parents=True)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    leftover = models / f".building.{gone.stdout.strip()}.abc123"  # a run killed with -9 while preparing
+    (leftover / "model" / "visual").mkdir(parents=True)
+    (leftover / "model" / "visual" / "x.tmp.onnx").write_bytes(b"\0" * 1024)
+    model = load_model("clipdex-tiny", None, "cpu")
+    assert not leftover.exists()
+    folder = prepared_path(model.identity, "fp32")
+    for path in [folder, *folder.rglob("*")]:
+        assert path.stat().st_mode & 0o077 == 0, path
