@@ -211,7 +211,7 @@ class RequestGuard:
         assert self.token is not None
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))  # type: ignore[union-attr]
         given = query.get("token", [""])[0]
-        if not _same(given.encode("latin-1", "replace"), self.token):
+        if not _same(given, self.token):  # parse_qs undid the link's UTF-8 percent-encoding
             await send_error(send, 401, "wrong or missing token in the sign-in link")
             return
         value = _session_value(self.token, int(time.time()))

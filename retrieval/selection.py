@@ -13,6 +13,10 @@ from sqlalchemy.engine import Engine
 from clipdex.retrieval.schema import CAPTION, IMAGE, failures_table, items_table, tags_table
 
 
+def _folded(tag: str) -> str:
+    return " ".join(tag.split()).casefold()
+
+
 class SelectionStore:
     db: Engine
 
@@ -21,8 +25,11 @@ class SelectionStore:
         tags: Sequence[str] = (),
     ) -> np.ndarray:
         """Ids of items that pass the filters (see `_passing`)."""
-        query = select(items_table.c.id).where(items_table.c.kind == kind, *self._passing(folders, after, before, tags))
         with self.db.connect() as conn:
+            if tags:  # as a vocabulary reads concepts: case and runs of spaces do not make another tag
+                stored = {_folded(t): t for t in conn.execute(select(tags_table.c.tag).distinct()).scalars()}
+                tags = [stored.get(_folded(tag), tag) for tag in tags]
+            query = select(items_table.c.id).where(items_table.c.kind == kind, *self._passing(folders, after, before, tags))
             return np.asarray(conn.execute(query).scalars().all(), dtype=np.int64)
 
     @staticmethod

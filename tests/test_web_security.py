@@ -288,6 +288,19 @@ def test_status_keeps_paths_to_itself_unless_asked(library: Library, client: Tes
 TOKEN = "correct-horse-battery-staple"
 
 
+def test_the_printed_sign_in_link_of_a_non_ascii_token_signs_in(library: Library) -> None:
+    from urllib.parse import urlsplit
+
+    from clipdex.cli.web_security import sign_in_url
+
+    token = "tökén-秘密-ünïcode-0123456789"
+    client = TestClient(create_app(library, "cpu", token=token), base_url=LOCAL)
+    link = urlsplit(sign_in_url(LOCAL, token))
+    signed_in = client.get(f"{link.path}?{link.query}", follow_redirects=False)
+    assert signed_in.status_code == 303, signed_in.text
+    assert client.get("/api/status").status_code == 200
+
+
 def test_a_token_guards_every_request_when_set(library: Library) -> None:
     app = create_app(library, "cpu", allowed_hosts=["photos.lan"], token=TOKEN)
     client = TestClient(app, base_url="http://photos.lan:8765")
