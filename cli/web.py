@@ -38,7 +38,7 @@ from clipdex.retrieval.video import frame_at
 
 MAX_UPLOAD_BYTES = config.WEB_MAX_BODY_BYTES
 THUMBNAIL_SIDE = config.WEB_THUMBNAIL_SIDE
-PAGE = Path(__file__).with_name("static") / "index.html"
+PAGE, ICON = Path(__file__).with_name("static") / "index.html", Path(__file__).with_name("static") / "favicon.svg"
 CHUNK_BYTES = 256 * 1024
 # Item ids are SQLite/PostgreSQL 64-bit integers: a larger one cannot name an item (and must not reach the driver).
 ItemId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="An item id from a search result")]
@@ -108,14 +108,14 @@ def _open_indexed(row: dict) -> tuple[IO[bytes], os.stat_result]:
     return handle, st
 
 
-def _seconds(moment: datetime | None) -> float | None:
-    """POSIX seconds of a date given in a query string (a date alone is local midnight, as in the CLI)."""
+def _seconds(moment: str | None) -> float | None:
+    """POSIX seconds of an ISO 8601 date (a date alone is local midnight); a bare number is refused, not guessed."""
     if moment is None:
         return None
     try:
-        return moment.timestamp()
+        return datetime.fromisoformat(moment).timestamp()
     except (OverflowError, OSError, ValueError):
-        raise HTTPException(400, "the date is out of range") from None
+        raise HTTPException(400, "not a date: use ISO 8601, e.g. 2024-06-30 or 2024-06-30T18:00") from None
 
 
 def _cursor(text: str) -> tuple[float, int]:
@@ -234,14 +234,16 @@ def create_app(
     def page() -> str:
         return PAGE.read_text(encoding="utf-8")
 
+    app.get("/favicon.ico", include_in_schema=False)(lambda: FileResponse(ICON, media_type="image/svg+xml"))
+
     @app.get("/api/search", summary="Images for a text query (the CLI's + / - syntax)")
     def search(
         q: str = Query(...),
         k: int = TopK,
         mode: Literal["hybrid", "clip", "text"] = Query("hybrid", description="As `clipdex search --mode`"),
         sort: Literal["score", "date"] = Query("score", description="date: the same matches, newest first"),
-        after: Optional[datetime] = Query(None, description="Only photos taken on or after this date"),
-        before: Optional[datetime] = Query(None, description="Only photos taken before this date"),
+        after: Optional[str] = Query(None, description="Only photos taken on or after this date (ISO 8601)"),
+        before: Optional[str] = Query(None, description="Only photos taken before this date (ISO 8601)"),
         tag: list[str] = Query([], description="Only images with every one of these tags (index --tags)"),
         folder: Optional[str] = Query(None, description="Only files under this folder (an absolute path)"),
     ) -> list[dict]:
@@ -352,8 +354,8 @@ def create_app(
     def timeline(
         cursor: Optional[str] = Query(None, description="`next` of the previous page; none: the newest files"),
         limit: int = Query(60, ge=1, le=500),
-        after: Optional[datetime] = Query(None, description="Only photos taken on or after this date"),
-        before: Optional[datetime] = Query(None, description="Only photos taken before this date"),
+        after: Optional[str] = Query(None, description="Only photos taken on or after this date (ISO 8601)"),
+        before: Optional[str] = Query(None, description="Only photos taken before this date (ISO 8601)"),
         folder: Optional[str] = Query(None, description="Only files under this folder (an absolute path)"),
     ) -> dict:
         folders = Filters(folder=folder).folders if folder else ()

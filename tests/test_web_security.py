@@ -288,6 +288,21 @@ def test_status_keeps_paths_to_itself_unless_asked(library: Library, client: Tes
 TOKEN = "correct-horse-battery-staple"
 
 
+def test_the_page_has_an_icon(client: TestClient) -> None:
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+    assert '<link rel="icon" href="/favicon.ico"' in client.get("/").text
+
+
+def test_dates_in_query_strings_are_iso_8601_only(client: TestClient) -> None:
+    for url in ("/api/items", "/api/search?q=a+circle"):
+        joiner = "&" if "?" in url else "?"
+        for bad in ("99999999999", "1700000000", "yesterday", "2024-13-01", "99999-01-01"):
+            refused = client.get(f"{url}{joiner}after={bad}")
+            assert refused.status_code == 400 and "ISO 8601" in refused.json()["detail"], (url, bad)
+        assert client.get(f"{url}{joiner}after=2001-01-01&before=2100-01-01T00:00").status_code == 200
+
+
 def test_the_printed_sign_in_link_of_a_non_ascii_token_signs_in(library: Library) -> None:
     from urllib.parse import urlsplit
 
