@@ -84,6 +84,7 @@ OCR_SNIPPET_CHARS = 80  # the recognised text shown with a hit that matched it
 # TAG_MAX_PER_IMAGE at most. Models whose logit scale is unknown (exports made before it was recorded) use CLIP's.
 VOCABULARY_MAX_CHARS = 60
 VOCABULARY_MAX_CONCEPTS = 20_000
+VOCABULARY_MAX_BYTES = 16 * 2**20  # a file larger than this cannot be a vocabulary (20,000 concepts with comments)
 VOCABULARY_BATCH = 512
 TAG_MIN_PROBABILITY = 0.15
 TAG_MAX_PER_IMAGE = 5

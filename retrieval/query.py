@@ -40,7 +40,8 @@ class Hit:
     width: int | None = None
     height: int | None = None
     tags: list[str] | None = None  # an image's tags, when the library tags its images (index --tags)
-    source: str = "corpus"  # a caption's: the library's corpus, or "builtin" (a concept of the vocabulary)
+    source: str = "corpus"  # a caption's: the library's corpus, "builtin" (a concept of the built-in vocabulary)
+    # or "vocabulary" (of the library's own, given with index --tags --vocabulary)
 
     @property
     def label(self) -> str:
@@ -292,6 +293,7 @@ class Searcher:
         hits = self.nearest(vector, CAPTION, k) if source in ("corpus", "all") else []
         if source in ("builtin", "all"):
             vocabulary = self.library.vocabulary(self.device, self.precision, self.progress)
-            hits += [Hit(0, CAPTION, score, caption=concept, source="builtin")
+            label = "builtin" if self.library.store.tag_concepts() is None else "vocabulary"  # the library's own
+            hits += [Hit(0, CAPTION, score, caption=concept, source=label)
                      for concept, score in vocabulary.describe(vector, k)]
         return sorted(hits, key=lambda hit: -hit.score)[:k]

@@ -50,6 +50,9 @@ def read_concepts(path: Path | None = None) -> list[str]:
     source = path or BUILTIN
     if not source.is_file():  # (a FIFO would block the read; a folder is no list)
         raise ClipdexError(f"cannot read the vocabulary {source}: not a file")
+    if source.stat().st_size > config.VOCABULARY_MAX_BYTES:  # refused before it is read into memory
+        raise ClipdexError(f"the vocabulary {source} is larger than {config.VOCABULARY_MAX_BYTES // 2**20} MB; "
+                           f"at most {config.VOCABULARY_MAX_CONCEPTS:,} concepts are used")
     try:
         text = source.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

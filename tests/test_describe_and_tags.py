@@ -159,8 +159,8 @@ def test_the_web_api_filters_by_tag_lists_tags_and_says_where_captions_come_from
     assert found and all(tag in h["tags"] for h in found)
     assert len(found) == counted[0]["count"]
     described = client.get(f"/api/items/{found[0]['id']}/captions", params={"k": 3}).json()
-    assert [h["source"] for h in described] == ["builtin"] * 3
-    assert set(h["caption"] for h in described) <= set(read_concepts(shapes))  # the library's own list
+    assert [h["source"] for h in described] == ["vocabulary"] * 3  # the library's own list, not the built-in one
+    assert set(h["caption"] for h in described) <= set(read_concepts(shapes))
     assert client.get(f"/api/items/{found[0]['id']}/captions", params={"from": "corpus"}).status_code == 400
 
 
@@ -178,6 +178,18 @@ def test_a_vocabulary_with_what_no_tag_should_hold_is_refused_by_line(tmp_path: 
     os.mkfifo(tmp_path / "fifo.txt")
     with pytest.raises(ClipdexError, match="not a file"):
         read_concepts(tmp_path / "fifo.txt")  # refused, not waited on
+    huge = tmp_path / "huge.txt"
+    with huge.open("wb") as f:
+        f.truncate(config.VOCABULARY_MAX_BYTES + 1)  # sparse: refused by its size, before a byte is read
+    with pytest.raises(ClipdexError, match="larger than"):
+        read_concepts(huge)
+
+
+def test_a_librarys_own_vocabulary_is_not_called_built_in(cli, photos, shapes: Path) -> None:
+    folder = photos(3)
+    assert cli("index", folder, *SAMPLE, "--tags", "--vocabulary", shapes).exit_code == 0
+    described = _json(cli("captions", next(folder.iterdir()), "-k", "3", "--json"))
+    assert [h["source"] for h in described] == ["vocabulary"] * 3
 
 
 def test_usage_errors_of_the_describe_options_exit_2(cli, photos) -> None:
