@@ -13,6 +13,7 @@ import shutil
 import socket
 import struct
 import threading
+import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -202,6 +203,27 @@ def test_a_half_sent_body_is_refused_after_the_time_limit(library: Library) -> N
     assert answer.startswith(b"HTTP/1.1 408") and b"not received within 1 s" in answer, answer[:300]
 
 
+def test_a_trickled_body_is_refused_when_its_whole_time_is_up(library: Library) -> None:
+    """Each read quick, the whole never done: 6 bytes every 0.6 s against a 1 s limit is refused in about 1 s
+    (a deadline per read would wait for ever)."""
+    app = create_app(library, "cpu", body_seconds=1)
+    with live_server(app) as port, socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"POST /api/captions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+                     b"Content-Length: 1000\r\n\r\n--x\r\n")
+        started = time.time()
+        sock.settimeout(0.6)
+        answer = b""
+        while time.time() - started < 20 and not answer:
+            try:
+                sock.sendall(b"aaaaaa")
+                answer = sock.recv(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+    assert answer.startswith(b"HTTP/1.1 408") and time.time() - started < 5, answer[:200]
+
+
 def test_chunked_body_is_cut_off_once_over_the_limit(library: Library) -> None:
     """A chunked upload (no Content-Length) to a real server with a 1 MB limit: the server answers 413 after
     about 1 MB, while the client still has most of its 64 MB to send; it never reads (or spools) the rest."""
@@ -343,9 +365,15 @@ def test_a_token_guards_every_request_when_set(library: Library) -> None:
     issued, mac = cookie.split(";")[0].split("=", 1)[1].split(".")
     other_port = TestClient(app, base_url="http://photos.lan:9999", cookies=client.cookies)
     assert other_port.get("/api/status").status_code == 401  # a sign-in on one port is not one on another
-    for value in ("0" * 64, f"{issued}.{'0' * 64}", f"{int(issued) - config.WEB_SESSION_SECONDS - 1}.{mac}"):
+    from clipdex.cli.web_security import _session_value
+
+    expired = _session_value(TOKEN, int(time.time()) - config.WEB_SESSION_SECONDS - 60)  # signed right, too old
+    for value in ("0" * 64, f"{issued}.{'0' * 64}", f"{int(issued) - config.WEB_SESSION_SECONDS - 1}.{mac}", expired):
         forged = TestClient(app, base_url="http://photos.lan:8765", cookies={f"{config.WEB_TOKEN_COOKIE}_8765": value})
         assert forged.get("/api/status").status_code == 401, value  # forged, or expired (checked here)
+    recent = _session_value(TOKEN, int(time.time()) - config.WEB_SESSION_SECONDS + 60)
+    assert TestClient(app, base_url="http://photos.lan:8765", cookies={f"{config.WEB_TOKEN_COOKIE}_8765": recent}
+                      ).get("/api/status").status_code == 200  # the same, a minute younger than the limit
 
     with pytest.raises(Exception, match="at least 16 characters"):
         create_app(library, "cpu", token="short")
