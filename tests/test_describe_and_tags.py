@@ -175,6 +175,7 @@ def test_a_vocabulary_with_what_no_tag_should_hold_is_refused_by_line(tmp_path: 
         with pytest.raises(ClipdexError, match=reason):
             read_concepts(written(text))
     assert read_concepts(written("Red\nred\nRED car\r\nsea\u2028side\n# a comment\n")) == ["Red", "RED car", "sea side"]
+    assert read_concepts(written("x" * config.VOCABULARY_MAX_CHARS + "\n")) == ["x" * 60]  # the limit itself is kept
     os.mkfifo(tmp_path / "fifo.txt")
     with pytest.raises(ClipdexError, match="not a file"):
         read_concepts(tmp_path / "fifo.txt")  # refused, not waited on

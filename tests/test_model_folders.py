@@ -269,3 +269,28 @@ def test_prepared_folders_are_private_and_leftovers_of_killed_runs_go(tmp_path: 
     folder = prepared_path(model.identity, "fp32")
     for path in [folder, *folder.rglob("*")]:
         assert path.stat().st_mode & 0o077 == 0, path
+
+
+def test_the_built_in_vocabulary_describes_without_torch(tmp_path: Path, photos) -> None:
+    library = tmp_path / "library"
+    pictures = photos(2)
+    assert without_torch("-L", library, "index", pictures, "--model", "sample").returncode == 0
+    done = without_torch("-L", library, "captions", next(pictures.iterdir()), "--from", "builtin", "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert {h["source"] for h in json.loads(done.stdout)} == {"builtin"}
+
+
+@pytest.mark.parametrize("setting", ("IMAGE_EXPORT_MIN_COSINE", "TEXT_EXPORT_MIN_COSINE"))
+def test_an_export_that_disagrees_with_torch_is_not_kept(tmp_path: Path, monkeypatch, setting: str) -> None:
+    """No export matches torch to a cosine above 1: with that as the bar, preparing must refuse, and the model
+    runs through torch with the reason as a note."""
+    from clipdex.retrieval.factory import load_encoder
+    from clipdex.retrieval.prepared import open_prepared, prepare
+
+    monkeypatch.setenv(config.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(config, setting, 1.5)
+    encoder = load_encoder("clipdex-tiny", None, "cpu")
+    prepared, notes = prepare(encoder, "fp32")
+    assert prepared is None and open_prepared(encoder.identity, "fp32") is None
+    assert len(notes) == 1 and "matched torch only to cosine" in notes[0], notes
+

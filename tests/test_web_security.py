@@ -203,6 +203,16 @@ def test_a_half_sent_body_is_refused_after_the_time_limit(library: Library) -> N
     assert answer.startswith(b"HTTP/1.1 408") and b"not received within 1 s" in answer, answer[:300]
 
 
+def test_one_request_adds_at_most_the_caption_limit(own_library) -> None:
+    library, _ = own_library
+    client = TestClient(create_app(library, "cpu"), base_url=LOCAL, raise_server_exceptions=False)
+    over = "".join(f"caption {i}\n" for i in range(config.WEB_MAX_CAPTIONS + 1)).encode()
+    refused = client.post("/api/captions", files={"file": ("c.txt", over)})
+    assert refused.status_code == 413 and "at most 5,000" in refused.json()["detail"]
+    at_limit = "".join(f"caption {i}\n" for i in range(config.WEB_MAX_CAPTIONS)).encode()
+    assert client.post("/api/captions", files={"file": ("c.txt", at_limit)}).json()["added"] == config.WEB_MAX_CAPTIONS
+
+
 def test_a_trickled_body_is_refused_when_its_whole_time_is_up(library: Library) -> None:
     """Each read quick, the whole never done: 6 bytes every 0.6 s against a 1 s limit is refused in about 1 s
     (a deadline per read would wait for ever)."""

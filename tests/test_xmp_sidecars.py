@@ -210,3 +210,16 @@ def test_lightroom_never_merges_two_raw_files_into_one_sidecar(cli, tmp_path: Pa
     assert not (folder / "IMG_1.xmp").exists()
     assert cli("export-xmp").exit_code == 0  # each its own photo.ext.xmp: nothing shared
     assert (folder / "IMG_1.dng.xmp").exists() and (folder / "IMG_1.nef.xmp").exists()
+
+
+def test_a_sidecar_declaring_a_dtd_is_left_alone(cli, photos, shapes: Path) -> None:
+    """Exiv2 reads a sidecar with a DTD as empty: written back, everything in it would be gone."""
+    folder = photos(1)
+    cli("index", folder, *SAMPLE, "--tags", "--vocabulary", shapes)
+    sidecar = sidecar_path(str(next(folder.iterdir())))
+    declared = DARKTABLE.replace('<x:xmpmeta', '<!DOCTYPE x:xmpmeta [<!ENTITY who "me">]>\n<x:xmpmeta', 1)
+    sidecar.write_text(declared, encoding="utf-8")
+    result = cli("export-xmp")
+    assert result.exit_code == 1 and "declares a DTD" in result.output
+    assert sidecar.read_text(encoding="utf-8") == declared
+
