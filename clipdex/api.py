@@ -273,13 +273,15 @@ def export_xmp(library: Library, paths: Sequence[Path | str] = (), dry_run: bool
         raise ClipdexError("the library has no tags to export: run `clipdex index --tags` first")
     tagged = library.store.tags_by_file()
     texts = library.store.texts_by_file() if text else {}
-    prefixes = [os.path.abspath(os.path.expanduser(str(p))) for p in paths]
-    for given, prefix in zip(paths, prefixes):
-        if not os.path.lexists(prefix):
+    spellings = []  # a path as given and as it really is: a library indexed through a link matches either
+    for given in paths:
+        path = os.path.abspath(os.path.expanduser(str(given)))
+        if not os.path.lexists(path):
             raise ClipdexError(f"no such file or folder: {given}")
-    chosen = [image for image in sorted(set(tagged) | set(texts))
-              if not prefixes or any(image == p or image.startswith(p.rstrip(os.sep) + os.sep) for p in prefixes)]
-    return write_sidecars(chosen, tagged, texts, lightroom, dry_run)
+        spellings += dict.fromkeys((path, os.path.realpath(path)))
+    files = library.store.files_under(spellings)
+    chosen = sorted(key for key in files if key in tagged or key in texts)
+    return write_sidecars(chosen, tagged, texts, lightroom, dry_run, files)
 
 
 def tags(library: Library) -> list[tuple[str, int]]:

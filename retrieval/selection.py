@@ -56,6 +56,14 @@ class SelectionStore:
             conditions.append(c.id.in_(select(tags_table.c.item_id).where(tags_table.c.tag == tag)))
         return conditions
 
+    def files_under(self, paths: Sequence[str] = ()) -> dict[str, str | None]:
+        """Image and video files that are any of `paths` or lie under them (by either spelling, as `_passing`
+        reads folders), each with its real path (None where an older library has not recorded it yet)."""
+        c = items_table.c
+        where = [or_(c.key.in_(list(paths)), c.real_path.in_(list(paths)), *self._passing(paths, None, None))] if paths else []
+        with self.db.connect() as conn:
+            return dict(conn.execute(select(c.key, c.real_path).where(c.kind == IMAGE, *where).distinct()).all())
+
     def timeline(
         self, limit: int, cursor: tuple[float, int] | None = None, folders: Sequence[str] = (),
         after: float | None = None, before: float | None = None,

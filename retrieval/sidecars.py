@@ -52,8 +52,10 @@ def sidecar_path(image: str, lightroom: bool = False) -> Path:
 
 
 def write_sidecars(images: Sequence[str], tagged: dict[str, list[str]], texts: dict[str, str], lightroom: bool,
-                   dry_run: bool) -> XmpReport:
-    """Each image's tags (and text) into its sidecar; what changed and what could not be written, and why."""
+                   dry_run: bool, real_paths: dict[str, str | None]) -> XmpReport:
+    """Each image's tags (and text) into its sidecar; what changed and what could not be written, and why. An
+    image whose path now leads to another file than the one indexed (a re-pointed link) gets nothing: its tags
+    describe that other file."""
     report = XmpReport()
     sharing: dict[Path, list[str]] = {}  # --lightroom: IMG_1.cr2 and IMG_1.nef would both be IMG_1.xmp
     for image in images:
@@ -67,6 +69,11 @@ def write_sidecars(images: Sequence[str], tagged: dict[str, list[str]], texts: d
             continue
         if not os.path.isfile(image):
             report.failed.append({"path": image, "error": "the file is gone: index again"})
+            continue
+        real = real_paths.get(image)
+        if real is not None and os.path.realpath(image) != real:
+            report.failed.append({"path": image, "error": "this path now leads to another file than the one "
+                                                          "indexed (a link was re-pointed): index again"})
             continue
         try:
             change = update_sidecar(image, tagged.get(image, []), texts.get(image), lightroom, dry_run)

@@ -198,21 +198,50 @@ def test_add_captions_reports_skipped_entries_on_the_terminal(cli, photos, tmp_p
     assert "1 skipped" in result.stderr and "entry 1: the caption is int, not text" in result.stderr
 
 
+CHECKPOINT = ("--model", str(config.SAMPLE_MODEL))  # not a folder: prepared into the cache
+
+
 def test_a_damaged_prepared_tower_is_prepared_again(cli, photos, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv(config.CACHE_ENV, str(tmp_path / "cache"))
-    assert cli("index", photos(2), *SAMPLE).exit_code == 0
-    for tower in (tmp_path / "cache").glob("*-towers/*.onnx"):
+    assert cli("index", photos(2), *CHECKPOINT).exit_code == 0
+    towers = sorted((tmp_path / "cache" / "models").glob("*/*/model.onnx"))
+    assert len(towers) == 2
+    for tower in towers:
         tower.write_bytes(tower.read_bytes()[:1000])  # truncated: its stamp changes
     result = cli("search", "a red circle", "--json")
     assert result.exit_code == 0 and json.loads(result.stdout), result.output
-    assert all(t.stat().st_size > 1000 for t in (tmp_path / "cache").glob("*-towers/*.onnx"))
+    assert all(t.stat().st_size > 1000 for t in towers)
 
 
 def test_another_model_is_refused_before_it_is_prepared(cli, photos, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv(config.CACHE_ENV, str(tmp_path / "cache"))
     folder = photos(2)
-    assert cli("index", folder, *SAMPLE).exit_code == 0
+    assert cli("index", folder, *CHECKPOINT).exit_code == 0
     before = sorted((tmp_path / "cache").rglob("*.onnx"))
     refused = cli("index", folder, "--model", "clipdex-tiny")
     assert refused.exit_code == 1 and "was built with" in refused.output
     assert sorted((tmp_path / "cache").rglob("*.onnx")) == before  # nothing prepared for a model it refuses
+
+
+def test_export_xmp_follows_links_and_never_tags_another_file(cli, library_dir: Path, linked, tmp_path: Path) -> None:
+    real, link, _ = linked
+    shapes = tmp_path / "shapes.txt"
+    shapes.write_text("circle\nsquare\ntriangle\nstar\n", encoding="utf-8")
+    assert cli("index", link, *SAMPLE, "--tags", "--vocabulary", shapes).exit_code == 0
+    through_real = json.loads(cli("export-xmp", real, "--dry-run", "--json").stdout)  # the real spelling matches
+    everything = json.loads(cli("export-xmp", "--dry-run", "--json").stdout)
+    assert len(everything["changed"]) == 5  # three photos, the video, and album/far.png (on another disk)
+    assert {c["image"] for c in through_real["changed"]} == {c["image"] for c in everything["changed"]
+                                                            if "/album/" not in c["image"]}, through_real
+
+    other = tmp_path / "other-disk"
+    other.mkdir()
+    for i, photo in enumerate(sorted(p for p in real.iterdir() if p.suffix in (".png", ".jpg", ".webp"))):
+        shutil.copy2(config.SAMPLE_DATA_DIR / SAMPLE_ROWS[20 + i]["image"], other / photo.name)
+    link.unlink()
+    link.symlink_to(other, target_is_directory=True)  # same names, other photos, not indexed yet
+    result = cli("export-xmp", "--json")
+    report = json.loads(result.stdout)
+    assert result.exit_code == 1 and not [p for p in other.iterdir() if p.suffix == ".xmp"], report
+    assert all("re-pointed" in f["error"] or "gone" in f["error"] for f in report["failed"]), report
+
