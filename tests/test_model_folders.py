@@ -294,3 +294,17 @@ def test_an_export_that_disagrees_with_torch_is_not_kept(tmp_path: Path, monkeyp
     assert prepared is None and open_prepared(encoder.identity, "fp32") is None
     assert len(notes) == 1 and "matched torch only to cosine" in notes[0], notes
 
+
+
+def test_a_prepared_folder_others_may_change_is_not_trusted(tmp_path: Path, monkeypatch) -> None:
+    from clipdex.retrieval.loading import load_model
+    from clipdex.retrieval.prepared import open_prepared, prepared_path
+
+    monkeypatch.setenv(config.CACHE_ENV, str(tmp_path / "cache"))
+    identity = load_model("clipdex-tiny", None, "cpu").identity
+    folder = prepared_path(identity, "fp32")
+    assert open_prepared(identity, "fp32") is not None
+    (folder / "visual").chmod(0o777)  # anyone could swap its tower
+    assert open_prepared(identity, "fp32") is None
+    load_model("clipdex-tiny", None, "cpu")  # prepared again, private
+    assert open_prepared(identity, "fp32") is not None and (folder / "visual").stat().st_mode & 0o077 == 0
