@@ -80,6 +80,11 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def _reason(exc: Exception) -> str:
+    """The database's own first line about an error (SQLAlchemy's text adds the SQL, parameters and a URL)."""
+    return (str(getattr(exc, "orig", exc)).strip().splitlines() or [type(exc).__name__])[0]
+
+
 class Store(fulltext.TextStore, StagingStore, TagStore, SelectionStore):
     """Items (images and captions) with their vectors, the model binding and the write generation."""
 
@@ -92,12 +97,10 @@ class Store(fulltext.TextStore, StagingStore, TagStore, SelectionStore):
             self._check_schema()
         except (OperationalError, ModuleNotFoundError) as exc:
             shown = without_password(url)
-            reason = (str(getattr(exc, "orig", exc)).strip().splitlines() or [type(exc).__name__])[0]
-            raise ClipdexError(f"cannot open the library database {shown}: {reason}") from None
+            raise ClipdexError(f"cannot open the library database {shown}: {_reason(exc)}") from None
         except DatabaseError as exc:  # not a database at all: a damaged or foreign file
-            reason = (str(getattr(exc, "orig", exc)).strip().splitlines() or [type(exc).__name__])[0]
             raise ClipdexError(
-                f"{without_password(url)} is not a readable clipdex database ({reason}); restore it from a backup, "
+                f"{without_password(url)} is not a readable clipdex database ({_reason(exc)}); restore it from a backup, "
                 f"or move it aside and index again"
             ) from None
 
@@ -239,8 +242,9 @@ class Store(fulltext.TextStore, StagingStore, TagStore, SelectionStore):
                     conn.execute(items_table.insert(), [self._row(item, generation) for item in inserts])
                 pause_point("store-write")  # written, not committed: a kill here must leave no trace
                 return generation
-        except SQLAlchemyError as exc:
-            raise ClipdexError(f"could not write to the library database: {exc}") from None
+        except SQLAlchemyError as exc:  # a full disk, say: the database's own words, never the SQL or its URL
+            raise ClipdexError(f"could not write to the library database: {_reason(exc)}; nothing of this batch "
+                               f"was written") from None
 
     @staticmethod
     def _rows_of_files(ids: Sequence[int]):

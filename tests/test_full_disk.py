@@ -1,0 +1,45 @@
+"""A disk that fills up while indexing: one line saying what happened (never SQL, parameters or a link to
+SQLAlchemy's pages), and the library keeps what it had. The disk is made full for the child process alone: its
+file-size limit is set just above the database's size (writes past it fail as on a full disk)."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from clipdex.retrieval import config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_full_disk_while_indexing_says_so_in_one_line_and_keeps_the_library(tmp_path: Path) -> None:
+    photos, library = tmp_path / "photos", tmp_path / "library"
+    photos.mkdir()
+    images = sorted((config.SAMPLE_DATA_DIR / "images").iterdir())
+    for image in images[:2]:
+        shutil.copy(image, photos)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "clipdex", "-L", str(library), "index", str(photos), "--model", "sample"]
+    assert subprocess.run(command, capture_output=True, env=env).returncode == 0
+    for image in images[2:]:
+        shutil.copy(image, photos)
+    limit = (library / config.DATABASE_FILE).stat().st_size + 36_000
+
+    def full_disk() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    done = subprocess.run(command, capture_output=True, text=True, env=env, preexec_fn=full_disk)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 1 and len(lines) == 1, done.stderr[-2000:]
+    assert "could not write to the library database" in lines[0]
+    assert "[SQL" not in lines[0] and "sqlalche.me" not in lines[0] and "sqlite://" not in lines[0]
+    status = subprocess.run([sys.executable, "-m", "clipdex", "-L", str(library), "status", "--json"],
+                            capture_output=True, text=True, env=env)
+    assert json.loads(status.stdout)["counts"]["image"] >= 2  # what it had, and whole batches only
