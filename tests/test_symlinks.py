@@ -123,10 +123,14 @@ def test_a_library_from_before_real_paths_migrates(cli, library_dir: Path, linke
 
     real, link, _ = linked
     assert cli("index", real, *SAMPLE).exit_code == 0
+    newest = max(_hits(cli), key=lambda h: h["id"])
+    Path(newest["path"]).unlink()  # the newest file goes before the migration: its id must not come back
+    assert cli("index", real).exit_code == 0
     database = sqlite3.connect(library_dir / config.DATABASE_FILE)
     database.execute("ALTER TABLE items DROP COLUMN real_path")
     database.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
-    highest = database.execute("SELECT max(id) FROM items").fetchone()[0]
+    highest = newest["id"]
+    assert database.execute("SELECT max(id) FROM items").fetchone()[0] < highest
     database.execute("DELETE FROM sqlite_sequence")
     database.commit()
     database.close()
