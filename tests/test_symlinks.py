@@ -82,13 +82,14 @@ def test_a_link_swapped_in_after_indexing_is_refused(cli, library_dir: Path, lin
     photo = next(h for h in _hits(cli) if h["path"].endswith(".png") and "album" not in h["path"])
     assert client.get(f"/api/items/{far['id']}/image").status_code == 200
 
-    secret = tmp_path / "secret.png"
-    secret.write_bytes(b"not a photo")
     target = Path(os.path.realpath(photo["path"]))
     stat = target.stat()
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"x" * stat.st_size)  # the same size and times: only the link itself gives it away
+    os.utime(secret, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     target.unlink()
     target.symlink_to(secret)  # a file replaced by a link
-    os.utime(target, (stat.st_atime, stat.st_mtime), follow_symlinks=False)
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns), follow_symlinks=False)
     assert client.get(f"/api/items/{photo['id']}/image").status_code == 404
     copy = tmp_path / "copy-of-album"
     shutil.copytree(album, copy)  # same names, sizes and mtimes
