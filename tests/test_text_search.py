@@ -221,7 +221,7 @@ def test_kill_9_during_an_ocr_pass_loses_nothing(cli, library_dir: Path, tmp_pat
         assert _names(_search(cli, text.split()[1], "--mode", "text")) == [name]
 
 
-def test_the_gate_passes_lines_of_words_not_shapes_and_stripes() -> None:
+def test_the_gate_passes_lines_of_words_not_shapes_and_stripes(monkeypatch) -> None:
     """The gate's rule (config.OCR_GATE_*): the detector finds boxes on about one sample image in six (flat shapes,
     stripes, dots), but few are shaped like a line of words; a rendered line of text still passes."""
     from clipdex.retrieval.ocr import TextReader
@@ -235,3 +235,7 @@ def test_the_gate_passes_lines_of_words_not_shapes_and_stripes() -> None:
     ImageDraw.Draw(line).text((100, 500), "CORNER BAKERY INVOICE 4711", fill=(10, 10, 10),
                               font=ImageFont.load_default(size=90))
     assert gate.has_text(line)
+    shaped = [box.score for box in gate.boxes(line) if box.height >= config.OCR_GATE_MIN_HEIGHT
+              and box.width >= config.OCR_GATE_MIN_ASPECT * box.height]
+    monkeypatch.setattr(config, "OCR_GATE_MIN_SCORE", max(shaped) + 1e-6)  # the rule's third part: the score
+    assert not gate.has_text(line)
