@@ -480,7 +480,40 @@ def _rewrite(path: Path) -> None:
 GONE = "the file is gone or changed since it was indexed; `clipdex index` brings the library up to date"
 
 
-@pytest.mark.parametrize("change", [_replace_with_link_to_text, _replace_with_fifo, _rewrite])
+def test_a_fifo_where_a_photo_was_is_not_waited_on(own_library) -> None:
+    """Served by a real server in a child process: a regression that blocks on the FIFO fails this test at its
+    deadline (a blocked worker thread in this process would outlive any per-test timeout)."""
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    library, _ = own_library
+    _replace_with_fifo(Path(library.store.items([1])[1]["key"]))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "clipdex", "-L", str(library.root), "serve", "--port", str(port),
+                               "--no-token"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=5).close()
+                break
+            except OSError:
+                assert time.time() < deadline, "the server never answered"
+                time.sleep(0.2)
+        for url in ("/api/items/1/image", "/api/items/1/thumbnail"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}{url}", timeout=10)
+            assert refused.value.code == 404, url
+    finally:
+        server.kill()
+        server.wait(timeout=30)
+
+
+@pytest.mark.parametrize("change", [_replace_with_link_to_text, _rewrite])
 def test_a_file_changed_since_indexing_is_not_served(own_library, cli, change) -> None:
     library, folder = own_library
     client = TestClient(create_app(library, "cpu"), base_url=LOCAL)
