@@ -121,6 +121,7 @@ EXPORT_OPSET = 18
 TEXT_INT8_MIN_COSINE = 0.995
 TEXT_PROBE_CAPTIONS = 100
 TEXT_INT8_MIN_SPEEDUP = 1.2
+EXPORT_MIN_FREE_BYTES = 64 * 2**20  # an export that failed with less free space than this is said to have filled it
 FOLDER_FORMAT = 3  # of prepared model folders: bumped when what clipdex writes changes (older ones are made anew)
 
 CHECKPOINT_SUFFIXES = (".safetensors",)  # a --model ending so is a clipdex checkpoint file

@@ -228,6 +228,8 @@ def write_folder(encoder, folder: Path, precision: str = "fp32", text_precision:
     except ClipdexError:
         raise
     except Exception as exc:  # an exporter's failure, an unwritable cache: torch still embeds
+        if shutil.disk_usage(folder.parent).free < config.EXPORT_MIN_FREE_BYTES:  # the exporter's own words
+            raise ClipdexError(f"its towers could not be exported: the disk holding {folder.parent} is full") from None
         raise ClipdexError(f"its towers could not be exported ({type(exc).__name__}: {str(exc)[:120]})") from None
     finally:
         encoder.set_precision(was)

@@ -223,3 +223,23 @@ def test_a_sidecar_declaring_a_dtd_is_left_alone(cli, photos, shapes: Path) -> N
     assert result.exit_code == 1 and "declares a DTD" in result.output
     assert sidecar.read_text(encoding="utf-8") == declared
 
+
+
+def test_long_names_fit_and_what_a_killed_export_left_is_removed(cli, tmp_path: Path, shapes: Path) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    from clipdex.retrieval import config
+    from tests.conftest import SAMPLE_ROWS
+
+    folder = tmp_path / "long"
+    folder.mkdir()
+    photo = folder / ("p" * 247 + ".png")  # 251 characters: its sidecar's name is the longest a name can be
+    shutil.copy(config.SAMPLE_DATA_DIR / SAMPLE_ROWS[0]["image"], photo)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    leftover = folder / f".clipdex-{gone.stdout.strip()}-0123abcd.xmp.tmp"  # from an export killed with -9
+    leftover.write_text("half a sidecar")
+    cli("index", folder, *SAMPLE, "--tags", "--vocabulary", shapes)
+    assert cli("export-xmp").exit_code == 0
+    assert sidecar_path(str(photo)).is_file() and not leftover.exists()
