@@ -33,6 +33,17 @@ def open_regular(path: str | Path) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
+def ours_alone(path: Path) -> bool:
+    """Whether a cache file (and its folder) belongs to this user and no one else may write it: what another user
+    could write is never trusted (a remembered hash would name other weights, cached vectors another model)."""
+    try:
+        own, folder = path.stat(), path.parent.stat()
+    except OSError:
+        return False
+    # (a folder writable by its group is common with umask 002; by everyone, never safe)
+    return own.st_uid == folder.st_uid == os.getuid() and not own.st_mode & 0o022 and not folder.st_mode & 0o002
+
+
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open_regular(path) as f:
@@ -61,6 +72,8 @@ def remembered(path: Path, read: Callable[[Path], str], memory_name: str) -> str
     stamp = _stamp(path.stat())
     memory_file = config.default_cache_dir() / memory_name
     try:
+        if not ours_alone(memory_file):
+            raise OSError("not ours alone")  # read as empty, and replaced by a private one
         memory = json.loads(memory_file.read_text(encoding="utf-8"))
         if not isinstance(memory, dict):
             memory = {}
@@ -77,8 +90,9 @@ def remembered(path: Path, read: Callable[[Path], str], memory_name: str) -> str
     kept = dict(list(memory.items())[-config.FINGERPRINTS_KEPT:])
     tmp = memory_file.with_name(f"{memory_file.name}.{os.getpid()}.tmp")
     try:
-        memory_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(kept), encoding="utf-8")
+        memory_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(kept))
         os.replace(tmp, memory_file)
     except OSError:
         with contextlib.suppress(OSError):

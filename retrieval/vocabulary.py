@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from clipdex.retrieval import config
+from clipdex.retrieval.digest import ours_alone
 from clipdex.retrieval.errors import ClipdexError
 
 BUILTIN = Path(__file__).with_name("vocabulary.txt")
@@ -140,6 +141,8 @@ def _embed(encode_texts: Callable[[list[str]], np.ndarray], concepts: Sequence[s
 
 
 def _read_cached(path: Path, count: int, dim: int) -> np.ndarray | None:
+    if not ours_alone(path):
+        return None
     try:
         vectors = np.load(path, allow_pickle=False)
     except (OSError, ValueError):

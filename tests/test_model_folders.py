@@ -308,3 +308,24 @@ def test_a_prepared_folder_others_may_change_is_not_trusted(tmp_path: Path, monk
     assert open_prepared(identity, "fp32") is None
     load_model("clipdex-tiny", None, "cpu")  # prepared again, private
     assert open_prepared(identity, "fp32") is not None and (folder / "visual").stat().st_mode & 0o077 == 0
+
+
+def test_cache_files_others_may_write_are_not_trusted(tmp_path: Path, monkeypatch) -> None:
+    """A remembered weights hash in a file others may write could name other weights: it is ignored (and
+    replaced by a private one), as is a vocabulary cache others may write."""
+    from clipdex.retrieval.digest import file_sha256, weights_sha256
+
+    monkeypatch.setenv(config.CACHE_ENV, str(tmp_path / "cache"))
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"weights")
+    assert weights_sha256(weights) == file_sha256(weights)
+    memory = tmp_path / "cache" / config.FINGERPRINTS_FILE
+    assert memory.stat().st_mode & 0o077 == 0
+    lie = json.loads(memory.read_text())
+    lie[str(weights.resolve())]["value"] = "0" * 64
+    memory.write_text(json.dumps(lie))
+    memory.chmod(0o666)  # anyone could have written that
+    assert weights_sha256(weights) == file_sha256(weights)
+    memory.chmod(0o600)
+    memory.write_text(json.dumps(lie))
+    assert weights_sha256(weights) == "0" * 64  # (its own private memory is believed: that is what it is for)
