@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import stat
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -42,6 +43,26 @@ def ours_alone(path: Path) -> bool:
         return False
     # (a folder writable by its group is common with umask 002; by everyone, never safe)
     return own.st_uid == folder.st_uid == os.getuid() and not own.st_mode & 0o022 and not folder.st_mode & 0o002
+
+
+LEFTOVER_PREFIX = ".clipdex-"  # + pid + "-": what a process writes before renaming it into place
+
+
+def leftover_name(tail: str) -> str:
+    """A name for a file or folder being written, that says which process writes it."""
+    return f"{LEFTOVER_PREFIX}{os.getpid()}-{tail}"
+
+
+def remove_abandoned(folder: Path, tail: str = "*") -> None:
+    """Remove what processes killed outright (kill -9, a power cut) left in `folder` while writing: the leftovers
+    whose process is gone; a running writer's are kept."""
+    for leftover in folder.glob(f"{LEFTOVER_PREFIX}*-{tail}"):
+        pid = leftover.name[len(LEFTOVER_PREFIX):].split("-")[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
 
 
 def file_sha256(path: str | Path) -> str:

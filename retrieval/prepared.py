@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from clipdex.retrieval import config
+from clipdex.retrieval.digest import leftover_name, remove_abandoned
 from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.identity import ModelIdentity
 from clipdex.retrieval.model_folder import FolderConfig, FolderModel, files_checksums
@@ -63,14 +64,6 @@ def _private_to_us(folder: Path) -> bool:
         if info.st_uid != os.getuid() or info.st_mode & 0o022:
             return False
     return True
-
-
-def _remove_abandoned(models: Path) -> None:
-    """Remove what a preparation killed outright (kill -9, a power cut) left: folders of processes gone."""
-    for leftover in models.glob(".building.*"):
-        pid = leftover.name.split(".")[2]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def runs_prepared(device: str, precision: str) -> bool:
@@ -123,8 +116,8 @@ def prepare_folder(encoder, precision: str) -> Path:
         return target
     try:
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _remove_abandoned(target.parent)
-        building = Path(tempfile.mkdtemp(prefix=f".building.{os.getpid()}.", dir=target.parent))
+        remove_abandoned(target.parent)
+        building = Path(tempfile.mkdtemp(prefix=leftover_name(""), dir=target.parent))
     except OSError as exc:
         raise ClipdexError(f"its export failed: the cache folder cannot be written ({exc.strerror or exc})") from None
     try:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Sequence
 from xml.etree import ElementTree
 
+from clipdex.retrieval.digest import leftover_name, remove_abandoned
 from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.raw import is_raw
 
@@ -58,7 +59,7 @@ def write_sidecars(images: Sequence[str], tagged: dict[str, list[str]], texts: d
     describe that other file."""
     report = XmpReport()
     for folder in {Path(image).parent for image in images}:
-        _remove_abandoned(folder)
+        remove_abandoned(folder, "*.xmp.tmp")
     sharing: dict[Path, list[str]] = {}  # --lightroom: IMG_1.cr2 and IMG_1.nef would both be IMG_1.xmp
     for image in images:
         sharing.setdefault(sidecar_path(image, lightroom), []).append(image)
@@ -87,14 +88,6 @@ def write_sidecars(images: Sequence[str], tagged: dict[str, list[str]], texts: d
         else:
             report.changed.append(change)
     return report
-
-
-def _remove_abandoned(folder: Path) -> None:
-    """Temporary sidecars of an export killed outright (kill -9, a power cut): those of processes gone."""
-    for leftover in folder.glob(".clipdex-*.xmp.tmp"):
-        pid = leftover.name.split("-")[1]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            leftover.unlink(missing_ok=True)
 
 
 def update_sidecar(image: str, keywords: Sequence[str], description: str | None = None, lightroom: bool = False,
@@ -192,7 +185,7 @@ def _write(exiv2, sidecar: Path, image: Path, keywords: list[str], description: 
            before: dict[str, str]) -> None:
     """Write through a copy renamed over the sidecar, only if every other property keeps its value; the sidecar
     is never more readable than its photo (it may hold the photo's recognised text)."""
-    tmp = sidecar.with_name(f".clipdex-{os.getpid()}-{uuid.uuid4().hex[:8]}.xmp.tmp")  # short: any name fits
+    tmp = sidecar.with_name(leftover_name(f"{uuid.uuid4().hex[:8]}.xmp.tmp"))  # short: any name fits
     try:
         mode = stat.S_IMODE(os.stat(image).st_mode) & 0o666
         if sidecar.exists():

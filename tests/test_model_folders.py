@@ -261,7 +261,7 @@ def test_prepared_folders_are_private_and_leftovers_of_killed_runs_go(tmp_path: 
     models = tmp_path / "cache" / "models"
     models.mkdir(parents=True)
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    leftover = models / f".building.{gone.stdout.strip()}.abc123"  # a run killed with -9 while preparing
+    leftover = models / f".clipdex-{gone.stdout.strip()}-abc123"  # a run killed with -9 while preparing
     (leftover / "model" / "visual").mkdir(parents=True)
     (leftover / "model" / "visual" / "x.tmp.onnx").write_bytes(b"\0" * 1024)
     model = load_model("clipdex-tiny", None, "cpu")
