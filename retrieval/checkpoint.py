@@ -75,7 +75,7 @@ def read_checkpoint_info(path: Path) -> CheckpointInfo:
     if not path.is_file():
         raise ClipdexError(f"checkpoint not found: {path}")
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="numpy") as f:  # the header alone: no torch needed
             raw = (f.metadata() or {}).get(METADATA_KEY)
     except Exception as exc:  # safetensors raises its own error types for bad headers
         raise ClipdexError(f"{path} is not a readable safetensors checkpoint: {exc}") from None
