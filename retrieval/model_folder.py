@@ -184,6 +184,7 @@ class TextTower:
         self.canonicalize = settings.canonicalize
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=self.context_length)
+        self._untruncated = None
         # People repeat and refine queries (and a page reload asks again): recent ones are answered from memory.
         self._one = functools.lru_cache(maxsize=config.QUERY_CACHE_TEXTS)(self._encode_one)
 
@@ -197,12 +198,18 @@ class TextTower:
         return ids
 
     def count_tokens(self, text: str) -> int:
-        """Tokens of the text with its special tokens, before truncation."""
-        self.tokenizer.no_truncation()
-        try:
-            return len(self.tokenizer.encode(clean_text(text, self.canonicalize)).ids)
-        finally:
-            self.tokenizer.enable_truncation(max_length=self.context_length)
+        """Tokens of the text with its special tokens, before truncation. The shared tokenizer's settings are never
+        switched (another thread may be encoding): a text that fills the context is counted by an untruncated copy."""
+        cleaned = clean_text(text, self.canonicalize)
+        ids = self.tokenizer.encode(cleaned).ids
+        if len(ids) < self.context_length:
+            return len(ids)
+        if self._untruncated is None:
+            from tokenizers import Tokenizer
+
+            self._untruncated = Tokenizer.from_str(self.tokenizer.to_str())
+            self._untruncated.no_truncation()
+        return len(self._untruncated.encode(cleaned).ids)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         if len(texts) == 1:
