@@ -80,6 +80,14 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+def open_media(path: str | Path) -> IO[bytes]:
+    """A photo or video opened through the regular-file check: a FIFO put where one was never blocks a reader."""
+    try:
+        return open_regular(path)
+    except NotRegularFile:
+        raise ClipdexError(f"{path}: not a regular file (a FIFO, socket or device)") from None
+
+
 def read_image(
     path: Path | IO[bytes],
     min_side: int | None = None,
@@ -94,12 +102,9 @@ def read_image(
     canvas, and decoding it is what costs the memory. (Pillow's own, process-wide limit stays as it is; it only
     matters above clipdex's cap.)"""
     name = name or (str(path) if isinstance(path, (str, Path)) else "the image")  # never "<_io.BytesIO at 0x…>"
-    if isinstance(path, (str, Path)):  # read through the descriptor: a FIFO where a photo was never blocks
-        try:
-            with open_regular(path) as stream:
-                return read_image(stream, min_side, name, max_pixels)
-        except NotRegularFile:
-            raise ClipdexError(f"{name}: not a regular file (a FIFO, socket or device)") from None
+    if isinstance(path, (str, Path)):
+        with open_media(path) as stream:
+            return read_image(stream, min_side, name, max_pixels)
     if is_raw(name):
         try:
             return _read_raw(path, min_side, name, max_pixels)

@@ -27,9 +27,7 @@ def load_model(name: str, pretrained: str | None = None, device: str = "auto", p
         if precision != "fp32" or device == "cuda":
             raise ClipdexError(f"a model folder runs as it was exported, on the CPU: --precision {precision} "
                                f"--device {device} is for models prepared from open_clip")
-        model = FolderModel(choice.folder, choice.identity())
-        model.identity = ModelIdentity(choice.name, None, choice.fingerprint, model.settings.dim)
-        return model
+        return FolderModel(choice.folder, choice.identity())
     if runs_prepared(device, precision):
         prepared = open_prepared(choice.identity(), precision)
         if prepared is not None:

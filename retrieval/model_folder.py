@@ -18,7 +18,7 @@ import hashlib
 import html
 import json
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -178,9 +178,9 @@ class TextTower:
         self.input = inputs[0].name
         self.with_mask = len(inputs) > 1 and inputs[1].name == "attention_mask"  # M-CLIP style exports
         self.dtype = np.int64 if inputs[0].type == "tensor(int64)" else np.int32
-        self.fixed_batch = _fixed(inputs[0].shape[0])
-        self.context_length = _fixed(inputs[0].shape[1]) or settings.context_length
-        self.fixed_length = _fixed(inputs[0].shape[1]) is not None
+        self.fixed_batch, fixed_length = _fixed(inputs[0].shape[0]), _fixed(inputs[0].shape[1])
+        self.context_length = fixed_length or settings.context_length
+        self.fixed_length = fixed_length is not None
         self.canonicalize = settings.canonicalize
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=self.context_length)
@@ -258,8 +258,10 @@ class FolderModel:
     runs_torch = False
 
     def __init__(self, folder: Path, identity: ModelIdentity, precision: str = "fp32") -> None:
-        self.folder, self.identity, self.precision = folder, identity, precision
+        """`identity` names the model; its output size is the folder's own."""
+        self.folder, self.precision = folder, precision
         self.settings = FolderConfig.read(folder)
+        self.identity = replace(identity, dim=self.settings.dim)
         self.notes: list[str] = []
         self._text: TextTower | None = None
         self._image: ImageTower | None = None

@@ -45,12 +45,9 @@ def open_prepared(identity: ModelIdentity, precision: str) -> FolderModel | None
             return None
         if not own.get("files") or files_checksums(folder, with_config=False) != own["files"]:
             return None
-        model = FolderModel(folder, identity, precision)
+        return FolderModel(folder, identity, precision)
     except ClipdexError:
         return None
-    dim = model.settings.dim
-    model.identity = ModelIdentity(identity.name, identity.pretrained, identity.fingerprint, dim)
-    return model
 
 
 def _private_to_us(folder: Path) -> bool:

@@ -144,10 +144,8 @@ class Searcher:
     def image_vector(self, image: Image.Image | Path | str) -> np.ndarray:
         if not isinstance(image, Image.Image):
             path = Path(image)
-            if not path.exists():
+            if not path.exists():  # (one that is not a regular file is refused where it is opened)
                 raise ClipdexError(f"query image not found: {path}")
-            if not path.is_file():
-                raise ClipdexError(f"the query image is not a regular file (a FIFO, socket or device): {path}")
             if is_video(path.name):  # as the library holds it: a frame (the first stands for the whole video)
                 image = read_frames(path, self.encoder.image_size, max_frames=1).frames[0]
                 self.notes.append(f"{path.name} is a video: its first frame was used")

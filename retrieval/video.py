@@ -16,8 +16,8 @@ from typing import IO
 from PIL import Image
 
 from clipdex.retrieval import config
-from clipdex.retrieval.digest import NotRegularFile, open_regular
 from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.images import open_media
 
 
 @dataclass
@@ -38,14 +38,6 @@ def _pyav():
     return av
 
 
-def _regular(path: str | Path) -> IO[bytes]:
-    """The file opened through the regular-file check: a FIFO put where a video was never blocks a reader."""
-    try:
-        return open_regular(path)
-    except NotRegularFile:
-        raise ClipdexError(f"{path}: not a regular file (a FIFO, socket or device)") from None
-
-
 def is_video(name: str) -> bool:
     return Path(name).suffix.lower() in config.VIDEO_EXTENSIONS
 
@@ -57,7 +49,7 @@ def read_frames(
     av = _pyav()
 
     try:
-        with _regular(path) as handle, av.open(handle) as container:
+        with open_media(path) as handle, av.open(handle) as container:
             if not container.streams.video:
                 raise ClipdexError(f"cannot read video {path}: it has no video stream")
             stream = container.streams.video[0]
@@ -90,7 +82,7 @@ def frame_at(source: str | Path | IO[bytes], moment: float, side: int) -> Image.
     av = _pyav()
 
     try:
-        with (contextlib.nullcontext(source) if hasattr(source, "read") else _regular(source)) as handle, \
+        with (contextlib.nullcontext(source) if hasattr(source, "read") else open_media(source)) as handle, \
                 av.open(handle) as container:
             stream = container.streams.video[0]
             container.seek(int(max(moment, 0.0) / float(stream.time_base)), stream=stream, backward=True)
