@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
@@ -15,7 +17,8 @@ import typer
 from typer.core import TyperGroup
 
 from clipdex.cli.options import (
-    DeviceOption, JsonOption, ModelOption, PrecisionOption, PretrainedOption, PreviewOption, library_of, sigterm_stops,
+    DeviceOption, JsonOption, ModelOption, PrecisionOption, PretrainedOption, PreviewOption, asked, library_of,
+    sigterm_stops,
 )
 from clipdex.cli.output import (
     console, err_console, print_error, print_hits, print_json, print_notes, print_table, progress_tasks, recall_rows,
@@ -201,8 +204,7 @@ def search(
     as_json: bool = JsonOption,
 ) -> None:
     """Images ranked by similarity to a sentence (text→image), an image (image→image), or a mix of both."""
-    from clipdex import api
-    from clipdex.retrieval.query import Filters
+    from clipdex.retrieval.hits import Filters, Hits
     from clipdex.retrieval.terms import Term, command_line_tokens, parse_terms
 
     parsed = parse_terms(command_line_tokens(terms)) if terms else []
@@ -216,7 +218,16 @@ def search(
     filters = Filters(
         str(folder) if folder else None, _date(after, "--after"), _date(before, "--before"), min_score, tuple(tag)
     )
-    hits = api.search(library_of(ctx), parsed, top_k, filters, device, precision, mode, sort)
+    request = {"terms": [(os.path.abspath(t.value) if t.is_image else t.value, t.is_image, t.weight) for t in parsed],
+               "k": top_k, "filters": asdict(filters), "mode": mode, "sort": sort, "device": device,
+               "precision": precision}
+    hits = None
+    if all(os.path.isfile(t.value) for t in parsed if t.is_image):  # (else this process says what is wrong)
+        hits = asked(ctx, "search", request, Hits.from_wire)
+    if hits is None:
+        from clipdex import api
+
+        hits = api.search(library_of(ctx), parsed, top_k, filters, device, precision, mode, sort)
     print_notes(hits.notes)
     if paths_only or null:
         end = "\0" if null else "\n"
@@ -278,7 +289,9 @@ def duplicates(
     """Groups of near-identical photos, largest first, so you can pick which to keep (nothing is deleted)."""
     from clipdex import api
 
-    groups = api.duplicates(library_of(ctx), threshold)
+    groups = asked(ctx, "duplicates", {"threshold": threshold}, list)
+    if groups is None:
+        groups = api.duplicates(library_of(ctx), threshold)
     if as_json:
         print_json(groups)
         return

@@ -3,12 +3,13 @@ tags, XMP sidecars."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from clipdex.cli.options import DeviceOption, JsonOption, PreviewOption, library_of
+from clipdex.cli.options import DeviceOption, JsonOption, PreviewOption, asked, library_of
 from clipdex.cli.output import (
     print_hits, print_json, print_notes, print_table, print_warning, progress_tasks, say,
 )
@@ -29,12 +30,19 @@ def captions(
     as_json: bool = JsonOption,
 ) -> None:
     """Captions that describe IMAGE best (image→text): from the library's corpus, or the built-in vocabulary."""
-    from clipdex import api
+    from clipdex.retrieval.hits import Hits
 
     if source not in config.CAPTION_SOURCES:
         raise typer.BadParameter(f"one of {', '.join(config.CAPTION_SOURCES)}", param_hint="--from")
-    with progress_tasks(enabled=not as_json) as start:
-        hits = api.captions(library_of(ctx), image, top_k, device, source, start)
+    hits = None
+    if image.is_file():  # (else this process says what is wrong)
+        request = {"image": os.path.abspath(image), "k": top_k, "source": source, "device": device}
+        hits = asked(ctx, "captions", request, Hits.from_wire)
+    if hits is None:
+        from clipdex import api
+
+        with progress_tasks(enabled=not as_json) as start:
+            hits = api.captions(library_of(ctx), image, top_k, device, source, start)
     print_notes(hits.notes)
     if preview and not as_json:
         from clipdex.cli.preview import terminal_previewer

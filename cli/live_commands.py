@@ -29,13 +29,23 @@ def watch(
     ),
     ocr: bool = typer.Option(False, "--ocr", help="Also read the text in images (remembered, as with index)."),
     export: bool = typer.Option(True, "--export/--no-export", help="Export the text tower when catching up."),
+    keep_alive: float = typer.Option(
+        config.KEEP_ALIVE_SECONDS, "--keep-alive", min=0, envvar=config.KEEP_ALIVE_ENV,
+        help="Seconds the text model and index stay loaded after a query it answered for the CLI.",
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Catch up with PATHS (an incremental index), then keep the library in sync as files appear, change, move
-    or disappear, until Ctrl-C or SIGTERM; every batch committed before stopping is kept."""
+    or disappear, until Ctrl-C or SIGTERM; every batch committed before stopping is kept. While watching it also
+    answers the CLI's search, captions and duplicates for this library (no model to load in each)."""
     from clipdex import live
 
     library = library_of(ctx, create=True)
+    answering = []
+
+    def on_watching() -> None:  # (the library is bound by now: a new one by the catch-up)
+        answering.append(_answer_queries(library_of(ctx), device, "fp32", None, keep_alive))
+        say("watching")
 
     def on_batch(folders: list[str], report) -> None:
         if not as_json:
@@ -46,14 +56,29 @@ def watch(
 
     with sigterm_stops():
         say(f"catching up with {', '.join(map(str, paths))} (Ctrl-C stops)")
-        totals = live.watch(library, paths, on_batch=on_batch, model=model, pretrained=pretrained, device=device,
-                           precision=precision, ocr=ocr, export_text=export, settle=settle,
-                           on_watching=lambda: say("watching"))
+        try:
+            totals = live.watch(library, paths, on_batch=on_batch, model=model, pretrained=pretrained, device=device,
+                                precision=precision, ocr=ocr, export_text=export, settle=settle,
+                                on_watching=on_watching)
+        finally:
+            for server in answering:
+                server.close()
     if as_json:
         print_json(totals)
     if totals["interrupted"]:
         say("stopped: every batch written before is kept; run watch or index again to go on")
         raise typer.Exit(130)
+
+
+def _answer_queries(library, device: str, precision: str, lock, keep_alive: float | None):
+    """A QueryServer over `library`, listening (or, when it cannot, saying why: queries then run on their own)."""
+    from clipdex.answering import QueryServer
+
+    server = QueryServer(library, device, precision, lock, keep_alive)
+    refused = server.start()
+    if refused:
+        say(refused)
+    return server
 
 
 def _watch_in_background(ctx: typer.Context, paths: list[Path], device: str, stop: threading.Event) -> None:
@@ -125,10 +150,12 @@ def serve(
     stop = threading.Event()
     if watch_paths:
         _watch_in_background(ctx, watch_paths, device, stop)
+    answering = _answer_queries(library, device, precision, web_app.state.query_lock, None)
     try:
         web_server.run(web_app, host, port)
     finally:
         stop.set()
+        answering.close()
 
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import signal
 from contextlib import contextmanager
-from typing import Iterator
+from pathlib import Path
+from typing import Callable, Iterator, TypeVar
 
 import typer
 
 from clipdex.retrieval import config
+
+T = TypeVar("T")
 
 JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table.")
 ModelOption = typer.Option(
@@ -36,6 +39,18 @@ def library_of(ctx: typer.Context, create: bool = False):
     from clipdex.api import open_library
 
     return open_library(ctx.obj["library"], ctx.obj["database"], create=create)
+
+
+def asked(ctx: typer.Context, op: str, arguments: dict, read: Callable[[object], T]) -> T | None:
+    """The answer of a `watch` or `serve` running over this library, read with `read`; None when this process
+    must answer (none runs, or it cannot be trusted: `clipdex.asking`). A --database named on the command line
+    is this process's own business: asked nothing."""
+    from clipdex.asking import ask
+
+    if ctx.obj["database"] is not None:
+        return None
+    root = Path(ctx.obj["library"] if ctx.obj["library"] is not None else config.default_library_dir())
+    return ask(root.expanduser().absolute(), op, arguments, read)
 
 
 @contextmanager

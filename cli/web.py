@@ -31,7 +31,8 @@ from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.images import read_image
 from clipdex.retrieval.library import Library
-from clipdex.retrieval.query import Filters, Searcher, iso_date
+from clipdex.retrieval.hits import Filters, iso_date
+from clipdex.retrieval.query import Searcher
 from clipdex.retrieval.store import IMAGE
 from clipdex.retrieval.terms import parse_terms, split_query
 from clipdex.retrieval.video import frame_at
@@ -176,15 +177,14 @@ def create_app(
     if token is not None and len(token) < config.WEB_MIN_TOKEN_CHARS:
         raise ClipdexError(f"the access token must be at least {config.WEB_MIN_TOKEN_CHARS} characters long")
     engine = Searcher(library, device, precision)
-    lock = threading.Lock()  # one query at a time: the index cache is refreshed and saved in place
-    # Decoding is what costs memory (width × height × 4 bytes, whatever the file's size), so images are decoded,
-    # and dropped, on a few threads of their own: at most that many at once (a semaphore), and the freed memory
-    # stays with those threads' allocator arenas instead of being kept by each of the 40 request threads in turn
-    # (a semaphore alone still let 20 uploads grow the process by 2 GB). A decode thread may take `lock` after
-    # it; request threads never wait for a decode while holding `lock`.
+    # Decoding is what costs memory (width × height × 4 bytes), so images are decoded, and dropped, on a few threads
+    # of their own: at most that many at once, and the freed memory stays with those threads' allocator arenas instead
+    # of being kept by each of the 40 request threads in turn (a semaphore alone let 20 uploads grow the process by
+    # 2 GB). A decode thread may take `lock` after it; request threads never wait for a decode while holding `lock`.
     decoder = ThreadPoolExecutor(config.WEB_DECODE_SLOTS, thread_name_prefix="clipdex-decode")
     thumbnails = library.root / "thumbnails"
     app = FastAPI(title="clipdex", description="Search a photo library by sentence or by image.")
+    lock = app.state.query_lock = threading.Lock()  # one query at a time (the index cache is refreshed in place)
     app.add_middleware(BodyLimit, limit=max_body_bytes, seconds=body_seconds)
     app.add_middleware(RequestGuard, allowed_hosts={*config.WEB_LOOPBACK_HOSTS, *allowed_hosts}, token=token)
 

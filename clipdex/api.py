@@ -18,18 +18,11 @@ from typing import Callable, Sequence
 
 from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.hits import Hits
 from clipdex.retrieval.library import Library, leaves_no_empty_library
 
 # start(description, total) -> advance(n=1, note=""): one progress bar per phase of the work
 Progress = Callable[[str, "int | None"], Callable[..., None]]
-
-
-class Hits(list):
-    """Ranked hits (a list), with `notes`: what the user should know about how the query was read."""
-
-    def __init__(self, hits: Sequence = (), notes: Sequence[str] = ()) -> None:
-        super().__init__(hits)
-        self.notes = list(notes)
 
 
 def open_library(path: Path | str | None = None, database: str | None = None, create: bool = False) -> Library:

@@ -12,7 +12,7 @@ from clipdex.retrieval import config
 from clipdex.retrieval.library import Library
 
 
-def _return_freed_memory() -> None:
+def return_freed_memory() -> None:
     """Give memory freed by a dropped model back to the system. glibc keeps freed blocks below its (adaptive) mmap
     threshold in the heap, so an idle `watch` would go on holding the ~500 MB a batch used (measured:
     bench/live_start.py); malloc_trim releases them. Elsewhere this does nothing."""
@@ -49,7 +49,7 @@ def watch(
             report = api.index(library, folders, **options)
         finally:  # idle between batches, the model and the index are not held (reloaded in well under a second)
             library.forget_model()
-            _return_freed_memory()
+            return_freed_memory()
         for key in ("added", "updated", "moved", "removed"):
             totals[key] += getattr(report, key)
         totals["failed"] += len(report.failed)

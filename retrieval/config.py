@@ -12,6 +12,8 @@ SAMPLE_MODEL = SAMPLE_DATA_DIR / "clipdex-small.safetensors"  # its weights, for
 SAMPLE_MODEL_FOLDER = SAMPLE_DATA_DIR / "clipdex-small"  # the same model as a folder: what `--model sample` runs
 SAMPLE_CAPTIONS = SAMPLE_DATA_DIR / "captions.csv"
 
+IMAGE, CAPTION = "image", "caption"  # the kinds of item a library holds
+
 # The model a library gets when the user names none: the open_clip default people know.
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
@@ -47,6 +49,17 @@ IMAGE_EXTENSIONS = frozenset(
 WATCH_SETTLE_SECONDS = 2.0
 WATCH_MAX_WAIT_SECONDS = 30.0
 WATCH_TICK_MS = 1000  # how often a quiet watcher wakes (and notices a stop request)
+
+# A running watch or serve answers the CLI's queries on an owner-only unix socket in the library folder.
+SOCKET_FILE = "clipdex.sock"
+NO_SERVER_ENV = "CLIPDEX_NO_SERVER"  # "1": every query runs in its own process
+KEEP_ALIVE_ENV = "CLIPDEX_KEEP_ALIVE"
+KEEP_ALIVE_SECONDS = 300.0  # watch holds the text tower and index this long after a query, then drops them
+SOCKET_CONNECT_SECONDS = 0.5
+SOCKET_SILENCE_SECONDS = 3.0  # a server silent this long (it beats while it works) is given up: the CLI answers
+SOCKET_BEAT_SECONDS = 0.5
+SOCKET_ANSWER_SECONDS = 300.0  # and one that beats without answering this long, too
+SOCKET_MAX_REQUEST_BYTES = 1 << 20
 
 DEFAULT_TOP_K = 10
 DEFAULT_CAPTIONS_K = 5  # captions shown for one photo on the web page

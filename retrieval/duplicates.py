@@ -7,7 +7,7 @@ twenty shots of one sunset becomes one group even when the first and last differ
 from __future__ import annotations
 
 from clipdex.retrieval.library import Library
-from clipdex.retrieval.query import iso_date
+from clipdex.retrieval.hits import iso_date
 from clipdex.retrieval.store import IMAGE
 
 

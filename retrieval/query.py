@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Sequence
 
@@ -19,46 +17,13 @@ from PIL import Image
 from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.fulltext import query_words
+from clipdex.retrieval.hits import Filters, Hit
 from clipdex.retrieval.hybrid import fuse, snippet
 from clipdex.retrieval.images import open_image
 from clipdex.retrieval.library import Library
 from clipdex.retrieval.store import CAPTION, IMAGE
 from clipdex.retrieval.terms import Term, parse_terms
 from clipdex.retrieval.video import is_video, read_frames
-
-
-@dataclass
-class Hit:
-    id: int
-    kind: str  # IMAGE or CAPTION
-    score: float
-    path: str | None = None  # an image's file
-    caption: str | None = None  # a caption's text
-    ocr: str | None = None  # the part of the image's recognised text that matched the query's words
-    time: float | None = None  # a video's best-matching moment, in seconds (its path is the video's)
-    taken: float | None = None  # an image's date: EXIF DateTimeOriginal, else the file's mtime (POSIX seconds)
-    width: int | None = None
-    height: int | None = None
-    tags: list[str] | None = None  # an image's tags, when the library tags its images (index --tags)
-    source: str = "corpus"  # a caption's: the library's corpus, "builtin" (a concept of the built-in vocabulary)
-    # or "vocabulary" (of the library's own, given with index --tags --vocabulary)
-
-    @property
-    def label(self) -> str:
-        """What a person reads for this hit: the path of an image, the text of a caption."""
-        return self.path if self.kind == IMAGE else self.caption
-
-    def as_json(self) -> dict:
-        if self.kind != IMAGE:
-            return {"id": self.id if self.source == "corpus" else None, "caption": self.caption,
-                    "score": round(self.score, 6), "source": self.source}
-        found = {"id": self.id, "path": self.path, "score": round(self.score, 6), "taken": iso_date(self.taken),
-                 "width": self.width, "height": self.height}
-        if self.time is not None:
-            found["time"] = self.time
-        if self.tags is not None:
-            found["tags"] = self.tags
-        return {**found, "ocr": self.ocr} if self.ocr is not None else found
 
 
 def _one_per_file(hits: list[Hit]) -> list[Hit]:
@@ -70,44 +35,6 @@ def _one_per_file(hits: list[Hit]) -> list[Hit]:
             seen.add((hit.kind, hit.path))
             kept.append(hit)
     return kept
-
-
-def iso_date(seconds: float | None) -> str | None:
-    """ISO 8601 in local time with its offset, as a photo's date is read (EXIF dates carry no zone)."""
-    if seconds is None:
-        return None
-    return datetime.fromtimestamp(seconds).astimezone().isoformat(timespec="seconds")
-
-
-@dataclass
-class Filters:
-    """Exact restrictions: the search runs only over items that pass them."""
-
-    folder: str | None = None  # absolute; items under it
-    after: float | None = None  # photo date (EXIF, else mtime), POSIX seconds, inclusive
-    before: float | None = None  # exclusive
-    min_score: float | None = None
-    tags: tuple[str, ...] = ()  # items holding every one of these tags (index --tags)
-
-    def __post_init__(self) -> None:
-        if self.folder is not None:
-            if "\0" in self.folder:
-                raise ClipdexError("a folder name cannot hold a NUL character")
-            self.folder = os.path.abspath(os.path.expanduser(self.folder))
-        if self.min_score is not None and not math.isfinite(self.min_score):
-            raise ClipdexError(f"--min-score must be a finite number, not {self.min_score}")
-
-    @property
-    def folders(self) -> tuple[str, ...]:
-        """The folder as given and as it really is (links resolved): a library indexed through a link matches
-        either spelling, as does one indexed at the real place and filtered through a link."""
-        if self.folder is None:
-            return ()
-        return tuple(dict.fromkeys((self.folder, os.path.realpath(self.folder))))
-
-    @property
-    def restricts_items(self) -> bool:
-        return bool(self.tags) or any(v is not None for v in (self.folder, self.after, self.before))
 
 
 class Searcher:

@@ -1,0 +1,101 @@
+"""What a query asks and answers, as plain values: the filters, each hit, the ranked hits with their notes. Light on
+purpose (no numpy, no database): a CLI query answered by a running server is read back into these."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Sequence
+
+from clipdex.retrieval.config import IMAGE
+from clipdex.retrieval.errors import ClipdexError
+
+
+@dataclass
+class Hit:
+    id: int
+    kind: str  # IMAGE or CAPTION
+    score: float
+    path: str | None = None  # an image's file
+    caption: str | None = None  # a caption's text
+    ocr: str | None = None  # the part of the image's recognised text that matched the query's words
+    time: float | None = None  # a video's best-matching moment, in seconds (its path is the video's)
+    taken: float | None = None  # an image's date: EXIF DateTimeOriginal, else the file's mtime (POSIX seconds)
+    width: int | None = None
+    height: int | None = None
+    tags: list[str] | None = None  # an image's tags, when the library tags its images (index --tags)
+    source: str = "corpus"  # a caption's: the library's corpus, "builtin" (a concept of the built-in vocabulary)
+    # or "vocabulary" (of the library's own, given with index --tags --vocabulary)
+
+    @property
+    def label(self) -> str:
+        """What a person reads for this hit: the path of an image, the text of a caption."""
+        return self.path if self.kind == IMAGE else self.caption
+
+    def as_json(self) -> dict:
+        if self.kind != IMAGE:
+            return {"id": self.id if self.source == "corpus" else None, "caption": self.caption,
+                    "score": round(self.score, 6), "source": self.source}
+        found = {"id": self.id, "path": self.path, "score": round(self.score, 6), "taken": iso_date(self.taken),
+                 "width": self.width, "height": self.height}
+        if self.time is not None:
+            found["time"] = self.time
+        if self.tags is not None:
+            found["tags"] = self.tags
+        return {**found, "ocr": self.ocr} if self.ocr is not None else found
+
+
+def iso_date(seconds: float | None) -> str | None:
+    """ISO 8601 in local time with its offset, as a photo's date is read (EXIF dates carry no zone)."""
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds).astimezone().isoformat(timespec="seconds")
+
+
+@dataclass
+class Filters:
+    """Exact restrictions: the search runs only over items that pass them."""
+
+    folder: str | None = None  # absolute; items under it
+    after: float | None = None  # photo date (EXIF, else mtime), POSIX seconds, inclusive
+    before: float | None = None  # exclusive
+    min_score: float | None = None
+    tags: tuple[str, ...] = ()  # items holding every one of these tags (index --tags)
+
+    def __post_init__(self) -> None:
+        if self.folder is not None:
+            if "\0" in self.folder:
+                raise ClipdexError("a folder name cannot hold a NUL character")
+            self.folder = os.path.abspath(os.path.expanduser(self.folder))
+        if self.min_score is not None and not math.isfinite(self.min_score):
+            raise ClipdexError(f"--min-score must be a finite number, not {self.min_score}")
+
+    @property
+    def folders(self) -> tuple[str, ...]:
+        """The folder as given and as it really is (links resolved): a library indexed through a link matches
+        either spelling, as does one indexed at the real place and filtered through a link."""
+        if self.folder is None:
+            return ()
+        return tuple(dict.fromkeys((self.folder, os.path.realpath(self.folder))))
+
+    @property
+    def restricts_items(self) -> bool:
+        return bool(self.tags) or any(v is not None for v in (self.folder, self.after, self.before))
+
+
+class Hits(list):
+    """Ranked hits (a list), with `notes`: what the user should know about how the query was read."""
+
+    def __init__(self, hits: Sequence = (), notes: Sequence[str] = ()) -> None:
+        super().__init__(hits)
+        self.notes = list(notes)
+
+    def to_wire(self) -> dict:
+        """As a server sends them to a client (`clipdex.answering`): every field, unrounded."""
+        return {"hits": [asdict(hit) for hit in self], "notes": self.notes}
+
+    @classmethod
+    def from_wire(cls, data) -> "Hits":
+        return cls([Hit(**hit) for hit in data["hits"]], [str(note) for note in data["notes"]])
