@@ -4,8 +4,9 @@
 
 The library holds synthetic unit vectors under a real model binding (random weights); it is built once, then
 each run is a fresh `python -m clipdex search` process. "torch" is the same command with the exports hidden (a
-cache folder that cannot be made, so the model is neither found prepared nor prepared), so it loads open_clip. The breakdown times each phase of one cold query in a new process.
-The last line of stdout is one JSON object with the figures (--json).
+cache folder that cannot be made, so the model is neither found prepared nor prepared), so it loads open_clip.
+Then the same query while `clipdex watch` runs over the library and answers it (its socket), median of 7. The
+breakdown times each phase of one cold query in a new process. The last line of stdout is one JSON object with the figures (--json).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -60,12 +62,33 @@ def build(library_dir: Path, images: int, model: str) -> None:
     print(*export_text_tower(encoder) or ["the text tower was already exported"])
 
 
-def cold_search(library_dir: Path, cache: Path) -> tuple[float, list[int]]:
-    env = {**os.environ, "CLIPDEX_CACHE": str(cache)}
+def cold_search(library_dir: Path, cache: Path, own: bool = False) -> tuple[float, list[int]]:
+    """One query in a new process: answered by itself when `own`, else by a running server if there is one."""
+    env = {**os.environ, "CLIPDEX_CACHE": str(cache), "CLIPDEX_NO_SERVER": "1" if own else "0"}
     command = [sys.executable, "-m", "clipdex", "-L", str(library_dir), "search", QUERY, "-k", "10", "--json"]
     started = time.perf_counter()
     out = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, check=True).stdout
     return time.perf_counter() - started, [hit["id"] for hit in json.loads(out)]
+
+
+def beside_watch(library_dir: Path, cache: Path, runs: int = 7) -> tuple[float, list[int]]:
+    """The same CLI query while `clipdex watch` (of an empty folder) runs over the library and answers it: the
+    median seconds of `runs` new processes, after one that lets the server load the text tower."""
+    env = {**os.environ, "CLIPDEX_CACHE": str(cache)}
+    empty = library_dir.parent / "nothing-to-watch"
+    empty.mkdir(exist_ok=True)
+    watch = subprocess.Popen([sys.executable, "-m", "clipdex", "-L", str(library_dir), "watch", str(empty)], env=env,
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in watch.stdout:
+            if "watching" in line:
+                break
+        cold_search(library_dir, cache)
+        timed = [cold_search(library_dir, cache) for _ in range(runs)]
+    finally:
+        watch.send_signal(signal.SIGINT)
+        watch.wait(timeout=60)
+    return statistics.median(seconds for seconds, _ in timed), timed[-1][1]
 
 
 def main() -> None:
@@ -86,13 +109,16 @@ def main() -> None:
         answers = {}
         for _ in range(args.runs):
             for name, folder in (("onnx", cache), ("torch", empty)):
-                seconds, answers[name] = cold_search(library_dir, folder)
+                seconds, answers[name] = cold_search(library_dir, folder, own=True)
                 runs[name].append(seconds)
         onnx, torch_ = statistics.median(runs["onnx"]), statistics.median(runs["torch"])
         overlap = len(set(answers["onnx"]) & set(answers["torch"])) / 10
         print(f"cold `clipdex search` (median of {args.runs} new processes): ONNX text tower {onnx:.2f} s, "
               f"torch {torch_:.2f} s, {torch_ / onnx:.1f}× faster; same top 10: {answers['onnx'] == answers['torch']} "
               f"(overlap {overlap:.1f}; an int8 tower may swap near-ties)")
+        with_server, answers["watch"] = beside_watch(library_dir, cache)
+        print(f"the same query while `clipdex watch` runs (it answers; median of 7): {with_server:.3f} s, "
+              f"same top 10 as in-process: {answers['watch'] == answers['onnx']}")
         print("where one cold ONNX query's time goes:")
         phases = subprocess.run(
             [sys.executable, "-c", PHASES, str(library_dir), QUERY], cwd=ROOT, capture_output=True, text=True,
@@ -105,6 +131,7 @@ def main() -> None:
     if args.json:
         print(json.dumps({"onnx_s": round(onnx, 3), "torch_s": round(torch_, 3),
                           "same_top10": answers["onnx"] == answers["torch"], "top10_overlap": overlap,
+                          "beside_watch_s": round(with_server, 3), "beside_watch_same": answers["watch"] == answers["onnx"],
                           "images": args.images}))
 
 
