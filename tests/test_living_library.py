@@ -221,13 +221,18 @@ def test_serve_watch_keeps_the_served_library_in_sync(cli, library_dir: Path, ph
 SAMPLE_MODEL = ("--model", "sample", "--no-export")
 
 
-def write_video(path: Path, segments: list[tuple[Image.Image, float]], fps: int = 10, side: int = 160) -> Path:
-    """An H.264 video showing each image for its number of seconds, made with PyAV."""
+def write_video(path: Path, segments: list[tuple[Image.Image, float]], fps: int = 10, side: int = 160,
+                keyframe_seconds: float | None = None) -> Path:
+    """An H.264 video showing each image for its number of seconds, made with PyAV; a keyframe exactly every
+    `keyframe_seconds` when given (as phones write them), else where x264 chooses."""
     import av
 
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = side, side, "yuv420p"
+        if keyframe_seconds:
+            gop = round(keyframe_seconds * fps)
+            stream.options = {"x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0"}
         for image, seconds in segments:
             frame = av.VideoFrame.from_image(image.convert("RGB").resize((side, side)))
             for _ in range(int(seconds * fps)):
@@ -263,6 +268,32 @@ def test_a_video_is_found_once_at_the_right_moment(cli, tmp_path: Path) -> None:
     assert 4 <= combined[0]["time"] < 8
     paths = cli("search", SAMPLE_ROWS[0]["caption"], "-f", "-k", "4").stdout.splitlines()
     assert len(paths) == len(set(paths)) == 4
+
+
+@pytest.mark.parametrize("keyframe_seconds", [1, 8])
+def test_sampled_frames_are_the_ones_decoding_in_order_gives_and_the_hit_is_at_its_second(
+        cli, tmp_path: Path, keyframe_seconds: int) -> None:
+    import av
+
+    from clipdex.retrieval.video import read_frames
+
+    folder = tmp_path / "media"
+    folder.mkdir()
+    scenes = [(_sample(5), 12), (_sample(6), 4), (_sample(7), 9)]  # the middle scene from 12 to 16 s
+    video = write_video(folder / "trip.mp4", scenes, fps=30, side=96, keyframe_seconds=keyframe_seconds)
+    read = read_frames(video, 64)
+    expected, due = [], 0.0
+    with av.open(str(video)) as container:
+        for frame in container.decode(video=0):  # every frame, in order
+            if frame.time + 1e-6 >= due:
+                expected.append((round(frame.time, 3), np.asarray(frame.to_image(width=64, height=64))))
+                due = frame.time + config.VIDEO_FRAME_SECONDS
+    assert read.times == [t for t, _ in expected] == [2.0 * n for n in range(13)]
+    assert all(np.array_equal(np.asarray(a), b) for a, (_, b) in zip(read.frames, expected))
+    assert json.loads(cli("index", folder, *SAMPLE_MODEL, "--json").stdout)["added"] == 1
+    hit = json.loads(cli("search", "--image", config.SAMPLE_DATA_DIR / SAMPLE_ROWS[6]["image"], "-k", "1",
+                         "--json").stdout)[0]
+    assert 12 <= hit["time"] < 16, hit
 
 
 def test_frames_of_one_video_are_not_duplicates(cli, tmp_path: Path) -> None:
