@@ -33,7 +33,6 @@ class LocalEmbedder:
     ):
         """text_gate: also ask the OCR gate whether each decoded image may hold text (index --ocr)."""
         self.encoder, self.batch_size, self.workers = encoder, batch_size, workers
-        encoder.ready_for_images()
         self.settings = DecodeSettings(encoder.preprocess, encoder.image_size, text_gate)
 
     def embed(self, paths: Sequence[str]) -> Iterator[EmbeddedBatch]:
@@ -41,6 +40,7 @@ class LocalEmbedder:
             return
         workers = min(self.workers, math.ceil(len(paths) / self.batch_size))
         if not workers:
+            self.encoder.ready_for_images(len(paths))
             for start in range(0, len(paths), self.batch_size):
                 decoded = [decode_file(i, paths[i], self.settings) for i in range(start, min(start + self.batch_size, len(paths)))]
                 yield embed_decoded(self.encoder, decoded)
@@ -58,10 +58,12 @@ class LocalEmbedder:
             ahead = self.batch_size * 2  # files decoded ahead of the encoder: two batches' worth, bounded memory
             queued = 0
             batch: list[Decoded] = []
-            for _ in range(len(paths)):
+            for n in range(len(paths)):
                 while queued < len(paths) and len(pending) < ahead:
                     pending.append(pool.apply_async(decode_in_worker, (queued, paths[queued])))
                     queued += 1
+                if n == 0:  # the workers decode while the image tower opens (forked before it: none inherits it)
+                    self.encoder.ready_for_images(len(paths))
                 batch.append(pending.popleft().get())
                 if len(batch) == self.batch_size or (not pending and queued == len(paths)):
                     turn.clear()

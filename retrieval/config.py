@@ -65,6 +65,7 @@ DEFAULT_TOP_K = 10
 DEFAULT_CAPTIONS_K = 5  # captions shown for one photo on the web page
 DEFAULT_DUPLICATE_THRESHOLD = 0.95  # cosine at which two photos count as copies
 DEFAULT_BATCH_SIZE = 32
+PREPACK_FROM_IMAGES = 256  # an image tower opened for fewer images skips ONNX Runtime's weight prepacking
 # Decode workers: one per core; they take turns with the encoder, which uses every core too (indexer/embedders.py).
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # ours to use
 DEFAULT_DECODE_WORKERS = CORES

@@ -96,7 +96,7 @@ class Encoder:
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         return self.encode_pixels(self.preprocess.batch([self.preprocess.pixels(im) for im in images]))
 
-    def ready_for_images(self) -> None:
+    def ready_for_images(self, images: int | None = None) -> None:
         """The model is in memory already (a model folder opens its image tower here)."""
 
     def count_tokens(self, text: str) -> int:
