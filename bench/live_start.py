@@ -8,7 +8,8 @@ runs). Then:
   median of --runs fresh processes;
 - watch and serve --watch: resident memory (VmRSS of the process, its decode workers included while they run)
   once the catch-up is done and the folder has been quiet for --settle seconds, and after one batch of new photos
-  was indexed and the process went idle again.
+  was indexed and the process went idle again; for watch also right after it answered a CLI query (text tower
+  and index loaded) and once its keep-alive ended.
 The last line is one JSON object with the figures (--json).
 """
 
@@ -35,6 +36,7 @@ from bench.startup import weights_file  # noqa: E402
 from bench.synthetic import camera_jpegs  # noqa: E402
 
 QUERY = "a+dog+on+a+beach"
+KEEP_ALIVE = 5  # seconds watch keeps a query's model (300 by default: shortened to measure what it drops to)
 
 
 def _free_port() -> int:
@@ -80,21 +82,28 @@ def first_answer(library: Path) -> float:
         _stop(server)
 
 
-def idle_memory(library: Path, folder: Path, extra: list[str], settle: float) -> tuple[float, float]:
-    """VmRSS in MB once idle after the catch-up, and once idle again after a batch of new photos; `extra` is the
-    command up to the folder it watches."""
+def idle_memory(library: Path, folder: Path, extra: list[str], settle: float) -> dict[str, float]:
+    """VmRSS in MB once idle after the catch-up, once idle again after a batch of new photos, and for `watch`
+    (which answers the CLI's queries): right after answering one, and once its keep-alive (KEEP_ALIVE s) ended.
+    `extra` is the command up to the folder it watches."""
     process = _clipdex(library, *extra, str(folder), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         for line in process.stdout:
             if "watching" in line:
                 break
         time.sleep(settle)
-        idle = _rss_mb(process.pid)
+        figures = {"idle_mb": _rss_mb(process.pid)}
         for source in sorted(folder.glob("*.jpg"))[:4]:
             shutil.copy(source, folder / f"new-{source.name}")
         time.sleep(settle + 4)
-        after_batch = _rss_mb(process.pid)
-        return idle, after_batch
+        figures["after_batch_mb"] = _rss_mb(process.pid)
+        if extra[0] == "watch":
+            subprocess.run([sys.executable, "-m", "clipdex", "-L", str(library), "search", "a dog", "-f"], cwd=ROOT,
+                           check=True, capture_output=True)
+            figures["answering_mb"] = _rss_mb(process.pid)
+            time.sleep(KEEP_ALIVE + 3)
+            figures["after_keep_alive_mb"] = _rss_mb(process.pid)
+        return figures
     finally:
         _stop(process)
         for new in folder.glob("new-*.jpg"):
@@ -120,13 +129,16 @@ def main() -> None:
         print(f"serve: first answer {statistics.median(answers):.2f} s after start (median of {args.runs}: "
               + ", ".join(f"{a:.2f}" for a in answers) + ")")
         figures = {"serve_first_answer_s": round(statistics.median(answers), 3)}
-        commands = (("watch", ["watch", "--settle", "0.5"]),
+        commands = (("watch", ["watch", "--settle", "0.5", "--keep-alive", str(KEEP_ALIVE)]),
                     ("serve_watch", ["serve", "--no-token", "--port", str(_free_port()), "--watch"]))
         for name, extra in commands:
-            idle, after = idle_memory(library, folder, extra, args.settle)
-            print(f"{'watch' if name == 'watch' else 'serve --watch'}: {idle:.0f} MB resident when idle, "
-                  f"{after:.0f} MB idle again after a batch of 4 new photos")
-            figures[f"{name}_idle_mb"], figures[f"{name}_after_batch_mb"] = round(idle), round(after)
+            memory = idle_memory(library, folder, extra, args.settle)
+            print(f"{'watch' if name == 'watch' else 'serve --watch'}: {memory['idle_mb']:.0f} MB resident when "
+                  f"idle, {memory['after_batch_mb']:.0f} MB idle again after a batch of 4 new photos"
+                  + (f"; {memory['answering_mb']:.0f} MB having answered a CLI query, "
+                     f"{memory['after_keep_alive_mb']:.0f} MB once its keep-alive ({KEEP_ALIVE} s) ended"
+                     if "answering_mb" in memory else ""))
+            figures.update({f"{name}_{key}": round(value) for key, value in memory.items()})
     if args.json:
         print(json.dumps({"model": args.model, **figures}))
 

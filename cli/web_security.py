@@ -50,6 +50,39 @@ async def send_error(send: Send, status: int, detail: str, headers: Iterable[tup
     await send({"type": "http.response.body", "body": body})
 
 
+SIGN_IN_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Sign in · clipdex</title><link rel="icon" href="/favicon.ico" type="image/svg+xml">
+<style>body{font:16px/1.5 system-ui,sans-serif;max-width:34rem;margin:12vh auto;padding:0 1rem;color:#222}
+@media (prefers-color-scheme:dark){body{background:#111;color:#ddd}input{background:#222;color:#ddd}}
+input{font:inherit;padding:.4rem;width:100%%;box-sizing:border-box;margin:.3rem 0 .8rem}
+button{font:inherit;padding:.4rem 1.2rem}.problem{color:#c33}</style></head>
+<body><main><h1>Sign in to clipdex</h1>%s
+<p>This photo library asks for its access token. Open the sign-in link that <code>clipdex serve</code> printed
+where it was started, or paste the token here:</p>
+<form method="get" action="/login"><label for="token">Access token</label>
+<input id="token" name="token" type="password" autocomplete="off" required autofocus>
+<button type="submit">Sign in</button></form>
+<p>The token changes each time the server starts, unless it was given with <code>--token</code>.</p>
+</main></body></html>"""
+WRONG_TOKEN = '<p class="problem" role="alert">That token is not this server\'s: check it and try again.</p>'
+
+
+async def refuse_sign_in(scope: Scope, send: Send, detail: str, wrong: bool = False) -> None:
+    """401: a page with a sign-in form for a browser opening a page, the JSON error for everything else."""
+    accept = (_header(scope, b"accept") or b"").decode("latin-1")
+    if scope["method"] != "GET" or "text/html" not in accept or str(scope["path"]).startswith("/api/"):
+        await send_error(send, 401, detail, [("www-authenticate", "Bearer")])
+        return
+    body = (SIGN_IN_PAGE % (WRONG_TOKEN if wrong else "")).encode()
+    headers = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(body)).encode()),
+               (b"cache-control", b"no-store"), (b"www-authenticate", b"Bearer"),
+               (b"content-security-policy", b"default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; "
+                                            b"form-action 'self'; frame-ancestors 'none'")]
+    await send({"type": "http.response.start", "status": 401, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 def _header(scope: Scope, name: bytes) -> bytes | None:
     """The value of a header sent exactly once; None when absent. (Sent twice, it is ambiguous: "" for that.)"""
     values = [value for key, value in scope["headers"] if key == name]  # type: ignore[union-attr]
@@ -183,11 +216,9 @@ class RequestGuard:
             if scope["path"] == LOGIN_PATH:
                 await self._login(scope, send, netloc)
                 return
-            if not self._signed_in(scope, netloc):
-                await send_error(
-                    send, 401, "sign in first: open the link `clipdex serve` printed, or send "
-                    "'Authorization: Bearer TOKEN'", [("www-authenticate", "Bearer")],
-                )
+            if not self._signed_in(scope, netloc) and scope["path"] != "/favicon.ico":
+                await refuse_sign_in(scope, send, "sign in first: open the link `clipdex serve` printed, or send "
+                                     "'Authorization: Bearer TOKEN'")
                 return
         if scope["method"] in STATE_CHANGING and not self._same_origin(scope, netloc):
             await send_error(send, 403, "cross-site request refused: it does not come from this server's page")
@@ -212,7 +243,7 @@ class RequestGuard:
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))  # type: ignore[union-attr]
         given = query.get("token", [""])[0]
         if not _same(given, self.token):  # parse_qs undid the link's UTF-8 percent-encoding
-            await send_error(send, 401, "wrong or missing token in the sign-in link")
+            await refuse_sign_in(scope, send, "wrong or missing token in the sign-in link", wrong=bool(given))
             return
         value = _session_value(self.token, int(time.time()))
         cookie = (f"{cookie_name(netloc)}={value}; HttpOnly; SameSite=Strict; Path=/; "

@@ -111,6 +111,30 @@ def test_a_running_watch_answers_every_query_as_the_cli_would(library) -> None:
     assert not (root / config.SOCKET_FILE).exists(), "the socket outlived its server"
 
 
+HEAVY = ("numpy", "sqlalchemy", "onnxruntime", "faiss", "tokenizers", "PIL", "torch")
+CLIENT = """
+import sys
+from clipdex.cli.app import main
+sys.argv = ["clipdex", "-v", "--library", sys.argv[1], "search", "a red circle", "-k", "3", "--json"]
+try:
+    main()
+except SystemExit:
+    pass
+print("loaded:", [name for name in %r if name in sys.modules], file=sys.stderr)
+""" % (HEAVY,)
+
+
+def test_a_query_the_server_answers_loads_no_numpy_database_layer_or_model_runtime(library) -> None:
+    root, folder = library
+    watch = start(root, "watch", str(folder), "--settle", "0.3")
+    try:
+        asked = subprocess.run([sys.executable, "-c", CLIENT, str(root)], capture_output=True, text=True, timeout=120)
+    finally:
+        stop(watch)
+    assert ANSWERED in asked.stderr and "loaded: []" in asked.stderr, asked.stderr
+    assert json.loads(asked.stdout)
+
+
 def test_serve_answers_too_and_a_second_server_leaves_the_socket_to_the_first(library) -> None:
     root, folder = library
     with socket.socket() as probe:

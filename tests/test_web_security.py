@@ -389,6 +389,24 @@ def test_a_token_guards_every_request_when_set(library: Library) -> None:
         create_app(library, "cpu", token="short")
 
 
+def test_a_browser_without_the_token_gets_a_sign_in_page_and_api_clients_json(library: Library) -> None:
+    client = TestClient(create_app(library, "cpu", token=TOKEN), base_url="http://127.0.0.1:8765")
+    browser = {"accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    page = client.get("/", headers=browser)
+    assert page.status_code == 401 and page.headers["content-type"].startswith("text/html")
+    assert '<form method="get" action="/login">' in page.text and 'name="token"' in page.text
+    assert "form-action 'self'" in page.headers["content-security-policy"]
+    assert "not this server" not in page.text
+    wrong = client.get("/login", params={"token": "not-the-token-at-all"}, headers=browser, follow_redirects=False)
+    assert wrong.status_code == 401 and "not this server" in wrong.text and not client.cookies
+    for url, headers in (("/api/status", browser), ("/", {}), ("/", {"accept": "application/json"})):
+        refused = client.get(url, headers=headers)  # the API, and clients that do not ask for a page: JSON
+        assert refused.status_code == 401 and "sign in first" in refused.json()["detail"], url
+    assert client.get("/favicon.ico", headers=browser).status_code == 200  # the page's icon, before signing in
+    signed_in = client.get("/login", params={"token": TOKEN}, headers=browser)  # the form's request
+    assert signed_in.status_code == 200 and 'id="q"' in signed_in.text
+
+
 @pytest.fixture
 def serve(cli, photos, monkeypatch):
     """`clipdex serve ARGS` through the real CLI, up to the point where uvicorn would listen: returns the app it
