@@ -303,14 +303,21 @@ def duplicates(
         if preview and terminal_previewer():
             console.print(f"group {n}: {len(group)} photos")
             for member in group:
-                console.print(f"  {shown(member['path'])}  {member['size']} bytes, {member['width']}×{member['height']}",
-                              soft_wrap=True)
+                console.print(f"  {shown(member['path'])}  {member['size']} bytes, {member['width']}×{member['height']}"
+                              f"  {_keep_or_similarity(member)}", soft_wrap=True)
                 terminal_previewer().draw(member["path"], member.get("time"))
             continue
         print_table(
-            f"group {n}: {len(group)} photos", ["path", "size", "dimensions"],
-            [(m["path"], m["size"], f"{m['width']}×{m['height']}") for m in group],
+            f"group {n}: {len(group)} photos", ["path", "size", "dimensions", "suggestion"],
+            [(m["path"], m["size"], f"{m['width']}×{m['height']}", _keep_or_similarity(m)) for m in group],
         )
+
+
+def _keep_or_similarity(member: dict) -> str:
+    if member["keep"]:
+        return f"keep: {member['reason']}"
+    similarity = member["similarity"]
+    return f"similarity {similarity:.3f}" if similarity is not None else "similar through the others"
 
 
 @app.command()

@@ -14,8 +14,6 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 from rich.text import Text
 
 console = Console(markup=False, highlight=False)
@@ -62,6 +60,8 @@ def say(message: str) -> None:
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    from rich.table import Table  # (here: a query answered by a running server is 0.1 s, imports count)
+
     table = Table(title=Text(shown(title)), title_justify="left")
     for column in columns:
         numeric = column in ("score", "#", "id", "R@1", "R@5", "R@10")
@@ -80,6 +80,8 @@ def progress_tasks(enabled: bool = True) -> Iterator[Callable[[str, int | None],
     if not enabled:
         yield lambda description, total: (lambda n=1, note="": None)
         return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     progress = Progress(
         TextColumn("{task.description}", markup=False, style="bold"),
         BarColumn(),

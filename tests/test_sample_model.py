@@ -73,6 +73,13 @@ def test_planted_copies_join_their_originals_group(cli, tmp_path: Path) -> None:
         assert copies <= group, (original.name, sorted(p.name for p in group))
         assert group == copies | {original}, sorted(p.name for p in group)  # nothing unrelated
     assert all({"path", "size", "width", "height", "id"} <= set(m) for m in json.loads(result.stdout)[0])
+    for group in json.loads(result.stdout):  # the suggested copy: the most pixels, then bytes (never a smaller one)
+        keep, *others = group
+        assert keep["keep"] and keep["reason"] and not keep["path"].endswith(("-resized.png", "-cropped.png")), group
+        assert all((m["width"] * m["height"], m["size"]) <= (keep["width"] * keep["height"], keep["size"]) for m in others)
+        assert not any(m["keep"] for m in others)
+        assert all(m["similarity"] is None or 0.95 <= m["similarity"] <= 1.0 for m in others), others
+        assert any(m["similarity"] is not None for m in others)
 
 
 

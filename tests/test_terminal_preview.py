@@ -45,7 +45,7 @@ def _in_a_terminal(library: Path, *args: str, env: dict[str, str]) -> bytes:
 
 @pytest.fixture
 def library(cli, photos, library_dir: Path) -> Path:
-    folder = photos(6)
+    folder = photos(11)
     shutil.copy(sorted(folder.iterdir())[0], folder / "same\x1b[31m.png")  # a hostile name; also a duplicate
     assert cli("index", folder, *SAMPLE).exit_code == 0
     return library_dir
@@ -96,3 +96,44 @@ def test_paths_only_on_a_screen_are_escaped_and_exact_in_a_pipe(library: Path) -
     piped = subprocess.run([sys.executable, "-m", "clipdex", "--library", str(library), "search", "a red circle",
                             "-k", "7", "-f"], capture_output=True, timeout=120)
     assert b"same\x1b[31m.png" in piped.stdout  # for xargs, the name as it is
+
+
+def test_ten_half_block_results_fit_forty_lines_of_a_wide_terminal(library: Path) -> None:
+    shown = _in_a_terminal(library, "search", "a red circle", "-k", "10", "--preview",
+                           env={"CLIPDEX_PREVIEW": "blocks", "COLUMNS": "160"})
+    assert shown.count(b"\n") <= 40 and shown.count(b"\xe2\x96\x84") > 200
+    assert all(f"#{n} ".encode() in shown for n in range(1, 11)) and b"\n10. " in shown  # each tile, each path
+    narrow = _in_a_terminal(library, "search", "a red circle", "-k", "10", "--preview",
+                            env={"CLIPDEX_PREVIEW": "blocks", "COLUMNS": "30"})
+    assert narrow.count(b"\n") > shown.count(b"\n") and b"\n10. " in narrow  # one a row: still every result
+
+
+def test_kitty_gets_compressed_pngs_sized_to_their_cells(library: Path) -> None:
+    import base64
+    import re
+
+    shown = _in_a_terminal(library, "search", "a red circle", "-k", "10", "--preview", env={"CLIPDEX_PREVIEW": "kitty"})
+    assert len(shown) <= 600_000
+    images = re.findall(rb"\x1b_Ga=T,f=100,q=2,c=(\d+),r=(\d+),m=[01];(.*?)\x1b\\", shown)
+    assert len(images) == 10 and base64.b64decode(images[0][2])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert all(int(columns) <= 24 and int(rows) <= 12 for columns, rows, _ in images)  # its cells, tall or wide
+    assert max(len(chunk) for chunk in re.findall(rb"\x1b_G[^;]*;(.*?)\x1b\\", shown)) <= 4096
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_inside_tmux_pictures_pass_through_when_allowed_else_half_blocks(library: Path, tmp_path: Path) -> None:
+    server = str(tmp_path / "tmux.sock")
+    subprocess.run(["tmux", "-S", server, "-f", "/dev/null", "new-session", "-d", "-x", "100", "-y", "30"],
+                   check=True, timeout=30)
+    try:
+        env = {"TMUX": f"{server},0,0", "TERM": "tmux-256color", "KITTY_WINDOW_ID": "1"}
+        for allowed in ("on", "off"):
+            subprocess.run(["tmux", "-S", server, "set-option", "-g", "allow-passthrough", allowed], check=True,
+                           timeout=30)
+            shown = _in_a_terminal(library, "search", "a red circle", "-k", "2", "--preview", env=env)
+            if allowed == "on":
+                assert shown.count(b"\x1bPtmux;\x1b\x1b_Ga=T") == 2
+            else:
+                assert b"\x1b_G" not in shown and shown.count(b"\xe2\x96\x84") > 20
+    finally:
+        subprocess.run(["tmux", "-S", server, "kill-server"], timeout=30)

@@ -178,8 +178,44 @@ def test_paste_an_image_and_review_duplicates(server: str, browser) -> None:
     page.wait_for_selector("#dupes .group .thumb img", timeout=30_000)
     group = page.locator("#dupes .group").first
     assert group.locator(".thumb").count() == 2 and "×" in group.inner_text() and "kB" in group.inner_text()
+    assert group.locator(".thumb .keep").count() == 1 and "Suggested to keep" in group.inner_text()
+    assert "similarity" in group.locator(".thumb .similar").inner_text()
     _visible_thumbs_loaded(page, "#dupes")
     page.screenshot(path=str(ARTIFACTS / "web-duplicates.png"))
+    assert problems == []
+
+
+def test_keys_open_and_close_a_photo_and_the_focus_comes_back(server: str, browser) -> None:
+    page, problems = _signed_in(browser, server, viewport={"width": 1200, "height": 800})
+    page.wait_for_selector("#timeline .thumb img", timeout=15_000)
+    second = page.locator("#timeline .thumb").nth(1)
+    second.focus()
+    page.keyboard.press("Enter")
+    page.wait_for_timeout(300)
+    assert page.locator("#detail").is_visible(), "Enter opened the photo and closed it again"
+    page.keyboard.press("ArrowLeft")  # to the first: nothing before it
+    page.wait_for_timeout(300)
+    assert page.locator("#prev").is_disabled()
+    assert float(page.locator("#prev").evaluate("b => getComputedStyle(b).opacity")) < 0.5  # and looks it
+    assert float(page.locator("#next").evaluate("b => getComputedStyle(b).opacity")) == 1.0
+    page.keyboard.press("Escape")
+    assert page.locator("#detail").is_hidden()
+    first_id = page.locator("#timeline .thumb").first.get_attribute("data-id")
+    assert page.evaluate("document.activeElement.dataset.id") == first_id, "the focus did not come back on Esc"
+    summary = page.locator("#hint").inner_text()
+    assert summary == "25 photos · 1 video"
+    page.fill("#q", "a red circle")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#results .thumb", timeout=15_000)
+    assert "results for" in page.locator("#hint").inner_text()
+    page.keyboard.press("Escape")  # back to the library: the status line says what is on screen again
+    assert page.locator("#hint").inner_text() == summary
+    page.click("#nav-duplicates")
+    page.wait_for_selector("#dupes .group", timeout=30_000)
+    assert " of near-duplicates" in page.locator("#hint").inner_text()
+    page.go_back()
+    page.wait_for_timeout(300)
+    assert page.locator("#hint").inner_text() == summary
     assert problems == []
 
 
