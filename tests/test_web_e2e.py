@@ -219,6 +219,35 @@ def test_keys_open_and_close_a_photo_and_the_focus_comes_back(server: str, brows
     assert problems == []
 
 
+def test_the_url_holds_the_search_and_the_open_photo(server: str, browser) -> None:
+    page, problems = _signed_in(browser, server, viewport={"width": 1200, "height": 800})
+    page.wait_for_selector("#timeline .thumb img", timeout=15_000)
+    page.fill("#q", "a red circle")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#results .thumb", timeout=15_000)
+    assert "q=a+red+circle" in page.url
+    first = page.locator("#results .thumb").first.get_attribute("data-id")
+    page.locator("#results .thumb").first.click()
+    page.wait_for_selector("#detail:not([hidden])")
+    assert f"photo={first}" in page.url
+    shared = page.url
+    page.go_back()  # Back closes the photo, and leaves the search as it was
+    page.wait_for_timeout(300)
+    assert page.locator("#detail").is_hidden() and page.locator("#results .thumb").count() > 0
+    page.go_back()  # then leaves the search for the library
+    page.wait_for_selector("#timeline .thumb", timeout=15_000)
+    assert page.locator("#results").is_hidden() and page.input_value("#q") == ""
+    page.go_forward()
+    page.wait_for_selector("#results .thumb", timeout=15_000)
+    assert page.input_value("#q") == "a red circle"
+    fresh = browser.new_page(viewport={"width": 1200, "height": 800}, storage_state=page.context.storage_state())
+    fresh.goto(shared)  # a shared (or reloaded) link shows the same search with the same photo open
+    fresh.wait_for_selector("#detail:not([hidden])", timeout=15_000)
+    assert fresh.input_value("#q") == "a red circle" and fresh.locator("#results .thumb").count() > 0
+    assert fresh.locator("#name").inner_text() == page.locator("#results .thumb img").first.get_attribute("alt")
+    assert problems == []
+
+
 def test_a_phone_sized_screen_in_dark_mode(server: str, browser) -> None:
     page, problems = _signed_in(browser, server, viewport={"width": 390, "height": 844}, is_mobile=True,
                                 has_touch=True, color_scheme="dark")
