@@ -219,6 +219,27 @@ def test_keys_open_and_close_a_photo_and_the_focus_comes_back(server: str, brows
     assert problems == []
 
 
+def test_photos_keep_their_shape_in_rows_of_equal_height(server: str, browser) -> None:
+    page, problems = _signed_in(browser, server, viewport={"width": 1280, "height": 800})
+    page.wait_for_selector("#timeline .thumb img", timeout=15_000)
+    _visible_thumbs_loaded(page, "#timeline")
+    tiles = page.evaluate("""() => [...document.querySelectorAll('#timeline .thumb img')].map((img) => {
+        const box = img.getBoundingClientRect();
+        return {top: Math.round(box.top), width: box.width, height: box.height,
+                natural: img.naturalWidth ? img.naturalWidth / img.naturalHeight : null};
+    }).filter((t) => t.top < innerHeight)""")
+    loaded = [t for t in tiles if t["natural"]]
+    assert len(tiles) >= 6 and len(loaded) >= 3
+    assert len({round(t["natural"], 2) for t in loaded}) > 1, "the sample has photos of several shapes"
+    for tile in loaded:  # each shown in its own shape, not cut to a square
+        assert abs(tile["width"] / tile["height"] - tile["natural"]) / tile["natural"] < 0.03, tile
+    rows: dict[int, list[float]] = {}
+    for tile in tiles:
+        rows.setdefault(tile["top"], []).append(tile["height"])
+    assert all(max(h) - min(h) <= 1 for h in rows.values()), rows  # a row's photos are one height
+    assert problems == []
+
+
 def test_the_url_holds_the_search_and_the_open_photo(server: str, browser) -> None:
     page, problems = _signed_in(browser, server, viewport={"width": 1200, "height": 800})
     page.wait_for_selector("#timeline .thumb img", timeout=15_000)
