@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import socketserver
 import threading
 import time
@@ -108,8 +109,6 @@ class QueryServer:
 
 def _answers(address: str) -> bool:
     """Whether a server listens at `address` (a refused connection means a stale file)."""
-    import socket
-
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
         probe.settimeout(config.SOCKET_CONNECT_SECONDS)
         try:
