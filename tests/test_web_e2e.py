@@ -240,6 +240,40 @@ def test_photos_keep_their_shape_in_rows_of_equal_height(server: str, browser) -
     assert problems == []
 
 
+def test_the_detail_view_fills_the_screen_zooms_and_swipes(server: str, browser) -> None:
+    page, problems = _signed_in(browser, server, viewport={"width": 1280, "height": 800})
+    page.wait_for_selector("#timeline .thumb img", timeout=15_000)
+    photos = page.locator("#timeline .thumb:not(:has-text('▶'))")
+    photos.nth(1).click()
+    page.wait_for_function("() => $('large').complete && $('large').naturalWidth > 0", timeout=15_000)
+    shown = page.evaluate("""() => {
+        const img = $('large'), box = $('stage').getBoundingClientRect();
+        const fit = Math.min(box.width / img.naturalWidth, box.height / img.naturalHeight);
+        return {natural: [img.naturalWidth, img.naturalHeight], drawn: [img.naturalWidth * fit, img.naturalHeight * fit],
+                stage: [box.width, box.height]};
+    }""")
+    assert shown["natural"][1] < 500 and shown["drawn"][1] > 1.5 * shown["natural"][1], shown  # enlarged to fit
+    assert shown["stage"][1] >= 600 and shown["stage"][1] <= 800
+    name = page.locator("#name").inner_text()
+    page.dblclick("#stage")
+    assert "scale(2.5)" in page.locator("#large").get_attribute("style")
+    page.dblclick("#stage")
+    assert "scale(1)" in page.locator("#large").get_attribute("style")
+    page.mouse.move(640, 400)
+    page.mouse.wheel(0, -300)  # the wheel zooms where the pointer is
+    page.wait_for_timeout(200)
+    assert page.locator("#stage").evaluate("s => s.classList.contains('zoomed')")
+    page.dblclick("#stage")
+    box = page.locator("#stage").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.7, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] / 2, steps=8)
+    page.mouse.up()  # a swipe to the left: the next photo
+    page.wait_for_function(f"() => $('name').textContent !== {name!r}", timeout=5_000)
+    assert page.locator("#full").is_visible()
+    assert problems == []
+
+
 def test_the_url_holds_the_search_and_the_open_photo(server: str, browser) -> None:
     page, problems = _signed_in(browser, server, viewport={"width": 1200, "height": 800})
     page.wait_for_selector("#timeline .thumb img", timeout=15_000)
