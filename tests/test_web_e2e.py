@@ -300,6 +300,11 @@ def test_the_url_holds_the_search_and_the_open_photo(server: str, browser) -> No
     fresh.wait_for_selector("#detail:not([hidden])", timeout=15_000)
     assert fresh.input_value("#q") == "a red circle" and fresh.locator("#results .thumb").count() > 0
     assert fresh.locator("#name").inner_text() == page.locator("#results .thumb img").first.get_attribute("alt")
+    page.fill("#after", "2020-01-01")  # a filter is part of it too, and survives a reload
+    page.wait_for_function("() => location.search.includes('after=2020-01-01')", timeout=5_000)
+    page.reload()
+    page.wait_for_selector("#results .thumb", timeout=15_000)
+    assert page.input_value("#after") == "2020-01-01" and page.input_value("#q") == "a red circle"
     assert problems == []
 
 
