@@ -324,6 +324,18 @@ def test_a_phone_sized_screen_in_dark_mode(server: str, browser) -> None:
 
     fits()
     assert page.evaluate("getComputedStyle(document.body).backgroundColor") != "rgb(250, 250, 250)"  # dark
+    assert page.locator("header").bounding_box()["height"] <= 0.15 * 844  # the filters fold behind one button
+    assert page.locator("#after").is_hidden()
+    page.click("#more-filters")
+    assert page.locator("#after").is_visible() and page.locator("#more-filters").get_attribute("aria-expanded") == "true"
+    fits()
+    page.fill("#folder", "/nowhere")
+    page.locator("#folder").dispatch_event("change")
+    assert page.locator("#more-filters").inner_text() == "Filters (1)"
+    page.fill("#folder", "")
+    page.locator("#folder").dispatch_event("change")
+    page.click("#more-filters")
+    fits()
     page.screenshot(path=str(ARTIFACTS / "web-phone-home.png"))
     page.locator("#timeline .thumb").nth(1).click()
     page.wait_for_selector("#captions li", timeout=15_000)
