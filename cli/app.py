@@ -287,10 +287,10 @@ def duplicates(
     as_json: bool = JsonOption,
 ) -> None:
     """Groups of near-identical photos, largest first, so you can pick which to keep (nothing is deleted)."""
-    from clipdex import api
-
     groups = asked(ctx, "duplicates", {"threshold": threshold}, list)
     if groups is None:
+        from clipdex import api
+
         groups = api.duplicates(library_of(ctx), threshold)
     if as_json:
         print_json(groups)
