@@ -45,6 +45,7 @@ class LocalEmbedder:
                 decoded = [decode_file(i, paths[i], self.settings) for i in range(start, min(start + self.batch_size, len(paths)))]
                 yield embed_decoded(self.encoder, decoded)
             return
+        self.encoder.load_runtime()  # before the workers: the image tower opens while they decode
         context = multiprocessing.get_context("fork" if fork_is_safe() else "forkserver")
         # As many decoders as cores, taking turns with the encoder (whose threads take every core): the machine
         # is never oversubscribed, and a decoder never stalls the encoder's threads mid-layer. One decoder fewer

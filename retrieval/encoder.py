@@ -96,6 +96,9 @@ class Encoder:
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         return self.encode_pixels(self.preprocess.batch([self.preprocess.pixels(im) for im in images]))
 
+    def load_runtime(self) -> None:
+        """torch is in memory already."""
+
     def ready_for_images(self, images: int | None = None) -> None:
         """The model is in memory already (a model folder opens its image tower here)."""
 
