@@ -230,6 +230,8 @@ def test_photos_keep_their_shape_in_rows_of_equal_height(server: str, browser) -
     }).filter((t) => t.top < innerHeight)""")
     loaded = [t for t in tiles if t["natural"]]
     assert len(tiles) >= 6 and len(loaded) >= 3
+    texts = page.locator("#timeline .thumb").all_inner_texts()  # a tile is its photo; a video keeps its length
+    assert not any("kB" in t or "×" in t for t in texts) and any("▶" in t for t in texts)
     assert len({round(t["natural"], 2) for t in loaded}) > 1, "the sample has photos of several shapes"
     for tile in loaded:  # each shown in its own shape, not cut to a square
         assert abs(tile["width"] / tile["height"] - tile["natural"]) / tile["natural"] < 0.03, tile
