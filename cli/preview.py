@@ -98,9 +98,9 @@ class Previewer:
         image.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT).save(png, "PNG", optimize=True)
         data = base64.standard_b64encode(png.getvalue())
         chunks = [data[at:at + KITTY_CHUNK] for at in range(0, len(data), KITTY_CHUNK)]
+        columns, rows = self.cells_for(image)
         sequences = []
         for n, chunk in enumerate(chunks):
-            columns, rows = self.cells_for(image)
             keys = f"a=T,f=100,q=2,c={columns},r={rows}," if n == 0 else ""
             sequences.append(b"\x1b_G" + f"{keys}m={int(n < len(chunks) - 1)}".encode() + b";" + chunk + b"\x1b\\")
         return sequences
@@ -109,11 +109,16 @@ class Previewer:
     def available() -> bool:
         return sys.stdout.isatty()
 
+    def fitted(self, image: Image.Image) -> Image.Image:
+        """`image` as RGBA at most the pixels of `columns` cells square: what every protocol is given."""
+        image = image.convert("RGBA")
+        image.thumbnail((self.columns * CELL[0], self.columns * CELL[0]))
+        return image
+
     def render(self, image: Image.Image) -> bytes:
         """The escape sequences (or coloured half-blocks) that draw `image` `columns` cells wide."""
         chafa = self.chafa
-        image = image.convert("RGBA")
-        image.thumbnail((self.columns * CELL[0], self.columns * CELL[0]))
+        image = self.fitted(image)
         if self.protocol == "kitty":
             return b"".join(through_tmux(sequence) if self.tmux else sequence for sequence in self.kitty(image))
         canvas_config = chafa.CanvasConfig()
@@ -156,9 +161,7 @@ class Previewer:
         drawn = []  # (lines, their width in cells)
         for _, path, moment in tiles:
             image = self.thumbnail(path, moment)
-            fitted = image.convert("RGBA") if image is not None else None
-            if fitted is not None:
-                fitted.thumbnail((self.columns * CELL[0], self.columns * CELL[0]))
+            fitted = self.fitted(image) if image is not None else None
             drawn.append((self.render(fitted).decode().split("\n"), self.cells_for(fitted)[0]) if fitted else ([], 0))
         lines = [(" " * GAP).join(tile[n] + "\x1b[0m" + " " * (self.columns - width) if n < len(tile)
                                   else " " * self.columns for tile, width in drawn)

@@ -46,23 +46,30 @@ def duplicate_groups(library: Library, threshold: float = 0.95) -> list[list[dic
         for item in sorted((i for i in group if i in rows), key=lambda i: (rows[i]["key"], rows[i]["frame"])):
             files.setdefault(rows[item]["key"], item)
         if len(files) > 1:
+            dates = {i: rows[i]["taken_at"] if rows[i]["taken_at"] is not None else rows[i]["mtime"]
+                     for i in files.values()}
             members = [
                 {k: rows[i][k] for k in ("id", "size", "width", "height")} | {"path": rows[i]["key"]}
-                | {"taken": iso_date(rows[i]["taken_at"] if rows[i]["taken_at"] is not None else rows[i]["mtime"])}
+                | {"taken": iso_date(dates[i])}
                 | ({"time": rows[i]["frame_time"]} if rows[i]["frame_time"] is not None else {})
                 for i in files.values()
             ]
-            result.append(_suggest_keep(members, close))
+            result.append(_suggest_keep(members, dates, close))
     return sorted(result, key=lambda g: (-len(g), g[0]["path"]))
 
 
-def _suggest_keep(members: list[dict], close: dict[tuple[int, int], float]) -> list[dict]:
+def _suggest_keep(members: list[dict], dates: dict[int, float | None],
+                  close: dict[tuple[int, int], float]) -> list[dict]:
     """The members, the one to keep first: the most pixels, then the largest file, then the oldest (copies are
     made after their original); the others in their order. Nothing is deleted: it is a hint, with its reason."""
     def pixels(m: dict) -> int:
         return (m["width"] or 0) * (m["height"] or 0)
 
-    keep = max(members, key=lambda m: (pixels(m), m["size"] or 0, -_seconds(m["taken"]), -m["id"]))
+    def age(m: dict) -> float:  # older is larger; an undated copy is the youngest
+        date = dates[m["id"]]
+        return -date if date is not None else -float("inf")
+
+    keep = max(members, key=lambda m: (pixels(m), m["size"] or 0, age(m), -m["id"]))
     others = [m for m in members if m is not keep]
     if all(pixels(m) < pixels(keep) for m in others):
         reason = "the most pixels"
@@ -74,9 +81,3 @@ def _suggest_keep(members: list[dict], close: dict[tuple[int, int], float]) -> l
         member["keep"] = False
         member["similarity"] = close.get((min(member["id"], keep["id"]), max(member["id"], keep["id"])))
     return [keep | {"keep": True, "reason": reason, "similarity": 1.0}, *others]
-
-
-def _seconds(iso: str | None) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat(iso).timestamp() if iso else float("inf")
