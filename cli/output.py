@@ -101,22 +101,24 @@ def progress_tasks(enabled: bool = True) -> Iterator[Callable[[str, int | None],
 
 
 def print_hits(hits, as_json: bool, title: str) -> None:
-    """Search hits or captions: JSON, or a table with the columns the hits have (recognised text, where a
-    caption came from)."""
+    """Search hits or captions: JSON, or a table with the columns the hits have (where a caption came from, the
+    recognised text that matched, whether a match is strong)."""
     if as_json:
         print_json([hit.as_json() for hit in hits])
-    elif not hits:
+        return
+    if not hits:
         say("no results")
-    else:
-        label = "path" if hits[0].kind == "image" else "caption"
-        rows = [[n, hit.score, hit.label] for n, hit in enumerate(hits, 1)]
-        if hits[0].kind != "image" and any(hit.source != "corpus" for hit in hits):  # where each caption came from
-            print_table(title, ["#", "score", label, "from"], [[*row, hit.source] for row, hit in zip(rows, hits)])
-            return
-        if any(hit.ocr for hit in hits):  # the words found in the photo, beside it
-            print_table(title, ["#", "score", label, "text"], [[*row, hit.ocr or ""] for row, hit in zip(rows, hits)])
-        else:
-            print_table(title, ["#", "score", label], rows)
+        return
+    extra = []
+    if hits[0].kind != "image" and any(hit.source != "corpus" for hit in hits):
+        extra.append(("from", lambda hit: hit.source))
+    if any(hit.ocr for hit in hits):  # the words found in the photo, beside it
+        extra.append(("text", lambda hit: hit.ocr or ""))
+    if any(hit.strong is False for hit in hits):  # weak matches told apart (retrieval/relevance.py)
+        extra.append(("match", lambda hit: "strong" if hit.strong else "weak"))
+    label = "path" if hits[0].kind == "image" else "caption"
+    print_table(title, ["#", "score", label, *(name for name, _ in extra)],
+                [[n, hit.score, hit.label, *(value(hit) for _, value in extra)] for n, hit in enumerate(hits, 1)])
 
 
 def recall_rows(result: dict, label: str = "") -> list[list[Any]]:

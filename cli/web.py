@@ -1,7 +1,7 @@
 """`clipdex serve`: an HTTP JSON API and a small page over one library, with the model and index kept warm.
 
 Files are served only by item id, for items in the library; nothing in a request is ever used as a path, and a
-file is sent only while it is still the one that was indexed (see `_open_indexed`).
+file is sent only while it is still the one that was indexed (see cli/web_files.py).
 Uploads are never decoded past what their header declares allowed, nor more than a few at a time; request bodies
 are bounded as they arrive, and only loopback (or token-holding) clients on this server's own page get answers
 (cli/web_security.py).
@@ -11,21 +11,21 @@ from __future__ import annotations
 
 import math
 import mimetypes
-import re
 import os
-import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Annotated, Iterable, Iterator, Literal, Optional
+from typing import IO, Annotated, Iterable, Literal, Optional
 
 import numpy as np
 from fastapi import FastAPI, File, Header, HTTPException, Query, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 from PIL import Image
+from pydantic import BaseModel, Field
 
+from clipdex.cli.web_files import byte_range, chunks, open_indexed, upload_refusal
 from clipdex.cli.web_security import BodyLimit, RequestGuard
 from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
@@ -33,80 +33,22 @@ from clipdex.retrieval.images import read_image
 from clipdex.retrieval.library import Library
 from clipdex.retrieval.hits import Filters, iso_date
 from clipdex.retrieval.query import Searcher
+from clipdex.retrieval.selection import by_month
 from clipdex.retrieval.store import IMAGE
 from clipdex.retrieval.terms import parse_terms, split_query
 from clipdex.retrieval.video import frame_at
 
 MAX_UPLOAD_BYTES = config.WEB_MAX_BODY_BYTES
-THUMBNAIL_SIDE = config.WEB_THUMBNAIL_SIDE
 PAGE, ICON = Path(__file__).with_name("static") / "index.html", Path(__file__).with_name("static") / "favicon.svg"
-CHUNK_BYTES = 256 * 1024
 # Item ids are SQLite/PostgreSQL 64-bit integers: a larger one cannot name an item (and must not reach the driver).
 ItemId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="An item id from a search result")]
 TopK = Query(config.DEFAULT_TOP_K, ge=1, le=1000)
 
 
-def _upload_refusal(stream: IO[bytes], max_pixels: int) -> HTTPException:
-    """Why read_image refused an upload, as an HTTP error. read_image already refused it from the header when
-    it declares too many pixels; this looks at the header again only to pick the status (413) and say why."""
-    try:
-        stream.seek(0)
-        with Image.open(stream) as im:
-            width, height = im.size
-    except Image.DecompressionBombError:  # so large that Pillow itself refuses to open it
-        return HTTPException(413, f"the upload declares more pixels than this server's limit of {max_pixels:,}")
-    except Exception:  # any other failure means the same as read_image's: not an image Pillow can read
-        width = height = 0
-    if width * height > max_pixels:
-        return HTTPException(
-            413, f"the upload declares {width}×{height} pixels, over this server's limit of {max_pixels:,}"
-        )
-    return HTTPException(400, "the upload is not a readable image")
+class Selected(BaseModel):
+    """Photos a person selected on the page."""
 
-
-def _open_flags() -> int:
-    """Read-only; never through a final symlink; never waiting on a FIFO put where a photo was."""
-    return os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-
-
-def _opened_path(fd: int, st: os.stat_result, path: str) -> bool:
-    """Whether the open descriptor is the file at `path` itself, reached through no link in any folder.
-
-    On Linux the kernel names the opened file (/proc/self/fd), so nothing can change between check and read;
-    elsewhere the resolved path must equal `path` and still lead to the very inode that is open."""
-    if os.path.isdir("/proc/self/fd"):
-        try:
-            return os.readlink(f"/proc/self/fd/{fd}") == path
-        except OSError:
-            return False
-    try:
-        return os.path.realpath(path) == path and os.path.samestat(os.stat(path), st)
-    except OSError:
-        return False
-
-
-def _open_indexed(row: dict) -> tuple[IO[bytes], os.stat_result]:
-    """The library file of `row`, open, only while it is still what was indexed: a regular file at exactly the
-    stored real path (links were resolved when it was indexed: no link swapped in since, in the path or at its
-    end) with the stored size and mtime. Otherwise 404: a photo replaced by a link to ~/.ssh/id_rsa must not be
-    sent as image/png. The caller closes it.
-
-    The checks are made on the open descriptor (fstat), so the file read is the file checked. A file that changed
-    is not marked anywhere from here: a reader does not write to the store, and the next `clipdex index` compares
-    size and mtime with the same rows, so it re-reads (or drops) exactly the files this refuses."""
-    path = row["real_path"] or row["key"]  # the file as it really is when indexed, links resolved then
-    gone = HTTPException(404, "the file is gone or changed since it was indexed; `clipdex index` brings the "
-                         "library up to date")
-    try:
-        handle = os.fdopen(os.open(path, _open_flags()), "rb")  # a link at the end: ELOOP
-    except OSError:
-        raise gone from None
-    st = os.fstat(handle.fileno())
-    unchanged = stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime) == (row["size"], row["mtime"])
-    if not (unchanged and _opened_path(handle.fileno(), st, path)):
-        handle.close()
-        raise gone
-    return handle, st
+    ids: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] = Field(min_length=1, max_length=config.WEB_MAX_SELECTED)
 
 
 def _seconds(moment: str | None) -> float | None:
@@ -129,31 +71,6 @@ def _cursor(text: str) -> tuple[float, int]:
     if not math.isfinite(found[0]) or not 0 <= found[1] < 2**63:
         raise HTTPException(400, "cursor: give the `next` of the previous page")
     return found
-
-
-def _chunks(handle: IO[bytes], length: int | None = None) -> Iterator[bytes]:
-    """The open file (or `length` bytes of it) in pieces, closed once sent (or, if the client leaves early, when
-    the response is dropped)."""
-    left = length
-    with handle:
-        while (left is None or left > 0) and (chunk := handle.read(CHUNK_BYTES if left is None else min(CHUNK_BYTES, left))):
-            left = None if left is None else left - len(chunk)
-            yield chunk
-
-
-def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """(first, last) byte of a single `bytes=` range within the file; None for no header or one not understood
-    (the whole file is sent); 416 for a range outside the file."""
-    found = re.fullmatch(r"bytes=(\d{0,18})-(\d{0,18})", (header or "").strip())
-    if found is None or found.groups() == ("", "") or (found[1] and found[2] and int(found[2]) < int(found[1])):
-        return None  # absent, several ranges, or not a range at all: the whole file (RFC 9110)
-    first, last = found.groups()
-    start, end = (max(size - int(last), 0), size - 1) if not first else (int(first), int(last) if last else size - 1)
-    if not first and int(last) == 0:
-        start = size  # an empty suffix: nothing to send
-    if start < 0 or start >= size:
-        raise HTTPException(416, "the range is outside the file", headers={"content-range": f"bytes */{size}"})
-    return start, min(end, size - 1)
 
 
 def create_app(
@@ -209,23 +126,23 @@ def create_app(
             try:
                 image = read_image(stream, engine.encoder.image_size, max_pixels=max_upload_pixels).image
             except ClipdexError:
-                raise _upload_refusal(stream, max_upload_pixels) from None
+                raise upload_refusal(stream, max_upload_pixels) from None
             with lock:
                 return engine.image_vector(image)
 
         return decoder.submit(decode_and_embed).result()
 
-    def small_image(handle: IO[bytes], name: str, moment: float | None = None) -> Image.Image:
+    def small_image(handle: IO[bytes], name: str, side: int, moment: float | None = None) -> Image.Image:
         """A thumbnail of an open library file (of a video: its frame at `moment`), made on a decode thread."""
 
         def decode_and_shrink() -> Image.Image:
             try:
                 if moment is not None:
-                    return frame_at(handle, moment, THUMBNAIL_SIDE)
-                image = read_image(handle, THUMBNAIL_SIDE, name=name).image
+                    return frame_at(handle, moment, side)
+                image = read_image(handle, side, name=name).image
             except ClipdexError:
                 raise HTTPException(404, "the file is no longer a readable image") from None
-            image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+            image.thumbnail((side, side))
             return image
 
         return decoder.submit(decode_and_shrink).result()
@@ -298,26 +215,32 @@ def create_app(
     @app.get("/api/items/{item_id}/image", summary="The original file (a byte range of it with a Range header)")
     def original(item_id: ItemId, range_header: Optional[str] = Header(None, alias="range")) -> StreamingResponse:
         row = item(item_id)
-        handle, st = _open_indexed(row)
+        handle, st = open_indexed(row)
         media_type = mimetypes.guess_type(row["key"])[0] or "application/octet-stream"
         headers = {"x-content-type-options": "nosniff", "accept-ranges": "bytes"}
-        span = _byte_range(range_header, st.st_size)  # a video player seeks with these
+        span = byte_range(range_header, st.st_size)  # a video player seeks with these
         if span is None:
             headers["content-length"] = str(st.st_size)
-            return StreamingResponse(_chunks(handle), media_type=media_type, headers=headers)
+            return StreamingResponse(chunks(handle), media_type=media_type, headers=headers)
         start, end = span
         handle.seek(start)
         headers.update({"content-length": str(end - start + 1), "content-range": f"bytes {start}-{end}/{st.st_size}"})
-        return StreamingResponse(_chunks(handle, end - start + 1), 206, media_type=media_type, headers=headers)
+        return StreamingResponse(chunks(handle, end - start + 1), 206, media_type=media_type, headers=headers)
 
     @app.get("/api/items/{item_id}/thumbnail", summary="A small JPEG, made on first request and cached")
-    def thumbnail(item_id: ItemId) -> FileResponse:
+    def thumbnail(
+        item_id: ItemId,
+        side: int = Query(config.WEB_THUMBNAIL_SIDES[0],
+                          description=f"Its longest side: one of {', '.join(map(str, config.WEB_THUMBNAIL_SIDES))}"),
+    ) -> FileResponse:
+        if side not in config.WEB_THUMBNAIL_SIDES:
+            raise HTTPException(400, f"side: one of {', '.join(map(str, config.WEB_THUMBNAIL_SIDES))}")
         row = item(item_id)
-        cached = thumbnails / f"{item_id}-{(row['sha256'] or 'x')[:16]}.jpg"
-        handle, _ = _open_indexed(row)  # a cached thumbnail too is only for a file still as indexed
+        cached = thumbnails / f"{item_id}-{(row['sha256'] or 'x')[:16]}-{side}.jpg"
+        handle, _ = open_indexed(row)  # a cached thumbnail too is only for a file still as indexed
         with handle:
             if not cached.is_file():
-                image = small_image(handle, row["key"], row["frame_time"])
+                image = small_image(handle, row["key"], side, row["frame_time"])
                 thumbnails.mkdir(mode=0o700, exist_ok=True)
                 tmp = cached.with_suffix(f".{threading.get_ident()}.tmp")
                 image.save(tmp, format="JPEG", quality=85)
@@ -369,6 +292,39 @@ def create_app(
             "next": f"{last['date']!r}:{last['id']}" if last else None,
             "photos": counts[IMAGE], "videos": counts["video"],
         }
+
+    @app.get("/api/months", summary="The months of the timeline, newest first, each with its count and the cursor "
+                                    "that starts the timeline there")
+    def months(
+        after: Optional[str] = Query(None, description="Only photos taken on or after this date (ISO 8601)"),
+        before: Optional[str] = Query(None, description="Only photos taken before this date (ISO 8601)"),
+        folder: Optional[str] = Query(None, description="Only files under this folder (an absolute path)"),
+    ) -> list[dict]:
+        folders = Filters(folder=folder).folders if folder else ()
+        with lock:
+            dates = library.store.dates(folders, _seconds(after), _seconds(before))
+        return [{"month": month, "count": count, "cursor": f"{start!r}:0"} for month, count, start in by_month(dates)]
+
+    @app.get("/api/similar", summary="Images like several library images together (their mean), themselves left out")
+    def similar_to_many(ids: list[int] = Query(..., alias="id", min_length=1, max_length=config.WEB_MAX_SELECTED),
+                        k: int = TopK) -> list[dict]:
+        if not all(1 <= i < 2**63 for i in ids):
+            raise HTTPException(422, "id: item ids from search results")
+        chosen = set(ids)
+        vectors = [library.store.vector(item(i)["id"])[1] for i in chosen]
+        mean = np.mean(vectors, axis=0)
+        if float(np.linalg.norm(mean)) < 1e-6:
+            raise HTTPException(400, "these photos cancel each other out")
+        found = hits((mean / np.linalg.norm(mean)).astype(np.float32), IMAGE, k + len(chosen))
+        return [hit for hit in found if hit["id"] not in chosen][:k]
+
+    @app.post("/api/xmp", summary="Write the tags of chosen images into their XMP sidecars (as `clipdex export-xmp`)")
+    def export_xmp(chosen: Selected) -> dict:
+        from clipdex.api import export_xmp as export
+
+        paths = [item(i)["key"] for i in dict.fromkeys(chosen.ids)]
+        with lock:
+            return export(library, paths).as_json()
 
     @app.get("/api/items/{item_id}", summary="One file: its date, size, folder, recognised text and tags")
     def details(item_id: ItemId) -> dict:

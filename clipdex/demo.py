@@ -19,7 +19,7 @@ DEMO_CAPTION_IMAGE = "images/00003.jpg"  # stored rotated with an EXIF tag: the 
 MARKER = ".clipdex-demo"  # written into a demo library: only a folder holding it is ever emptied by the demo
 _LIBRARY_FILE_PATTERNS = (
     config.DATABASE_FILE, config.DATABASE_FILE + "-wal", config.DATABASE_FILE + "-shm", config.LOCK_FILE,
-    config.LIBRARY_CONFIG_FILE, "*.faiss", "*.faiss.json", MARKER,
+    config.LIBRARY_CONFIG_FILE, config.RELEVANCE_FILE, "*.faiss", "*.faiss.json", MARKER,
 )
 
 

@@ -91,6 +91,12 @@ SEARCH_MODES = ("hybrid", "clip", "text")
 HYBRID_CANDIDATES = 200  # CLIP and full-text rankings this deep are fused
 RRF_K = 60  # reciprocal rank fusion: score = sum of 1 / (RRF_K + rank) over the rankings an item is in
 OCR_SNIPPET_CHARS = 80  # the recognised text shown with a hit that matched it
+# Strong and weak matches of text queries (relevance.py): made-up words searched in the library; a hit is strong
+# when its cosine reaches this quantile of their best scores.
+RELEVANCE_PROBES = 64
+RELEVANCE_SEED = 20261205
+RELEVANCE_QUANTILE = 0.75
+RELEVANCE_FILE = "relevance.json"  # in the library folder: its floor, for its model and image count
 
 # Vocabulary and tags (captions --from builtin, index --tags): concepts of at most this many characters, at most
 # this many of them; prompts embedded per encoder call. A photo's tags are the concepts whose probability under
@@ -176,6 +182,7 @@ def default_cache_dir() -> Path:
 # 77 tokens anyway, so more only costs time under the server's one query lock.
 MAX_QUERY_CHARS = 1_000
 MAX_CAPTION_CHARS = 2_000  # a caption longer than this is refused (the text tower reads 77 tokens of it)
+WEB_MAX_SELECTED = 1_000  # photos one request may name (find more like them, export their sidecars)
 WEB_MAX_CAPTIONS = 5_000  # captions one HTTP request may add (the CLI has no limit)
 MAX_QUERY_TERMS = 16
 MAX_TERM_WEIGHT = 100.0  # |weight| of one term, e.g. "2:golden retriever"; more says nothing a smaller one cannot
@@ -193,7 +200,8 @@ WEB_HEAD_SECONDS = 10.0  # a request head must have arrived this long after its 
 # connections at once, less these kept for the library's own files
 WEB_MAX_OPEN_FILES = 65_536
 WEB_RESERVED_FILES = 64
-WEB_THUMBNAIL_SIDE = 320
+WEB_THUMBNAIL_SIDES = (320, 640)  # a thumbnail's longest side: the page asks for the one its tile needs at the
+# screen's pixel density (a 2× screen: 640), so each size is made once and cached
 PREVIEW_COLUMNS = 24  # --preview: a thumbnail's width in terminal cells
 # Host names a browser may use to reach a server on this machine (with any port): any other Host header is a
 # sign of DNS rebinding and is refused.

@@ -26,6 +26,7 @@ class Hit:
     width: int | None = None
     height: int | None = None
     tags: list[str] | None = None  # an image's tags, when the library tags its images (index --tags)
+    strong: bool | None = None  # a text query's image hit: whether it beats the library's floor (relevance.py)
     source: str = "corpus"  # a caption's: the library's corpus, "builtin" (a concept of the built-in vocabulary)
     # or "vocabulary" (of the library's own, given with index --tags --vocabulary)
 
@@ -44,6 +45,8 @@ class Hit:
             found["time"] = self.time
         if self.tags is not None:
             found["tags"] = self.tags
+        if self.strong is not None:
+            found["strong"] = self.strong
         return {**found, "ocr": self.ocr} if self.ocr is not None else found
 
 

@@ -19,7 +19,7 @@ from clipdex.retrieval.database_url import database_url_for
 from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.identity import ModelIdentity
 from clipdex.retrieval.index_cache import IndexCache
-from clipdex.retrieval.store import Store
+from clipdex.retrieval.store import IMAGE, Store
 from clipdex.retrieval.vector_index import VectorIndex
 
 
@@ -62,6 +62,7 @@ class Library:
         self._encoder_settings: tuple[str, str] | None = None  # (device, precision) it was loaded for
         self._text_encoder = None
         self._vocabulary = None  # (encoder, concepts, Vocabulary): made again when either changes
+        self._floor = None  # (encoder, image count, floor): measured again when either changes
         self._writing = 0
 
     @contextmanager
@@ -191,6 +192,20 @@ class Library:
             self._vocabulary = (encoder, concepts, load_vocabulary(encoder, concepts, progress))
         return self._vocabulary[2]
 
+    def relevance_floor(self, device: str = "auto", precision: str = "fp32") -> float | None:
+        """The cosine a text query's hit must reach to be a strong match in this library (relevance.py); None for
+        an empty library. Measured again when the library's image count changes."""
+        from clipdex.retrieval.relevance import measure_floor, probe_vectors, remembered_floor
+
+        encoder, index = self.text_encoder(device, precision), self.vector_index(IMAGE)
+        held = self._floor
+        if held is None or held[0] is not encoder or held[1] != index.count:
+            key = {"model": encoder.identity.fingerprint, "images": index.count}
+            floor = remembered_floor(self.root / config.RELEVANCE_FILE, key,
+                                     lambda: measure_floor(index, probe_vectors(encoder)))
+            self._floor = (encoder, index.count, floor)
+        return self._floor[2]
+
     def use_encoder(self, encoder, settings: tuple[str, str] | None = None) -> None:
         """Use an already-loaded model (checked against the binding, which it sets on a new library); `settings`
         (device, precision) are what it was loaded for, so a later `encoder()` with them reuses it."""
@@ -202,7 +217,7 @@ class Library:
     def forget_model(self) -> None:
         """Drop the loaded model and cached indexes: after the binding changed underneath them, or so that a
         process idling between batches (watch) holds only what its next batch loads again."""
-        self._encoder = self._text_encoder = self._vocabulary = None
+        self._encoder = self._text_encoder = self._vocabulary = self._floor = None
         self.indexes.clear()
 
     # ------------------------------------------------------------------------------------------ index

@@ -157,7 +157,9 @@ class Searcher:
             hits = _one_per_file(self._hits(found, IMAGE, words))[:k]
         else:
             words = words if mode == "hybrid" else []
-            hits = self._clip_or_hybrid(self.terms_vector(terms), k, filters, words, unwanted)
+            hits, matched = self._clip_or_hybrid(self.terms_vector(terms), k, filters, words, unwanted)
+            if not any(t.is_image for t in terms):
+                self._tell_strength(hits, matched)
         if sort == "date":
             hits.sort(key=lambda hit: (hit.taken is None, -(hit.taken or 0.0)))
         return hits
@@ -180,12 +182,13 @@ class Searcher:
 
     def _clip_or_hybrid(
         self, vector: np.ndarray, k: int, filters: Filters, words: Sequence[str], unwanted: Sequence[str]
-    ) -> list[Hit]:
+    ) -> tuple[list[Hit], set[int]]:
+        """The hits, and the ids of those that hold the query's words."""
         store = self.library.store
         images = self.library.vector_index(IMAGE).count
         text = self._text_matches(words, unwanted, filters, images) if words else []
         if not text:
-            return self.nearest(vector, IMAGE, k, filters)
+            return self.nearest(vector, IMAGE, k, filters), set()
         unfiltered = Filters(filters.folder, filters.after, filters.before, tags=filters.tags)  # --min-score: after fusion
         clip = self._ranked(vector, IMAGE, max(k, config.HYBRID_CANDIDATES), unfiltered)
         cosine = dict(clip)
@@ -195,7 +198,21 @@ class Searcher:
         order = fuse([i for i, _ in clip], [i for i, _ in text if i in cosine])
         if filters.min_score is not None:  # a photo holding the words passes whatever its cosine
             order = [i for i in order if i in matched or cosine[i] >= filters.min_score]
-        return _one_per_file(self._hits([(i, cosine[i]) for i in order], IMAGE, words))[:k]
+        return _one_per_file(self._hits([(i, cosine[i]) for i in order], IMAGE, words))[:k], matched
+
+    def _tell_strength(self, hits: list[Hit], matched: set[int]) -> None:
+        """Mark each hit of a text query strong or weak (a photo holding the query's words is strong whatever its
+        cosine), and say so when some are weak."""
+        floor = self.library.relevance_floor(self.device, self.precision)
+        if floor is None:
+            return
+        for hit in hits:
+            hit.strong = hit.score >= floor or hit.id in matched
+        weak = sum(not hit.strong for hit in hits)
+        if weak:
+            strong = len(hits) - weak
+            self.notes.append(f"{strong or 'no'} strong match{'' if strong == 1 else 'es'}, {weak} weak: "
+                              f"below {floor:.3f}, the score made-up words reach in this library")
 
     def search_text(self, text: str, k: int = 10, filters: Filters | None = None) -> list[Hit]:
         return self.nearest(self.text_vector(text), IMAGE, k, filters)

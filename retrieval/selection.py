@@ -4,6 +4,7 @@ a folder, a date range and tags, the library page by page newest first (the web 
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from typing import Sequence
 
 import numpy as np
@@ -81,6 +82,15 @@ class SelectionStore:
             rows = conn.execute(query.order_by(taken.desc(), c.id.desc()).limit(limit)).mappings().all()
         return [dict(row) for row in rows]
 
+    def dates(self, folders: Sequence[str] = (), after: float | None = None, before: float | None = None,
+              ) -> np.ndarray:
+        """The photo date (EXIF, else mtime) of every file the timeline lists under these filters."""
+        c = items_table.c
+        query = select(func.coalesce(c.taken_at, c.mtime)).where(
+            c.kind == IMAGE, c.frame == 0, *self._passing(folders, after, before))
+        with self.db.connect() as conn:
+            return np.asarray(conn.execute(query).scalars().all(), dtype=np.float64)
+
     def counts(self, folders: Sequence[str] = (), after: float | None = None, before: float | None = None,
                ) -> dict[str, int]:
         """Photos, videos and their embedded frames (of those passing the filters), captions, failed files: a
@@ -95,3 +105,24 @@ class SelectionStore:
             captions = conn.execute(select(func.count()).where(c.kind == CAPTION)).scalar()
             failed = conn.execute(select(func.count()).select_from(failures_table)).scalar() or 0
         return {IMAGE: photos, "video": videos, "frame": frames, CAPTION: captions, "failed": failed}
+
+
+def by_month(dates: np.ndarray) -> list[tuple[str, int, float]]:
+    """(YYYY-MM, how many, start of the next month) for each month holding a date, newest first, in local time
+    (as a photo's date is shown). A timeline continuing after (that start, id 0) begins with that month.
+
+    Walks the sorted dates a month at a time (two local-time conversions a month, not one a file)."""
+    order = np.sort(dates[np.isfinite(dates)])
+    months, end = [], len(order)
+    while end > 0:
+        try:
+            newest = datetime.fromtimestamp(order[end - 1])
+            start = datetime(newest.year, newest.month, 1).timestamp()
+            after = datetime(newest.year + newest.month // 12, newest.month % 12 + 1, 1).timestamp()
+        except (OverflowError, OSError, ValueError):  # a date no calendar shows: not listed
+            end -= 1
+            continue
+        first = int(np.searchsorted(order, start, side="left"))
+        months.append((f"{newest.year:04d}-{newest.month:02d}", end - first, after))
+        end = first
+    return months

@@ -116,14 +116,22 @@ def load_vocabulary(encoder, concepts: Sequence[str] | None = None, progress=Non
     """`concepts` (the built-in list when None) in `encoder`'s space: read from the model cache, else embedded
     now (a named step, once per model and list) and kept."""
     concepts = read_concepts() if concepts is None else list(concepts)
-    identity = encoder.identity
-    digest = hashlib.sha256("\n".join([identity.name, identity.fingerprint, *TEMPLATES, "", *concepts]).encode())
-    cached = config.default_cache_dir() / "vocabularies" / f"{digest.hexdigest()[:24]}.npy"
-    vectors = _read_cached(cached, len(concepts), identity.dim)
-    if vectors is None:
-        vectors = _embed(encoder.encode_texts, concepts, progress)
-        _write_cached(cached, vectors)
+    vectors = cached_vectors(encoder, "vocabularies", [*TEMPLATES, "", *concepts], len(concepts),
+                             lambda: _embed(encoder.encode_texts, concepts, progress))
     return Vocabulary(concepts, vectors)
+
+
+def cached_vectors(encoder, folder: str, key: Sequence[str], count: int, embed: Callable[[], np.ndarray]) -> np.ndarray:
+    """`count` text vectors of `encoder`'s model, named by `key`: from `folder` of the model cache, else embed()
+    once and kept there (texts are embedded alike on every run, so a model needs them once)."""
+    identity = encoder.identity
+    digest = hashlib.sha256("\n".join([identity.name, identity.fingerprint, *key]).encode())
+    cached = config.default_cache_dir() / folder / f"{digest.hexdigest()[:24]}.npy"
+    vectors = _read_cached(cached, count, identity.dim)
+    if vectors is None:
+        vectors = embed()
+        _write_cached(cached, vectors)
+    return vectors
 
 
 def _embed(encode_texts: Callable[[list[str]], np.ndarray], concepts: Sequence[str], progress) -> np.ndarray:

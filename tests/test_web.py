@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import os
 import socket
 import threading
 import time
@@ -11,6 +13,7 @@ from typing import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from clipdex.cli.web import MAX_UPLOAD_BYTES, create_app
 from clipdex.retrieval.library import Library
@@ -160,3 +163,36 @@ def test_captions_upload(served) -> None:
     assert response.json() == {"added": 1, "already_present": 1, "skipped": []}
     bad = client.post("/api/captions", files={"file": ("c.csv", b"text\nno caption column\n")})
     assert bad.status_code == 400
+
+
+def test_thumbnails_at_two_sizes_months_and_more_like_several(served, cli, library_dir: Path) -> None:
+    client, folder = served
+    big = folder / "big.jpg"
+    Image.new("RGB", (1600, 1200), (200, 40, 40)).save(big)
+    os.utime(big, (1_600_000_000, 1_600_000_000))  # September 2020: a month of its own
+    cli("index", folder)
+    client = TestClient(create_app(Library(library_dir), "cpu"), base_url=LOCAL)
+    big_id = next(h["id"] for h in client.get("/api/items", params={"limit": 500}).json()["items"]
+                  if h["path"] == str(big))
+    sizes = {}
+    for side in (320, 640):  # what a tile needs on a normal and on a 2× screen
+        answer = client.get(f"/api/items/{big_id}/thumbnail", params={"side": side})
+        with Image.open(io.BytesIO(answer.content)) as thumb:
+            sizes[side] = thumb.size
+    assert sizes == {320: (320, 240), 640: (640, 480)}
+    assert client.get(f"/api/items/{big_id}/thumbnail", params={"side": 10000}).status_code == 400  # no size on demand
+
+    months = client.get("/api/months").json()
+    assert sum(m["count"] for m in months) == 13 and months[-1]["month"] == "2020-09" and months[-1]["count"] == 1
+    page = client.get("/api/items", params={"cursor": months[-1]["cursor"]}).json()
+    assert [item["path"] for item in page["items"]] == [str(big)]  # the timeline starts at that month
+    assert client.get("/api/months", params={"before": "2021-01-01"}).json() == [months[-1]]
+
+    ids = [h["id"] for h in client.get("/api/items").json()["items"][:3]]
+    alike = client.get("/api/similar", params={"id": ids, "k": 5}).json()
+    assert len(alike) == 5 and not {h["id"] for h in alike} & set(ids)  # like them, not them
+    assert client.get("/api/similar", params={"id": [2**64]}).status_code == 422
+    assert client.get("/api/similar", params={"id": [999_999]}).status_code == 404
+    refused = client.post("/api/xmp", json={"ids": ids}, headers={"origin": LOCAL})
+    assert refused.status_code == 400 and "index --tags" in refused.json()["detail"]  # nothing to write, said why
+    assert client.post("/api/xmp", json={"ids": ids}, headers={"origin": "http://evil.example"}).status_code == 403

@@ -1,6 +1,7 @@
 """The page in a real headless Chromium: the library as a timeline before any query (page by page as it
 scrolls), a query, the detail view (only the element for the item's kind visible, ←/→, Esc), paste to search by
-image, the duplicates page, and a phone-sized viewport without sideways scrolling. Screenshots of each view go to
+image, the duplicates page, a phone-sized viewport without sideways scrolling, thumbnails loaded near the screen,
+jumping to a month, selecting photos, and weak matches folded away. Screenshots of each view go to
 test-artifacts/ for a person to look at."""
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ def server(cli, library_dir: Path, photos, tmp_path: Path, shapes: Path):
 
     folder = photos(24)
     shutil.copy(sorted(folder.iterdir())[2], folder / "copy-of-a-photo.png")
+    for n, photo in enumerate(sorted(folder.iterdir())):  # taken over eight months, about three a month
+        when = time.time() - 86400 * (10 * n + 1)
+        os.utime(photo, (when, when))
     write_video(folder / "clip.mp4", [(_sample(7), 3), (_sample(8), 3)])
     cli("index", folder, "--model", "sample", "--tags", "--vocabulary", shapes)
     corpus = tmp_path / "corpus.txt"
@@ -86,8 +90,8 @@ def _signed_in(browser, server: str, **options):
 
 def _visible_thumbs_loaded(page, selector: str) -> None:
     page.wait_for_function(
-        f"() => [...document.querySelectorAll('{selector} .thumb img')].slice(0, 4)"
-        ".every(i => i.complete && i.naturalWidth > 0)", timeout=15_000)
+        f"() => [...document.querySelectorAll('{selector} .thumb img')].filter(i => i.checkVisibility()).slice(0, 4)"
+        ".every(i => i.complete && i.naturalWidth > 0)", timeout=15_000)  # (the first shown: weak ones are folded)
 
 
 def test_home_timeline_query_and_detail_view(server: str, browser) -> None:
@@ -138,7 +142,8 @@ def test_home_timeline_query_and_detail_view(server: str, browser) -> None:
 
     page.fill("#q", "a shape")
     page.press("#q", "Enter")
-    page.wait_for_selector("#results .thumb .tag", timeout=15_000)
+    page.wait_for_selector("#results .thumb .tag", state="attached", timeout=15_000)
+    page.evaluate("$('weak').open = true")  # (a vague query: its matches may all be weak)
     chip = page.locator("#results .thumb .tag").first
     tag = chip.inner_text()
     chip.click()  # only the photos with that tag
@@ -207,7 +212,7 @@ def test_keys_open_and_close_a_photo_and_the_focus_comes_back(server: str, brows
     page.fill("#q", "a red circle")
     page.keyboard.press("Enter")
     page.wait_for_selector("#results .thumb", timeout=15_000)
-    assert "results for" in page.locator("#hint").inner_text()
+    assert "for “a red circle”" in page.locator("#hint").inner_text()
     page.keyboard.press("Escape")  # back to the library: the status line says what is on screen again
     assert page.locator("#hint").inner_text() == summary
     page.click("#nav-duplicates")
@@ -344,4 +349,130 @@ def test_a_phone_sized_screen_in_dark_mode(server: str, browser) -> None:
     fits()
     page.screenshot(path=str(ARTIFACTS / "web-phone-detail.png"))
     assert all(page.evaluate("[...document.images].filter(i => i.offsetParent).map(i => i.alt)"))  # alt text
+    assert problems == []
+
+
+def test_thumbnails_load_near_the_screen_at_its_density(server: str, browser) -> None:
+    for density in (1, 2):
+        page = browser.new_page(viewport={"width": 1200, "height": 400}, device_scale_factor=density)
+        problems: list[str] = []
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        asked: list[str] = []
+        page.on("request", lambda r: asked.append(r.url) if "/thumbnail" in r.url else None)
+        page.goto(server)
+        page.wait_for_selector("#timeline .thumb img[src]", timeout=15_000)
+        page.wait_for_timeout(800)
+        tiles = page.locator("#timeline .thumb").count()
+        assert tiles == 26 and 4 <= len(asked) < 18, (tiles, len(asked))  # the whole library listed, ~1/3 asked for
+        wanted = page.evaluate("""() => [...document.querySelectorAll('#timeline .thumb img[src]')].map((img) => {
+            const box = img.getBoundingClientRect();
+            return [img.src.includes('side=640'), Math.max(box.width, box.height) * devicePixelRatio > 320];
+        })""")
+        assert all(big == needed for big, needed in wanted), wanted  # the size the tile needs at this density
+        assert any(big for big, _ in wanted) == (density == 2)
+        for _ in range(20):  # a screen at a time: each comes into view once
+            page.mouse.wheel(0, 300)
+            page.wait_for_timeout(100)
+        page.wait_for_timeout(500)
+        assert len(set(asked)) == len(asked) == 26  # each once, as it came into view
+        page.close()
+        assert problems == []
+
+
+def test_jump_to_a_month_on_the_timeline(server: str, browser) -> None:
+    page, problems = _signed_in(browser, server, viewport={"width": 1200, "height": 500})
+    page.goto(server.split("/login")[0] + "/?page=3")  # three files a request: the oldest months are not loaded
+    page.wait_for_selector("#timeline .thumb img", timeout=15_000)
+    page.wait_for_selector("#jump:not([hidden])", timeout=10_000)
+    months = page.locator("#jump option:not([disabled])").all_inner_texts()
+    assert len(months) >= 8 and sum(int(m.rsplit("(", 1)[1].rstrip(")")) for m in months) == 26
+    oldest = page.locator("#jump option").last.get_attribute("value")
+    title = months[-1].rsplit(" (", 1)[0]
+    assert title not in page.locator("#timeline").inner_text()
+    page.select_option("#jump", oldest)
+    page.wait_for_function(f"() => [...document.querySelectorAll('#timeline .month h2')].some(h => "
+                           f"h.textContent === {title!r} && h.getBoundingClientRect().top < 200)", timeout=10_000)
+    focused = page.evaluate("document.activeElement.closest('.month').dataset.month")
+    assert focused == title  # the keyboard is there too
+    page.click("#newest")  # and back to the newest photos
+    page.wait_for_selector("#newest[hidden]", state="attached", timeout=10_000)
+    page.wait_for_function(f"() => document.querySelector('#timeline .month h2').textContent === {months[0].rsplit(' (', 1)[0]!r}")
+    second = page.locator("#jump option").nth(2).get_attribute("value")  # a month already on screen: scrolled to
+    shown = page.locator("#timeline .thumb").count()
+    page.select_option("#jump", second)
+    page.wait_for_timeout(300)
+    assert page.locator("#timeline .thumb").count() >= shown and page.locator("#newest").is_hidden()
+    assert problems == []
+
+
+def test_select_photos_to_copy_their_paths_find_more_and_write_sidecars(server: str, browser) -> None:
+    page, problems = _signed_in(browser, server, viewport={"width": 1200, "height": 800})
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.wait_for_selector("#timeline .thumb img", timeout=15_000)
+    tiles = page.locator("#timeline .thumb")
+    tiles.nth(1).hover()
+    tiles.nth(1).locator(".pick").click()  # the tick on a photo
+    assert page.locator("#detail").is_hidden() and page.locator("#selected-count").inner_text() == "1 photo selected"
+    tiles.nth(4).click(modifiers=["Shift"])  # shift: all from the last one chosen
+    assert page.locator("#selected-count").inner_text() == "4 photos selected"
+    tiles.nth(2).click()  # while some are selected, a click takes one out instead of opening it
+    assert page.locator("#detail").is_hidden() and page.locator("#selected-count").inner_text() == "3 photos selected"
+    tiles.nth(6).focus()
+    page.keyboard.press(" ")  # the keyboard selects too
+    assert page.locator("#selected-count").inner_text() == "4 photos selected"
+    assert page.locator("#timeline .thumb.selected").count() == 4
+    chosen = [tiles.nth(n).locator("img").get_attribute("alt") for n in (1, 3, 4, 6)]
+    page.screenshot(path=str(ARTIFACTS / "web-selection.png"))
+
+    page.click("#copy-paths")
+    page.wait_for_function("() => $('selection-note').textContent.startsWith('copied')", timeout=5_000)
+    copied = page.evaluate("navigator.clipboard.readText()").split("\n")
+    assert [path.rsplit("/", 1)[1] for path in copied] == chosen and all(p.startswith("/") for p in copied)
+
+    page.click("#export-xmp")
+    page.wait_for_function("() => $('selection-note').textContent.includes('written')", timeout=15_000)
+    assert page.locator("#selection-note").inner_text().startswith("4 sidecars written")
+    assert sorted(Path(p + ".xmp").is_file() for p in copied) == [True] * 4
+    assert "<rdf:li>" in Path(copied[0] + ".xmp").read_text(encoding="utf-8")  # the photo's tags
+
+    ids = {int(tiles.nth(n).get_attribute("data-id")) for n in (1, 3, 4, 6)}
+    page.click("#like-these")
+    page.wait_for_selector("#results .thumb", timeout=15_000)
+    assert "more like 4 selected photos" in page.locator("#hint").inner_text()
+    found = {int(i) for i in page.locator("#results .thumb").evaluate_all("ts => ts.map(t => t.dataset.id)")}
+    assert found and not found & ids  # like them, not them
+    assert page.locator("#selection").is_hidden()  # a new view, a new selection
+    page.locator("#results .thumb").first.click(modifiers=["Control"])
+    assert page.locator("#selection").is_visible()
+    page.keyboard.press("Escape")  # Esc lets go of the selection first
+    assert page.locator("#selection").is_hidden() and page.locator("#results").is_visible()
+    assert problems == []
+
+
+def test_weak_matches_are_folded_below_the_strong_ones(server: str, browser) -> None:
+    page, problems = _signed_in(browser, server, viewport={"width": 1200, "height": 800})
+    page.wait_for_selector("#timeline .thumb img", timeout=15_000)
+    from clipdex.retrieval.relevance import made_up_words
+
+    nonsense = page.evaluate("""async (words) => {  // nonsense that this library's floor calls weak (most is)
+        for (const word of words) {
+            const hits = await (await fetch(`/api/search?k=10&q=${encodeURIComponent(word)}`)).json();
+            if (hits.length && hits.every((hit) => hit.strong === false)) return word;
+        }
+    }""", made_up_words(12, seed=99))
+    page.fill("#q", nonsense)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#weak:not([hidden])", timeout=15_000)
+    assert page.locator("#hint").inner_text().startswith(f"No strong matches for “{nonsense}”")
+    assert page.locator("#strong .thumb").count() == 0 and page.locator("#weak .thumb").first.is_hidden()
+    page.click("#weak summary")  # shown when asked for
+    assert page.locator("#weak .thumb").first.is_visible()
+    page.fill("#q", "a red circle")
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => $('hint').textContent.includes('“a red circle”')", timeout=15_000)
+    strong = page.locator("#strong .thumb").count()
+    assert strong >= 1 and page.locator("#hint").inner_text().startswith(f"{strong} strong match")
+    assert page.locator("#weak .thumb").first.is_hidden()
+    scores = page.locator("#results .thumb figcaption").evaluate_all("cs => cs.map(c => Number(c.firstChild.textContent))")
+    assert len(scores) > strong and min(scores[:strong]) > max(scores[strong:])  # strong ones score higher
     assert problems == []

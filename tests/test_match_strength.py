@@ -1,0 +1,68 @@
+"""Strong and weak matches of a text query: the floor is what made-up words reach in this library, measured per
+library and model, kept for the next process, and shown by the CLI (a column and a note), its JSON and the page."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from clipdex import api
+from clipdex.retrieval import config
+from clipdex.retrieval.relevance import made_up_words
+from clipdex.sample_data.synth import COLOURS, SHAPES
+from tests.test_core import _json
+
+
+def test_real_queries_have_strong_matches_and_made_up_words_rarely(cli, library_dir: Path) -> None:
+    cli("index", config.SAMPLE_DATA_DIR / "images", "--model", "sample")
+    library = api.open_library(library_dir)
+    real = [api.search(library, f"a {colour} {shape}", 10) for colour in COLOURS for shape in SHAPES]
+    nonsense = [api.search(library, words, 10) for words in made_up_words(24, seed=99)]  # not the probes
+    for hits in real + nonsense:
+        strong = [hit.score for hit in hits if hit.strong]
+        assert all(hit.strong is not None for hit in hits)
+        assert not strong or min(strong) > max([hit.score for hit in hits if not hit.strong], default=0)
+    assert sum(any(hit.strong for hit in hits) for hits in real) >= 20  # of 24
+    assert sum(not any(hit.strong for hit in hits) for hits in nonsense) >= 18  # of 24
+    strong_real = sum(hit.strong for hits in real for hit in hits)
+    assert strong_real >= 5 * sum(hit.strong for hits in nonsense for hit in hits)
+
+    image = api.search(library, [str(config.SAMPLE_DATA_DIR / "images" / "00001.png")], 3)  # only text queries
+    assert all(hit.strong is None for hit in image) and "strong" not in image[0].as_json()
+
+
+def test_the_floor_is_kept_for_the_library_and_measured_again_when_it_grows(cli, library_dir: Path, photos) -> None:
+    folder = photos(20)
+    cli("index", folder, "--model", "sample")
+    first = _json(cli("search", "a red circle", "-k", "20", "--json"))
+    kept = library_dir / config.RELEVANCE_FILE
+    saved = json.loads(kept.read_text())
+    assert saved["for"]["images"] == 20 and (kept.stat().st_mode & 0o777) == 0o600
+    floor = saved["floor"]
+    assert [h["strong"] for h in first] == [h["score"] >= floor for h in first]
+
+    kept.write_text(json.dumps({"for": saved["for"], "floor": 2.0}))  # read back, not measured again
+    assert not any(h["strong"] for h in _json(cli("search", "a red circle", "--json")))
+    kept.write_text("{not json")  # damaged: measured again, and the query still answers
+    assert _json(cli("search", "a red circle", "-k", "20", "--json")) == first
+    assert json.loads(kept.read_text())["floor"] == floor
+
+    for extra in sorted(photos(24, "more").iterdir())[20:]:  # four new photos
+        extra.rename(folder / extra.name)
+    cli("index", folder)
+    cli("search", "a red circle", "--json")
+    assert json.loads(kept.read_text())["for"]["images"] == 24
+
+
+def test_the_cli_marks_weak_matches_and_says_why(cli, library_dir: Path) -> None:
+    cli("index", config.SAMPLE_DATA_DIR / "images", "--model", "sample")
+    library = api.open_library(library_dir)
+    nonsense = next(w for w in made_up_words(12, seed=99) if not any(h.strong for h in api.search(library, w, 5)))
+    shown = cli("search", nonsense, "-k", "5")
+    assert shown.exit_code == 0 and "weak" in shown.stdout and "strong" not in shown.stdout.replace("match", "")
+    assert "no strong matches, 5 weak: below" in shown.stderr and "made-up words" in shown.stderr
+    mixed = cli("search", "a red circle", "-k", "60")
+    rows = [line for line in mixed.stdout.splitlines() if "/images/" in line]
+    marks = ["strong" if "strong" in row else "weak" for row in rows]
+    assert marks[0] == "strong" and "weak" in marks and marks == sorted(marks)  # strong ones first, then weak
+    assert cli("search", "a red circle", "-f").stdout.count("\n") == 10  # paths alone for pipes, as before
