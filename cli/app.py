@@ -25,7 +25,7 @@ from clipdex.cli.output import (
     say, shown,
 )
 from clipdex.retrieval import config
-from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.errors import ClipdexError, first_line
 
 
 # typer 0.12–0.15 raises click's exceptions, later ones its own (typer.exceptions); both kinds pass through.
@@ -36,8 +36,9 @@ _PASS_THROUGH = (
 
 
 class _Commands(TyperGroup):
-    """Any failure of a command is one line on stderr and exit status 1: a ClipdexError as it is, a database
-    error with what to do, anything unexpected with its type (the traceback only with --verbose)."""
+    """Any failure of a command is one line on stderr: a ClipdexError as it is, with its kind's exit status
+    (retrieval/errors.py); a database error with what to do, and anything unexpected with its type (the traceback
+    only with --verbose), with status 1."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -46,14 +47,14 @@ class _Commands(TyperGroup):
             raise
         except ClipdexError as exc:
             print_error(str(exc))
+            raise typer.Exit(exc.exit_code) from None
         except Exception as exc:  # the last net: no input may end in a traceback
             if ctx.obj and ctx.obj.get("verbose"):
                 err_console.print(traceback.format_exc())
-            first = (str(exc).strip().splitlines() or [""])[0][:300]
             if type(exc).__module__.startswith("sqlalchemy"):
-                print_error(f"the library database failed: {first}; check it is reachable and not damaged")
+                print_error(f"the library database failed: {first_line(exc)}; check it is reachable and not damaged")
             else:
-                print_error(f"unexpected {type(exc).__name__}: {first} (run with --verbose to see where)")
+                print_error(f"unexpected {type(exc).__name__}: {first_line(exc)} (run with --verbose to see where)")
         raise typer.Exit(1)
 
 

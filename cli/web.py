@@ -9,6 +9,8 @@ are bounded as they arrive, and only loopback (or token-holding) clients on this
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import mimetypes
 import os
@@ -20,10 +22,11 @@ from typing import IO, Annotated, Iterable, Literal, Optional
 
 import numpy as np
 from fastapi import FastAPI, File, Header, HTTPException, Query, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from PIL import Image
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 
 from clipdex.cli.web_files import byte_range, chunks, open_indexed, upload_refusal
 from clipdex.cli.web_security import BodyLimit, RequestGuard
@@ -48,7 +51,7 @@ TopK = Query(config.DEFAULT_TOP_K, ge=1, le=1000)
 class Selected(BaseModel):
     """Photos a person selected on the page."""
 
-    ids: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] = Field(min_length=1, max_length=config.WEB_MAX_SELECTED)
+    ids: list[Annotated[StrictInt, Field(ge=1, le=2**63 - 1)]] = Field(min_length=1, max_length=config.WEB_MAX_SELECTED)
 
 
 def _seconds(moment: str | None) -> float | None:
@@ -105,9 +108,15 @@ def create_app(
     app.add_middleware(BodyLimit, limit=max_body_bytes, seconds=body_seconds)
     app.add_middleware(RequestGuard, allowed_hosts={*config.WEB_LOOPBACK_HOSTS, *allowed_hosts}, token=token)
 
+    @app.exception_handler(RequestValidationError)
+    def invalid_request(_request, exc: RequestValidationError) -> JSONResponse:
+        """What was wrong with a request, without echoing its values (NaN or 1e400 in a body are no JSON)."""
+        return JSONResponse({"detail": [{key: error[key] for key in ("type", "loc", "msg") if key in error}
+                                        for error in exc.errors()]}, status_code=422)
+
     @app.exception_handler(ClipdexError)
     def clipdex_error(_request, exc: ClipdexError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=400)
+        return JSONResponse({"detail": str(exc)}, status_code=exc.http_status)
 
     def item(item_id: int, kind: str = IMAGE) -> dict:
         row = library.store.items([item_id]).get(item_id)
@@ -232,20 +241,26 @@ def create_app(
         item_id: ItemId,
         side: int = Query(config.WEB_THUMBNAIL_SIDES[0],
                           description=f"Its longest side: one of {', '.join(map(str, config.WEB_THUMBNAIL_SIDES))}"),
-    ) -> FileResponse:
+    ) -> Response:
         if side not in config.WEB_THUMBNAIL_SIDES:
             raise HTTPException(400, f"side: one of {', '.join(map(str, config.WEB_THUMBNAIL_SIDES))}")
         row = item(item_id)
         cached = thumbnails / f"{item_id}-{(row['sha256'] or 'x')[:16]}-{side}.jpg"
         handle, _ = open_indexed(row)  # a cached thumbnail too is only for a file still as indexed
         with handle:
-            if not cached.is_file():
-                image = small_image(handle, row["key"], side, row["frame_time"])
-                thumbnails.mkdir(mode=0o700, exist_ok=True)
-                tmp = cached.with_suffix(f".{threading.get_ident()}.tmp")
-                image.save(tmp, format="JPEG", quality=85)
-                tmp.replace(cached)
-        return FileResponse(cached, media_type="image/jpeg")
+            if cached.is_file():
+                return FileResponse(cached, media_type="image/jpeg")
+            made = io.BytesIO()
+            small_image(handle, row["key"], side, row["frame_time"]).save(made, format="JPEG", quality=85)
+        tmp = cached.with_suffix(f".{threading.get_ident()}.tmp")
+        try:  # kept for the next request; a library folder this server cannot write only means making it again
+            thumbnails.mkdir(mode=0o700, exist_ok=True)
+            tmp.write_bytes(made.getvalue())
+            tmp.replace(cached)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+        return Response(made.getvalue(), media_type="image/jpeg")
 
     def reports() -> list[Path]:
         from clipdex.retrieval.checkpoint import report_chain
@@ -310,21 +325,21 @@ def create_app(
                         k: int = TopK) -> list[dict]:
         if not all(1 <= i < 2**63 for i in ids):
             raise HTTPException(422, "id: item ids from search results")
-        chosen = set(ids)
-        vectors = [library.store.vector(item(i)["id"])[1] for i in chosen]
-        mean = np.mean(vectors, axis=0)
+        chosen = {i: item(i)["key"] for i in set(ids)}  # (a video's other moments are the video too: left out)
+        mean = np.mean([library.store.vector(i)[1] for i in chosen], axis=0)
         if float(np.linalg.norm(mean)) < 1e-6:
             raise HTTPException(400, "these photos cancel each other out")
         found = hits((mean / np.linalg.norm(mean)).astype(np.float32), IMAGE, k + len(chosen))
-        return [hit for hit in found if hit["id"] not in chosen][:k]
+        return [hit for hit in found if hit["path"] not in chosen.values()][:k]
 
     @app.post("/api/xmp", summary="Write the tags of chosen images into their XMP sidecars (as `clipdex export-xmp`)")
     def export_xmp(chosen: Selected) -> dict:
         from clipdex.api import export_xmp as export
 
-        paths = [item(i)["key"] for i in dict.fromkeys(chosen.ids)]
+        for i in chosen.ids:
+            item(i)
         with lock:
-            return export(library, paths).as_json()
+            return export(library, items=chosen.ids).as_json()
 
     @app.get("/api/items/{item_id}", summary="One file: its date, size, folder, recognised text and tags")
     def details(item_id: ItemId) -> dict:

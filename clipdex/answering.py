@@ -20,6 +20,7 @@ from clipdex import api
 from clipdex.asking import PROTOCOL, library_key, ours, peer, socket_address
 from clipdex.live import return_freed_memory
 from clipdex.retrieval import config
+from clipdex.retrieval.errors import first_line
 from clipdex.retrieval.hits import Filters
 from clipdex.retrieval.library import Library
 from clipdex.retrieval.terms import Term
@@ -149,7 +150,7 @@ class _Handler(socketserver.StreamRequestHandler):
                 try:
                     reply["result"] = owner.answer(op, arguments)
                 except Exception as exc:  # the client answers it itself, and says what is wrong as it would
-                    reply["unanswered"] = (str(exc).splitlines() or [type(exc).__name__])[0]
+                    reply["unanswered"] = first_line(exc)
                 finally:
                     done.set()
 

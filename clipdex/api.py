@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from clipdex.retrieval import config
-from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.errors import ClipdexError, NotFound
 from clipdex.retrieval.hits import Hits
 from clipdex.retrieval.library import Library, leaves_no_empty_library
 
@@ -255,9 +255,10 @@ def captions(library: Library, image, k: int = config.DEFAULT_TOP_K, device: str
 
 
 def export_xmp(library: Library, paths: Sequence[Path | str] = (), dry_run: bool = False, text: bool = False,
-               lightroom: bool = False):
-    """Write the tags of the library's files (under `paths`, else all) into their XMP sidecars, and with `text`
-    their recognised text as a description; an XmpReport. Originals are never opened for writing."""
+               lightroom: bool = False, items: Sequence[int] = ()):
+    """Write the tags of the library's files (under `paths`, or exactly those of the items `items`, else all) into
+    their XMP sidecars, and with `text` their recognised text as a description; an XmpReport. Originals are never
+    opened for writing."""
     import os
 
     from clipdex.retrieval.sidecars import write_sidecars
@@ -270,9 +271,9 @@ def export_xmp(library: Library, paths: Sequence[Path | str] = (), dry_run: bool
     for given in paths:
         path = os.path.abspath(os.path.expanduser(str(given)))
         if not os.path.lexists(path):
-            raise ClipdexError(f"no such file or folder: {given}")
+            raise NotFound(f"no such file or folder: {given}")
         spellings += dict.fromkeys((path, os.path.realpath(path)))
-    files = library.store.files_under(spellings)
+    files = library.store.files_under(spellings, items)
     chosen = sorted(key for key in files if key in tagged or key in texts)
     return write_sidecars(chosen, tagged, texts, lightroom, dry_run, files)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from clipdex.retrieval import config
-from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.errors import ClipdexError, NotFound
 
 DEMO_QUERIES = (
     "a red circle",
@@ -57,7 +57,7 @@ def run_demo(folder: Path, device: str = "auto", progress: Callable | None = Non
     from clipdex.sample_data.synth import HELDOUT_SEED, heldout_scenes, write_set
 
     if not config.SAMPLE_MODEL.is_file():
-        raise ClipdexError(f"the sample model is missing: {config.SAMPLE_MODEL}")
+        raise NotFound(f"the sample model is missing: {config.SAMPLE_MODEL}")
     _fresh_folder(folder)
     library = api.open_library(folder, create=True)
     (folder / MARKER).touch(mode=0o600)

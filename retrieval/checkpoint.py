@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.errors import ClipdexError, NotFound, Refused, first_line
 from clipdex.retrieval.identity import is_checkpoint_path
 from clipdex.retrieval.pause import pause_point
 
@@ -73,7 +73,7 @@ def read_checkpoint_info(path: Path) -> CheckpointInfo:
     from safetensors import safe_open
 
     if not path.is_file():
-        raise ClipdexError(f"checkpoint not found: {path}")
+        raise NotFound(f"checkpoint not found: {path}")
     try:
         with safe_open(str(path), framework="numpy") as f:  # the header alone: no torch needed
             raw = (f.metadata() or {}).get(METADATA_KEY)
@@ -115,7 +115,7 @@ def load_optimizer_state(path: Path) -> dict[str, Any] | None:
     try:
         state = torch.load(opt, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ClipdexError(f"refusing to load {opt}: {str(exc).strip().splitlines()[0][:200]}") from None
+        raise Refused(f"refusing to load {opt}: {first_line(exc, 200)}") from None
     if not isinstance(state, dict) or state.pop(SAVE_ID_KEY, None) != _save_id(path):
         raise ClipdexError(f"{opt} belongs to another save of {path.name}; delete it to resume without it")
     return state

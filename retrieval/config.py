@@ -96,7 +96,8 @@ OCR_SNIPPET_CHARS = 80  # the recognised text shown with a hit that matched it
 RELEVANCE_PROBES = 64
 RELEVANCE_SEED = 20261205
 RELEVANCE_QUANTILE = 0.75
-RELEVANCE_FILE = "relevance.json"  # in the library folder: its floor, for its model and image count
+RELEVANCE_FILE = "relevance.json"  # in the library folder: its floor, for its model and contents
+RELEVANCE_FILE_MAX_BYTES = 4096
 
 # Vocabulary and tags (captions --from builtin, index --tags): concepts of at most this many characters, at most
 # this many of them; prompts embedded per encoder call. A photo's tags are the concepts whose probability under

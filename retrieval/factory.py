@@ -17,7 +17,7 @@ from pathlib import Path
 
 from clipdex.retrieval import config
 from clipdex.retrieval.digest import weights_sha256
-from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.errors import ClipdexError, NotFound, Refused, first_line
 from clipdex.retrieval.hub import hub_access
 from clipdex.retrieval.identity import ModelIdentity, is_checkpoint_path
 
@@ -88,7 +88,7 @@ def choose_model(name: str, pretrained: str | None = None) -> ModelChoice:
     if is_checkpoint_path(name):
         path = path.resolve()
         if not path.is_file():
-            raise ClipdexError(f"checkpoint not found: {path}")
+            raise NotFound(f"checkpoint not found: {path}")
         return ModelChoice(str(path), None, _fingerprint(path))
     if name.startswith("hf-hub:"):
         return ModelChoice(name, None, name)
@@ -177,8 +177,7 @@ def load_encoder(name: str, pretrained: str | None = None, device: str = "auto")
         try:
             model.load_state_dict({k: v.float() for k, v in load_weights(path).items()})
         except RuntimeError as exc:
-            first = (str(exc).strip().splitlines() or [""])[0][:200]
-            raise ClipdexError(f"{path} does not match architecture {info.model_name}: {first}") from None
+            raise ClipdexError(f"{path} does not match architecture {info.model_name}: {first_line(exc, 200)}") from None
         arch = info.model_name
     elif name.startswith("hf-hub:"):
         with hub_access() as online, _building(initialise=False):
@@ -203,8 +202,7 @@ def load_encoder(name: str, pretrained: str | None = None, device: str = "auto")
                 with _building(initialise=False):
                     model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
             except Exception as exc:
-                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise ClipdexError(f"refusing to load {pretrained} as {name} weights: {reason[:200]}") from None
+                raise Refused(f"refusing to load {pretrained} as {name} weights: {first_line(exc, 200)}") from None
         elif open_clip.get_pretrained_cfg(name, pretrained):
             with hub_access() as online, _building(initialise=False):
                 try:

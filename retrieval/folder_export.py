@@ -20,7 +20,7 @@ from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.model_folder import (
     CONFIG_FILE, IMAGE_DIR, MODEL_FILE, OWN_SECTION, PREPROCESS_FILE, TEXT_DIR, TOKENIZER_CONFIG_FILE,
-    TOKENIZER_FILE, FolderModel, clean_text, files_checksums, session,
+    TOKENIZER_FILE, FolderModel, clean_text, files_checksums,
 )
 from clipdex.retrieval.preprocess import from_open_clip
 from clipdex.retrieval.tokenizer_json import END, clip_tokenizer

@@ -51,10 +51,14 @@ class Hit:
 
 
 def iso_date(seconds: float | None) -> str | None:
-    """ISO 8601 in local time with its offset, as a photo's date is read (EXIF dates carry no zone)."""
+    """ISO 8601 in local time with its offset, as a photo's date is read (EXIF dates carry no zone); None for a date
+    no calendar shows here (past the year 9999 in this time zone)."""
     if seconds is None:
         return None
-    return datetime.fromtimestamp(seconds).astimezone().isoformat(timespec="seconds")
+    try:
+        return datetime.fromtimestamp(seconds).astimezone().isoformat(timespec="seconds")
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 @dataclass

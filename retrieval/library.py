@@ -16,7 +16,7 @@ from typing import Callable, Iterator
 
 from clipdex.retrieval import config
 from clipdex.retrieval.database_url import database_url_for
-from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.errors import ClipdexError, NotFound, Refused
 from clipdex.retrieval.identity import ModelIdentity
 from clipdex.retrieval.index_cache import IndexCache
 from clipdex.retrieval.store import IMAGE, Store
@@ -46,7 +46,7 @@ class Library:
         self.created = not self.root.is_dir()  # by this handle: discard_if_unused may take it back
         if self.created:
             if not create:
-                raise ClipdexError(f"no library at {self.root}: run `clipdex index PATH` first")
+                raise NotFound(f"no library at {self.root}: run `clipdex index PATH` first")
             self.root.mkdir(parents=True, mode=0o700)
         _make_private(self.root)
         settings_path = self.root / config.LIBRARY_CONFIG_FILE
@@ -62,7 +62,7 @@ class Library:
         self._encoder_settings: tuple[str, str] | None = None  # (device, precision) it was loaded for
         self._text_encoder = None
         self._vocabulary = None  # (encoder, concepts, Vocabulary): made again when either changes
-        self._floor = None  # (encoder, image count, floor): measured again when either changes
+        self._floor = None  # (encoder, what the floor was measured on, floor): measured again when either changes
         self._writing = 0
 
     @contextmanager
@@ -132,11 +132,11 @@ class Library:
         if bound is None or bound.same_model(identity):
             return
         if bound.describe() == identity.describe():
-            raise ClipdexError(
+            raise Refused(
                 f"the weights of {bound.describe()} changed since this library was built with them (their "
                 f"fingerprint differs): restore them, or re-embed with `clipdex index PATH --model ... --reembed`"
             )
-        raise ClipdexError(
+        raise Refused(
                 f"this library was built with {bound.describe()}, not {identity.describe()}; "
                 f"use the library's model, or re-embed with `clipdex index PATH --model ... --reembed`"
             )
@@ -194,16 +194,17 @@ class Library:
 
     def relevance_floor(self, device: str = "auto", precision: str = "fp32") -> float | None:
         """The cosine a text query's hit must reach to be a strong match in this library (relevance.py); None for
-        an empty library. Measured again when the library's image count changes."""
+        an empty library. Measured again whenever the library changed."""
         from clipdex.retrieval.relevance import measure_floor, probe_vectors, remembered_floor
 
         encoder, index = self.text_encoder(device, precision), self.vector_index(IMAGE)
-        held = self._floor
-        if held is None or held[0] is not encoder or held[1] != index.count:
-            key = {"model": encoder.identity.fingerprint, "images": index.count}
+        if index.count == 0:
+            return None
+        key = {"model": encoder.identity.fingerprint, "images": index.count, "generation": self.store.generation()}
+        if self._floor is None or self._floor[0] is not encoder or self._floor[1] != key:
             floor = remembered_floor(self.root / config.RELEVANCE_FILE, key,
                                      lambda: measure_floor(index, probe_vectors(encoder)))
-            self._floor = (encoder, index.count, floor)
+            self._floor = (encoder, key, floor)
         return self._floor[2]
 
     def use_encoder(self, encoder, settings: tuple[str, str] | None = None) -> None:

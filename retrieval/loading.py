@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.errors import ClipdexError, NotFound
 from clipdex.retrieval.factory import choose_model
 from clipdex.retrieval.identity import ModelIdentity
 from clipdex.retrieval.model_folder import FolderModel
@@ -72,7 +72,7 @@ def export_model(model: str, target: Path, pretrained: str | None, precision: st
     if target.exists() or target.is_symlink():
         raise ClipdexError(f"{target} exists already: give a new folder")
     if not target.parent.is_dir():
-        raise ClipdexError(f"no such folder: {target.parent}")
+        raise NotFound(f"no such folder: {target.parent}")
     if not has_torch():
         raise needs_torch("exporting a model folder")
     encoder = load_encoder(model, pretrained, "cpu")

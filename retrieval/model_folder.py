@@ -27,7 +27,7 @@ from PIL import Image
 
 from clipdex.retrieval import config
 from clipdex.retrieval.digest import weights_sha256
-from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.errors import ClipdexError, first_line
 from clipdex.retrieval.identity import ModelIdentity
 from clipdex.retrieval.preprocess import ImagePreprocess
 
@@ -124,8 +124,7 @@ def session(path: Path, optimised: bool, prepack: bool = True):
     try:
         return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise ClipdexError(f"cannot open {path} as an ONNX model ({type(exc).__name__}: "
-                           f"{(str(exc).splitlines() or [''])[0][:160]})") from None
+        raise ClipdexError(f"cannot open {path} as an ONNX model ({type(exc).__name__}: {first_line(exc, 160)})") from None
 
 
 def _fixed(dim) -> int | None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clipdex.retrieval import config
-from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.errors import ClipdexError, NotFound
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Pair:
 def read_pairs(path: Path) -> list[Pair]:
     path = Path(path)
     if not path.is_file():
-        raise ClipdexError(f"pairs file not found: {path}")
+        raise NotFound(f"pairs file not found: {path}")
     try:
         if path.suffix.lower() == ".jsonl":
             rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -47,7 +47,7 @@ def read_pairs(path: Path) -> list[Pair]:
         raise ClipdexError(f"{path} holds no pairs")
     missing = [p.image for p in pairs if not p.image.is_file()]
     if missing:
-        raise ClipdexError(f"{path}: {len(missing)} image(s) not found, first: {missing[0]}")
+        raise NotFound(f"{path}: {len(missing)} image(s) not found, first: {missing[0]}")
     return pairs
 
 
@@ -61,7 +61,7 @@ def read_captions(path: Path) -> CaptionFile:
     """A caption corpus: .txt (one caption a line), or .csv/.jsonl with a `caption` field."""
     path = Path(path)
     if not path.is_file():
-        raise ClipdexError(f"captions file not found: {path}")
+        raise NotFound(f"captions file not found: {path}")
     try:
         return parse_captions(path.read_text(encoding="utf-8"), path.suffix.lower())
     except UnicodeDecodeError as exc:

@@ -6,8 +6,6 @@ unit vector, and take the nearest items of a kind, optionally among those a filt
 
 from __future__ import annotations
 
-import math
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -15,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from clipdex.retrieval import config
-from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.errors import ClipdexError, NotFound
 from clipdex.retrieval.fulltext import query_words
 from clipdex.retrieval.hits import Filters, Hit
 from clipdex.retrieval.hybrid import fuse, snippet
@@ -72,7 +70,7 @@ class Searcher:
         if not isinstance(image, Image.Image):
             path = Path(image)
             if not path.exists():  # (one that is not a regular file is refused where it is opened)
-                raise ClipdexError(f"query image not found: {path}")
+                raise NotFound(f"query image not found: {path}")
             if is_video(path.name):  # as the library holds it: a frame (the first stands for the whole video)
                 image = read_frames(path, self.encoder.image_size, max_frames=1).frames[0]
                 self.notes.append(f"{path.name} is a video: its first frame was used")
@@ -159,7 +157,7 @@ class Searcher:
             words = words if mode == "hybrid" else []
             hits, matched = self._clip_or_hybrid(self.terms_vector(terms), k, filters, words, unwanted)
             if not any(t.is_image for t in terms):
-                self._tell_strength(hits, matched)
+                self._tell_strength(hits, matched, words)
         if sort == "date":
             hits.sort(key=lambda hit: (hit.taken is None, -(hit.taken or 0.0)))
         return hits
@@ -200,14 +198,16 @@ class Searcher:
             order = [i for i in order if i in matched or cosine[i] >= filters.min_score]
         return _one_per_file(self._hits([(i, cosine[i]) for i in order], IMAGE, words))[:k], matched
 
-    def _tell_strength(self, hits: list[Hit], matched: set[int]) -> None:
-        """Mark each hit of a text query strong or weak (a photo holding the query's words is strong whatever its
-        cosine), and say so when some are weak."""
+    def _tell_strength(self, hits: list[Hit], matched: set[int], words: Sequence[str]) -> None:
+        """Mark each hit of a text query strong or weak (a photo whose name or text shown holds every word of the
+        query is strong whatever its cosine), and say so when some are weak."""
         floor = self.library.relevance_floor(self.device, self.precision)
         if floor is None:
             return
         for hit in hits:
-            hit.strong = hit.score >= floor or hit.id in matched
+            shown = f"{hit.path} {hit.ocr or ''}".casefold()
+            holds = hit.id in matched and all(word.casefold() in shown for word in words)
+            hit.strong = hit.score >= floor or holds
         weak = sum(not hit.strong for hit in hits)
         if weak:
             strong = len(hits) - weak

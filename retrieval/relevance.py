@@ -11,9 +11,9 @@ the library folder for its image count, so a one-off query reads it instead of s
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
+import stat
 import string
 import uuid
 from pathlib import Path
@@ -40,7 +40,8 @@ def probe_vectors(encoder) -> np.ndarray:
 
 
 def measure_floor(index: VectorIndex, probes: np.ndarray) -> float | None:
-    """The score strong matches reach in `index`: the median best score of the made-up words (None: no items)."""
+    """The score strong matches reach in `index`: the upper quartile of the made-up words' best scores (None: no
+    items)."""
     if index.count == 0:
         return None
     scores, ids = index.search(probes, 1)
@@ -48,16 +49,33 @@ def measure_floor(index: VectorIndex, probes: np.ndarray) -> float | None:
     return float(np.quantile(best, config.RELEVANCE_QUANTILE)) if len(best) else None
 
 
-def remembered_floor(path: Path, key: dict, measure: Callable[[], float | None]) -> float | None:
-    """The floor kept at `path` for `key` (the model and the library's image count), else measured now and kept.
-    Keeping it is best effort: it is a cache any reader may write, and a damaged file only means measuring again."""
+def _kept(path: Path, key: dict) -> float | None:
+    """The floor kept at `path` for `key`, or None: read only from a small regular file (never through a link,
+    never waiting on a FIFO), and only a cosine a library can have."""
     try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        floor = saved["floor"]
-        if saved["for"] == key and (floor is None or isinstance(floor, float) and math.isfinite(floor)):
-            return floor
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    with open(fd, "rb") as handle:
+        found = os.fstat(handle.fileno())
+        if not stat.S_ISREG(found.st_mode) or found.st_size > config.RELEVANCE_FILE_MAX_BYTES:
+            return None
+        try:
+            saved = json.loads(handle.read(config.RELEVANCE_FILE_MAX_BYTES))
+            floor = saved["floor"]
+        except Exception:  # not JSON, not an object, too deep to parse: measured again
+            return None
+    if saved.get("for") != key or not isinstance(floor, float) or not -1.0 <= floor <= 1.0:
+        return None
+    return floor
+
+
+def remembered_floor(path: Path, key: dict, measure: Callable[[], float | None]) -> float | None:
+    """The floor kept at `path` for `key` (the model and the library's contents), else measured now and kept.
+    Keeping it is best effort: it is a cache any reader may write, and a damaged file only means measuring again."""
+    kept = _kept(path, key)
+    if kept is not None:
+        return kept
     floor = measure()
     tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:

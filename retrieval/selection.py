@@ -57,13 +57,17 @@ class SelectionStore:
             conditions.append(c.id.in_(select(tags_table.c.item_id).where(tags_table.c.tag == tag)))
         return conditions
 
-    def files_under(self, paths: Sequence[str] = ()) -> dict[str, str | None]:
+    def files_under(self, paths: Sequence[str] = (), ids: Sequence[int] = ()) -> dict[str, tuple]:
         """Image and video files that are any of `paths` or lie under them (by either spelling, as `_passing`
-        reads folders), each with its real path (None where an older library has not recorded it yet)."""
+        reads folders), or exactly the files of the items `ids`; each with (real path, size, mtime) as indexed (the
+        real path None where an older library has not recorded it yet)."""
         c = items_table.c
         where = [or_(c.key.in_(list(paths)), c.real_path.in_(list(paths)), *self._passing(paths, None, None))] if paths else []
+        if ids:
+            where.append(c.id.in_([int(i) for i in ids]))
         with self.db.connect() as conn:
-            return dict(conn.execute(select(c.key, c.real_path).where(c.kind == IMAGE, *where).distinct()).all())
+            rows = conn.execute(select(c.key, c.real_path, c.size, c.mtime).where(c.kind == IMAGE, *where).distinct())
+            return {key: (real, size, mtime) for key, real, size, mtime in rows}
 
     def timeline(
         self, limit: int, cursor: tuple[float, int] | None = None, folders: Sequence[str] = (),
@@ -118,10 +122,13 @@ def by_month(dates: np.ndarray) -> list[tuple[str, int, float]]:
         try:
             newest = datetime.fromtimestamp(order[end - 1])
             start = datetime(newest.year, newest.month, 1).timestamp()
-            after = datetime(newest.year + newest.month // 12, newest.month % 12 + 1, 1).timestamp()
         except (OverflowError, OSError, ValueError):  # a date no calendar shows: not listed
             end -= 1
             continue
+        try:
+            after = datetime(newest.year + newest.month // 12, newest.month % 12 + 1, 1).timestamp()
+        except (OverflowError, OSError, ValueError):  # December 9999: everything after its start
+            after = float(order[-1]) + 1.0
         first = int(np.searchsorted(order, start, side="left"))
         months.append((f"{newest.year:04d}-{newest.month:02d}", end - first, after))
         end = first

@@ -53,10 +53,10 @@ def sidecar_path(image: str, lightroom: bool = False) -> Path:
 
 
 def write_sidecars(images: Sequence[str], tagged: dict[str, list[str]], texts: dict[str, str], lightroom: bool,
-                   dry_run: bool, real_paths: dict[str, str | None]) -> XmpReport:
-    """Each image's tags (and text) into its sidecar; what changed and what could not be written, and why. An
-    image whose path now leads to another file than the one indexed (a re-pointed link) gets nothing: its tags
-    describe that other file."""
+                   dry_run: bool, indexed: dict[str, tuple]) -> XmpReport:
+    """Each image's tags (and text) into its sidecar; what changed and what could not be written, and why.
+    `indexed`: each image's (real path, size, mtime) when it was indexed. An image whose path now leads to another
+    file (a re-pointed link), or whose file changed since, gets nothing: its tags describe what it was."""
     report = XmpReport()
     for folder in {Path(image).parent for image in images}:
         remove_abandoned(folder, "*.xmp.tmp")
@@ -73,10 +73,14 @@ def write_sidecars(images: Sequence[str], tagged: dict[str, list[str]], texts: d
         if not os.path.isfile(image):
             report.failed.append({"path": image, "error": "the file is gone: index again"})
             continue
-        real = real_paths.get(image)
+        real, size, mtime = indexed.get(image, (None, None, None))
         if real is not None and os.path.realpath(image) != real:
             report.failed.append({"path": image, "error": "this path now leads to another file than the one "
                                                           "indexed (a link was re-pointed): index again"})
+            continue
+        found = os.stat(image)
+        if size is not None and (found.st_size, found.st_mtime) != (size, mtime):
+            report.failed.append({"path": image, "error": "the file changed since it was indexed: index again"})
             continue
         try:
             change = update_sidecar(image, tagged.get(image, []), texts.get(image), lightroom, dry_run)

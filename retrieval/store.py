@@ -20,7 +20,7 @@ from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
 
 from clipdex.retrieval import fulltext
 from clipdex.retrieval.database_url import without_password
-from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.errors import ClipdexError, Refused, first_line
 from clipdex.retrieval.identity import ModelIdentity
 from clipdex.retrieval.migrations import migrate
 from clipdex.retrieval.pause import pause_point
@@ -80,11 +80,6 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def _reason(exc: Exception) -> str:
-    """The database's own first line about an error (SQLAlchemy's text adds the SQL, parameters and a URL)."""
-    return (str(getattr(exc, "orig", exc)).strip().splitlines() or [type(exc).__name__])[0]
-
-
 class Store(fulltext.TextStore, StagingStore, TagStore, SelectionStore):
     """Items (images and captions) with their vectors, the model binding and the write generation."""
 
@@ -97,10 +92,10 @@ class Store(fulltext.TextStore, StagingStore, TagStore, SelectionStore):
             self._check_schema()
         except (OperationalError, ModuleNotFoundError) as exc:
             shown = without_password(url)
-            raise ClipdexError(f"cannot open the library database {shown}: {_reason(exc)}") from None
+            raise ClipdexError(f"cannot open the library database {shown}: {first_line(exc)}") from None
         except DatabaseError as exc:  # not a database at all: a damaged or foreign file
             raise ClipdexError(
-                f"{without_password(url)} is not a readable clipdex database ({_reason(exc)}); restore it from a backup, "
+                f"{without_password(url)} is not a readable clipdex database ({first_line(exc)}); restore it from a backup, "
                 f"or move it aside and index again"
             ) from None
 
@@ -203,7 +198,7 @@ class Store(fulltext.TextStore, StagingStore, TagStore, SelectionStore):
         relinks (path, real path) record that an image file's path now leads elsewhere (a re-pointed link, a disk
         mounted in another place). A vector that is not finite is never stored: it would match nothing, for good."""
         if not all(np.isfinite(item.vector).all() for item in [*inserts, *(item for _, item in updates)]):
-            raise ClipdexError("refusing to store vectors with non-finite numbers (NaN or infinity): the model's "
+            raise Refused("refusing to store vectors with non-finite numbers (NaN or infinity): the model's "
                                "files are damaged; prepare or download the model again")
         c = items_table.c
         try:
@@ -243,7 +238,7 @@ class Store(fulltext.TextStore, StagingStore, TagStore, SelectionStore):
                 pause_point("store-write")  # written, not committed: a kill here must leave no trace
                 return generation
         except SQLAlchemyError as exc:  # a full disk, say: the database's own words, never the SQL or its URL
-            raise ClipdexError(f"could not write to the library database: {_reason(exc)}; nothing of this batch "
+            raise ClipdexError(f"could not write to the library database: {first_line(exc)}; nothing of this batch "
                                f"was written") from None
 
     @staticmethod

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from clipdex.retrieval import config
-from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.errors import ClipdexError, NotFound
 
 _WEIGHTED = re.compile(r"^(\d+(?:\.\d*)?|\.\d+):(.+)$", re.S)
 _PATH_PREFIXES = ("./", "../", "~/", "/")
@@ -54,7 +54,7 @@ def _term(words: list[str], sign: float, files: bool) -> Term:
     if os.path.isfile(path):
         return Term(path, True, sign * weight)
     if _looks_like_path(text):
-        raise ClipdexError(f"no such image: {text} (a term that looks like a path must name a file)")
+        raise NotFound(f"no such image: {text} (a term that looks like a path must name a file)")
     return Term(text, False, sign * weight)
 
 

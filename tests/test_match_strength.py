@@ -41,7 +41,7 @@ def test_the_floor_is_kept_for_the_library_and_measured_again_when_it_grows(cli,
     floor = saved["floor"]
     assert [h["strong"] for h in first] == [h["score"] >= floor for h in first]
 
-    kept.write_text(json.dumps({"for": saved["for"], "floor": 2.0}))  # read back, not measured again
+    kept.write_text(json.dumps({"for": saved["for"], "floor": 0.9999}))  # read back, not measured again
     assert not any(h["strong"] for h in _json(cli("search", "a red circle", "--json")))
     kept.write_text("{not json")  # damaged: measured again, and the query still answers
     assert _json(cli("search", "a red circle", "-k", "20", "--json")) == first
@@ -66,3 +66,32 @@ def test_the_cli_marks_weak_matches_and_says_why(cli, library_dir: Path) -> None
     marks = ["strong" if "strong" in row else "weak" for row in rows]
     assert marks[0] == "strong" and "weak" in marks and marks == sorted(marks)  # strong ones first, then weak
     assert cli("search", "a red circle", "-f").stdout.count("\n") == 10  # paths alone for pipes, as before
+
+
+def test_a_damaged_or_planted_floor_file_is_measured_again(cli, library_dir: Path, photos) -> None:
+    import os
+
+    cli("index", photos(12), "--model", "sample")
+    measured = _json(cli("search", "a red circle", "-k", "12", "--json"))
+    kept = library_dir / config.RELEVANCE_FILE
+    key = json.loads(kept.read_text())["for"]
+    plants = [json.dumps({"for": key, "floor": 99.0}), json.dumps({"for": key, "floor": None}),
+              json.dumps({"for": key, "floor": -5.0}), "[" * 100_000 + "]" * 100_000]
+    for planted in plants:
+        kept.write_text(planted)
+        assert _json(cli("search", "a red circle", "-k", "12", "--json")) == measured, planted[:40]
+    kept.unlink()
+    os.mkfifo(kept)  # read without waiting on it, never trusted
+    assert _json(cli("search", "a red circle", "-k", "12", "--json")) == measured
+    kept.unlink()
+
+
+def test_a_name_holding_one_word_of_two_is_not_a_strong_match(cli, library_dir: Path, photos) -> None:
+    folder = photos(12)
+    odd = sorted(folder.iterdir())[0]
+    odd.rename(folder / "bold.png")
+    cli("index", folder, "--model", "sample")
+    hits = _json(cli("search", "bold banana", "-k", "12", "--json"))
+    named = next(h for h in hits if h["path"].endswith("/bold.png"))
+    floor = json.loads((library_dir / config.RELEVANCE_FILE).read_text())["floor"]
+    assert named["strong"] == (named["score"] >= floor)  # one word of two in its name: its cosine decides

@@ -196,3 +196,44 @@ def test_thumbnails_at_two_sizes_months_and_more_like_several(served, cli, libra
     refused = client.post("/api/xmp", json={"ids": ids}, headers={"origin": LOCAL})
     assert refused.status_code == 400 and "index --tags" in refused.json()["detail"]  # nothing to write, said why
     assert client.post("/api/xmp", json={"ids": ids}, headers={"origin": "http://evil.example"}).status_code == 403
+
+
+def test_sidecars_of_chosen_photos_exactly_and_no_values_echoed(cli, photos, library_dir: Path, shapes: Path) -> None:
+    folder = photos(6)
+    cli("index", folder, "--model", "sample", "--tags", "--vocabulary", shapes)
+    client = TestClient(create_app(Library(library_dir), "cpu"), base_url=LOCAL)
+    ids = {Path(h["path"]).name: h["id"] for h in client.get("/api/items").json()["items"]}
+    names = sorted(ids)
+    linked, gone, changed, kept = names[:4]
+    (folder / linked).unlink()
+    (folder / linked).symlink_to(folder)  # a photo replaced by a link to its own folder
+    (folder / gone).unlink()
+    (folder / changed).write_bytes((folder / names[5]).read_bytes())  # other pixels under the same name
+    origin = {"origin": LOCAL}
+    report = client.post("/api/xmp", json={"ids": [ids[n] for n in (linked, gone, changed, kept)]}, headers=origin)
+    assert report.status_code == 200, report.text
+    written = {Path(c["image"]).name for c in report.json()["changed"]}
+    failed = {Path(f["path"]).name: f["error"] for f in report.json()["failed"]}
+    assert written == {kept} and set(failed) == {linked, gone, changed}, (written, failed)
+    assert "changed since it was indexed" in failed[changed] and "gone" in failed[gone]
+    assert sorted(p.name for p in folder.glob("*.xmp")) == [kept + ".xmp"]  # nothing else under the folder
+
+    for body in ('{"ids": [NaN]}', '{"ids": [1e400]}', '{"ids": [true]}', '{"ids": ["1"]}'):
+        refused = client.post("/api/xmp", content=body, headers={**origin, "content-type": "application/json"})
+        assert refused.status_code == 422 and "input" not in refused.text, (body, refused.text)
+
+    (library_dir / "thumbnails").write_text("not a folder")  # the cache cannot be written: made for each request
+    thumb = client.get(f"/api/items/{ids[kept]}/thumbnail")
+    assert thumb.status_code == 200 and thumb.content[:2] == b"\xff\xd8"
+
+
+def test_far_dates_have_no_calendar_and_every_month_adds_up() -> None:
+    import numpy as np
+
+    from clipdex.retrieval.hits import iso_date
+    from clipdex.retrieval.selection import by_month
+
+    assert iso_date(1e13) is None and iso_date(0.0) is not None
+    last = 253_402_214_400.0 - 86_400 * 2  # late December 9999 (UTC)
+    months = by_month(np.array([last, 1_600_000_000.0, 1_600_000_001.0]))
+    assert sum(count for _, count, _ in months) == 3 and months[-1][1] == 2

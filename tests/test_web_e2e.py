@@ -142,7 +142,7 @@ def test_home_timeline_query_and_detail_view(server: str, browser) -> None:
 
     page.fill("#q", "a shape")
     page.press("#q", "Enter")
-    page.wait_for_selector("#results .thumb .tag", state="attached", timeout=15_000)
+    page.wait_for_function("() => $('hint').textContent.includes('“a shape”')", timeout=15_000)
     page.evaluate("$('weak').open = true")  # (a vague query: its matches may all be weak)
     chip = page.locator("#results .thumb .tag").first
     tag = chip.inner_text()
@@ -428,6 +428,8 @@ def test_select_photos_to_copy_their_paths_find_more_and_write_sidecars(server: 
     page.wait_for_function("() => $('selection-note').textContent.startsWith('copied')", timeout=5_000)
     copied = page.evaluate("navigator.clipboard.readText()").split("\n")
     assert [path.rsplit("/", 1)[1] for path in copied] == chosen and all(p.startswith("/") for p in copied)
+    quoted = page.evaluate("""() => ["/a b/it's.png", "/new\\nline\\u202e.png", "/plain-1.png"].map(shellWord)""")
+    assert quoted == ["'/a b/it'\\''s.png'", "$'/new\\x0aline\\u202e.png'", "/plain-1.png"]  # a path a line
 
     page.click("#export-xmp")
     page.wait_for_function("() => $('selection-note').textContent.includes('written')", timeout=15_000)
