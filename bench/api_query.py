@@ -28,10 +28,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.synthetic import fill_library  # noqa: E402
 from clipdex.cli.web import create_app  # noqa: E402
-from clipdex.retrieval import config  # noqa: E402
-from clipdex.retrieval.factory import load_encoder  # noqa: E402
+from clipdex.retrieval import config
+from clipdex.retrieval.models.openclip.factory import load_encoder  # noqa: E402
 from clipdex.retrieval.library import Library  # noqa: E402
-from clipdex.retrieval.prepared import prepare  # noqa: E402
+from clipdex.retrieval.models.prepared import prepare  # noqa: E402
 
 QUERIES = ["a dog on a beach", "red car at night", "two people hiking in snow", "a bowl of ramen", "city skyline"]
 

@@ -31,10 +31,10 @@ PHASES = r"""
 import sys, time
 marks = [("start", time.perf_counter())]
 def mark(name): marks.append((name, time.perf_counter()))
-import clipdex.cli.app, clipdex.retrieval.query; mark("import the CLI and query modules")
+import clipdex.cli.app, clipdex.retrieval.search.query; mark("import the CLI and query modules")
 from pathlib import Path
 from clipdex.retrieval.library import Library
-from clipdex.retrieval.store import IMAGE
+from clipdex.retrieval.storage.store import IMAGE
 library = Library(Path(sys.argv[1]), create=False); mark("open the library (database)")
 encoder = library.text_encoder("auto", "fp32"); mark("load the text encoder (" + type(encoder).__name__ + ")")
 vector = encoder.encode_texts([sys.argv[2]])[0]; mark("embed the query")
@@ -49,10 +49,10 @@ print(f"{(marks[-1][1] - marks[0][1]) * 1000:8.0f} ms  total (interpreter start-
 
 def build(library_dir: Path, images: int, model: str) -> None:
     from clipdex.api import export_text_tower
-    from clipdex.retrieval.factory import load_encoder
+    from clipdex.retrieval.models.openclip.factory import load_encoder
     from clipdex.retrieval.library import Library
     from bench.synthetic import fill_library
-    from clipdex.retrieval.store import IMAGE
+    from clipdex.retrieval.storage.store import IMAGE
 
     encoder = load_encoder(model, None, "cpu")
     library = Library(library_dir, create=True)

@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.api_query import serve  # noqa: E402
 from clipdex.cli.web import create_app  # noqa: E402
 from clipdex.cli.web_security import sign_in_url  # noqa: E402
-from clipdex.retrieval import config  # noqa: E402
+from clipdex.retrieval import config
 from clipdex.retrieval.library import Library  # noqa: E402
 
 TOKEN = "a-bench-token-0123456789"

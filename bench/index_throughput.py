@@ -33,10 +33,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.synthetic import camera_jpegs  # noqa: E402
 from clipdex.indexer.decode import DecodeSettings, decode_file  # noqa: E402
 from clipdex.indexer.pipeline import index_folders  # noqa: E402
-from clipdex.retrieval import config  # noqa: E402
-from clipdex.retrieval.factory import load_encoder  # noqa: E402
+from clipdex.retrieval import config
+from clipdex.retrieval.models.openclip.factory import load_encoder  # noqa: E402
 from clipdex.retrieval.library import Library  # noqa: E402
-from clipdex.retrieval.loading import load_model  # noqa: E402
+from clipdex.retrieval.models.loading import load_model  # noqa: E402
 
 
 def encoder_only(encoder, batch_size: int, batches: int = 4) -> float:

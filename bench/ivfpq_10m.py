@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.synthetic import clustered  # noqa: E402
-from clipdex.retrieval.vector_index import IVFPQ, VectorIndex, exact_top_k, index_type_for  # noqa: E402
+from clipdex.retrieval.storage.vector_index import IVFPQ, VectorIndex, exact_top_k, index_type_for  # noqa: E402
 
 CHUNK = 250_000
 QUERY_SEED = 2**31  # not a multiple of CHUNK: never a chunk's seed

@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.synthetic import clustered  # noqa: E402
-from clipdex.retrieval.vector_index import VectorIndex, exact_top_k  # noqa: E402
+from clipdex.retrieval.storage.vector_index import VectorIndex, exact_top_k  # noqa: E402
 
 
 def file_bytes(index: VectorIndex) -> int:

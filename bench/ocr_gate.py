@@ -35,10 +35,10 @@ from PIL import Image, ImageDraw, ImageFont
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from clipdex.retrieval import config  # noqa: E402
-from clipdex.retrieval.factory import load_encoder  # noqa: E402
-from clipdex.retrieval.images import open_image, read_image  # noqa: E402
-from clipdex.retrieval.ocr import TextReader  # noqa: E402
+from clipdex.retrieval import config
+from clipdex.retrieval.models.openclip.factory import load_encoder  # noqa: E402
+from clipdex.retrieval.media.images import open_image, read_image  # noqa: E402
+from clipdex.retrieval.media.ocr import TextReader  # noqa: E402
 
 WORDS = "invoice total receipt gate boarding platform exit menu price coffee parking ticket vpn settings".split()
 W, H = 4000, 3000

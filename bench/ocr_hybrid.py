@@ -30,11 +30,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.synthetic import fill_library  # noqa: E402
 from clipdex import api  # noqa: E402
-from clipdex.retrieval import config  # noqa: E402
-from clipdex.retrieval.factory import load_encoder  # noqa: E402
-from clipdex.retrieval.images import open_image, read_image  # noqa: E402
+from clipdex.retrieval import config
+from clipdex.retrieval.models.openclip.factory import load_encoder  # noqa: E402
+from clipdex.retrieval.media.images import open_image, read_image  # noqa: E402
 from clipdex.retrieval.library import Library  # noqa: E402
-from clipdex.retrieval.ocr import TextReader  # noqa: E402
+from clipdex.retrieval.media.ocr import TextReader  # noqa: E402
 
 WORDS = "invoice total receipt gate boarding platform exit menu price coffee parking ticket vpn settings".split()
 

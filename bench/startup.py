@@ -28,7 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.synthetic import camera_jpegs  # noqa: E402
-from clipdex.retrieval import config  # noqa: E402
+from clipdex.retrieval import config
 
 
 def weights_file(model: str, folder: Path) -> Path:
@@ -36,7 +36,7 @@ def weights_file(model: str, folder: Path) -> Path:
     import torch
     from safetensors.torch import save_file
 
-    from clipdex.retrieval.factory import load_encoder
+    from clipdex.retrieval.models.openclip.factory import load_encoder
 
     path = folder / f"{model}-random.safetensors"
     if not path.exists():
@@ -57,7 +57,7 @@ def pipeline_alone(model: str, weights: Path, folder: Path) -> float:
     """Images/s of index_folders in a process that already holds the (prepared) model."""
     from clipdex.indexer.pipeline import index_folders
     from clipdex.retrieval.library import Library
-    from clipdex.retrieval.loading import load_model
+    from clipdex.retrieval.models.loading import load_model
 
     encoder = load_model(model, str(weights), "cpu")
     with tempfile.TemporaryDirectory() as tmp:

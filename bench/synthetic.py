@@ -27,7 +27,7 @@ def clustered(n: int, dim: int, seed: int, clusters: int = 2000) -> np.ndarray:
 def fill_library(library, dim: int, images: int, chunk: int = 10_000, seed: int = 0) -> None:
     """`images` rows of clustered unit vectors shaped like real embeddings (an approximate index is tuned on them
     as on a real library), written as indexing writes them: a transaction a chunk."""
-    from clipdex.retrieval.store import IMAGE, NewItem
+    from clipdex.retrieval.storage.store import IMAGE, NewItem
 
     for start in range(0, images, chunk):
         vectors = clustered(min(chunk, images - start), dim, seed=seed + start)

@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from clipdex.retrieval.factory import load_encoder  # noqa: E402
+from clipdex.retrieval.models.openclip.factory import load_encoder  # noqa: E402
 
 QUERY = "a dog running on a beach at sunset"
 

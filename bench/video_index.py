@@ -23,9 +23,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from clipdex.indexer.pipeline import index_folders  # noqa: E402
-from clipdex.retrieval.factory import load_encoder  # noqa: E402
+from clipdex.retrieval.models.openclip.factory import load_encoder  # noqa: E402
 from clipdex.retrieval.library import Library  # noqa: E402
-from clipdex.retrieval.video import read_frames  # noqa: E402
+from clipdex.retrieval.media.video import read_frames  # noqa: E402
 
 
 def phone_clips(count: int, seconds: int, keyframe_seconds: int = 1) -> Path:

@@ -205,8 +205,8 @@ def search(
     as_json: bool = JsonOption,
 ) -> None:
     """Images ranked by similarity to a sentence (text→image), an image (image→image), or a mix of both."""
-    from clipdex.retrieval.hits import Filters, Hits
-    from clipdex.retrieval.terms import Term, command_line_tokens, parse_terms
+    from clipdex.retrieval.search.hits import Filters, Hits
+    from clipdex.retrieval.search.terms import Term, command_line_tokens, parse_terms
 
     parsed = parse_terms(command_line_tokens(terms)) if terms else []
     if image is not None:

@@ -30,7 +30,7 @@ def captions(
     as_json: bool = JsonOption,
 ) -> None:
     """Captions that describe IMAGE best (image→text): from the library's corpus, or the built-in vocabulary."""
-    from clipdex.retrieval.hits import Hits
+    from clipdex.retrieval.search.hits import Hits
 
     if source not in config.CAPTION_SOURCES:
         raise typer.BadParameter(f"one of {', '.join(config.CAPTION_SOURCES)}", param_hint="--from")
@@ -46,7 +46,7 @@ def captions(
     print_notes(hits.notes)
     if preview and not as_json:
         from clipdex.cli.preview import terminal_previewer
-        from clipdex.retrieval.video import is_video
+        from clipdex.retrieval.media.video import is_video
 
         if terminal_previewer():
             terminal_previewer().draw(image, 0.0 if is_video(image.name) else None)

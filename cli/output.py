@@ -114,7 +114,7 @@ def print_hits(hits, as_json: bool, title: str) -> None:
         extra.append(("from", lambda hit: hit.source))
     if any(hit.ocr for hit in hits):  # the words found in the photo, beside it
         extra.append(("text", lambda hit: hit.ocr or ""))
-    if any(hit.strong is False for hit in hits):  # weak matches told apart (retrieval/relevance.py)
+    if any(hit.strong is False for hit in hits):  # weak matches told apart (retrieval/search/relevance.py)
         extra.append(("match", lambda hit: "strong" if hit.strong else "weak"))
     label = "path" if hits[0].kind == "image" else "caption"
     print_table(title, ["#", "score", label, *(name for name, _ in extra)],

@@ -140,8 +140,8 @@ class Previewer:
 
     def thumbnail(self, path: str | Path, moment: float | None = None) -> Image.Image | None:
         """A library file's picture (a video's frame at `moment`); None for one that cannot be read now."""
-        from clipdex.retrieval.images import read_image
-        from clipdex.retrieval.video import frame_at
+        from clipdex.retrieval.media.images import read_image
+        from clipdex.retrieval.media.video import frame_at
 
         side = self.columns * CELL[0]
         try:

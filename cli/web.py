@@ -32,14 +32,14 @@ from clipdex.cli.web_files import byte_range, chunks, open_indexed, upload_refus
 from clipdex.cli.web_security import BodyLimit, RequestGuard
 from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
-from clipdex.retrieval.images import read_image
+from clipdex.retrieval.media.images import read_image
 from clipdex.retrieval.library import Library
-from clipdex.retrieval.hits import Filters, iso_date
-from clipdex.retrieval.query import Searcher
-from clipdex.retrieval.selection import by_month
-from clipdex.retrieval.store import IMAGE
-from clipdex.retrieval.terms import parse_terms, split_query
-from clipdex.retrieval.video import frame_at
+from clipdex.retrieval.search.hits import Filters, iso_date
+from clipdex.retrieval.search.query import Searcher
+from clipdex.retrieval.storage.selection import by_month
+from clipdex.retrieval.storage.store import IMAGE
+from clipdex.retrieval.search.terms import parse_terms, split_query
+from clipdex.retrieval.media.video import frame_at
 
 MAX_UPLOAD_BYTES = config.WEB_MAX_BODY_BYTES
 PAGE, ICON = Path(__file__).with_name("static") / "index.html", Path(__file__).with_name("static") / "favicon.svg"
@@ -205,8 +205,8 @@ def create_app(
 
     @app.post("/api/captions", summary="Add captions (txt: one a line; csv/jsonl with a caption field)")
     def add_captions(file: UploadFile = File(...)) -> dict:
-        from clipdex.retrieval.captions import add_captions as add
-        from clipdex.retrieval.pairs import parse_captions
+        from clipdex.retrieval.describe.captions import add_captions as add
+        from clipdex.retrieval.describe.pairs import parse_captions
 
         suffix = Path(file.filename or "captions.txt").suffix.lower()
         try:
@@ -263,7 +263,7 @@ def create_app(
         return Response(made.getvalue(), media_type="image/jpeg")
 
     def reports() -> list[Path]:
-        from clipdex.retrieval.checkpoint import report_chain
+        from clipdex.retrieval.models.checkpoint import report_chain
 
         return report_chain(library.require_identity().name)
 

@@ -17,8 +17,8 @@ __all__ = [
 
 _HOMES = {
     "Library": "clipdex.retrieval.library",
-    "Filters": "clipdex.retrieval.query",
-    "Hit": "clipdex.retrieval.query",
+    "Filters": "clipdex.retrieval.search.hits",
+    "Hit": "clipdex.retrieval.search.hits",
     "FinetuneOptions": "clipdex.retrieval.training.options",
     "ClipdexError": "clipdex.retrieval.errors",
 }

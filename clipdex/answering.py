@@ -21,9 +21,9 @@ from clipdex.asking import PROTOCOL, library_key, ours, peer, socket_address
 from clipdex.live import return_freed_memory
 from clipdex.retrieval import config
 from clipdex.retrieval.errors import first_line
-from clipdex.retrieval.hits import Filters
+from clipdex.retrieval.search.hits import Filters
 from clipdex.retrieval.library import Library
-from clipdex.retrieval.terms import Term
+from clipdex.retrieval.search.terms import Term
 
 
 class QueryServer:

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError, NotFound
-from clipdex.retrieval.hits import Hits
+from clipdex.retrieval.search.hits import Hits
 from clipdex.retrieval.library import Library, leaves_no_empty_library
 
 # start(description, total) -> advance(n=1, note=""): one progress bar per phase of the work
@@ -43,7 +43,7 @@ def load_model(
     """The encoder a command should use: the library's bound model when none is named, else the named one (its
     default tag when none is given). The one place where that choice is made; on the CPU in fp32/int8 it is the
     prepared model (no torch), prepared first if it was not yet (unless `prepare` is False)."""
-    from clipdex.retrieval.loading import load_model as load
+    from clipdex.retrieval.models.loading import load_model as load
 
     if model is None and library is not None and library.identity is not None:
         return library.encoder(device, precision, progress)
@@ -83,9 +83,9 @@ def index(
     `export_text` is False, the model is prepared for torch-free runs (its
     towers exported: a named step, once per model, kept in the user cache folder)."""
     from clipdex.indexer.ocr_pass import read_text_in_images
-    from clipdex.retrieval.ocr import require_ocr
+    from clipdex.retrieval.media.ocr import require_ocr
     from clipdex.indexer.pipeline import IndexReport, index_folders
-    from clipdex.retrieval.vocabulary import BUILTIN_NAME, read_concepts
+    from clipdex.retrieval.describe.vocabulary import BUILTIN_NAME, read_concepts
 
     if vocabulary is not None and not tags:
         raise ClipdexError("--vocabulary names the concepts to tag with: give it with --tags")
@@ -151,7 +151,7 @@ def index(
     if model_of.value is not None:
         report.notes[:0] = model_of.value.notes
     if export_text and not report.interrupted:
-        from clipdex.retrieval.loading import text_model  # a folder runs text queries already
+        from clipdex.retrieval.models.loading import text_model  # a folder runs text queries already
 
         ready = model_of.value is not None or text_model(library.require_identity()) is not None
         loaded = model_of.value if ready else model_of()
@@ -183,7 +183,7 @@ class _OnDemand:
 
 def _bound_to(library: Library, model: str | None, pretrained: str | None) -> bool:
     """Whether the library is bound to the model the user named (or named none), told without building it."""
-    from clipdex.retrieval.factory import choose_model
+    from clipdex.retrieval.models.openclip.factory import choose_model
 
     bound = library.identity
     if bound is None or model is None:
@@ -196,7 +196,7 @@ def _refuse_other_model(library: Library, model: str, pretrained: str | None) ->
     """The library's refusal of a model other than its own, told from the model's name and weights alone."""
     from dataclasses import replace
 
-    from clipdex.retrieval.factory import choose_model
+    from clipdex.retrieval.models.openclip.factory import choose_model
 
     bound = library.require_identity()
     choice = choose_model(model, config.pretrained_for(model, pretrained))
@@ -217,7 +217,7 @@ def _embedder(name: str, encoder, batch_size: int, ray_address: str | None):
 def export_text_tower(encoder, progress: Progress | None = None) -> list[str]:
     """Prepare the fp32 folder of a model that runs through torch (bf16, CUDA), for fast, torch-free text
     queries (once per model, cached); the notes for the user, none when it was prepared."""
-    from clipdex.retrieval.prepared import prepare
+    from clipdex.retrieval.models.prepared import prepare
 
     return prepare(encoder, "fp32", progress)[1]
 
@@ -236,8 +236,8 @@ def search(
 
     mode: "hybrid" (CLIP fused with the words read in photos and their names), "clip" or "text".
     sort: "score" (best first) or "date" (the same matches, newest first)."""
-    from clipdex.retrieval.query import Searcher
-    from clipdex.retrieval.terms import split_query
+    from clipdex.retrieval.search.query import Searcher
+    from clipdex.retrieval.search.terms import split_query
 
     searcher = Searcher(library, device, precision)
     hits = searcher.search(split_query(query) if isinstance(query, str) else query, k, filters, mode, sort)
@@ -248,7 +248,7 @@ def captions(library: Library, image, k: int = config.DEFAULT_TOP_K, device: str
              source: str = "auto", progress: Progress | None = None) -> Hits:
     """Captions ranked by how well they describe `image` (a path or a PIL image): image→text, from the corpus
     or the vocabulary (`source`: auto, corpus, builtin or all; each hit says where it came from)."""
-    from clipdex.retrieval.query import Searcher
+    from clipdex.retrieval.search.query import Searcher
 
     searcher = Searcher(library, device, progress=progress)
     return Hits(searcher.captions(image, k, source), searcher.notes)
@@ -261,7 +261,7 @@ def export_xmp(library: Library, paths: Sequence[Path | str] = (), dry_run: bool
     opened for writing."""
     import os
 
-    from clipdex.retrieval.sidecars import write_sidecars
+    from clipdex.retrieval.describe.sidecars import write_sidecars
 
     if not library.store.tags_enabled and not text:
         raise ClipdexError("the library has no tags to export: run `clipdex index --tags` first")
@@ -285,8 +285,8 @@ def tags(library: Library) -> list[tuple[str, int]]:
 
 def add_captions(library: Library, captions: Sequence[str] | Path | str, device: str = "auto"):
     """Add captions (a list, or a .txt/.csv/.jsonl file) to the corpus; a CaptionReport."""
-    from clipdex.retrieval.captions import CaptionReport, add_captions as add
-    from clipdex.retrieval.pairs import CaptionFile, read_captions
+    from clipdex.retrieval.describe.captions import CaptionReport, add_captions as add
+    from clipdex.retrieval.describe.pairs import CaptionFile, read_captions
 
     given = read_captions(Path(captions)) if isinstance(captions, (str, Path)) else CaptionFile(list(captions), [])
     return CaptionReport(*add(library, library.encoder(device), given.captions), given.skipped)
@@ -294,8 +294,8 @@ def add_captions(library: Library, captions: Sequence[str] | Path | str, device:
 
 def remove_captions(library: Library, captions: Sequence[str] | Path | str | None = None) -> int:
     """Remove captions (a list, or a file as add_captions reads; None: the whole corpus); returns how many."""
-    from clipdex.retrieval.captions import remove_captions as remove
-    from clipdex.retrieval.pairs import read_captions
+    from clipdex.retrieval.describe.captions import remove_captions as remove
+    from clipdex.retrieval.describe.pairs import read_captions
 
     if isinstance(captions, (str, Path)):
         captions = read_captions(Path(captions)).captions
@@ -304,7 +304,7 @@ def remove_captions(library: Library, captions: Sequence[str] | Path | str | Non
 
 def duplicates(library: Library, threshold: float = config.DEFAULT_DUPLICATE_THRESHOLD) -> list[list[dict]]:
     """Groups of near-identical photos, largest first (nothing is deleted)."""
-    from clipdex.retrieval.duplicates import duplicate_groups
+    from clipdex.retrieval.search.duplicates import duplicate_groups
 
     return duplicate_groups(library, threshold)
 
@@ -313,7 +313,7 @@ def finetune(pairs: Path | str | Sequence, options, on_event: Callable[[dict], N
     """Train on image–caption pairs (a pairs file, or Pairs) with `options` (FinetuneOptions): held-out recall
     before, per epoch and after; the best epoch's (or mixed) weights at options.out with a metrics log beside it.
     `on_event` sees each logged record (steps, evaluations)."""
-    from clipdex.retrieval.pairs import read_pairs
+    from clipdex.retrieval.describe.pairs import read_pairs
     from clipdex.retrieval.training.finetune import finetune as run
 
     return run(read_pairs(Path(pairs)) if isinstance(pairs, (str, Path)) else pairs, options, on_event=on_event)
@@ -327,8 +327,8 @@ def evaluate(
     device: str = "auto",
 ) -> dict:
     """Recall@1/5/10 both ways on a pairs file, with `model`, else the library's bound model, else the default."""
-    from clipdex.retrieval.evaluate import evaluate_pairs
-    from clipdex.retrieval.pairs import read_pairs
+    from clipdex.retrieval.training.evaluate import evaluate_pairs
+    from clipdex.retrieval.describe.pairs import read_pairs
 
     encoder = load_model(library, model, pretrained, device)
     loaded = read_pairs(Path(pairs)) if isinstance(pairs, (str, Path)) else pairs
@@ -340,7 +340,7 @@ def export_model(model: str, out: Path | str, pretrained: str | None = None, pre
     """Write `model` (an open_clip name or checkpoint; needs torch) as a model folder at `out`, a new folder:
     runnable with no torch by `--model OUT` (and by Immich's loader). `fp16_weights` halves the files of weights
     that are fp16 already (the bundled sample model's)."""
-    from clipdex.retrieval.loading import export_model as export
+    from clipdex.retrieval.models.loading import export_model as export
 
     return export(model, Path(out).expanduser(), config.pretrained_for(model, pretrained), precision, fp16_weights)
 
@@ -349,9 +349,9 @@ def status(library: Library, paths: bool = True) -> dict:
     """What the library holds, which model it is bound to, its index, and whether its model is prepared (runs
     without torch) and fast text queries are ready.
     `paths=False` leaves out where things are on disk (for a browser)."""
-    from clipdex.retrieval.database_url import without_password
-    from clipdex.retrieval.loading import text_model
-    from clipdex.retrieval.store import IMAGE
+    from clipdex.retrieval.storage.database_url import without_password
+    from clipdex.retrieval.models.loading import text_model
+    from clipdex.retrieval.storage.store import IMAGE
 
     identity = library.identity
     index = library.vector_index(IMAGE) if identity else None

@@ -51,9 +51,9 @@ def run_demo(folder: Path, device: str = "auto", progress: Callable | None = Non
     """Index the sample photos into `folder` with the bundled model, search, describe a photo, and measure the
     model's recall on held-out photos; everything a person sees in `clipdex demo`, as data."""
     from clipdex import api
-    from clipdex.retrieval.evaluate import evaluate_pairs
-    from clipdex.retrieval.factory import SAMPLE_ALIAS
-    from clipdex.retrieval.pairs import read_pairs
+    from clipdex.retrieval.training.evaluate import evaluate_pairs
+    from clipdex.retrieval.models.openclip.factory import SAMPLE_ALIAS
+    from clipdex.retrieval.describe.pairs import read_pairs
     from clipdex.sample_data.synth import HELDOUT_SEED, heldout_scenes, write_set
 
     if not config.SAMPLE_MODEL.is_file():

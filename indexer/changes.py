@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 from clipdex.indexer.scan import FileStat, under
 from clipdex.retrieval.digest import file_sha256
-from clipdex.retrieval.store import StoredImage
+from clipdex.retrieval.storage.store import StoredImage
 
 
 @dataclass

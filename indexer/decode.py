@@ -17,8 +17,8 @@ import numpy as np
 from clipdex.retrieval import config
 from clipdex.retrieval.digest import open_regular
 from clipdex.retrieval.errors import ClipdexError
-from clipdex.retrieval.images import read_image
-from clipdex.retrieval.video import is_video, read_frames
+from clipdex.retrieval.media.images import read_image
+from clipdex.retrieval.media.video import is_video, read_frames
 
 
 @dataclass
@@ -47,7 +47,7 @@ _gate = None  # one small text detector per decode process, made on first use
 def _may_have_text(image) -> bool:
     global _gate
     if _gate is None:
-        from clipdex.retrieval.ocr import TextReader
+        from clipdex.retrieval.media.ocr import TextReader
 
         _gate = TextReader(threads=1)  # one core, like the rest of a decode worker
     return _gate.has_text(image)

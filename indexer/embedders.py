@@ -15,7 +15,7 @@ import numpy as np
 
 from clipdex.indexer.decode import Decoded, DecodeSettings, decode_file, decode_in_worker, start_worker
 from clipdex.retrieval import config
-from clipdex.retrieval.raw import fork_is_safe
+from clipdex.retrieval.media.raw import fork_is_safe
 
 
 @dataclass

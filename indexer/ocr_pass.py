@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.library import Library
-from clipdex.retrieval.ocr import TextReader
+from clipdex.retrieval.media.ocr import TextReader
 
 
 @dataclass

@@ -15,10 +15,10 @@ from clipdex.indexer.changes import plan_changes
 from clipdex.indexer.scan import FileStat, root_path, scan
 from clipdex.retrieval import config
 from clipdex.retrieval.library import Library
-from clipdex.retrieval.store import IMAGE, NewItem
+from clipdex.retrieval.storage.store import IMAGE, NewItem
 
 if TYPE_CHECKING:
-    from clipdex.retrieval.encoder import Encoder
+    from clipdex.retrieval.models.openclip.encoder import Encoder
 
 Progress = Callable[[str, int | None], Callable[[int], None]]
 

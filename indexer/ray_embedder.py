@@ -21,7 +21,7 @@ class _EmbedActor:
     """Runs inside a Ray actor: loads the model once, then decodes and embeds batches of paths."""
 
     def __init__(self, name: str, pretrained: str | None, device: str) -> None:
-        from clipdex.retrieval.loading import load_model
+        from clipdex.retrieval.models.loading import load_model
 
         self.encoder = load_model(name, pretrained, device, prepare_now=False)  # a folder where there is one
         if self.encoder.runs_torch:

@@ -14,7 +14,7 @@ from clipdex.indexer.embedders import LocalEmbedder
 from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.library import Library
-from clipdex.retrieval.store import CAPTION, IMAGE
+from clipdex.retrieval.storage.store import CAPTION, IMAGE
 
 
 @dataclass

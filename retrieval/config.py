@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-MODEL_CONFIG_DIR = PACKAGE_DIR / "model_configs"
+MODEL_CONFIG_DIR = PACKAGE_DIR / "models" / "openclip" / "model_configs"
 SAMPLE_DATA_DIR = PACKAGE_DIR.parent / "sample_data"
 SAMPLE_MODEL = SAMPLE_DATA_DIR / "clipdex-small.safetensors"  # its weights, for fine-tuning and torch runs
 SAMPLE_MODEL_FOLDER = SAMPLE_DATA_DIR / "clipdex-small"  # the same model as a folder: what `--model sample` runs
@@ -179,7 +179,7 @@ def default_cache_dir() -> Path:
 # Limits on untrusted input, and `clipdex serve` defaults. A query or request must not cost more than a person
 # could mean by it: these bound time (terms, characters), memory (pixels, bodies, caches) and who may connect.
 
-# Query text, for the CLI and the HTTP API alike (retrieval/terms.py): longer queries are cut to the model's
+# Query text, for the CLI and the HTTP API alike (retrieval/search/terms.py): longer queries are cut to the model's
 # 77 tokens anyway, so more only costs time under the server's one query lock.
 MAX_QUERY_CHARS = 1_000
 MAX_CAPTION_CHARS = 2_000  # a caption longer than this is refused (the text tower reads 77 tokens of it)

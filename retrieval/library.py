@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from clipdex.retrieval import config
-from clipdex.retrieval.database_url import database_url_for
+from clipdex.retrieval.storage.database_url import database_url_for
 from clipdex.retrieval.errors import ClipdexError, NotFound, Refused
-from clipdex.retrieval.identity import ModelIdentity
-from clipdex.retrieval.index_cache import IndexCache
-from clipdex.retrieval.store import IMAGE, Store
-from clipdex.retrieval.vector_index import VectorIndex
+from clipdex.retrieval.models.identity import ModelIdentity
+from clipdex.retrieval.storage.index_cache import IndexCache
+from clipdex.retrieval.storage.store import IMAGE, Store
+from clipdex.retrieval.storage.vector_index import VectorIndex
 
 
 def leaves_no_empty_library(function: Callable) -> Callable:
@@ -156,7 +156,7 @@ class Library:
         where the settings allow, prepared now if it was not yet (`progress` shows that step)."""
         bound = self.follow_binding()
         if self._encoder is None or self._encoder_settings != (device, precision):
-            from clipdex.retrieval.loading import load_model
+            from clipdex.retrieval.models.loading import load_model
 
             encoder = load_model(bound.name, bound.pretrained, device, precision, progress)
             self.check_model(encoder.identity)
@@ -171,7 +171,7 @@ class Library:
         if precision in ("fp32", "int8") and device in ("auto", "cpu"):
             bound = self.follow_binding()
             if self._text_encoder is None:
-                from clipdex.retrieval.loading import text_model
+                from clipdex.retrieval.models.loading import text_model
 
                 loaded = self._encoder  # a folder's model embeds text with the same file: not opened twice
                 prepared = loaded is not None and not loaded.runs_torch and bound.same_model(loaded.identity)
@@ -183,7 +183,7 @@ class Library:
     def vocabulary(self, device: str = "auto", precision: str = "fp32", progress=None):
         """The concepts this library describes and tags images with (its own list, given with `index --tags
         --vocabulary`, else the built-in one) in its model's space; needs only the text tower."""
-        from clipdex.retrieval.vocabulary import load_vocabulary
+        from clipdex.retrieval.describe.vocabulary import load_vocabulary
 
         concepts = self.store.tag_concepts()
         encoder = self.text_encoder(device, precision)
@@ -195,7 +195,7 @@ class Library:
     def relevance_floor(self, device: str = "auto", precision: str = "fp32") -> float | None:
         """The cosine a text query's hit must reach to be a strong match in this library (relevance.py); None for
         an empty library. Measured again whenever the library changed."""
-        from clipdex.retrieval.relevance import measure_floor, probe_vectors, remembered_floor
+        from clipdex.retrieval.search.relevance import measure_floor, probe_vectors, remembered_floor
 
         encoder, index = self.text_encoder(device, precision), self.vector_index(IMAGE)
         if index.count == 0:

@@ -13,9 +13,9 @@ import argparse
 import numpy as np
 
 from clipdex.retrieval import config
-from clipdex.retrieval.evaluate import embed_image_files
-from clipdex.retrieval.factory import load_encoder
-from clipdex.retrieval.pairs import read_pairs
+from clipdex.retrieval.training.evaluate import embed_image_files
+from clipdex.retrieval.models.openclip.factory import load_encoder
+from clipdex.retrieval.describe.pairs import read_pairs
 from clipdex.sample_data.synth import COLOURS, SHAPES
 
 

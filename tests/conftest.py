@@ -44,7 +44,7 @@ def model_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny():
     """clipdex-tiny with its seeded init: the same weights in every process, so CLI runs agree with it."""
-    from clipdex.retrieval.factory import load_encoder
+    from clipdex.retrieval.models.openclip.factory import load_encoder
 
     return load_encoder("clipdex-tiny", None, "cpu")
 

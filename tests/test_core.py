@@ -15,8 +15,8 @@ from PIL import Image
 from clipdex.retrieval import config
 from clipdex.retrieval.digest import file_sha256
 from clipdex.retrieval.library import Library
-from clipdex.retrieval.query import Searcher
-from clipdex.retrieval.store import CAPTION, IMAGE
+from clipdex.retrieval.search.query import Searcher
+from clipdex.retrieval.storage.store import CAPTION, IMAGE
 from tests.conftest import SAMPLE_ROWS
 
 TINY = ("--model", "clipdex-tiny")

@@ -15,7 +15,7 @@ import pytest
 
 from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
-from clipdex.retrieval.vocabulary import read_concepts
+from clipdex.retrieval.describe.vocabulary import read_concepts
 from tests.conftest import SAMPLE_ROWS
 
 SAMPLE = ("--model", "sample")

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from clipdex.retrieval import config
-from clipdex.retrieval.factory import load_encoder
-from clipdex.retrieval.images import read_image
+from clipdex.retrieval.models.openclip.factory import load_encoder
+from clipdex.retrieval.media.images import read_image
 
 CAUSAL_CONFIGS = ("clipdex-tiny", "clipdex-small", "ViT-B-32")
 TEXTS = ["a dog", "a small red circle left of a large green circle on a dotted background", "word " * 120, ""]
@@ -63,19 +63,19 @@ TOKENIZER_TEXTS = [
 ]
 
 
-from clipdex.retrieval.folder_export import same_ids  # noqa: E402
+from clipdex.retrieval.models.openclip.folder_export import same_ids  # noqa: E402
 
 
 def _folder_tokenizer():
     from open_clip.tokenizer import default_bpe
 
-    from clipdex.retrieval.tokenizer_json import clip_tokenizer
+    from clipdex.retrieval.models.openclip.tokenizer_json import clip_tokenizer
 
     return clip_tokenizer(Path(default_bpe()))
 
 
 def _ids(tokenizer, text: str) -> list[int]:
-    from clipdex.retrieval.model_folder import clean_text
+    from clipdex.retrieval.models.model_folder import clean_text
 
     return tokenizer.encode(clean_text(text)).ids
 
@@ -114,8 +114,8 @@ def test_a_folders_tokenizer_agrees_on_any_text(text: str) -> None:
 
 @pytest.mark.parametrize("name", ("clipdex-tiny", "ViT-B-32"))
 def test_a_prepared_folders_text_tower_matches_torch(name: str, tmp_path: Path, monkeypatch) -> None:
-    from clipdex.retrieval.prepared import prepare_folder
-    from clipdex.retrieval.prepared import open_prepared
+    from clipdex.retrieval.models.prepared import prepare_folder
+    from clipdex.retrieval.models.prepared import open_prepared
 
     monkeypatch.setenv("CLIPDEX_CACHE", str(tmp_path))
     encoder = load_encoder(name, None, "cpu")
@@ -136,8 +136,8 @@ def test_an_int8_text_tower_agrees_with_torch_fp32_and_repeats_are_remembered(tm
     import csv
 
     from clipdex.retrieval import config
-    from clipdex.retrieval.folder_export import write_folder
-    from clipdex.retrieval.model_folder import FolderModel
+    from clipdex.retrieval.models.openclip.folder_export import write_folder
+    from clipdex.retrieval.models.model_folder import FolderModel
 
     monkeypatch.setenv("CLIPDEX_CACHE", str(tmp_path))
     encoder = load_encoder("ViT-B-32", None, "cpu")
@@ -182,8 +182,8 @@ def test_cold_text_query_needs_no_torch_and_gives_the_same_hits(
 
 def test_memory_mapped_index_answers_like_the_loaded_one_and_still_tops_up(tmp_path: Path, tiny) -> None:
     from clipdex.retrieval.library import Library
-    from clipdex.retrieval.store import IMAGE, NewItem
-    from clipdex.retrieval.vector_index import VectorIndex
+    from clipdex.retrieval.storage.store import IMAGE, NewItem
+    from clipdex.retrieval.storage.vector_index import VectorIndex
 
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((60, tiny.identity.dim)).astype(np.float32)
@@ -214,7 +214,7 @@ def test_a_damaged_export_falls_back_to_torch(cli, library_dir: Path, photos, tm
     import json
 
     from clipdex.retrieval.library import Library
-    from clipdex.retrieval.prepared import prepared_path
+    from clipdex.retrieval.models.prepared import prepared_path
 
     monkeypatch.setenv("CLIPDEX_CACHE", str(tmp_path / "cache"))
     assert cli("index", photos(6), "--model", "clipdex-tiny").exit_code == 0
@@ -230,8 +230,8 @@ def test_a_folder_of_another_model_is_never_used(tmp_path: Path, monkeypatch, ti
     import shutil
 
     from clipdex.retrieval import config
-    from clipdex.retrieval.prepared import prepare_folder
-    from clipdex.retrieval.prepared import open_prepared, prepared_path
+    from clipdex.retrieval.models.prepared import prepare_folder
+    from clipdex.retrieval.models.prepared import open_prepared, prepared_path
 
     monkeypatch.setenv(config.CACHE_ENV, str(tmp_path / "cache"))
     small = load_encoder("clipdex-small", None, "cpu")
@@ -245,7 +245,7 @@ def test_the_int8_image_tower_agrees_with_fp32(tmp_path: Path, monkeypatch, phot
     """--precision int8 (the image tower through ONNX Runtime with int8 weights) against torch fp32 on photos, and
     a library indexed with it answers as an fp32 one does."""
     from clipdex import api
-    from clipdex.retrieval.images import open_image
+    from clipdex.retrieval.media.images import open_image
 
     monkeypatch.setenv("CLIPDEX_CACHE", str(tmp_path / "cache"))
     encoder = load_encoder("sample", None, "cpu")
@@ -269,7 +269,7 @@ def test_an_export_of_the_other_tower_is_never_used_and_an_unwritable_cache_is_o
     tmp_path: Path, monkeypatch, photos
 ) -> None:
     from clipdex import api
-    from clipdex.retrieval.prepared import prepare_folder
+    from clipdex.retrieval.models.prepared import prepare_folder
 
     monkeypatch.setenv("CLIPDEX_CACHE", str(tmp_path / "cache"))
     encoder = load_encoder("sample", None, "cpu")

@@ -21,11 +21,11 @@ import pytest
 import torch
 
 from clipdex.retrieval import config
-from clipdex.retrieval.checkpoint import load_optimizer_state, load_weights, optimizer_path, read_checkpoint_info
+from clipdex.retrieval.models.checkpoint import load_optimizer_state, load_weights, optimizer_path, read_checkpoint_info
 from clipdex.retrieval.errors import ClipdexError
-from clipdex.retrieval.evaluate import evaluate_pairs
-from clipdex.retrieval.factory import load_encoder
-from clipdex.retrieval.pairs import Pair, read_pairs
+from clipdex.retrieval.training.evaluate import evaluate_pairs
+from clipdex.retrieval.models.openclip.factory import load_encoder
+from clipdex.retrieval.describe.pairs import Pair, read_pairs
 from clipdex.retrieval.training.data import split_pairs
 from clipdex.retrieval.training.finetune import mean_r1, resume_path
 from clipdex.retrieval.training.metrics_log import metrics_path, read_metrics

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from clipdex.cli.web import create_app
 from clipdex.retrieval import config
-from clipdex.retrieval.evaluate import recall_at_k
+from clipdex.retrieval.training.evaluate import recall_at_k
 from clipdex.retrieval.library import Library
 from tests.conftest import SAMPLE_ROWS
 from tests.test_text_search import _words_image
@@ -26,7 +26,7 @@ def test_serve_never_shows_a_file_a_crafted_checkpoint_calls_its_report(cli, pho
                                                                         tmp_path: Path, tiny) -> None:
     from safetensors import safe_open
 
-    from clipdex.retrieval.checkpoint import CheckpointInfo, save_checkpoint
+    from clipdex.retrieval.models.checkpoint import CheckpointInfo, save_checkpoint
     import open_clip
 
     honest = tmp_path / "honest.safetensors"

@@ -20,11 +20,11 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from clipdex.retrieval import config
-from clipdex.retrieval.checkpoint import optimizer_path, read_checkpoint_info
-from clipdex.retrieval.factory import load_encoder
-from clipdex.retrieval.store import IMAGE
+from clipdex.retrieval.models.checkpoint import optimizer_path, read_checkpoint_info
+from clipdex.retrieval.models.openclip.factory import load_encoder
+from clipdex.retrieval.storage.store import IMAGE
 from clipdex.retrieval.training.metrics_log import metrics_path, read_metrics
-from clipdex.retrieval.vector_index import VectorIndex
+from clipdex.retrieval.storage.vector_index import VectorIndex
 from tests.conftest import new_postgres_database
 from tests.test_finetune_watch import QUICK, SAMPLE, _sample_pairs, _write_pairs
 from tests.test_reliability import TINY, _assert_consistent

@@ -11,8 +11,8 @@ import pytest
 
 from clipdex.retrieval import config
 from clipdex.retrieval.library import Library
-from clipdex.retrieval.store import IMAGE
-from clipdex.retrieval.vector_index import FLAT, IVF, IVFPQ, VectorIndex, exact_top_k, ivf_lists
+from clipdex.retrieval.storage.store import IMAGE
+from clipdex.retrieval.storage.vector_index import FLAT, IVF, IVFPQ, VectorIndex, exact_top_k, ivf_lists
 from tests.test_core import _json
 
 

@@ -18,7 +18,7 @@ import tifffile
 from PIL import Image
 
 from clipdex.retrieval import config
-from clipdex.retrieval.images import read_image
+from clipdex.retrieval.media.images import read_image
 from clipdex.retrieval.library import Library
 from tests.conftest import SAMPLE_ROWS, default_sigint
 
@@ -275,7 +275,7 @@ def test_sampled_frames_are_the_ones_decoding_in_order_gives_and_the_hit_is_at_i
         cli, tmp_path: Path, keyframe_seconds: int) -> None:
     import av
 
-    from clipdex.retrieval.video import read_frames
+    from clipdex.retrieval.media.video import read_frames
 
     folder = tmp_path / "media"
     folder.mkdir()

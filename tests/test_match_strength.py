@@ -8,7 +8,7 @@ from pathlib import Path
 
 from clipdex import api
 from clipdex.retrieval import config
-from clipdex.retrieval.relevance import made_up_words
+from clipdex.retrieval.search.relevance import made_up_words
 from clipdex.sample_data.synth import COLOURS, SHAPES
 from tests.test_core import _json
 

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from clipdex.retrieval.library import Library
-from clipdex.retrieval.schema import SCHEMA_VERSION
+from clipdex.retrieval.storage.schema import SCHEMA_VERSION
 
 
 @pytest.fixture

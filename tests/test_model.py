@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipdex.retrieval.checkpoint import CheckpointInfo, save_checkpoint
+from clipdex.retrieval.models.checkpoint import CheckpointInfo, save_checkpoint
 from clipdex.retrieval.errors import ClipdexError
-from clipdex.retrieval.factory import load_encoder
-from clipdex.retrieval.hub import hub_resolves
+from clipdex.retrieval.models.openclip.factory import load_encoder
+from clipdex.retrieval.models.hub import hub_resolves
 
 
 def test_tiny_encodes_to_unit_vectors_of_its_dimension(tiny) -> None:

@@ -96,9 +96,9 @@ def _multilingual_folder(target: Path) -> Path:
 
 
 def test_the_demo_runs_without_torch_and_agrees_with_torch(tmp_path: Path) -> None:
-    from clipdex.retrieval.evaluate import evaluate_pairs
-    from clipdex.retrieval.factory import load_encoder
-    from clipdex.retrieval.pairs import read_pairs
+    from clipdex.retrieval.training.evaluate import evaluate_pairs
+    from clipdex.retrieval.models.openclip.factory import load_encoder
+    from clipdex.retrieval.describe.pairs import read_pairs
     from clipdex.sample_data.synth import HELDOUT_SEED, heldout_scenes, write_set
 
     done = without_torch("demo", "--out", tmp_path / "demo", "--json")
@@ -112,8 +112,8 @@ def test_the_demo_runs_without_torch_and_agrees_with_torch(tmp_path: Path) -> No
 
 
 def test_an_immich_layout_folder_gives_the_prepared_models_vectors(tmp_path: Path, photos) -> None:
-    from clipdex.retrieval.images import open_image
-    from clipdex.retrieval.loading import load_model
+    from clipdex.retrieval.media.images import open_image
+    from clipdex.retrieval.models.loading import load_model
 
     folder = _immich_folder(tmp_path / "ViT-sample__immich")
     library = tmp_path / "library"
@@ -139,7 +139,7 @@ def test_a_multilingual_tokenizer_goes_through_the_same_path(tmp_path: Path, pho
     from tokenizers import Tokenizer
 
     from clipdex import api
-    from clipdex.retrieval.loading import load_model
+    from clipdex.retrieval.models.loading import load_model
 
     folder = _multilingual_folder(tmp_path / "xlm-style")
     library = tmp_path / "library"
@@ -212,9 +212,9 @@ def test_a_model_that_needs_torch_says_what_to_do_and_writes_nothing(tmp_path: P
 
 
 def test_a_damaged_prepared_folder_is_prepared_again(tmp_path: Path, photos, monkeypatch) -> None:
-    from clipdex.retrieval.identity import ModelIdentity
-    from clipdex.retrieval.loading import load_model
-    from clipdex.retrieval.prepared import open_prepared, prepared_path
+    from clipdex.retrieval.models.identity import ModelIdentity
+    from clipdex.retrieval.models.loading import load_model
+    from clipdex.retrieval.models.prepared import open_prepared, prepared_path
 
     monkeypatch.setenv(config.CACHE_ENV, str(tmp_path / "cache"))
     model = load_model("clipdex-tiny", None, "cpu")
@@ -235,7 +235,7 @@ def test_a_tower_that_gives_nan_stores_nothing(tmp_path: Path, photos) -> None:
     import onnx
     from onnx import numpy_helper
 
-    from clipdex.retrieval.store import IMAGE, NewItem, Store
+    from clipdex.retrieval.storage.store import IMAGE, NewItem, Store
 
     folder = _copy_sample(tmp_path / "damaged")
     model = onnx.load(str(folder / "visual" / "model.onnx"))
@@ -254,8 +254,8 @@ def test_a_tower_that_gives_nan_stores_nothing(tmp_path: Path, photos) -> None:
 
 
 def test_prepared_folders_are_private_and_leftovers_of_killed_runs_go(tmp_path: Path, monkeypatch) -> None:
-    from clipdex.retrieval.loading import load_model
-    from clipdex.retrieval.prepared import prepared_path
+    from clipdex.retrieval.models.loading import load_model
+    from clipdex.retrieval.models.prepared import prepared_path
 
     monkeypatch.setenv(config.CACHE_ENV, str(tmp_path / "cache"))
     models = tmp_path / "cache" / "models"
@@ -284,8 +284,8 @@ def test_the_built_in_vocabulary_describes_without_torch(tmp_path: Path, photos)
 def test_an_export_that_disagrees_with_torch_is_not_kept(tmp_path: Path, monkeypatch, setting: str) -> None:
     """No export matches torch to a cosine above 1: with that as the bar, preparing must refuse, and the model
     runs through torch with the reason as a note."""
-    from clipdex.retrieval.factory import load_encoder
-    from clipdex.retrieval.prepared import open_prepared, prepare
+    from clipdex.retrieval.models.openclip.factory import load_encoder
+    from clipdex.retrieval.models.prepared import open_prepared, prepare
 
     monkeypatch.setenv(config.CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.setattr(config, setting, 1.5)
@@ -297,8 +297,8 @@ def test_an_export_that_disagrees_with_torch_is_not_kept(tmp_path: Path, monkeyp
 
 
 def test_a_prepared_folder_others_may_change_is_not_trusted(tmp_path: Path, monkeypatch) -> None:
-    from clipdex.retrieval.loading import load_model
-    from clipdex.retrieval.prepared import open_prepared, prepared_path
+    from clipdex.retrieval.models.loading import load_model
+    from clipdex.retrieval.models.prepared import open_prepared, prepared_path
 
     monkeypatch.setenv(config.CACHE_ENV, str(tmp_path / "cache"))
     identity = load_model("clipdex-tiny", None, "cpu").identity

@@ -14,10 +14,10 @@ from PIL import Image
 
 from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
-from clipdex.retrieval.images import read_image
+from clipdex.retrieval.media.images import read_image
 from clipdex.retrieval.library import Library
-from clipdex.retrieval.store import IMAGE, items_table
-from clipdex.retrieval.terms import parse_terms
+from clipdex.retrieval.storage.store import IMAGE, items_table
+from clipdex.retrieval.search.terms import parse_terms
 from tests.conftest import SAMPLE_ROWS
 from tests.test_core import _brute_force, _json
 

@@ -11,7 +11,7 @@ import pytest
 
 from clipdex.retrieval.digest import file_sha256
 from clipdex.retrieval.library import Library
-from clipdex.retrieval.store import IMAGE
+from clipdex.retrieval.storage.store import IMAGE
 from tests.conftest import SAMPLE_ROWS
 
 if os.environ.get("CLIPDEX_REQUIRE_RAY"):  # CI installs the dev extra: a broken Ray must fail there, not skip

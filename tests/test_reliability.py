@@ -22,10 +22,10 @@ from PIL import Image
 
 from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
-from clipdex.retrieval.factory import load_encoder
-from clipdex.retrieval.images import read_image
+from clipdex.retrieval.models.openclip.factory import load_encoder
+from clipdex.retrieval.media.images import read_image
 from clipdex.retrieval.library import Library
-from clipdex.retrieval.store import IMAGE
+from clipdex.retrieval.storage.store import IMAGE
 from tests.conftest import SAMPLE_ROWS, default_sigint
 from tests.test_core import _json
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from clipdex.retrieval import config
-from clipdex.retrieval.images import read_image
+from clipdex.retrieval.media.images import read_image
 from clipdex.sample_data.synth import (
     COLOURS,
     SAMPLE_COUNT,

@@ -25,7 +25,7 @@ def test_reading_a_fifo_under_a_media_name_is_refused_at_once(tmp_path: Path, na
     os.mkfifo(fifo)
     reader = "read_frames(sys.argv[1], 64)" if name.endswith(".mp4") else "read_image(sys.argv[1], 64)"
     done = _in_child(
-        "import sys\nfrom clipdex.retrieval.images import read_image\nfrom clipdex.retrieval.video import read_frames\n"
+        "import sys\nfrom clipdex.retrieval.media.images import read_image\nfrom clipdex.retrieval.media.video import read_frames\n"
         f"from clipdex.retrieval.errors import ClipdexError\ntry:\n    {reader}\nexcept ClipdexError as e:\n"
         "    print(e)\n", str(fifo))
     assert "not a regular file" in done.stdout, done.stderr[-1000:]

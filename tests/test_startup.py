@@ -20,7 +20,7 @@ import torch
 
 from clipdex.retrieval import config
 from clipdex.retrieval.digest import file_sha256, weights_sha256
-from clipdex.retrieval.identity import ModelIdentity
+from clipdex.retrieval.models.identity import ModelIdentity
 from tests.conftest import SAMPLE_ROWS, default_sigint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,9 +107,9 @@ def test_the_prepared_model_embeds_as_torch_does(tmp_path: Path) -> None:
     preprocessing against open_clip's own transform, on shapes a camera and a screenshot give."""
     from PIL import Image
 
-    from clipdex.retrieval.factory import load_encoder
-    from clipdex.retrieval.images import open_image
-    from clipdex.retrieval.loading import load_model
+    from clipdex.retrieval.models.openclip.factory import load_encoder
+    from clipdex.retrieval.media.images import open_image
+    from clipdex.retrieval.models.loading import load_model
 
     encoder = load_encoder("sample", None, "cpu")
     prepared = load_model(str(config.SAMPLE_MODEL), None, "cpu")  # from the checkpoint, with torch, once
@@ -165,7 +165,7 @@ def test_a_weights_hash_is_remembered_only_while_the_file_is_unchanged(tmp_path:
 def test_a_model_built_without_init_holds_exactly_the_checkpoint_and_seeded_init_is_unchanged() -> None:
     from safetensors.torch import load_file
 
-    from clipdex.retrieval.factory import load_encoder
+    from clipdex.retrieval.models.openclip.factory import load_encoder
 
     seeded = {k: v.clone() for k, v in load_encoder("clipdex-tiny", None, "cpu").model.state_dict().items()}
     loaded = load_encoder("sample", None, "cpu").model.state_dict()

@@ -48,8 +48,8 @@ def test_the_installed_distribution_adds_only_the_clipdex_name(tmp_path: Path) -
     names = zipfile.ZipFile(wheel).namelist()
     top = {name.split("/")[0] for name in names}
     assert top == {"clipdex", "clipdex-0.1.0.dist-info"}, top
-    for needed in ("clipdex/retrieval/store.py", "clipdex/cli/static/index.html", "clipdex/sample_data/captions.csv",
-                   "clipdex/retrieval/model_configs/clipdex-tiny.json", "clipdex/sample_data/clipdex-small.safetensors"):
+    for needed in ("clipdex/retrieval/storage/store.py", "clipdex/cli/static/index.html", "clipdex/sample_data/captions.csv",
+                   "clipdex/retrieval/models/openclip/model_configs/clipdex-tiny.json", "clipdex/retrieval/describe/vocabulary.txt", "clipdex/sample_data/clipdex-small.safetensors"):
         assert needed in names
     entry = zipfile.ZipFile(wheel).read("clipdex-0.1.0.dist-info/entry_points.txt").decode()
     assert "clipdex = clipdex.cli.app:main" in entry

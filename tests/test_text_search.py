@@ -224,7 +224,7 @@ def test_kill_9_during_an_ocr_pass_loses_nothing(cli, library_dir: Path, tmp_pat
 def test_the_gate_passes_lines_of_words_not_shapes_and_stripes(monkeypatch) -> None:
     """The gate's rule (config.OCR_GATE_*): the detector finds boxes on about one sample image in six (flat shapes,
     stripes, dots), but few are shaped like a line of words; a rendered line of text still passes."""
-    from clipdex.retrieval.ocr import TextReader
+    from clipdex.retrieval.media.ocr import TextReader
 
     gate = TextReader(threads=1)
     images = [Image.open(p).convert("RGB").resize((500, 375)) for p in sorted(config.SAMPLE_DATA_DIR.glob("images/*"))[:120]]

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from clipdex.retrieval import config
-from clipdex.retrieval.checkpoint import read_checkpoint_info
-from clipdex.retrieval.evaluate import evaluate_pairs, recall_at_k
-from clipdex.retrieval.factory import load_encoder
-from clipdex.retrieval.images import open_image
-from clipdex.retrieval.pairs import Pair, read_pairs
+from clipdex.retrieval.models.checkpoint import read_checkpoint_info
+from clipdex.retrieval.training.evaluate import evaluate_pairs, recall_at_k
+from clipdex.retrieval.models.openclip.factory import load_encoder
+from clipdex.retrieval.media.images import open_image
+from clipdex.retrieval.describe.pairs import Pair, read_pairs
 from clipdex.retrieval.training.data import epoch_batches, split_pairs
 from clipdex.retrieval.training.finetune import finetune
 from clipdex.retrieval.training.options import FinetuneOptions

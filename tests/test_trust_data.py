@@ -17,11 +17,11 @@ import pytest
 
 from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
-from clipdex.retrieval.images import read_image
-from clipdex.retrieval.index_cache import IndexState, ids_check
+from clipdex.retrieval.media.images import read_image
+from clipdex.retrieval.storage.index_cache import IndexState, ids_check
 from clipdex.retrieval.library import Library
-from clipdex.retrieval.store import CAPTION, IMAGE
-from clipdex.retrieval.vector_index import VectorIndex
+from clipdex.retrieval.storage.store import CAPTION, IMAGE
+from clipdex.retrieval.storage.vector_index import VectorIndex
 from tests.conftest import SAMPLE_ROWS
 
 
@@ -139,6 +139,6 @@ def test_a_resumed_reembed_recomputes_vectors_of_photos_edited_meanwhile(
 
 @pytest.fixture(scope="module")
 def small():
-    from clipdex.retrieval.factory import load_encoder
+    from clipdex.retrieval.models.openclip.factory import load_encoder
 
     return load_encoder("clipdex-small", None, "cpu")

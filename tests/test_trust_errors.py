@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from clipdex.retrieval import config
-from clipdex.retrieval.checkpoint import METADATA_KEY
+from clipdex.retrieval.models.checkpoint import METADATA_KEY
 from tests.conftest import SAMPLE_ROWS
 
 TINY = ("--model", "clipdex-tiny")
@@ -177,7 +177,7 @@ def test_decoded_pixels_of_cmyk_sixteen_bit_and_heic_are_right(tmp_path: Path) -
     import numpy as np
     import pillow_heif
 
-    from clipdex.retrieval.images import read_image
+    from clipdex.retrieval.media.images import read_image
 
     base = Image.open(config.SAMPLE_DATA_DIR / SAMPLE_ROWS[0]["image"]).convert("RGB")
     reference = np.asarray(base, dtype=np.float32)

@@ -49,7 +49,7 @@ def test_fifos_sockets_and_devices_under_photo_names_never_stall_indexing(cli, p
 def test_a_file_swapped_for_a_fifo_after_the_scan_is_refused_without_blocking(tmp_path: Path) -> None:
     from clipdex.indexer.decode import DecodeSettings, decode_file
     from clipdex.retrieval.digest import file_sha256
-    from clipdex.retrieval.preprocess import ImagePreprocess
+    from clipdex.retrieval.models.preprocess import ImagePreprocess
 
     os.mkfifo(tmp_path / "late.jpg")
     settings = DecodeSettings(ImagePreprocess(32, (0.5,) * 3, (0.5,) * 3), 32)

@@ -13,7 +13,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from clipdex.cli.web import create_app
-from clipdex.retrieval.checkpoint import CheckpointInfo, save_checkpoint
+from clipdex.retrieval.models.checkpoint import CheckpointInfo, save_checkpoint
 from clipdex.retrieval.library import Library
 from tests.test_web import LOCAL
 

@@ -230,8 +230,8 @@ def test_sidecars_of_chosen_photos_exactly_and_no_values_echoed(cli, photos, lib
 def test_far_dates_have_no_calendar_and_every_month_adds_up() -> None:
     import numpy as np
 
-    from clipdex.retrieval.hits import iso_date
-    from clipdex.retrieval.selection import by_month
+    from clipdex.retrieval.search.hits import iso_date
+    from clipdex.retrieval.storage.selection import by_month
 
     assert iso_date(1e13) is None and iso_date(0.0) is not None
     last = 253_402_214_400.0 - 86_400 * 2  # late December 9999 (UTC)

@@ -454,7 +454,7 @@ def test_select_photos_to_copy_their_paths_find_more_and_write_sidecars(server: 
 def test_weak_matches_are_folded_below_the_strong_ones(server: str, browser) -> None:
     page, problems = _signed_in(browser, server, viewport={"width": 1200, "height": 800})
     page.wait_for_selector("#timeline .thumb img", timeout=15_000)
-    from clipdex.retrieval.relevance import made_up_words
+    from clipdex.retrieval.search.relevance import made_up_words
 
     nonsense = page.evaluate("""async (words) => {  // nonsense that this library's floor calls weak (most is)
         for (const word of words) {

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from clipdex.retrieval.sidecars import sidecar_path
+from clipdex.retrieval.describe.sidecars import sidecar_path
 from tests.test_describe_and_tags import SAMPLE, _json
 
 exiv2 = pytest.importorskip("exiv2") if not os.environ.get("CI") else __import__("exiv2")

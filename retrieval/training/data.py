@@ -7,8 +7,8 @@ from typing import Sequence
 import torch
 from torch.utils.data import Dataset
 
-from clipdex.retrieval.images import open_image
-from clipdex.retrieval.pairs import Pair
+from clipdex.retrieval.media.images import open_image
+from clipdex.retrieval.describe.pairs import Pair
 
 
 class PairImages(Dataset):

@@ -19,12 +19,12 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader
 
-from clipdex.retrieval.checkpoint import (
+from clipdex.retrieval.models.checkpoint import (
     CheckpointInfo, load_optimizer_state, load_weights, optimizer_path, read_checkpoint_info, save_checkpoint,
 )
 from clipdex.retrieval.errors import ClipdexError
-from clipdex.retrieval.evaluate import PairVectors, embed_pairs
-from clipdex.retrieval.pairs import Pair, read_pairs
+from clipdex.retrieval.training.evaluate import PairVectors, embed_pairs
+from clipdex.retrieval.describe.pairs import Pair, read_pairs
 from clipdex.retrieval.training.data import PairImages, epoch_batches, split_pairs
 from clipdex.retrieval.training.metrics_log import MetricsLog, metrics_path
 from clipdex.retrieval.training.mixing import mix_weights
@@ -123,7 +123,7 @@ def finetune(
     it. `on_event` sees each record as it is logged (event "step", "eval" or "epoch")."""
     import open_clip
 
-    from clipdex.retrieval.factory import load_encoder
+    from clipdex.retrieval.models.openclip.factory import load_encoder
 
     _check(options)
     started = time.perf_counter()

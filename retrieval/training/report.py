@@ -14,9 +14,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from clipdex.retrieval.checkpoint import REPORT_HEAD
-from clipdex.retrieval.evaluate import PairVectors
-from clipdex.retrieval.images import open_image
+from clipdex.retrieval.models.checkpoint import REPORT_HEAD
+from clipdex.retrieval.training.evaluate import PairVectors
+from clipdex.retrieval.media.images import open_image
 
 THUMB = 112  # pixels, the longer side of an example image
 EXAMPLES = 8  # captions shown, those whose answer changed most first

@@ -11,8 +11,8 @@ from PIL import Image
 
 from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
-from clipdex.retrieval.identity import ModelIdentity
-from clipdex.retrieval.preprocess import from_open_clip
+from clipdex.retrieval.models.identity import ModelIdentity
+from clipdex.retrieval.models.preprocess import from_open_clip
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PRECISIONS = (*_DTYPES, "int8")  # int8: the image tower of the int8 model folder (ONNX Runtime); text stays fp32
@@ -179,8 +179,8 @@ class Encoder:
 
     def _use(self, precision: str) -> None:
         if precision == "int8":
-            from clipdex.retrieval.prepared import prepare_folder
-            from clipdex.retrieval.model_folder import FolderModel
+            from clipdex.retrieval.models.prepared import prepare_folder
+            from clipdex.retrieval.models.model_folder import FolderModel
 
             try:
                 folder = prepare_folder(self, "int8")

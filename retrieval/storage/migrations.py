@@ -16,8 +16,8 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from clipdex.retrieval import fulltext
-from clipdex.retrieval.schema import items_table, staged_table, tags_table
+from clipdex.retrieval.storage import fulltext
+from clipdex.retrieval.storage.schema import items_table, staged_table, tags_table
 
 _V2_COLUMNS = "id, kind, key, sha256, size, mtime, width, height, taken_at, vector, generation"
 _V3_COLUMNS = _V2_COLUMNS + ", frame, frame_time, ocr_text, ocr_words"

@@ -22,8 +22,8 @@ from typing import Callable
 import numpy as np
 
 from clipdex.retrieval import config
-from clipdex.retrieval.vector_index import VectorIndex
-from clipdex.retrieval.vocabulary import cached_vectors
+from clipdex.retrieval.storage.vector_index import VectorIndex
+from clipdex.retrieval.describe.vocabulary import cached_vectors
 
 
 def made_up_words(count: int = config.RELEVANCE_PROBES, seed: int = config.RELEVANCE_SEED) -> list[str]:

@@ -28,8 +28,8 @@ from PIL import Image
 from clipdex.retrieval import config
 from clipdex.retrieval.digest import weights_sha256
 from clipdex.retrieval.errors import ClipdexError, first_line
-from clipdex.retrieval.identity import ModelIdentity
-from clipdex.retrieval.preprocess import ImagePreprocess
+from clipdex.retrieval.models.identity import ModelIdentity
+from clipdex.retrieval.models.preprocess import ImagePreprocess
 
 CONFIG_FILE = "config.json"
 TEXT_DIR, IMAGE_DIR = "textual", "visual"

@@ -16,7 +16,7 @@ import numpy as np
 
 from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
-from clipdex.retrieval.images import read_image
+from clipdex.retrieval.media.images import read_image
 
 
 def require_ocr():

@@ -18,8 +18,8 @@ from typing import Callable
 from clipdex.retrieval import config
 from clipdex.retrieval.digest import leftover_name, remove_abandoned
 from clipdex.retrieval.errors import ClipdexError
-from clipdex.retrieval.identity import ModelIdentity
-from clipdex.retrieval.model_folder import FolderConfig, FolderModel, files_checksums
+from clipdex.retrieval.models.identity import ModelIdentity
+from clipdex.retrieval.models.model_folder import FolderConfig, FolderModel, files_checksums
 
 # start(description, total) -> advance(n=1): how a long step shows itself (the API's progress callback)
 Progress = Callable[[str, "int | None"], Callable[..., None]]
@@ -106,7 +106,7 @@ def prepare(encoder, precision: str = "fp32", progress: Progress | None = None) 
 
 def prepare_folder(encoder, precision: str) -> Path:
     """The prepared folder of `encoder`'s model in `precision`, exported now unless a sound one is there."""
-    from clipdex.retrieval.folder_export import write_folder
+    from clipdex.retrieval.models.openclip.folder_export import write_folder
 
     target = prepared_path(encoder.identity, precision)
     if open_prepared(encoder.identity, precision) is not None:

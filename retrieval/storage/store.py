@@ -18,16 +18,16 @@ from sqlalchemy import bindparam, create_engine, delete, event, func, inspect, s
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
 
-from clipdex.retrieval import fulltext
-from clipdex.retrieval.database_url import without_password
+from clipdex.retrieval.storage import fulltext
+from clipdex.retrieval.storage.database_url import without_password
 from clipdex.retrieval.errors import ClipdexError, Refused, first_line
-from clipdex.retrieval.identity import ModelIdentity
-from clipdex.retrieval.migrations import migrate
+from clipdex.retrieval.models.identity import ModelIdentity
+from clipdex.retrieval.storage.migrations import migrate
 from clipdex.retrieval.pause import pause_point
-from clipdex.retrieval.selection import SelectionStore
-from clipdex.retrieval.staging import StagingStore
-from clipdex.retrieval.tagging import TagStore
-from clipdex.retrieval.schema import (
+from clipdex.retrieval.storage.selection import SelectionStore
+from clipdex.retrieval.storage.staging import StagingStore
+from clipdex.retrieval.storage.tagging import TagStore
+from clipdex.retrieval.storage.schema import (
     CAPTION,
     IMAGE,
     SCHEMA_VERSION,

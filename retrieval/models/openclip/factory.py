@@ -18,11 +18,11 @@ from pathlib import Path
 from clipdex.retrieval import config
 from clipdex.retrieval.digest import weights_sha256
 from clipdex.retrieval.errors import ClipdexError, NotFound, Refused, first_line
-from clipdex.retrieval.hub import hub_access
-from clipdex.retrieval.identity import ModelIdentity, is_checkpoint_path
+from clipdex.retrieval.models.hub import hub_access
+from clipdex.retrieval.models.identity import ModelIdentity, is_checkpoint_path
 
 if TYPE_CHECKING:  # the encoder module imports torch: only its type is needed here
-    from clipdex.retrieval.encoder import Encoder
+    from clipdex.retrieval.models.openclip.encoder import Encoder
 
 SAMPLE_ALIAS = "sample"
 
@@ -73,8 +73,8 @@ class ModelChoice:
 def choose_model(name: str, pretrained: str | None = None) -> ModelChoice:
     """Read a model name as it will be loaded, hashing a file only when its stamp changed: the sample model, a
     model folder, a checkpoint, an hf-hub: id, a hub ORG/NAME (a model folder there), else an open_clip name."""
-    from clipdex.retrieval.hub import hub_folder, is_repo_id
-    from clipdex.retrieval.model_folder import folder_fingerprint, is_model_folder
+    from clipdex.retrieval.models.hub import hub_folder, is_repo_id
+    from clipdex.retrieval.models.model_folder import folder_fingerprint, is_model_folder
 
     if name == SAMPLE_ALIAS:
         return ModelChoice(SAMPLE_ALIAS, None, folder_fingerprint(config.SAMPLE_MODEL_FOLDER), config.SAMPLE_MODEL_FOLDER)
@@ -154,8 +154,8 @@ def load_encoder(name: str, pretrained: str | None = None, device: str = "auto")
     import open_clip
     import torch
 
-    from clipdex.retrieval.checkpoint import load_weights, read_checkpoint_info
-    from clipdex.retrieval.encoder import Encoder
+    from clipdex.retrieval.models.checkpoint import load_weights, read_checkpoint_info
+    from clipdex.retrieval.models.openclip.encoder import Encoder
 
     _register_project_configs()
     device = resolve_device(device)

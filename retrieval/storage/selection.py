@@ -11,7 +11,7 @@ import numpy as np
 from sqlalchemy import func, or_, select
 from sqlalchemy.engine import Engine
 
-from clipdex.retrieval.schema import CAPTION, IMAGE, failures_table, items_table, tags_table
+from clipdex.retrieval.storage.schema import CAPTION, IMAGE, failures_table, items_table, tags_table
 
 
 def _folded(tag: str) -> str:

@@ -20,7 +20,7 @@ from PIL import Image
 
 from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
-from clipdex.retrieval.images import open_media
+from clipdex.retrieval.media.images import open_media
 
 
 @dataclass

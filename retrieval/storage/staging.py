@@ -11,8 +11,8 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Engine
 
 from clipdex.retrieval.errors import ClipdexError
-from clipdex.retrieval.identity import ModelIdentity
-from clipdex.retrieval.schema import items_table, staged_table, to_blob
+from clipdex.retrieval.models.identity import ModelIdentity
+from clipdex.retrieval.storage.schema import items_table, staged_table, to_blob
 
 
 class StagingStore:

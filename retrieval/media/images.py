@@ -13,7 +13,7 @@ from PIL import Image, ImageOps
 from clipdex.retrieval import config
 from clipdex.retrieval.digest import NotRegularFile, open_regular
 from clipdex.retrieval.errors import ClipdexError
-from clipdex.retrieval.raw import NotRaw, is_raw, read_raw
+from clipdex.retrieval.media.raw import NotRaw, is_raw, read_raw
 
 _heif_ready = False
 

@@ -40,7 +40,7 @@ def recall_at_k(
 
 def embed_image_files(encoder, paths, batch_size: int = 64) -> np.ndarray:
     """Vectors of image files in order, decoded a batch at a time so a large set never sits in memory whole."""
-    from clipdex.retrieval.images import open_image
+    from clipdex.retrieval.media.images import open_image
 
     return np.concatenate(
         [

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from clipdex.retrieval.identity import ModelIdentity
-from clipdex.retrieval.store import Store
-from clipdex.retrieval.vector_index import FLAT, IVFPQ, VectorIndex, index_type_for
+from clipdex.retrieval.models.identity import ModelIdentity
+from clipdex.retrieval.storage.store import Store
+from clipdex.retrieval.storage.vector_index import FLAT, IVFPQ, VectorIndex, index_type_for
 
 
 @dataclass

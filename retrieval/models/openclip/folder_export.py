@@ -18,12 +18,12 @@ import numpy as np
 
 from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
-from clipdex.retrieval.model_folder import (
+from clipdex.retrieval.models.model_folder import (
     CONFIG_FILE, IMAGE_DIR, MODEL_FILE, OWN_SECTION, PREPROCESS_FILE, TEXT_DIR, TOKENIZER_CONFIG_FILE,
     TOKENIZER_FILE, FolderModel, clean_text, files_checksums,
 )
-from clipdex.retrieval.preprocess import from_open_clip
-from clipdex.retrieval.tokenizer_json import END, clip_tokenizer
+from clipdex.retrieval.models.preprocess import from_open_clip
+from clipdex.retrieval.models.openclip.tokenizer_json import END, clip_tokenizer
 
 PROBE_TEXTS = (
     "a photo of a dog running on a beach at sunset",

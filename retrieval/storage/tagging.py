@@ -13,7 +13,7 @@ import numpy as np
 from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
 
-from clipdex.retrieval.schema import IMAGE, items_table, tags_table
+from clipdex.retrieval.storage.schema import IMAGE, items_table, tags_table
 
 TAGS_META_KEY = "tags_vocabulary"  # JSON: the concept list the library tags with; absent: no tags
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from clipdex.retrieval.errors import ClipdexError, NotFound
-from clipdex.retrieval.factory import choose_model
-from clipdex.retrieval.identity import ModelIdentity
-from clipdex.retrieval.model_folder import FolderModel
-from clipdex.retrieval.prepared import (
+from clipdex.retrieval.models.openclip.factory import choose_model
+from clipdex.retrieval.models.identity import ModelIdentity
+from clipdex.retrieval.models.model_folder import FolderModel
+from clipdex.retrieval.models.prepared import (
     FOLDER_PRECISIONS, Progress, has_torch, needs_torch, open_prepared, prepare, runs_prepared,
 )
 
@@ -34,7 +34,7 @@ def load_model(name: str, pretrained: str | None = None, device: str = "auto", p
             return prepared
     if not has_torch():
         raise needs_torch(f"{choice.identity().describe()} is not prepared here, and preparing it")
-    from clipdex.retrieval.factory import load_encoder
+    from clipdex.retrieval.models.openclip.factory import load_encoder
 
     encoder = load_encoder(name, pretrained, device)
     if prepare_now and runs_prepared(encoder.device, precision):
@@ -64,8 +64,8 @@ def text_model(identity: ModelIdentity) -> FolderModel | None:
 
 def export_model(model: str, target: Path, pretrained: str | None, precision: str, fp16_weights: bool) -> dict:
     """`clipdex export-model`: a shared folder of `model` at `target`, which must not exist yet."""
-    from clipdex.retrieval.factory import load_encoder
-    from clipdex.retrieval.folder_export import store_weights_as_fp16, write_folder
+    from clipdex.retrieval.models.openclip.factory import load_encoder
+    from clipdex.retrieval.models.openclip.folder_export import store_weights_as_fp16, write_folder
 
     if precision not in FOLDER_PRECISIONS:
         raise ClipdexError(f"unknown precision {precision!r} for a model folder: use fp32 or int8")

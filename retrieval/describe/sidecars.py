@@ -22,7 +22,7 @@ from xml.etree import ElementTree
 
 from clipdex.retrieval.digest import leftover_name, remove_abandoned
 from clipdex.retrieval.errors import ClipdexError
-from clipdex.retrieval.raw import is_raw
+from clipdex.retrieval.media.raw import is_raw
 
 _SUBJECT, _DESCRIPTION = "Xmp.dc.subject", "Xmp.dc.description"
 

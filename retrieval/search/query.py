@@ -14,14 +14,14 @@ from PIL import Image
 
 from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError, NotFound
-from clipdex.retrieval.fulltext import query_words
-from clipdex.retrieval.hits import Filters, Hit
-from clipdex.retrieval.hybrid import fuse, snippet
-from clipdex.retrieval.images import open_image
+from clipdex.retrieval.storage.fulltext import query_words
+from clipdex.retrieval.search.hits import Filters, Hit
+from clipdex.retrieval.search.hybrid import fuse, snippet
+from clipdex.retrieval.media.images import open_image
 from clipdex.retrieval.library import Library
-from clipdex.retrieval.store import CAPTION, IMAGE
-from clipdex.retrieval.terms import Term, parse_terms
-from clipdex.retrieval.video import is_video, read_frames
+from clipdex.retrieval.storage.store import CAPTION, IMAGE
+from clipdex.retrieval.search.terms import Term, parse_terms
+from clipdex.retrieval.media.video import is_video, read_frames
 
 
 def _one_per_file(hits: list[Hit]) -> list[Hit]:

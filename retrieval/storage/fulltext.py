@@ -20,7 +20,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from clipdex.retrieval.schema import IMAGE, items_table
+from clipdex.retrieval.storage.schema import IMAGE, items_table
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 # Words that say how to search rather than what for: never matched on their own.

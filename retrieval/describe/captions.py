@@ -8,7 +8,7 @@ from typing import Sequence
 
 from clipdex.retrieval import config
 from clipdex.retrieval.library import Library
-from clipdex.retrieval.store import CAPTION, NewItem
+from clipdex.retrieval.storage.store import CAPTION, NewItem
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from clipdex.retrieval.errors import ClipdexError, NotFound, Refused, first_line
-from clipdex.retrieval.identity import is_checkpoint_path
+from clipdex.retrieval.models.identity import is_checkpoint_path
 from clipdex.retrieval.pause import pause_point
 
 METADATA_KEY = "clipdex"

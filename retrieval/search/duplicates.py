@@ -7,8 +7,8 @@ twenty shots of one sunset becomes one group even when the first and last differ
 from __future__ import annotations
 
 from clipdex.retrieval.library import Library
-from clipdex.retrieval.hits import iso_date
-from clipdex.retrieval.store import IMAGE
+from clipdex.retrieval.search.hits import iso_date
+from clipdex.retrieval.storage.store import IMAGE
 
 
 def _root(parent: dict[int, int], item: int) -> int:
