@@ -155,7 +155,7 @@ def index(
 
         ready = model_of.value is not None or text_model(library.require_identity()) is not None
         loaded = model_of.value if ready else model_of()
-        if loaded is not None and loaded.runs_torch:  # a prepared model has its text tower already
+        if loaded is not None:
             report.notes += export_text_tower(loaded, progress)
     return report
 
@@ -216,10 +216,10 @@ def _embedder(name: str, encoder, batch_size: int, ray_address: str | None):
 
 def export_text_tower(encoder, progress: Progress | None = None) -> list[str]:
     """Prepare the fp32 folder of a model that runs through torch (bf16, CUDA), for fast, torch-free text
-    queries (once per model, cached); the notes for the user, none when it was prepared."""
-    from clipdex.retrieval.models.prepared import prepare
+    queries (once per model, cached); the notes for the user, none when it was prepared or is a folder."""
+    from clipdex.retrieval.models.loading import ensure_text_tower
 
-    return prepare(encoder, "fp32", progress)[1]
+    return ensure_text_tower(encoder, progress)
 
 
 def search(

@@ -24,10 +24,7 @@ class _EmbedActor:
         from clipdex.retrieval.models.loading import load_model
 
         self.encoder = load_model(name, pretrained, device, prepare_now=False)  # a folder where there is one
-        if self.encoder.runs_torch:
-            import torch
-
-            torch.set_num_threads(1)
+        self.encoder.use_threads(1)  # one actor a CPU
 
     def __call__(self, batch: dict) -> dict:
         """Embedded as the local engine does (a video: one vector a frame); the vectors of each file travel back

@@ -12,7 +12,7 @@ import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from clipdex.retrieval import config
 from clipdex.retrieval.storage.database_url import database_url_for
@@ -21,6 +21,9 @@ from clipdex.retrieval.models.identity import ModelIdentity
 from clipdex.retrieval.storage.index_cache import IndexCache
 from clipdex.retrieval.storage.store import IMAGE, Store
 from clipdex.retrieval.storage.vector_index import VectorIndex
+
+if TYPE_CHECKING:  # (the interface imports PIL: not needed to open a library)
+    from clipdex.retrieval.models.interface import ImageTextEncoder
 
 
 def leaves_no_empty_library(function: Callable) -> Callable:
@@ -151,7 +154,7 @@ class Library:
                 break
         return bound
 
-    def encoder(self, device: str = "auto", precision: str = "fp32", progress=None):
+    def encoder(self, device: str = "auto", precision: str = "fp32", progress=None) -> ImageTextEncoder:
         """The library's own model, loaded once per setting and checked against the binding: prepared (no torch)
         where the settings allow, prepared now if it was not yet (`progress` shows that step)."""
         bound = self.follow_binding()
@@ -164,18 +167,18 @@ class Library:
             self.indexes.use_gpu = encoder.device == "cuda"
         return self._encoder
 
-    def text_encoder(self, device: str = "auto", precision: str = "fp32"):
+    def text_encoder(self, device: str = "auto", precision: str = "fp32") -> ImageTextEncoder:
         """The encoder for text queries: the model's exported ONNX text tower whenever the query runs in fp32 (or
         int8, which changes only the image tower) off the GPU and an export exists (no torch import: what makes a
         one-off query start fast), else the model."""
-        if precision in ("fp32", "int8") and device in ("auto", "cpu"):
+        from clipdex.retrieval.models.prepared import runs_prepared
+
+        if runs_prepared(device, precision):
             bound = self.follow_binding()
             if self._text_encoder is None:
                 from clipdex.retrieval.models.loading import text_model
 
-                loaded = self._encoder  # a folder's model embeds text with the same file: not opened twice
-                prepared = loaded is not None and not loaded.runs_torch and bound.same_model(loaded.identity)
-                self._text_encoder = loaded if prepared else text_model(bound)
+                self._text_encoder = text_model(bound, self._encoder)
             if self._text_encoder is not None:
                 return self._text_encoder
         return self.encoder(device, precision)

@@ -110,12 +110,13 @@ def test_the_prepared_model_embeds_as_torch_does(tmp_path: Path) -> None:
     from clipdex.retrieval.models.openclip.factory import load_encoder
     from clipdex.retrieval.media.images import open_image
     from clipdex.retrieval.models.loading import load_model
+    from clipdex.retrieval.models.model_folder import FolderModel
 
     encoder = load_encoder("sample", None, "cpu")
     prepared = load_model(str(config.SAMPLE_MODEL), None, "cpu")  # from the checkpoint, with torch, once
-    assert not prepared.runs_torch and prepared.identity == encoder.identity
+    assert isinstance(prepared, FolderModel) and prepared.identity == encoder.identity
     bundled = load_model("sample", None, "cpu")  # the folder in sample_data/, as it ships
-    assert not bundled.runs_torch and bundled.identity.fingerprint.startswith("files:")
+    assert isinstance(bundled, FolderModel) and bundled.identity.fingerprint.startswith("files:")
     rng = np.random.default_rng(7)
     images = [open_image(config.SAMPLE_DATA_DIR / row["image"]) for row in SAMPLE_ROWS[:12]]
     images += [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in

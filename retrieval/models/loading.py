@@ -1,4 +1,5 @@
-"""Which model runs: the one place that chooses between a model folder (no torch) and torch.
+"""Which model runs: the one place that chooses between a model folder (no torch) and torch, and the one place
+that asks which of the two an encoder is (everything else holds an ImageTextEncoder, interface.py).
 
 A model folder (the sample, one the user names, one from the hub) runs as it is. Any other model (an open_clip
 name, a checkpoint) runs from its prepared folder when the run is on the CPU in fp32 or int8, prepared first if
@@ -12,6 +13,7 @@ from pathlib import Path
 from clipdex.retrieval.errors import ClipdexError, NotFound
 from clipdex.retrieval.models.openclip.factory import choose_model
 from clipdex.retrieval.models.identity import ModelIdentity
+from clipdex.retrieval.models.interface import ImageTextEncoder
 from clipdex.retrieval.models.model_folder import FolderModel
 from clipdex.retrieval.models.prepared import (
     FOLDER_PRECISIONS, Progress, has_torch, needs_torch, open_prepared, prepare, runs_prepared,
@@ -19,7 +21,7 @@ from clipdex.retrieval.models.prepared import (
 
 
 def load_model(name: str, pretrained: str | None = None, device: str = "auto", precision: str = "fp32",
-               progress: Progress | None = None, prepare_now: bool = True):
+               progress: Progress | None = None, prepare_now: bool = True) -> ImageTextEncoder:
     """The model that embeds: a model folder as it is; else the prepared folder (no torch) whenever the settings
     allow, prepared first unless `prepare_now` is False; else the torch encoder."""
     choice = choose_model(name, pretrained)
@@ -46,9 +48,12 @@ def load_model(name: str, pretrained: str | None = None, device: str = "auto", p
     return encoder
 
 
-def text_model(identity: ModelIdentity) -> FolderModel | None:
-    """A folder that embeds text for the library bound to `identity` without torch, or None: the model folder
-    itself, else its prepared folder in any precision (the text tower is the same in each)."""
+def text_model(identity: ModelIdentity, loaded: ImageTextEncoder | None = None) -> FolderModel | None:
+    """A folder that embeds text for the library bound to `identity` without torch, or None: `loaded` when it is
+    that model's folder already (not opened twice), else the model folder itself, else its prepared folder in any
+    precision (the text tower is the same in each)."""
+    if isinstance(loaded, FolderModel) and identity.same_model(loaded.identity):
+        return loaded
     if identity.fingerprint.startswith("files:"):
         try:
             found = load_model(identity.name, identity.pretrained, "cpu", "fp32")
@@ -60,6 +65,14 @@ def text_model(identity: ModelIdentity) -> FolderModel | None:
         if found is not None:
             return found
     return None
+
+
+def ensure_text_tower(encoder: ImageTextEncoder, progress: Progress | None = None) -> list[str]:
+    """A model that runs through torch (bf16, CUDA) gets its fp32 folder prepared, once, so text queries need no
+    torch later; the notes for the user (none when it was prepared, or when the model is a folder already)."""
+    if isinstance(encoder, FolderModel):
+        return []
+    return prepare(encoder, "fp32", progress)[1]
 
 
 def export_model(model: str, target: Path, pretrained: str | None, precision: str, fp16_weights: bool) -> dict:

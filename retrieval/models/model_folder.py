@@ -106,7 +106,7 @@ class FolderConfig:
         return cls(dim, context, scale, kwargs.get("clean") == "canonicalize", own.get("optimised") is True, own)
 
 
-def session(path: Path, optimised: bool, prepack: bool = True):
+def session(path: Path, optimised: bool, prepack: bool = True, threads: int = 0):
     """An ONNX Runtime session on the CPU: a graph clipdex saved optimised is loaded as it is (≈ 0.04 s for
     ViT-B-32's text tower instead of ≈ 0.5 s optimising each time); any other is optimised as it loads.
     Without `prepack` the weights are used as stored: the session opens 30–90 ms sooner (ViT-B-32's text tower),
@@ -115,6 +115,7 @@ def session(path: Path, optimised: bool, prepack: bool = True):
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
+    options.intra_op_num_threads = threads  # 0: as many as the machine has cores
     if not prepack:
         options.add_session_config_entry("session.disable_prepacking", "1")
     options.graph_optimization_level = (
@@ -164,11 +165,11 @@ class TextTower:
     """Sentences → unit vectors: the folder's tokenizer.json through `tokenizers`, its text tower through ONNX
     Runtime."""
 
-    def __init__(self, folder: Path, settings: FolderConfig) -> None:
+    def __init__(self, folder: Path, settings: FolderConfig, threads: int = 0) -> None:
         from tokenizers import Tokenizer
 
         root = folder / TEXT_DIR
-        self.session = session(root / MODEL_FILE, settings.optimised, prepack=False)
+        self.session = session(root / MODEL_FILE, settings.optimised, prepack=False, threads=threads)
         try:
             self.tokenizer = Tokenizer.from_file(str(root / TOKENIZER_FILE))
         except Exception as exc:
@@ -235,8 +236,8 @@ class TextTower:
 class ImageTower:
     """Pixels prepared by `ImagePreprocess` → unit vectors through ONNX Runtime."""
 
-    def __init__(self, folder: Path, settings: FolderConfig, prepack: bool = True) -> None:
-        self.session = session(folder / IMAGE_DIR / MODEL_FILE, settings.optimised, prepack)
+    def __init__(self, folder: Path, settings: FolderConfig, prepack: bool = True, threads: int = 0) -> None:
+        self.session = session(folder / IMAGE_DIR / MODEL_FILE, settings.optimised, prepack, threads)
         first = self.session.get_inputs()[0]
         self.input, self.fixed_batch = first.name, _fixed(first.shape[0])
 
@@ -258,7 +259,6 @@ class FolderModel:
     Each tower is opened when first needed: a query never opens the image tower, indexing never the text one."""
 
     device = "cpu"
-    runs_torch = False
 
     def __init__(self, folder: Path, identity: ModelIdentity, precision: str = "fp32") -> None:
         """`identity` names the model; its output size is the folder's own."""
@@ -269,13 +269,14 @@ class FolderModel:
         self._text: TextTower | None = None
         self._image: ImageTower | None = None
         self._preprocess: ImagePreprocess | None = None
+        self._threads = 0  # ONNX Runtime's own choice: one per core
 
     @property
     def text(self) -> TextTower:
         if self._text is None:
             if not (self.folder / TEXT_DIR / MODEL_FILE).is_file():
                 raise ClipdexError(f"the model folder {self.folder} has no text tower (textual/model.onnx)")
-            self._text = TextTower(self.folder, self.settings)
+            self._text = TextTower(self.folder, self.settings, self._threads)
         return self._text
 
     @property
@@ -286,7 +287,7 @@ class FolderModel:
         if self._image is None:
             if not (self.folder / IMAGE_DIR / MODEL_FILE).is_file():
                 raise ClipdexError(f"the model folder {self.folder} has no image tower (visual/model.onnx)")
-            self._image = ImageTower(self.folder, self.settings, prepack)
+            self._image = ImageTower(self.folder, self.settings, prepack, self._threads)
         return self._image
 
     @property
@@ -318,6 +319,10 @@ class FolderModel:
         """Import ONNX Runtime now, where a Ctrl-C lands as an interrupt: arriving inside its import it would end
         the command as an ImportError."""
         import onnxruntime  # noqa: F401
+
+    def use_threads(self, threads: int) -> None:
+        """Towers opened from now on run on this many threads (one process among several on a machine)."""
+        self._threads = threads
 
     def ready_for_images(self, images: int | None = None) -> None:
         """Open the image tower now, for about `images` images: without weight prepacking when they are few

@@ -38,7 +38,6 @@ class TransformPreprocess:
 class Encoder:
     """One loaded open_clip model with its preprocessing and tokenizer; its identity says what made it."""
 
-    runs_torch = True
 
     def __init__(
         self,
@@ -98,6 +97,9 @@ class Encoder:
 
     def load_runtime(self) -> None:
         """torch is in memory already."""
+
+    def use_threads(self, threads: int) -> None:
+        torch.set_num_threads(threads)
 
     def ready_for_images(self, images: int | None = None) -> None:
         """The model is in memory already (a model folder opens its image tower here)."""
