@@ -128,17 +128,17 @@ def index(
 
     Unreadable files are skipped and reported, never fatal; Ctrl-C keeps every batch already written."""
     from clipdex import api
+    from clipdex.indexer.options import IndexOptions
 
-    if vocabulary is not None and not tags:
-        raise typer.BadParameter("names the concepts to tag with: give it with --tags", param_hint="--vocabulary")
+    options = IndexOptions(
+        model=model, pretrained=pretrained, reembed=reembed, device=device, precision=precision,
+        batch_size=batch_size, workers=workers, exclude=tuple(exclude), hidden=hidden, index_type=index_type,
+        engine=engine, ray_address=ray_address, export_text=export, ocr=ocr, tags=tags, vocabulary=vocabulary,
+    )
+    options.check(bool(paths))  # (before a new library folder is made for nothing)
     library = library_of(ctx, create=True)
     with progress_tasks(enabled=not as_json) as start, sigterm_stops():
-        report = api.index(
-            library, paths or [], model=model, pretrained=pretrained, reembed=reembed, device=device,
-            precision=precision, batch_size=batch_size, workers=workers, exclude=exclude, hidden=hidden,
-            index_type=index_type, engine=engine, ray_address=ray_address, export_text=export, ocr=ocr,
-            tags=tags, vocabulary=vocabulary, progress=start,
-        )
+        report = api.index(library, paths or [], options, start)
     if as_json:
         print_json({k: v for k, v in report.as_json().items() if k != "notes"})
     else:

@@ -39,6 +39,7 @@ def watch(
     or disappear, until Ctrl-C or SIGTERM; every batch committed before stopping is kept. While watching it also
     answers the CLI's search, captions and duplicates for this library (no model to load in each)."""
     from clipdex import live
+    from clipdex.indexer.options import IndexOptions
 
     library = library_of(ctx, create=True)
     answering = []
@@ -57,9 +58,10 @@ def watch(
     with sigterm_stops():
         say(f"catching up with {', '.join(map(str, paths))} (Ctrl-C stops)")
         try:
-            totals = live.watch(library, paths, on_batch=on_batch, model=model, pretrained=pretrained, device=device,
-                                precision=precision, ocr=ocr, export_text=export, settle=settle,
-                                on_watching=on_watching)
+            options = IndexOptions(model=model, pretrained=pretrained, device=device, precision=precision, ocr=ocr,
+                                   export_text=export)
+            totals = live.watch(library, paths, on_batch=on_batch, on_watching=on_watching, settle=settle,
+                                options=options)
         finally:
             for server in answering:
                 server.close()
@@ -85,12 +87,13 @@ def _watch_in_background(ctx: typer.Context, paths: list[Path], device: str, sto
     """`serve --watch`: the watcher writes through its own handle on the library (its own writer lock, its own
     model, loaded while a batch needs it); the server's queries notice each commit by its generation."""
     from clipdex import live
+    from clipdex.indexer.options import IndexOptions
 
     writer = library_of(ctx)  # loads the model when a batch needs it, and drops it after
 
     def run() -> None:
         try:
-            live.watch(writer, paths, stop=stop, device=device, export_text=False)
+            live.watch(writer, paths, stop=stop, options=IndexOptions(device=device, export_text=False))
         except Exception as exc:  # the server goes on answering; the watcher says why it stopped
             print_error(f"watching stopped: {exc}")
 

@@ -12,6 +12,7 @@ from typing import Any
 __all__ = [
     "open_library", "load_model", "index", "search", "captions", "tags", "export_xmp", "add_captions", "remove_captions",
     "duplicates", "finetune", "evaluate", "status", "export_text_tower", "export_model", "Library", "Filters", "Hit", "Hits", "FinetuneOptions",
+    "IndexOptions",
     "ClipdexError",
 ]
 
@@ -20,6 +21,7 @@ _HOMES = {
     "Filters": "clipdex.retrieval.search.hits",
     "Hit": "clipdex.retrieval.search.hits",
     "FinetuneOptions": "clipdex.retrieval.training.options",
+    "IndexOptions": "clipdex.indexer.options",
     "ClipdexError": "clipdex.retrieval.errors",
 }
 

@@ -2,7 +2,7 @@
 
     import clipdex
     library = clipdex.open_library("~/clipdex-library", create=True)
-    clipdex.index(library, ["~/Photos"], model="sample")
+    clipdex.index(library, ["~/Photos"], clipdex.IndexOptions(model="sample"))
     for hit in clipdex.search(library, "a red circle"):
         print(hit.score, hit.path)
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Sequence
 
+from clipdex.indexer.options import IndexOptions
 from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError, NotFound
 from clipdex.retrieval.search.hits import Hits
@@ -55,89 +56,65 @@ def load_model(
 def index(
     library: Library,
     paths: Sequence[Path | str] = (),
-    *,
-    model: str | None = None,
-    pretrained: str | None = None,
-    reembed: bool = False,
-    device: str = "auto",
-    precision: str = "fp32",
-    batch_size: int = config.DEFAULT_BATCH_SIZE,
-    workers: int = config.DEFAULT_DECODE_WORKERS,
-    exclude: Sequence[str] = (),
-    hidden: bool = False,
-    index_type: str | None = None,
-    engine: str = "local",
-    ray_address: str | None = None,
-    export_text: bool = True,
-    ocr: bool = False,
-    tags: bool = False,
-    vocabulary: Path | str | None = None,
+    options: IndexOptions = IndexOptions(),
     progress: Progress | None = None,
 ):
-    """Embed new and changed images under `paths` (and, with `reembed`, the whole library with `model` first).
-
-    With `ocr` (remembered by the library, so later runs do it too) the text in images not read yet is then read
-    and kept for full-text search. With `tags` (remembered too) every image not tagged yet is tagged with the
-    library's vocabulary: `vocabulary`, a file of concepts one a line ("builtin": the built-in list), else the
-    list it tags with already, else the built-in one. Unless
-    `export_text` is False, the model is prepared for torch-free runs (its
-    towers exported: a named step, once per model, kept in the user cache folder)."""
+    """Embed new and changed images under `paths` (and, with `options.reembed`, the whole library with
+    `options.model` first); an IndexReport. See IndexOptions (indexer/options.py) for what each option does."""
     from clipdex.indexer.ocr_pass import read_text_in_images
     from clipdex.retrieval.media.ocr import require_ocr
     from clipdex.indexer.pipeline import IndexReport, index_folders
     from clipdex.retrieval.describe.vocabulary import BUILTIN_NAME, read_concepts
 
-    if vocabulary is not None and not tags:
-        raise ClipdexError("--vocabulary names the concepts to tag with: give it with --tags")
-    if not paths and not reembed and not ocr and not tags:
-        raise ClipdexError("give one or more folders to index (or --reembed --model M, --ocr or --tags)")
+    options.check(bool(paths))
     # A list given now replaces the library's (built-in: "builtin"); none keeps it, or starts with the built-in one.
+    vocabulary = options.vocabulary
     concepts = read_concepts(Path(vocabulary)) if vocabulary not in (None, BUILTIN_NAME) else None  # before any work
-    retag = tags and (vocabulary is not None or not library.store.tags_enabled)
-    if not paths and not reembed:  # `index --ocr` / `--tags` on a library: only what is not done yet
+    retag = options.tags and (vocabulary is not None or not library.store.tags_enabled)
+    if not paths and not options.reembed:  # `index --ocr` / `--tags` on a library: only what is not done yet
         report = IndexReport()
-        if ocr:
+        if options.ocr:
             read = read_text_in_images(library, progress)
             report.failed, report.interrupted = read.failed, read.interrupted
             report.ocr = {"read": read.read, "with_text": read.with_text}
-        if tags and not report.interrupted:
+        if options.tags and not report.interrupted:
             if retag:
                 with library.writer():
                     library.store.enable_tags(concepts)
-            _tag(library, device, report, progress)
+            _tag(library, options.device, report, progress)
         return report
-    if reembed and model is None:
-        raise ClipdexError("--reembed needs --model: the model to re-embed the library with")
     model_of = _OnDemand(
-        lambda: load_model(None if reembed else library, model, pretrained, device, precision, progress, export_text)
+        lambda: load_model(None if options.reembed else library, options.model, options.pretrained, options.device,
+                           options.precision, progress, options.export_text)
     )
     # The model is loaded only once a file needs it when the library is already bound to it; else now (a new
     # library is bound to it, a re-embed or a Ray run needs it, or a model other than the library's is refused).
-    if not reembed and library.identity is not None and not _bound_to(library, model, pretrained):
-        _refuse_other_model(library, model, pretrained)  # before preparing it: that could take minutes
-    if reembed or engine != "local" or not _bound_to(library, model, pretrained):
+    if not options.reembed and library.identity is not None and not _bound_to(library, options.model, options.pretrained):
+        _refuse_other_model(library, options.model, options.pretrained)  # before preparing it: that could take minutes
+    if options.reembed or options.engine != "local" or not _bound_to(library, options.model, options.pretrained):
         model_of()
     report = IndexReport()
     with library.writer():
-        if index_type is not None:
-            library.set_index_preference(index_type)
-        if ocr or library.store.ocr_enabled:
+        if options.index_type is not None:
+            library.set_index_preference(options.index_type)
+        if options.ocr or library.store.ocr_enabled:
             require_ocr()
-        if ocr:  # remembered first, so this run's decoding already asks the text gate
+        if options.ocr:  # remembered first, so this run's decoding already asks the text gate
             library.store.enable_ocr()
         if retag:
             library.store.enable_tags(concepts)
         bound = library.identity
-        if reembed and bound is not None and not bound.same_model(model_of().identity):
+        if options.reembed and bound is not None and not bound.same_model(model_of().identity):
             from clipdex.indexer.reembed import reembed_library  # imports torch: only for a re-embed
 
-            done = reembed_library(library, model_of(), batch_size, workers, progress=progress)
+            done = reembed_library(library, model_of(), options.batch_size, options.workers, progress=progress)
             report.reembedded = {"images": done.images, "captions": done.captions}
         if paths:
             found = index_folders(
-                library, [Path(p) for p in paths], model_of.value or model_of, exclude=exclude,
-                include_hidden=hidden, batch_size=batch_size, workers=workers, progress=progress,
-                embedder=_embedder(engine, model_of.value, batch_size, ray_address),
+                library, [Path(p) for p in paths], model_of.value or model_of, exclude=options.exclude,
+                include_hidden=options.hidden, batch_size=options.batch_size, workers=options.workers,
+                progress=progress,
+                embedder=_embedder(options.engine, model_of.value, options.batch_size, options.ray_address),
             )
             found.reembedded = report.reembedded
             report = found
@@ -147,10 +124,10 @@ def index(
             report.failed += read.failed
             report.interrupted = read.interrupted
         if library.store.tags_enabled and not report.interrupted:
-            _tag(library, device, report, progress)
+            _tag(library, options.device, report, progress)
     if model_of.value is not None:
         report.notes[:0] = model_of.value.notes
-    if export_text and not report.interrupted:
+    if options.export_text and not report.interrupted:
         from clipdex.retrieval.models.loading import text_model  # a folder runs text queries already
 
         ready = model_of.value is not None or text_model(library.require_identity()) is not None

@@ -51,6 +51,7 @@ def run_demo(folder: Path, device: str = "auto", progress: Callable | None = Non
     """Index the sample photos into `folder` with the bundled model, search, describe a photo, and measure the
     model's recall on held-out photos; everything a person sees in `clipdex demo`, as data."""
     from clipdex import api
+    from clipdex.indexer.options import IndexOptions
     from clipdex.retrieval.training.evaluate import evaluate_pairs
     from clipdex.retrieval.models.openclip.factory import SAMPLE_ALIAS
     from clipdex.retrieval.describe.pairs import read_pairs
@@ -61,8 +62,8 @@ def run_demo(folder: Path, device: str = "auto", progress: Callable | None = Non
     _fresh_folder(folder)
     library = api.open_library(folder, create=True)
     (folder / MARKER).touch(mode=0o600)
-    report = api.index(library, [config.SAMPLE_DATA_DIR / "images"], model=SAMPLE_ALIAS, device=device,
-                       progress=progress)
+    report = api.index(library, [config.SAMPLE_DATA_DIR / "images"], IndexOptions(model=SAMPLE_ALIAS, device=device),
+                       progress)
     pairs = read_pairs(config.SAMPLE_CAPTIONS)
     api.add_captions(library, [p.caption for p in pairs], device)
     searches = [

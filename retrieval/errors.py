@@ -12,6 +12,13 @@ class ClipdexError(Exception):
     http_status = 400
 
 
+class UsageError(ClipdexError):
+    """Options that cannot go together, or that are missing: said before any work, exit status 2 as for the
+    command line's own usage errors."""
+
+    exit_code = 2
+
+
 class NotFound(ClipdexError):
     """What was asked for is not there: a file, a library, an item, a model's weights."""
 

@@ -17,7 +17,7 @@ def test_index_search_and_captions_through_the_python_api(tmp_path: Path, photos
     monkeypatch.setenv(config.CACHE_ENV, str(tmp_path / "cache"))  # its own model cache, checked at the end
     folder = photos(12)
     library = clipdex.open_library(tmp_path / "lib", create=True)
-    report = clipdex.index(library, [folder], model="clipdex-tiny", export_text=False)
+    report = clipdex.index(library, [folder], clipdex.IndexOptions(model="clipdex-tiny", export_text=False))
     assert (report.added, report.failed) == (12, [])
     assert not (tmp_path / "cache").exists()  # export_text=False: the model was not prepared (a search may)
     first = folder / Path(SAMPLE_ROWS[0]["image"]).name
@@ -37,7 +37,7 @@ def test_writers_take_the_lock_themselves(tmp_path: Path, photos) -> None:
     other = clipdex.open_library(tmp_path / "lib")
     with other.writer():
         with pytest.raises(clipdex.ClipdexError, match="being written"):
-            clipdex.index(library, [photos(2)], model="clipdex-tiny", export_text=False)
+            clipdex.index(library, [photos(2)], clipdex.IndexOptions(model="clipdex-tiny", export_text=False))
 
 
 def test_open_library_does_not_create_unless_asked(tmp_path: Path) -> None:

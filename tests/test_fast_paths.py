@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from clipdex.indexer.options import IndexOptions
 from clipdex.retrieval import config
 from clipdex.retrieval.models.openclip.factory import load_encoder
 from clipdex.retrieval.media.images import read_image
@@ -260,7 +261,7 @@ def test_the_int8_image_tower_agrees_with_fp32(tmp_path: Path, monkeypatch, phot
     hits = {}
     for precision in ("fp32", "int8"):
         library = api.open_library(tmp_path / precision, create=True)
-        api.index(library, [folder], model=str(config.SAMPLE_MODEL), precision=precision, workers=0)
+        api.index(library, [folder], IndexOptions(model=str(config.SAMPLE_MODEL), precision=precision, workers=0))
         hits[precision] = [h.path for h in api.search(library, "a red circle", 5, mode="clip")]
     assert hits["int8"][0] == hits["fp32"][0] and len(set(hits["int8"]) & set(hits["fp32"])) >= 4
 
@@ -282,7 +283,7 @@ def test_an_export_of_the_other_tower_is_never_used_and_an_unwritable_cache_is_o
     (tmp_path / "a-file").write_text("")
     monkeypatch.setenv("CLIPDEX_CACHE", str(tmp_path / "a-file" / "cache"))  # cannot be created
     library = api.open_library(tmp_path / "lib", create=True)
-    report = api.index(library, [photos(3)], model=str(config.SAMPLE_MODEL), workers=0)  # to be prepared
+    report = api.index(library, [photos(3)], IndexOptions(model=str(config.SAMPLE_MODEL), workers=0))  # to be prepared
     assert report.added == 3 and any("export failed" in note for note in report.notes), report.notes
     fresh = load_encoder("sample", None, "cpu")
     fresh.set_precision("int8")
