@@ -153,7 +153,7 @@ def serve(
     stop = threading.Event()
     if watch_paths:
         _watch_in_background(ctx, watch_paths, device, stop)
-    answering = _answer_queries(library, device, precision, web_app.state.query_lock, None)
+    answering = _answer_queries(library, device, precision, web_app.state.served.lock, None)
     try:
         web_server.run(web_app, host, port)
     finally:

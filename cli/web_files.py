@@ -1,17 +1,31 @@
-"""Files as the server sends them: only a library file still exactly as it was indexed (no link swapped in, same
-size and mtime), streamed in pieces or as one byte range; and why an upload was refused, with its HTTP status."""
+"""Files as `clipdex serve` sends them: an original (or one byte range of it) or a thumbnail, only for a library
+file still exactly as it was indexed (no link swapped in, same size and mtime); and why an upload was refused,
+with its HTTP status."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import mimetypes
 import os
 import re
 import stat
-from typing import IO, Iterator
+import threading
+from typing import IO, Iterator, Optional
 
-from fastapi import HTTPException
+from fastapi import APIRouter, Depends, Header, HTTPException, Query
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from PIL import Image
 
+from clipdex.cli.web_served import ItemId, Served, served
+from clipdex.retrieval import config
+from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.media.images import read_image
+from clipdex.retrieval.media.video import frame_at
+
 CHUNK_BYTES = 256 * 1024
+SIDES = ", ".join(map(str, config.WEB_THUMBNAIL_SIDES))
+router = APIRouter()
 
 
 def upload_refusal(stream: IO[bytes], max_pixels: int) -> HTTPException:
@@ -100,3 +114,55 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     if start < 0 or start >= size:
         raise HTTPException(416, "the range is outside the file", headers={"content-range": f"bytes */{size}"})
     return start, min(end, size - 1)
+
+
+@router.get("/api/items/{item_id}/image", summary="The original file (a byte range of it with a Range header)")
+def original(item_id: ItemId, range_header: Optional[str] = Header(None, alias="range"),
+             here: Served = Depends(served)) -> StreamingResponse:
+    row = here.item(item_id)
+    handle, st = open_indexed(row)
+    media_type = mimetypes.guess_type(row["key"])[0] or "application/octet-stream"
+    headers = {"x-content-type-options": "nosniff", "accept-ranges": "bytes"}
+    span = byte_range(range_header, st.st_size)  # a video player seeks with these
+    if span is None:
+        headers["content-length"] = str(st.st_size)
+        return StreamingResponse(chunks(handle), media_type=media_type, headers=headers)
+    start, end = span
+    handle.seek(start)
+    headers.update({"content-length": str(end - start + 1), "content-range": f"bytes {start}-{end}/{st.st_size}"})
+    return StreamingResponse(chunks(handle, end - start + 1), 206, media_type=media_type, headers=headers)
+
+
+@router.get("/api/items/{item_id}/thumbnail", summary="A small JPEG, made on first request and cached")
+def thumbnail(item_id: ItemId, side: int = Query(config.WEB_THUMBNAIL_SIDES[0], description=f"Longest side: {SIDES}"),
+              here: Served = Depends(served)) -> Response:
+    if side not in config.WEB_THUMBNAIL_SIDES:
+        raise HTTPException(400, f"side: one of {SIDES}")
+    row = here.item(item_id)
+    cached = here.thumbnails / f"{item_id}-{(row['sha256'] or 'x')[:16]}-{side}.jpg"
+    handle, _ = open_indexed(row)  # a cached thumbnail too is only for a file still as indexed
+    with handle:
+        if cached.is_file():
+            return FileResponse(cached, media_type="image/jpeg")
+
+        def decode_and_shrink() -> Image.Image:  # on a decode thread (of a video: its frame at its moment)
+            try:
+                if row["frame_time"] is not None:
+                    return frame_at(handle, row["frame_time"], side)
+                image = read_image(handle, side, name=row["key"]).image
+            except ClipdexError:
+                raise HTTPException(404, "the file is no longer a readable image") from None
+            image.thumbnail((side, side))
+            return image
+
+        made = io.BytesIO()
+        here.decode(decode_and_shrink).save(made, format="JPEG", quality=85)
+    tmp = cached.with_suffix(f".{threading.get_ident()}.tmp")
+    try:  # kept for the next request; a library folder this server cannot write only means making it again
+        here.thumbnails.mkdir(mode=0o700, exist_ok=True)
+        tmp.write_bytes(made.getvalue())
+        tmp.replace(cached)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+    return Response(made.getvalue(), media_type="image/jpeg")

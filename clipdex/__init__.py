@@ -10,10 +10,9 @@ import importlib
 from typing import Any
 
 __all__ = [
-    "open_library", "load_model", "index", "search", "captions", "tags", "export_xmp", "add_captions", "remove_captions",
-    "duplicates", "finetune", "evaluate", "status", "export_text_tower", "export_model", "Library", "Filters", "Hit", "Hits", "FinetuneOptions",
-    "IndexOptions",
-    "ClipdexError",
+    "open_library", "load_model", "index", "search", "nearest", "captions", "tags", "export_xmp", "add_captions",
+    "remove_captions", "duplicates", "finetune", "evaluate", "status", "export_text_tower", "export_model",
+    "Library", "Filters", "Hit", "Hits", "FinetuneOptions", "IndexOptions", "ClipdexError",
 ]
 
 _HOMES = {

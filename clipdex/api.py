@@ -13,11 +13,13 @@ call these and print.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Callable, Sequence
 
 from clipdex.indexer.options import IndexOptions
 from clipdex.retrieval import config
+from clipdex.retrieval.config import IMAGE
 from clipdex.retrieval.errors import ClipdexError, NotFound
 from clipdex.retrieval.search.hits import Hits
 from clipdex.retrieval.library import Library, leaves_no_empty_library
@@ -221,10 +223,19 @@ def search(
     return Hits(hits, searcher.notes)
 
 
+def nearest(library: Library, vector, k: int = config.DEFAULT_TOP_K, filters=None, device: str = "auto",
+            precision: str = "fp32") -> Hits:
+    """Images nearest to a vector of the library's model (an image's, or the mean of several), best first; a video
+    once, at its best moment."""
+    from clipdex.retrieval.search.query import Searcher
+
+    return Hits(Searcher(library, device, precision).nearest(vector, IMAGE, k, filters))
+
+
 def captions(library: Library, image, k: int = config.DEFAULT_TOP_K, device: str = "auto",
              source: str = "auto", progress: Progress | None = None) -> Hits:
-    """Captions ranked by how well they describe `image` (a path or a PIL image): image→text, from the corpus
-    or the vocabulary (`source`: auto, corpus, builtin or all; each hit says where it came from)."""
+    """Captions ranked by how well they describe `image` (a path, a PIL image or its vector): image→text, from the
+    corpus or the vocabulary (`source`: auto, corpus, builtin or all; each hit says where it came from)."""
     from clipdex.retrieval.search.query import Searcher
 
     searcher = Searcher(library, device, progress=progress)
@@ -260,13 +271,15 @@ def tags(library: Library) -> list[tuple[str, int]]:
     return library.store.tag_counts()
 
 
-def add_captions(library: Library, captions: Sequence[str] | Path | str, device: str = "auto"):
-    """Add captions (a list, or a .txt/.csv/.jsonl file) to the corpus; a CaptionReport."""
+def add_captions(library: Library, captions: Sequence[str] | Path | str, device: str = "auto",
+                 exclusive: AbstractContextManager = nullcontext()):
+    """Add captions (a list, or a .txt/.csv/.jsonl file) to the corpus; a CaptionReport. `exclusive` is held around
+    each write only (a server's query lock: queries never wait for a large corpus to be embedded)."""
     from clipdex.retrieval.describe.captions import CaptionReport, add_captions as add
     from clipdex.retrieval.describe.pairs import CaptionFile, read_captions
 
     given = read_captions(Path(captions)) if isinstance(captions, (str, Path)) else CaptionFile(list(captions), [])
-    return CaptionReport(*add(library, library.encoder(device), given.captions), given.skipped)
+    return CaptionReport(*add(library, library.encoder(device), given.captions, exclusive=exclusive), given.skipped)
 
 
 def remove_captions(library: Library, captions: Sequence[str] | Path | str | None = None) -> int:

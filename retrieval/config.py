@@ -88,6 +88,7 @@ OCR_GATE_MIN_ASPECT = 3.0
 OCR_GATE_MIN_SCORE = 0.5
 OCR_BATCH = 16  # images read per committed batch
 SEARCH_MODES = ("hybrid", "clip", "text")
+SORT_ORDERS = ("score", "date")  # best first, or the same matches newest first
 HYBRID_CANDIDATES = 200  # CLIP and full-text rankings this deep are fused
 RRF_K = 60  # reciprocal rank fusion: score = sum of 1 / (RRF_K + rank) over the rankings an item is in
 OCR_SNIPPET_CHARS = 80  # the recognised text shown with a hit that matched it

@@ -141,8 +141,8 @@ class Searcher:
         alone (no model needed), "hybrid" fuses the two (hybrid.py). sort "date" orders the matches newest first."""
         if mode not in config.SEARCH_MODES:
             raise ClipdexError(f"--mode must be one of {', '.join(config.SEARCH_MODES)}, not {mode!r}")
-        if sort not in ("score", "date"):
-            raise ClipdexError(f"--sort must be score or date, not {sort!r}")
+        if sort not in config.SORT_ORDERS:
+            raise ClipdexError(f"--sort must be one of {', '.join(config.SORT_ORDERS)}, not {sort!r}")
         if terms and isinstance(terms[0], str):
             terms = parse_terms(terms)
         filters = filters or Filters()

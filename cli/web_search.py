@@ -1,0 +1,117 @@
+"""`clipdex serve`'s queries: text, an uploaded image, library images alike, captions, tags; adding captions. Each
+route reads its request and calls `clipdex.api`, one query at a time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import IO, Literal, Optional
+
+import numpy as np
+from fastapi import APIRouter, Depends, File, HTTPException, Query, UploadFile
+
+from clipdex import api
+from clipdex.cli.web_files import upload_refusal
+from clipdex.cli.web_served import After, Before, Folder, ItemId, Served, TopK, seconds, served
+from clipdex.retrieval import config
+from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.media.images import read_image
+from clipdex.retrieval.search.hits import Filters
+from clipdex.retrieval.search.terms import parse_terms, split_query
+
+router = APIRouter()
+
+
+def _nearest(here: Served, vector: np.ndarray, k: int) -> list[dict]:
+    with here.lock:
+        return [hit.as_json() for hit in api.nearest(here.library, vector, k, None, here.device, here.precision)]
+
+
+@router.get("/api/search", summary="Images for a text query (the CLI's + / - syntax)")
+def search(
+    q: str = Query(...),
+    k: int = TopK,
+    mode: Literal[config.SEARCH_MODES] = Query("hybrid", description="As `clipdex search --mode`"),
+    sort: Literal[config.SORT_ORDERS] = Query("score", description="date: the same matches, newest first"),
+    after: Optional[str] = After,
+    before: Optional[str] = Before,
+    tag: list[str] = Query([], description="Only images with every one of these tags (index --tags)"),
+    folder: Optional[str] = Folder,
+    here: Served = Depends(served),
+) -> list[dict]:
+    terms = parse_terms(split_query(q), files=False)  # refuses over-long queries before any work
+    filters = Filters(folder or None, seconds(after), seconds(before), tags=tuple(tag))
+    with here.lock:
+        found = api.search(here.library, terms, k, filters, here.device, here.precision, mode, sort)
+    return [hit.as_json() for hit in found]
+
+
+@router.post("/api/search/image", summary="Images like an uploaded image")
+def search_image(file: UploadFile = File(...), k: int = TopK, here: Served = Depends(served)) -> list[dict]:
+    stream: IO[bytes] = file.file
+
+    def decode_and_embed() -> np.ndarray:  # on a decode thread: the upload's full-size pixels never leave it
+        encoder = here.library.encoder(here.device, here.precision)
+        try:
+            image = read_image(stream, encoder.image_size, max_pixels=here.max_upload_pixels).image
+        except ClipdexError:
+            raise upload_refusal(stream, here.max_upload_pixels) from None
+        with here.lock:
+            return encoder.encode_images([image])[0]
+
+    return _nearest(here, here.decode(decode_and_embed), k)
+
+
+@router.get("/api/items/{item_id}/similar", summary="Images like a library image")
+def similar(item_id: ItemId, k: int = TopK, here: Served = Depends(served)) -> list[dict]:
+    here.item(item_id)
+    return _nearest(here, here.library.store.vector(item_id)[1], k)
+
+
+@router.get("/api/similar", summary="Images like several library images together (their mean), themselves left out")
+def similar_to_many(ids: list[int] = Query(..., alias="id", min_length=1, max_length=config.WEB_MAX_SELECTED),
+                    k: int = TopK, here: Served = Depends(served)) -> list[dict]:
+    if not all(1 <= i < 2**63 for i in ids):
+        raise HTTPException(422, "id: item ids from search results")
+    chosen = {i: here.item(i)["key"] for i in set(ids)}  # (a video's other moments are the video too: left out)
+    mean = np.mean([here.library.store.vector(i)[1] for i in chosen], axis=0)
+    if float(np.linalg.norm(mean)) < 1e-6:
+        raise HTTPException(400, "these photos cancel each other out")
+    found = _nearest(here, (mean / np.linalg.norm(mean)).astype(np.float32), k + len(chosen))
+    return [hit for hit in found if hit["path"] not in chosen.values()][:k]
+
+
+@router.get("/api/items/{item_id}/captions", summary="Captions that describe a library image (as `clipdex captions`)")
+def captions(
+    item_id: ItemId,
+    k: int = Query(5, ge=1, le=1000),
+    source: Literal[config.CAPTION_SOURCES] = Query("auto", alias="from", description="As `clipdex captions --from`"),
+    here: Served = Depends(served),
+) -> list[dict]:
+    here.item(item_id)
+    with here.lock:
+        found = api.captions(here.library, here.library.store.vector(item_id)[1], k, here.device, source)
+    return [hit.as_json() for hit in found]
+
+
+@router.get("/api/tags", summary="The library's tags with how many files hold each (as `clipdex tags --json`)")
+def tags(here: Served = Depends(served)) -> list[dict]:
+    with here.lock:
+        return [{"tag": tag, "count": count} for tag, count in api.tags(here.library)]
+
+
+@router.post("/api/captions", summary="Add captions (txt: one a line; csv/jsonl with a caption field)")
+def add_captions(file: UploadFile = File(...), here: Served = Depends(served)) -> dict:
+    from clipdex.retrieval.describe.pairs import parse_captions
+
+    suffix = Path(file.filename or "captions.txt").suffix.lower()
+    try:
+        given = parse_captions(file.file.read().decode("utf-8"), suffix)  # the body is bounded by BodyLimit
+    except UnicodeDecodeError:
+        raise HTTPException(400, "captions must be UTF-8 text") from None
+    if len(given.captions) > config.WEB_MAX_CAPTIONS:
+        raise HTTPException(413, f"{len(given.captions):,} captions in one request: at most "
+                                 f"{config.WEB_MAX_CAPTIONS:,} (`clipdex add-captions` takes any number)")
+    if given.skipped and not given.captions:
+        raise HTTPException(400, f"no captions: {len(given.skipped)} entries skipped, first {given.skipped[0]}")
+    report = api.add_captions(here.library, given.captions, here.device, exclusive=here.lock)  # queries wait per write
+    return {"added": report.added, "already_present": report.already_present, "skipped": given.skipped}
