@@ -18,6 +18,10 @@ from typer.testing import CliRunner
 
 from clipdex.retrieval import config
 
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Chromium as root in a sandbox with no network: without these it tries (and fails) to reach Google's hosts.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
 SAMPLE_ROWS = list(csv.DictReader(config.SAMPLE_CAPTIONS.open(encoding="utf-8")))
 
 
@@ -25,6 +29,19 @@ def default_sigint() -> None:
     """preexec_fn for a process a test will Ctrl-C. A shell that starts CI in the background ignores SIGINT and
     its children inherit that: Python then installs no KeyboardInterrupt handler, and the signal does nothing."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Markers from what a test needs: a browser, PostgreSQL or Ray, each also slow, so the quick loop
+    (`pytest -m "not slow"`) needs none of them; tests slow on their own carry `@pytest.mark.slow`."""
+    for item in items:
+        needs = set(item.fixturenames)
+        params = {str(value) for value in item.callspec.params.values()} if hasattr(item, "callspec") else set()
+        found = {"browser": "browser" in needs, "postgres": "postgres_server" in needs or "postgresql" in params,
+                 "ray": "local_ray" in needs}
+        for marker in (name for name, needed in found.items() if needed):
+            item.add_marker(marker)
+            item.add_marker("slow")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -148,3 +165,18 @@ def shapes(tmp_path: Path) -> Path:
     path.write_text("# the sample images' colours and shapes\n" + "".join(f"{c} {k}\n" for c in colours for k in kinds),
                     encoding="utf-8")
     return path
+
+
+@pytest.fixture
+def browser():
+    """Debian's Chromium through Playwright: a real browser for pages and reports."""
+    if CHROMIUM is None:
+        if os.environ.get("CLIPDEX_REQUIRE_BROWSER"):
+            pytest.fail("chromium is required here (CLIPDEX_REQUIRE_BROWSER is set) but not installed")
+        pytest.skip("Debian's chromium is not installed: apt-get install chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()

@@ -13,6 +13,7 @@ from clipdex.retrieval import config
 from tests.conftest import SAMPLE_ROWS
 
 
+@pytest.mark.slow
 def test_index_search_and_captions_through_the_python_api(tmp_path: Path, photos, monkeypatch) -> None:
     monkeypatch.setenv(config.CACHE_ENV, str(tmp_path / "cache"))  # its own model cache, checked at the end
     folder = photos(12)

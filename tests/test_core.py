@@ -18,8 +18,7 @@ from clipdex.retrieval.library import Library
 from clipdex.retrieval.search.query import Searcher
 from clipdex.retrieval.storage.store import CAPTION, IMAGE
 from tests.conftest import SAMPLE_ROWS
-
-TINY = ("--model", "clipdex-tiny")
+from tests.helpers import TINY, brute_force, json_output, stored_vectors
 
 
 @pytest.fixture
@@ -28,100 +27,85 @@ def database_url(both_databases):
     return both_databases
 
 
-def _json(result) -> object:
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
-def _stored(library_dir: Path, kind: str = IMAGE) -> tuple[np.ndarray, np.ndarray]:
-    library = Library(library_dir, create=False)
-    parts = list(library.store.vectors(kind, library.require_identity().dim))
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-
-
-def _brute_force(library_dir: Path, query: np.ndarray, k: int, kind: str = IMAGE) -> list[int]:
-    ids, vectors = _stored(library_dir, kind)
-    return [int(i) for i in ids[np.argsort(-(vectors @ query), kind="stable")[:k]]]
-
-
+@pytest.mark.slow
 def test_index_sample_data_then_search_both_ways(cli, library_dir: Path, database_url, tiny) -> None:
-    report = _json(cli("index", config.SAMPLE_DATA_DIR, *TINY, "--json"))
+    report = json_output(cli("index", config.SAMPLE_DATA_DIR, *TINY, "--json"))
     assert report["added"] == len(SAMPLE_ROWS) and report["failed"] == []
     assert Library(library_dir).store.db.dialect.name == ("postgresql" if database_url else "sqlite")
-    ids, _ = _stored(library_dir)
+    ids, _ = stored_vectors(library_dir)
     paths = [row["key"] for row in Library(library_dir).store.items(ids).values()]
     assert sorted(paths) == sorted(str(config.SAMPLE_DATA_DIR / row["image"]) for row in SAMPLE_ROWS)
 
     query = config.SAMPLE_DATA_DIR / SAMPLE_ROWS[3]["image"]  # a JPEG stored rotated, with an EXIF tag
-    hits = _json(cli("search", "--image", query, "-k", "3", "--json"))
+    hits = json_output(cli("search", "--image", query, "-k", "3", "--json"))
     assert hits[0]["path"] == str(query)
     assert hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
 
     for text in ("a red circle", "three green stars on a white background"):
-        hits = _json(cli("search", text, "-k", "10", "--json"))
-        assert [h["id"] for h in hits] == _brute_force(library_dir, tiny.encode_texts([text])[0], 10)
+        hits = json_output(cli("search", text, "-k", "10", "--json"))
+        assert [h["id"] for h in hits] == brute_force(library_dir, tiny.encode_texts([text])[0], 10)
         assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
 
 
 def test_reindex_touch_move_modify_delete(cli, library_dir: Path, photos) -> None:
     folder = photos(12)
-    assert _json(cli("index", folder, *TINY, "--json"))["added"] == 12
+    assert json_output(cli("index", folder, *TINY, "--json"))["added"] == 12
     hashed = {s.path: s.sha256 for s in Library(library_dir).store.images()}
     assert hashed == {str(f): file_sha256(f) for f in folder.iterdir()}  # hashed by the decode workers
 
-    again = _json(cli("index", folder, "--json"))
+    again = json_output(cli("index", folder, "--json"))
     assert (again["added"], again["updated"], again["unchanged"]) == (0, 0, 12)
 
     files = sorted(folder.iterdir())
     os.utime(files[0], (1_000_000_000, 1_000_000_000))  # touched, same bytes
-    touched = _json(cli("index", folder, "--json"))
+    touched = json_output(cli("index", folder, "--json"))
     assert (touched["added"], touched["updated"], touched["unchanged"]) == (0, 0, 12)
 
     (folder / "sub").mkdir()
     moved_to = folder / "sub" / ("renamed" + files[1].suffix)
-    ids_before, vectors_before = _stored(library_dir)
+    ids_before, vectors_before = stored_vectors(library_dir)
     files[1].rename(moved_to)
-    moved = _json(cli("index", folder, "--json"))
+    moved = json_output(cli("index", folder, "--json"))
     assert (moved["added"], moved["moved"], moved["removed"]) == (0, 1, 0)
-    hit = _json(cli("search", "--image", moved_to, "-k", "1", "--json"))[0]
+    hit = json_output(cli("search", "--image", moved_to, "-k", "1", "--json"))[0]
     assert hit["path"] == str(moved_to) and hit["score"] == pytest.approx(1.0, abs=1e-4)
-    ids_after, vectors_after = _stored(library_dir)
+    ids_after, vectors_after = stored_vectors(library_dir)
     assert set(ids_after) == set(ids_before)  # stable ids: the move kept its row and vector
     np.testing.assert_array_equal(vectors_after[np.argsort(ids_after)], vectors_before[np.argsort(ids_before)])
 
     with Image.open(files[2]) as im:
         changed = im.convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     changed.save(files[2], format=Image.open(files[2]).format)
-    modified = _json(cli("index", folder, "--json"))
+    modified = json_output(cli("index", folder, "--json"))
     assert (modified["added"], modified["updated"]) == (0, 1)
 
-    gone_hit = _json(cli("search", "--image", files[3], "-k", "1", "--json"))[0]
+    gone_hit = json_output(cli("search", "--image", files[3], "-k", "1", "--json"))[0]
     files[3].unlink()
-    deleted = _json(cli("index", folder, "--json"))
+    deleted = json_output(cli("index", folder, "--json"))
     assert deleted["removed"] == 1
     library = Library(library_dir)
     assert library.vector_index(IMAGE).count == 11
-    everything = _json(cli("search", "anything", "-k", "50", "--json"))
+    everything = json_output(cli("search", "anything", "-k", "50", "--json"))
     assert len(everything) == 11 and gone_hit["id"] not in {h["id"] for h in everything}
 
 
 def test_indexing_one_folder_leaves_other_folders_alone(cli, photos) -> None:
     first, second = photos(3, "first"), photos(3, "second")
     cli("index", first, *TINY)
-    assert _json(cli("index", second, "--json"))["removed"] == 0
-    assert len(_json(cli("search", "x", "-k", "10", "--json"))) == 6
+    assert json_output(cli("index", second, "--json"))["removed"] == 0
+    assert len(json_output(cli("search", "x", "-k", "10", "--json"))) == 6
 
 
 def test_captions_rank_like_brute_force(cli, library_dir: Path, photos, tiny, tmp_path: Path) -> None:
     cli("index", photos(4), *TINY)
     corpus = tmp_path / "captions.txt"
     corpus.write_text("\n".join(row["caption"] for row in SAMPLE_ROWS[:40]) + "\n")
-    assert _json(cli("add-captions", corpus, "--json")) == {"added": 40, "already_present": 0, "skipped": []}
-    assert _json(cli("add-captions", corpus, "--json")) == {"added": 0, "already_present": 40, "skipped": []}
+    assert json_output(cli("add-captions", corpus, "--json")) == {"added": 40, "already_present": 0, "skipped": []}
+    assert json_output(cli("add-captions", corpus, "--json")) == {"added": 0, "already_present": 40, "skipped": []}
     image = config.SAMPLE_DATA_DIR / SAMPLE_ROWS[0]["image"]
-    hits = _json(cli("captions", image, "-k", "5", "--json"))
+    hits = json_output(cli("captions", image, "-k", "5", "--json"))
     query = Searcher(Library(library_dir)).image_vector(image)
-    assert [h["id"] for h in hits] == _brute_force(library_dir, query, 5, CAPTION)
+    assert [h["id"] for h in hits] == brute_force(library_dir, query, 5, CAPTION)
     assert all(set(h) == {"id", "caption", "score", "source"} and h["source"] == "corpus" for h in hits)
 
 
@@ -134,17 +118,18 @@ def _cache_files(library_dir: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in library_dir.iterdir() if ".faiss" in p.name}
 
 
+@pytest.mark.slow
 def test_deleted_or_damaged_faiss_file_is_rebuilt_in_memory_by_readers(cli, library_dir: Path, photos) -> None:
     cli("index", photos(10), *TINY)
-    before = _json(cli("search", "a large blue square", "--json"))
+    before = json_output(cli("search", "a large blue square", "--json"))
     index_file = _index_file(library_dir)
     index_file.unlink()
     cached = _cache_files(library_dir)
-    assert _json(cli("search", "a large blue square", "--json")) == before
-    assert _json(cli("status", "--json"))["counts"]["image"] == 10
+    assert json_output(cli("search", "a large blue square", "--json")) == before
+    assert json_output(cli("status", "--json"))["counts"]["image"] == 10
     assert _cache_files(library_dir) == cached  # readers never write the cache
     index_file.write_bytes(b"not a faiss index")
-    assert _json(cli("search", "a large blue square", "--json")) == before
+    assert json_output(cli("search", "a large blue square", "--json")) == before
     cli("index", photos(10, "again"), *TINY)  # a writer saves a good cache again
     assert _index_file(library_dir).is_file() and _index_file(library_dir) != index_file
 
@@ -156,12 +141,12 @@ def test_faiss_cache_that_lags_the_store_is_topped_up(cli, library_dir: Path, ph
     shutil.copy2(config.SAMPLE_DATA_DIR / SAMPLE_ROWS[50]["image"], folder / "new.png")
     (folder / sorted(p.name for p in folder.iterdir())[0]).unlink()
     cli("index", folder)
-    fresh = _json(cli("search", "x", "-k", "20", "--json"))
+    fresh = json_output(cli("search", "x", "-k", "20", "--json"))
     for path in library_dir.glob("*.faiss*"):
         path.unlink()
     for name, data in stale.items():
         (library_dir / name).write_bytes(data)
-    assert _json(cli("search", "x", "-k", "20", "--json")) == fresh
+    assert json_output(cli("search", "x", "-k", "20", "--json")) == fresh
 
 
 def test_a_state_file_paired_with_an_older_index_is_not_trusted(cli, library_dir: Path, photos) -> None:
@@ -172,9 +157,9 @@ def test_a_state_file_paired_with_an_older_index_is_not_trusted(cli, library_dir
     shutil.copy2(config.SAMPLE_DATA_DIR / SAMPLE_ROWS[50]["image"], folder / "new.png")
     (folder / sorted(p.name for p in folder.iterdir())[0]).unlink()  # same count, other ids
     cli("index", folder)
-    fresh = _json(cli("search", "x", "-k", "20", "--json"))
+    fresh = json_output(cli("search", "x", "-k", "20", "--json"))
     _index_file(library_dir).write_bytes(stale)
-    assert _json(cli("search", "x", "-k", "20", "--json")) == fresh
+    assert json_output(cli("search", "x", "-k", "20", "--json")) == fresh
     assert len(fresh) == 6
 
 
@@ -196,17 +181,17 @@ def test_bad_queries_are_one_line_errors(cli, photos, tmp_path: Path) -> None:
     ]:
         result = cli(*args)
         assert result.exit_code == 1 and message in result.stderr, (args, result.output)
-    assert len(_json(cli("search", "x", "-k", "1000", "--json"))) == 2
+    assert len(json_output(cli("search", "x", "-k", "1000", "--json"))) == 2
     assert cli("search", "x", "-k", "0").exit_code == 2  # a usage error, said as typer says them
 
 
 def test_a_corrupt_file_is_skipped_and_reported(cli, photos) -> None:
     folder = photos(3)
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
-    report = _json(cli("index", folder, *TINY, "--json"))
+    report = json_output(cli("index", folder, *TINY, "--json"))
     assert report["added"] == 3
     assert [f["path"] for f in report["failed"]] == [str(folder / "broken.jpg")]
-    status = _json(cli("status", "--json"))
+    status = json_output(cli("status", "--json"))
     assert status["counts"] == {"image": 3, "video": 0, "frame": 0, "caption": 0, "failed": 1}
     assert status["model"] == "clipdex-tiny"
 

@@ -6,7 +6,6 @@ knows nothing else); the built-in list is checked for being used, not for qualit
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -14,22 +13,17 @@ from pathlib import Path
 import pytest
 
 from clipdex.retrieval import config
-from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.describe.vocabulary import read_concepts
+from clipdex.retrieval.errors import ClipdexError
 from tests.conftest import SAMPLE_ROWS
+from tests.helpers import LOCAL, SAMPLE, json_output
 
-SAMPLE = ("--model", "sample")
 ONE_SHAPE = re.compile(r"a (?:large|small) (\w+ \w+) (?:at|on) .*")  # captions naming a single shape
 
 
 @pytest.fixture
 def database_url(both_databases):
     return both_databases
-
-
-def _json(result):
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 def _caption_of(path: str) -> str:
@@ -42,11 +36,12 @@ def test_the_built_in_vocabulary_is_a_list_of_photo_concepts() -> None:
     assert {"dog", "beach", "receipt", "sunset", "birthday party", "snow"} <= set(concepts)
 
 
+@pytest.mark.slow
 def test_captions_on_a_fresh_library_come_from_the_built_in_vocabulary(cli, photos) -> None:
     folder = photos(6)
     cli("index", folder, *SAMPLE)
     image = sorted(folder.iterdir())[0]
-    described = _json(cli("captions", image, "-k", "5", "--json"))
+    described = json_output(cli("captions", image, "-k", "5", "--json"))
     assert len(described) == 5 and {h["source"] for h in described} == {"builtin"}
     assert set(h["caption"] for h in described) <= set(read_concepts())
     table = cli("captions", image, "-k", "3")
@@ -54,18 +49,19 @@ def test_captions_on_a_fresh_library_come_from_the_built_in_vocabulary(cli, phot
     refused = cli("captions", image, "--from", "corpus")
     assert refused.exit_code == 1 and "clipdex add-captions" in refused.stderr and "Traceback" not in refused.output
     cli("add-captions", config.SAMPLE_CAPTIONS)
-    assert {h["source"] for h in _json(cli("captions", image, "-k", "3", "--json"))} == {"corpus"}  # auto: corpus
-    both = _json(cli("captions", image, "-k", "40", "--from", "all", "--json"))
+    assert {h["source"] for h in json_output(cli("captions", image, "-k", "3", "--json"))} == {"corpus"}  # auto: corpus
+    both = json_output(cli("captions", image, "-k", "40", "--from", "all", "--json"))
     assert {h["source"] for h in both} == {"corpus", "builtin"}
     assert [h["score"] for h in both] == sorted((h["score"] for h in both), reverse=True)
     assert cli("captions", image, "--from", "nowhere").exit_code != 0
 
 
+@pytest.mark.slow
 def test_tags_name_what_is_in_the_photo_and_filter_exactly(cli, photos, shapes: Path) -> None:
     folder = photos(40)
-    first = _json(cli("index", folder, *SAMPLE, "--tags", "--vocabulary", shapes, "--json"))
+    first = json_output(cli("index", folder, *SAMPLE, "--tags", "--vocabulary", shapes, "--json"))
     assert first["tags"] == {"tagged": 40, "with_tags": 40}
-    hits = _json(cli("search", "a shape", "-k", "40", "--mode", "clip", "--json"))
+    hits = json_output(cli("search", "a shape", "-k", "40", "--mode", "clip", "--json"))
     assert all(isinstance(h["tags"], list) and 1 <= len(h["tags"]) <= config.TAG_MAX_PER_IMAGE for h in hits)
     single = [(h, ONE_SHAPE.fullmatch(_caption_of(h["path"]))) for h in hits]
     single = [(h, m.group(1)) for h, m in single if m]
@@ -73,47 +69,48 @@ def test_tags_name_what_is_in_the_photo_and_filter_exactly(cli, photos, shapes: 
     assert sum(want in h["tags"] for h, want in single) >= 0.6 * len(single)  # chance: about 5 in 24
     assert sum(h["tags"][0] == want for h, want in single) >= 0.4 * len(single)
 
-    counted = _json(cli("tags", "--json"))
+    counted = json_output(cli("tags", "--json"))
     assert sum(t["count"] for t in counted) == sum(len(h["tags"]) for h in hits)
     assert [t["count"] for t in counted] == sorted((t["count"] for t in counted), reverse=True)
     tag = counted[0]["tag"]
     holding = {h["path"] for h in hits if tag in h["tags"]}
-    filtered = _json(cli("search", "a shape", "--tag", tag, "-k", "40", "--json"))
+    filtered = json_output(cli("search", "a shape", "--tag", tag, "-k", "40", "--json"))
     assert {h["path"] for h in filtered} == holding  # exactly the images with the tag, all of them
     second = next(t["tag"] for t in counted if t["tag"] != tag)
-    both = _json(cli("search", "a shape", "--tag", tag, "--tag", second, "-k", "40", "--json"))
+    both = json_output(cli("search", "a shape", "--tag", tag, "--tag", second, "-k", "40", "--json"))
     assert {h["path"] for h in both} == {h["path"] for h in hits if {tag, second} <= set(h["tags"])}
-    folded = _json(cli("search", "a shape", "--tag", "  " + tag.upper().replace(" ", "   "), "-k", "40", "--json"))
+    folded = json_output(cli("search", "a shape", "--tag", "  " + tag.upper().replace(" ", "   "), "-k", "40", "--json"))
     assert {h["path"] for h in folded} == holding  # case and spaces fold, as the vocabulary itself reads them
-    assert _json(cli("search", "a shape", "--tag", tag[:-1], "--json")) == []  # nor a prefix
+    assert json_output(cli("search", "a shape", "--tag", tag[:-1], "--json")) == []  # nor a prefix
     assert cli("tags").exit_code == 0 and tag in cli("tags").stdout
 
 
 def test_a_tag_filter_holds_under_an_approximate_index(cli, photos, shapes: Path, monkeypatch) -> None:
     folder = photos(40)
     cli("index", folder, *SAMPLE, "--tags", "--vocabulary", shapes)
-    exact = _json(cli("search", "a red circle", "--tag", "red circle", "-k", "40", "--json"))
+    exact = json_output(cli("search", "a red circle", "--tag", "red circle", "-k", "40", "--json"))
     monkeypatch.setattr(config, "IVF_MIN_ITEMS", 10)
-    assert _json(cli("status", "--json"))["index"]["kind"] == "ivf"
-    approximate = _json(cli("search", "a red circle", "--tag", "red circle", "-k", "40", "--json"))
+    assert json_output(cli("status", "--json"))["index"]["kind"] == "ivf"
+    approximate = json_output(cli("search", "a red circle", "--tag", "red circle", "-k", "40", "--json"))
     assert exact and [h["path"] for h in approximate] == [h["path"] for h in exact]
 
 
+@pytest.mark.slow
 def test_tags_follow_the_content_and_index_tags_fills_in_an_existing_library(cli, photos, shapes: Path) -> None:
     folder = photos(12)
     cli("index", folder, *SAMPLE)
-    assert "tags" not in _json(cli("search", "a shape", "-k", "1", "--json"))[0]  # not tagged: no key
-    assert _json(cli("tags", "--json")) == [] and "index --tags" in cli("tags").output
-    done = _json(cli("index", "--tags", "--vocabulary", shapes, "--json"))
+    assert "tags" not in json_output(cli("search", "a shape", "-k", "1", "--json"))[0]  # not tagged: no key
+    assert json_output(cli("tags", "--json")) == [] and "index --tags" in cli("tags").output
+    done = json_output(cli("index", "--tags", "--vocabulary", shapes, "--json"))
     assert done["tags"]["tagged"] == 12
-    assert _json(cli("index", "--tags", "--json"))["tags"]["tagged"] == 0  # nothing left: nothing redone
+    assert json_output(cli("index", "--tags", "--json"))["tags"]["tagged"] == 0  # nothing left: nothing redone
     victim = sorted(folder.iterdir())[0]
     other = Path(config.SAMPLE_DATA_DIR / SAMPLE_ROWS[30]["image"])
     victim.write_bytes(other.read_bytes())  # new content under the same name
-    again = _json(cli("index", folder, "--json"))  # remembered: later runs tag too
+    again = json_output(cli("index", folder, "--json"))  # remembered: later runs tag too
     assert again["updated"] == 1 and again["tags"]["tagged"] == 1
-    hit = next(h for h in _json(cli("search", "a shape", "-k", "12", "--json")) if h["path"] == str(victim))
-    after = _json(cli("captions", victim, "-k", "1", "--from", "builtin", "--json"))[0]["caption"]
+    hit = next(h for h in json_output(cli("search", "a shape", "-k", "12", "--json")) if h["path"] == str(victim))
+    after = json_output(cli("captions", victim, "-k", "1", "--from", "builtin", "--json"))[0]["caption"]
     assert hit["tags"] and after in hit["tags"]  # the library's own vocabulary describes, and tags the new photo
 
 
@@ -137,8 +134,8 @@ def test_tagging_stopped_mid_way_goes_on_where_it_stopped(cli, library_dir: Path
 
     stopped = tag_images(library, progress=progress, batch=5)
     assert stopped.interrupted and stopped.tagged == 10
-    assert _json(cli("index", "--tags", "--json"))["tags"]["tagged"] == 2
-    assert {t["tag"] for t in _json(cli("tags", "--json"))} <= {"red circle", "blue square", "green triangle"}
+    assert json_output(cli("index", "--tags", "--json"))["tags"]["tagged"] == 2
+    assert {t["tag"] for t in json_output(cli("tags", "--json"))} <= {"red circle", "blue square", "green triangle"}
 
 
 def test_the_web_api_filters_by_tag_lists_tags_and_says_where_captions_come_from(
@@ -148,12 +145,11 @@ def test_the_web_api_filters_by_tag_lists_tags_and_says_where_captions_come_from
 
     from clipdex.cli.web import create_app
     from clipdex.retrieval.library import Library
-    from tests.test_web import LOCAL
 
     cli("index", photos(12), *SAMPLE, "--tags", "--vocabulary", shapes)
     client = TestClient(create_app(Library(library_dir), "cpu"), base_url=LOCAL)
     counted = client.get("/api/tags").json()
-    assert counted == _json(cli("tags", "--json"))
+    assert counted == json_output(cli("tags", "--json"))
     tag = counted[0]["tag"]
     found = client.get("/api/search", params={"q": "a shape", "k": 12, "tag": tag}).json()
     assert found and all(tag in h["tags"] for h in found)
@@ -189,7 +185,7 @@ def test_a_vocabulary_with_what_no_tag_should_hold_is_refused_by_line(tmp_path: 
 def test_a_librarys_own_vocabulary_is_not_called_built_in(cli, photos, shapes: Path) -> None:
     folder = photos(3)
     assert cli("index", folder, *SAMPLE, "--tags", "--vocabulary", shapes).exit_code == 0
-    described = _json(cli("captions", next(folder.iterdir()), "-k", "3", "--json"))
+    described = json_output(cli("captions", next(folder.iterdir()), "-k", "3", "--json"))
     assert [h["source"] for h in described] == ["vocabulary"] * 3
 
 

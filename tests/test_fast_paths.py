@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import functools
-
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from PIL import Image
 
 from clipdex.indexer.options import IndexOptions
 from clipdex.retrieval import config
-from clipdex.retrieval.models.openclip.factory import load_encoder
 from clipdex.retrieval.media.images import read_image
+from clipdex.retrieval.models.openclip.factory import load_encoder
 
 CAUSAL_CONFIGS = ("clipdex-tiny", "clipdex-small", "ViT-B-32")
 TEXTS = ["a dog", "a small red circle left of a large green circle on a dotted background", "word " * 120, ""]
@@ -113,6 +111,7 @@ def test_a_folders_tokenizer_agrees_on_any_text(text: str) -> None:
     assert same_ids(_ids(ours_of, text), theirs_of([text])[0].tolist())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ("clipdex-tiny", "ViT-B-32"))
 def test_a_prepared_folders_text_tower_matches_torch(name: str, tmp_path: Path, monkeypatch) -> None:
     from clipdex.retrieval.models.prepared import prepare_folder
@@ -132,6 +131,7 @@ def test_a_prepared_folders_text_tower_matches_torch(name: str, tmp_path: Path, 
     assert (folder / "textual" / "model.onnx").stat().st_mtime_ns == made
 
 
+@pytest.mark.slow
 def test_an_int8_text_tower_agrees_with_torch_fp32_and_repeats_are_remembered(tmp_path: Path, monkeypatch) -> None:
     """The reduced-precision fast path: ViT-B-32's text tower with int8 weights, against torch in fp32."""
     import csv
@@ -211,6 +211,7 @@ def test_memory_mapped_index_answers_like_the_loaded_one_and_still_tops_up(tmp_p
     assert first_id not in topped.search(vectors[:1], 59)[1][0]
 
 
+@pytest.mark.slow
 def test_a_damaged_export_falls_back_to_torch(cli, library_dir: Path, photos, tmp_path: Path, monkeypatch) -> None:
     import json
 
@@ -226,6 +227,7 @@ def test_a_damaged_export_falls_back_to_torch(cli, library_dir: Path, photos, tm
     assert result.exit_code == 0 and [h["id"] for h in json.loads(result.stdout)] == [h["id"] for h in expected]
 
 
+@pytest.mark.slow
 def test_a_folder_of_another_model_is_never_used(tmp_path: Path, monkeypatch, tiny) -> None:
     """A prepared folder says in its config which model it came from: one in the wrong place is not trusted."""
     import shutil
@@ -242,6 +244,7 @@ def test_a_folder_of_another_model_is_never_used(tmp_path: Path, monkeypatch, ti
     assert open_prepared(tiny.identity, "fp32").identity.same_model(tiny.identity)
 
 
+@pytest.mark.slow
 def test_the_int8_image_tower_agrees_with_fp32(tmp_path: Path, monkeypatch, photos) -> None:
     """--precision int8 (the image tower through ONNX Runtime with int8 weights) against torch fp32 on photos, and
     a library indexed with it answers as an fp32 one does."""
@@ -266,6 +269,7 @@ def test_the_int8_image_tower_agrees_with_fp32(tmp_path: Path, monkeypatch, phot
     assert hits["int8"][0] == hits["fp32"][0] and len(set(hits["int8"]) & set(hits["fp32"])) >= 4
 
 
+@pytest.mark.slow
 def test_an_export_of_the_other_tower_is_never_used_and_an_unwritable_cache_is_only_a_note(
     tmp_path: Path, monkeypatch, photos
 ) -> None:

@@ -10,14 +10,17 @@ import resource
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
+import pytest
+
 from clipdex.retrieval import config
+from tests.helpers import clipdex_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_indexing_says_so_in_one_line_and_keeps_the_library(tmp_path: Path) -> None:
     photos, library = tmp_path / "photos", tmp_path / "library"
     photos.mkdir()
@@ -25,7 +28,7 @@ def test_a_full_disk_while_indexing_says_so_in_one_line_and_keeps_the_library(tm
     for image in images[:2]:
         shutil.copy(image, photos)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "clipdex", "-L", str(library), "index", str(photos), "--model", "sample"]
+    command = clipdex_command(library, "index", str(photos), "--model", "sample")
     assert subprocess.run(command, capture_output=True, env=env).returncode == 0
     for image in images[2:]:
         shutil.copy(image, photos)
@@ -40,6 +43,6 @@ def test_a_full_disk_while_indexing_says_so_in_one_line_and_keeps_the_library(tm
     assert done.returncode == 1 and len(lines) == 1, done.stderr[-2000:]
     assert "could not write to the library database" in lines[0]
     assert "[SQL" not in lines[0] and "sqlalche.me" not in lines[0] and "sqlite://" not in lines[0]
-    status = subprocess.run([sys.executable, "-m", "clipdex", "-L", str(library), "status", "--json"],
+    status = subprocess.run(clipdex_command(library, "status", "--json"),
                             capture_output=True, text=True, env=env)
     assert json.loads(status.stdout)["counts"]["image"] >= 2  # what it had, and whole batches only

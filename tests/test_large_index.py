@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +12,8 @@ import pytest
 from clipdex.retrieval import config
 from clipdex.retrieval.library import Library
 from clipdex.retrieval.storage.store import IMAGE
-from clipdex.retrieval.storage.vector_index import FLAT, IVF, IVFPQ, VectorIndex, exact_top_k, ivf_lists
-from tests.test_core import _json
+from clipdex.retrieval.storage.vector_index import exact_top_k, FLAT, IVF, ivf_lists, IVFPQ, VectorIndex
+from tests.helpers import json_output
 
 
 def clustered(n: int, dim: int, seed: int = 0, clusters: int = 200, spread: float = 0.6) -> np.ndarray:
@@ -56,16 +56,16 @@ def test_ivf_recall_and_removals_on_a_small_synthetic_set() -> None:
 
 def test_the_library_switches_index_kind_by_size_and_by_choice(cli, library_dir: Path, photos, monkeypatch) -> None:
     cli("index", photos(40), "--model", "clipdex-tiny")
-    assert _json(cli("status", "--json"))["index"]["kind"] == FLAT
+    assert json_output(cli("status", "--json"))["index"]["kind"] == FLAT
     monkeypatch.setattr(config, "IVF_MIN_ITEMS", 30)  # a small library "grows past" the threshold
-    status = _json(cli("status", "--json"))
+    status = json_output(cli("status", "--json"))
     assert status["index"]["kind"] == IVF and status["index"]["preference"] == "auto"
     library = Library(library_dir)
-    ivf_hits = _json(cli("search", "--image", sorted((library_dir.parent / "photos").iterdir())[0], "-k", "1", "--json"))
+    ivf_hits = json_output(cli("search", "--image", sorted((library_dir.parent / "photos").iterdir())[0], "-k", "1", "--json"))
     assert ivf_hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
     assert sorted(library.vector_index(IMAGE).ids()) == sorted(i for ids, _ in library.store.vectors(IMAGE, 64) for i in ids)
     cli("index", library_dir.parent / "photos", "--index-type", "flat")
-    assert _json(cli("status", "--json"))["index"] == {
+    assert json_output(cli("status", "--json"))["index"] == {
         "type": "flat inner product (exact)", "kind": FLAT, "preference": "flat", "gpu": False
     }
     bad = cli("index", library_dir.parent / "photos", "--index-type", "hnsw")
@@ -119,17 +119,17 @@ def test_the_library_chooses_ivfpq_past_its_threshold(cli, library_dir: Path, ph
     cli("index", folder, "--model", "clipdex-tiny")
     monkeypatch.setattr(config, "IVF_MIN_ITEMS", 10)
     monkeypatch.setattr(config, "IVFPQ_MIN_ITEMS", 30)
-    status = _json(cli("status", "--json"))["index"]
+    status = json_output(cli("status", "--json"))["index"]
     assert status["kind"] == IVFPQ and "re-ranked exactly" in status["type"]
     query = sorted((library_dir.parent / "photos").iterdir())[0]
-    hits = _json(cli("search", "--image", query, "-k", "5", "--json"))
+    hits = json_output(cli("search", "--image", query, "-k", "5", "--json"))
     assert hits[0]["score"] == pytest.approx(1.0, abs=1e-5) and hits[0]["path"] == str(query)
-    groups = _json(cli("duplicates", "--json"))
+    groups = json_output(cli("duplicates", "--json"))
     assert any({first.name, f"copy-of-{first.name}"} <= {Path(m["path"]).name for m in g} for g in groups), groups
     monkeypatch.setattr(config, "IVF_MIN_ITEMS", 10**9)
     monkeypatch.setattr(config, "IVFPQ_MIN_ITEMS", 10**9)
-    assert _json(cli("status", "--json"))["index"]["kind"] == FLAT
-    exact = _json(cli("search", "--image", query, "-k", "5", "--json"))
+    assert json_output(cli("status", "--json"))["index"]["kind"] == FLAT
+    exact = json_output(cli("search", "--image", query, "-k", "5", "--json"))
     assert [h["score"] for h in hits] == pytest.approx([h["score"] for h in exact], abs=1e-5)
 
 
@@ -146,7 +146,7 @@ def test_a_saved_ivfpq_index_is_loaded_and_still_reranks(cli, library_dir: Path,
     ids, vectors = (np.concatenate(chunks) for chunks in zip(*library.store.vectors(IMAGE, 64)))
     stored = dict(zip(ids.tolist(), vectors))
     query = sorted(folder.iterdir())[5]
-    hits = _json(cli("search", "--image", query, "-k", "8", "--json"))
+    hits = json_output(cli("search", "--image", query, "-k", "8", "--json"))
     assert hits[0]["path"] == str(query) and hits[0]["score"] == pytest.approx(1.0, abs=1e-5)
     by_path = {row["key"]: i for i, row in library.store.items(list(stored)).items()}
     exact = [float(stored[by_path[str(query)]] @ stored[by_path[h["path"]]]) for h in hits]

@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from clipdex import api
 from clipdex.retrieval import config
 from clipdex.retrieval.search.relevance import made_up_words
 from clipdex.sample_data.synth import COLOURS, SHAPES
-from tests.test_core import _json
+from tests.helpers import json_output
 
 
+@pytest.mark.slow
 def test_real_queries_have_strong_matches_and_made_up_words_rarely(cli, library_dir: Path) -> None:
     cli("index", config.SAMPLE_DATA_DIR / "images", "--model", "sample")
     library = api.open_library(library_dir)
@@ -31,10 +34,11 @@ def test_real_queries_have_strong_matches_and_made_up_words_rarely(cli, library_
     assert all(hit.strong is None for hit in image) and "strong" not in image[0].as_json()
 
 
+@pytest.mark.slow
 def test_the_floor_is_kept_for_the_library_and_measured_again_when_it_grows(cli, library_dir: Path, photos) -> None:
     folder = photos(20)
     cli("index", folder, "--model", "sample")
-    first = _json(cli("search", "a red circle", "-k", "20", "--json"))
+    first = json_output(cli("search", "a red circle", "-k", "20", "--json"))
     kept = library_dir / config.RELEVANCE_FILE
     saved = json.loads(kept.read_text())
     assert saved["for"]["images"] == 20 and (kept.stat().st_mode & 0o777) == 0o600
@@ -42,9 +46,9 @@ def test_the_floor_is_kept_for_the_library_and_measured_again_when_it_grows(cli,
     assert [h["strong"] for h in first] == [h["score"] >= floor for h in first]
 
     kept.write_text(json.dumps({"for": saved["for"], "floor": 0.9999}))  # read back, not measured again
-    assert not any(h["strong"] for h in _json(cli("search", "a red circle", "--json")))
+    assert not any(h["strong"] for h in json_output(cli("search", "a red circle", "--json")))
     kept.write_text("{not json")  # damaged: measured again, and the query still answers
-    assert _json(cli("search", "a red circle", "-k", "20", "--json")) == first
+    assert json_output(cli("search", "a red circle", "-k", "20", "--json")) == first
     assert json.loads(kept.read_text())["floor"] == floor
 
     for extra in sorted(photos(24, "more").iterdir())[20:]:  # four new photos
@@ -54,6 +58,7 @@ def test_the_floor_is_kept_for_the_library_and_measured_again_when_it_grows(cli,
     assert json.loads(kept.read_text())["for"]["images"] == 24
 
 
+@pytest.mark.slow
 def test_the_cli_marks_weak_matches_and_says_why(cli, library_dir: Path) -> None:
     cli("index", config.SAMPLE_DATA_DIR / "images", "--model", "sample")
     library = api.open_library(library_dir)
@@ -68,21 +73,22 @@ def test_the_cli_marks_weak_matches_and_says_why(cli, library_dir: Path) -> None
     assert cli("search", "a red circle", "-f").stdout.count("\n") == 10  # paths alone for pipes, as before
 
 
+@pytest.mark.slow
 def test_a_damaged_or_planted_floor_file_is_measured_again(cli, library_dir: Path, photos) -> None:
     import os
 
     cli("index", photos(12), "--model", "sample")
-    measured = _json(cli("search", "a red circle", "-k", "12", "--json"))
+    measured = json_output(cli("search", "a red circle", "-k", "12", "--json"))
     kept = library_dir / config.RELEVANCE_FILE
     key = json.loads(kept.read_text())["for"]
     plants = [json.dumps({"for": key, "floor": 99.0}), json.dumps({"for": key, "floor": None}),
               json.dumps({"for": key, "floor": -5.0}), "[" * 100_000 + "]" * 100_000]
     for planted in plants:
         kept.write_text(planted)
-        assert _json(cli("search", "a red circle", "-k", "12", "--json")) == measured, planted[:40]
+        assert json_output(cli("search", "a red circle", "-k", "12", "--json")) == measured, planted[:40]
     kept.unlink()
     os.mkfifo(kept)  # read without waiting on it, never trusted
-    assert _json(cli("search", "a red circle", "-k", "12", "--json")) == measured
+    assert json_output(cli("search", "a red circle", "-k", "12", "--json")) == measured
     kept.unlink()
 
 
@@ -91,7 +97,7 @@ def test_a_name_holding_one_word_of_two_is_not_a_strong_match(cli, library_dir: 
     odd = sorted(folder.iterdir())[0]
     odd.rename(folder / "bold.png")
     cli("index", folder, "--model", "sample")
-    hits = _json(cli("search", "bold banana", "-k", "12", "--json"))
+    hits = json_output(cli("search", "bold banana", "-k", "12", "--json"))
     named = next(h for h in hits if h["path"].endswith("/bold.png"))
     floor = json.loads((library_dir / config.RELEVANCE_FILE).read_text())["floor"]
     assert named["strong"] == (named["score"] >= floor)  # one word of two in its name: its cosine decides

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,10 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipdex.retrieval.models.checkpoint import CheckpointInfo, save_checkpoint
 from clipdex.retrieval.errors import ClipdexError
-from clipdex.retrieval.models.openclip.factory import load_encoder
+from clipdex.retrieval.models.checkpoint import CheckpointInfo, save_checkpoint
 from clipdex.retrieval.models.hub import hub_resolves
+from clipdex.retrieval.models.openclip.factory import load_encoder
+from tests.helpers import clipdex_command
 
 
 def test_tiny_encodes_to_unit_vectors_of_its_dimension(tiny) -> None:
@@ -65,12 +65,13 @@ def test_hub_probe_gives_up_quickly() -> None:
     assert time.perf_counter() - started < 5
 
 
+@pytest.mark.slow
 def test_offline_default_model_fails_in_one_clear_line(tmp_path: Path) -> None:
     """The default pretrained model without network or cache: one line, no traceback, no 46 s of retries."""
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
     env.pop("HF_HUB_OFFLINE", None)
     result = subprocess.run(
-        [sys.executable, "-m", "clipdex", "--library", str(tmp_path / "lib"), "index", str(tmp_path)],
+        clipdex_command(tmp_path / "lib", "index", str(tmp_path)),
         capture_output=True, text=True, env=env, timeout=120,
     )
     assert result.returncode == 1

@@ -95,6 +95,7 @@ def _multilingual_folder(target: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_the_demo_runs_without_torch_and_agrees_with_torch(tmp_path: Path) -> None:
     from clipdex.retrieval.training.evaluate import evaluate_pairs
     from clipdex.retrieval.models.openclip.factory import load_encoder
@@ -111,6 +112,7 @@ def test_the_demo_runs_without_torch_and_agrees_with_torch(tmp_path: Path) -> No
             assert abs(light[direction][k] - reference[direction][k]) <= 0.01
 
 
+@pytest.mark.slow
 def test_an_immich_layout_folder_gives_the_prepared_models_vectors(tmp_path: Path, photos) -> None:
     from clipdex.retrieval.media.images import open_image
     from clipdex.retrieval.models.loading import load_model
@@ -163,6 +165,7 @@ def test_a_multilingual_tokenizer_goes_through_the_same_path(tmp_path: Path, pho
     assert [h.score for h in vectors] == pytest.approx([h["score"] for h in hits], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_a_hub_name_runs_from_the_local_cache_and_a_missing_one_fails_fast(tmp_path: Path, photos) -> None:
     hub = tmp_path / "hf-cache"
     repo = hub / "models--someone--clip-sample"
@@ -185,6 +188,7 @@ def test_a_hub_name_runs_from_the_local_cache_and_a_missing_one_fails_fast(tmp_p
     assert not (tmp_path / "other").exists()
 
 
+@pytest.mark.slow
 def test_a_library_is_bound_to_its_folders_files(tmp_path: Path, photos) -> None:
     folder = _copy_sample(tmp_path / "model")
     library = tmp_path / "library"
@@ -211,6 +215,7 @@ def test_a_model_that_needs_torch_says_what_to_do_and_writes_nothing(tmp_path: P
     assert not library.exists()
 
 
+@pytest.mark.slow
 def test_a_damaged_prepared_folder_is_prepared_again(tmp_path: Path, photos, monkeypatch) -> None:
     from clipdex.retrieval.models.identity import ModelIdentity
     from clipdex.retrieval.models.loading import load_model
@@ -253,6 +258,7 @@ def test_a_tower_that_gives_nan_stores_nothing(tmp_path: Path, photos) -> None:
     assert store.counts()["image"] == 0
 
 
+@pytest.mark.slow
 def test_prepared_folders_are_private_and_leftovers_of_killed_runs_go(tmp_path: Path, monkeypatch) -> None:
     from clipdex.retrieval.models.loading import load_model
     from clipdex.retrieval.models.prepared import prepared_path
@@ -271,6 +277,7 @@ def test_prepared_folders_are_private_and_leftovers_of_killed_runs_go(tmp_path: 
         assert path.stat().st_mode & 0o077 == 0, path
 
 
+@pytest.mark.slow
 def test_the_built_in_vocabulary_describes_without_torch(tmp_path: Path, photos) -> None:
     library = tmp_path / "library"
     pictures = photos(2)
@@ -280,6 +287,7 @@ def test_the_built_in_vocabulary_describes_without_torch(tmp_path: Path, photos)
     assert {h["source"] for h in json.loads(done.stdout)} == {"builtin"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("setting", ("IMAGE_EXPORT_MIN_COSINE", "TEXT_EXPORT_MIN_COSINE"))
 def test_an_export_that_disagrees_with_torch_is_not_kept(tmp_path: Path, monkeypatch, setting: str) -> None:
     """No export matches torch to a cosine above 1: with that as the bar, preparing must refuse, and the model
@@ -295,7 +303,7 @@ def test_an_export_that_disagrees_with_torch_is_not_kept(tmp_path: Path, monkeyp
     assert len(notes) == 1 and "matched torch only to cosine" in notes[0], notes
 
 
-
+@pytest.mark.slow
 def test_a_prepared_folder_others_may_change_is_not_trusted(tmp_path: Path, monkeypatch) -> None:
     from clipdex.retrieval.models.loading import load_model
     from clipdex.retrieval.models.prepared import open_prepared, prepared_path

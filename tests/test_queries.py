@@ -14,12 +14,12 @@ from PIL import Image
 
 from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
-from clipdex.retrieval.media.images import read_image
 from clipdex.retrieval.library import Library
-from clipdex.retrieval.storage.store import IMAGE, items_table
+from clipdex.retrieval.media.images import read_image
 from clipdex.retrieval.search.terms import parse_terms
+from clipdex.retrieval.storage.store import IMAGE, items_table
 from tests.conftest import SAMPLE_ROWS
-from tests.test_core import _brute_force, _json
+from tests.helpers import SAMPLE, brute_force, json_output
 
 
 def test_parse_terms(tmp_path: Path) -> None:
@@ -52,10 +52,10 @@ def indexed(cli, photos):
 
 
 def test_sum_of_terms_equals_search_with_the_normalised_sum(cli, library_dir, indexed, tiny) -> None:
-    hits = _json(cli("search", "a red circle", "+", "a blue square", "-k", "8", "--json"))
+    hits = json_output(cli("search", "a red circle", "+", "a blue square", "-k", "8", "--json"))
     a, b = tiny.encode_texts(["a red circle", "a blue square"])
     query = (a + b) / np.linalg.norm(a + b)
-    assert [h["id"] for h in hits] == _brute_force(library_dir, query, 8)
+    assert [h["id"] for h in hits] == brute_force(library_dir, query, 8)
     assert hits[0]["score"] == pytest.approx(float(np.max(_stored_scores(library_dir, query))), abs=1e-5)
 
 
@@ -68,7 +68,7 @@ def test_subtracting_a_term_ranks_items_like_it_lower(cli, indexed) -> None:
     like = sorted(indexed.iterdir())[4]
 
     def rank_and_score(*terms: str) -> tuple[int, float]:
-        hits = _json(cli("search", *terms, "-k", "30", "--json"))
+        hits = json_output(cli("search", *terms, "-k", "30", "--json"))
         position = [h["path"] for h in hits].index(str(like))
         return position, hits[position]["score"]
 
@@ -77,6 +77,7 @@ def test_subtracting_a_term_ranks_items_like_it_lower(cli, indexed) -> None:
     assert minus[0] > alone[0] and minus[1] < alone[1]
 
 
+@pytest.mark.slow
 def test_filters_equal_brute_force_on_stored_rows(cli, library_dir, photos, tiny, tmp_path: Path) -> None:
     root = tmp_path / "album"
     for n, row in enumerate(SAMPLE_ROWS[:24]):
@@ -110,15 +111,15 @@ def test_filters_equal_brute_force_on_stored_rows(cli, library_dir, photos, tiny
         matching = [r for r in rows if allowed(r)]
         scores = {r["id"]: float(np.frombuffer(r["vector"], dtype=np.float32) @ query) for r in matching}
         expected = sorted(scores, key=lambda i: -scores[i])[:5]
-        hits = _json(cli("search", "a large yellow star", *options, "-k", "5", "--json"))
+        hits = json_output(cli("search", "a large yellow star", *options, "-k", "5", "--json"))
         assert [h["id"] for h in hits] == expected, options
         assert 0 < len(matching) < len(rows), options
-    dated_hits = _json(cli("search", "x", "--before", "2020-01-01", "-k", "50", "--json"))
+    dated_hits = json_output(cli("search", "x", "--before", "2020-01-01", "-k", "50", "--json"))
     assert [h["path"] for h in dated_hits] == [str(dated)]
 
-    everything = _json(cli("search", "a large yellow star", "-k", "50", "--json"))
+    everything = json_output(cli("search", "a large yellow star", "-k", "50", "--json"))
     cut = everything[7]["score"]
-    above = _json(cli("search", "a large yellow star", "-k", "50", "--min-score", str(cut), "--json"))
+    above = json_output(cli("search", "a large yellow star", "-k", "50", "--min-score", str(cut), "--json"))
     assert [h["id"] for h in above] == [h["id"] for h in everything if h["score"] >= cut]
 
 
@@ -139,22 +140,32 @@ def test_sort_by_date_orders_the_same_matches_newest_first(cli, library_dir, tmp
             os.utime(path, (when.timestamp(), when.timestamp()))
         taken[str(path)] = when
     assert cli("index", folder, "--model", "clipdex-tiny", "--no-export").exit_code == 0
-    by_score = _json(cli("search", "a red circle", "-k", "5", "--json"))
-    by_date = _json(cli("search", "a red circle", "-k", "5", "--sort", "date", "--json"))
+    by_score = json_output(cli("search", "a red circle", "-k", "5", "--json"))
+    by_date = json_output(cli("search", "a red circle", "-k", "5", "--sort", "date", "--json"))
     assert sorted(h["id"] for h in by_date) == sorted(h["id"] for h in by_score)  # the top 5, reordered
     assert [taken[h["path"]] for h in by_date] == sorted((taken[h["path"]] for h in by_score), reverse=True)
     for hit in by_date:
         assert datetime.fromisoformat(hit["taken"]).replace(tzinfo=None) == taken[hit["path"]]
         assert (hit["width"], hit["height"]) == Image.open(hit["path"]).size
     cut = by_score[2]["score"] - 1e-5  # JSON scores are rounded to 6 places
-    above = _json(cli("search", "a red circle", "-k", "50", "--min-score", str(cut), "--sort", "date", "--json"))
+    above = json_output(cli("search", "a red circle", "-k", "50", "--min-score", str(cut), "--sort", "date", "--json"))
     assert sorted(h["id"] for h in above) == sorted(h["id"] for h in by_score[:3])
     assert cli("search", "x", "--sort", "size").exit_code == 1
 
 
 def test_paths_only_prints_exactly_the_json_paths(cli, indexed) -> None:
-    as_json = _json(cli("search", "kitten", "-k", "5", "--json"))
+    as_json = json_output(cli("search", "kitten", "-k", "5", "--json"))
     paths_only = cli("search", "-f", "-k", "5", "kitten")
     assert paths_only.exit_code == 0
     assert paths_only.stdout == "".join(h["path"] + "\n" for h in as_json)
     assert json.loads(cli("search", "kitten", "-k", "5", "--json").stdout) == as_json
+
+
+@pytest.mark.slow
+def test_a_quoted_query_reads_as_the_same_query_unquoted(cli, photos) -> None:
+    assert cli("index", photos(12), *SAMPLE).exit_code == 0
+    quoted = cli("search", "a red circle + a blue square - snow", "--json", "--mode", "clip")
+    unquoted = cli("search", "a", "red", "circle", "+", "a blue square", "-", "snow", "--json", "--mode", "clip")
+    assert quoted.exit_code == 0 and json.loads(quoted.stdout) == json.loads(unquoted.stdout)
+    one_term = cli("search", "a red circle a blue square snow", "--json", "--mode", "clip")
+    assert json.loads(one_term.stdout) != json.loads(quoted.stdout)

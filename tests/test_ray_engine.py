@@ -13,6 +13,7 @@ from clipdex.retrieval.digest import file_sha256
 from clipdex.retrieval.library import Library
 from clipdex.retrieval.storage.store import IMAGE
 from tests.conftest import SAMPLE_ROWS
+from tests.helpers import sample_image, write_video
 
 if os.environ.get("CLIPDEX_REQUIRE_RAY"):  # CI installs the dev extra: a broken Ray must fail there, not skip
     import ray
@@ -36,16 +37,16 @@ def _vectors(library_dir: Path) -> dict[tuple[str, float | None], np.ndarray]:
     return out
 
 
+@pytest.mark.slow
 def test_ray_engine_matches_local_and_reruns_incrementally(local_ray, cli, photos, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from clipdex.cli.app import app
 
-    from tests.test_living_library import _sample, write_video
 
     folder = photos(len(SAMPLE_ROWS))
     (folder / "broken.jpg").write_bytes(b"not a jpeg")
-    write_video(folder / "clip.mp4", [(_sample(3), 3), (_sample(9), 3)])  # the engines agree on videos too
+    write_video(folder / "clip.mp4", [(sample_image(3), 3), (sample_image(9), 3)])  # the engines agree on videos too
     local_dir, ray_dir = tmp_path / "local", tmp_path / "ray"
     runner = CliRunner()
 

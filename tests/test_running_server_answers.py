@@ -19,6 +19,7 @@ import pytest
 
 from clipdex.retrieval import config
 from tests.conftest import SAMPLE_ROWS, default_sigint
+from tests.helpers import clipdex_command
 
 TINY = ("--model", "clipdex-tiny", "--no-export")
 ANSWERED = "answered by the running clipdex process"
@@ -35,7 +36,7 @@ QUERIES = [
 def clipdex(library: Path, *args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """The real CLI in a new process, with -v so that it says who answered."""
     return subprocess.run(
-        [sys.executable, "-m", "clipdex", "-v", "--library", str(library), *args], capture_output=True, text=True,
+        clipdex_command(library, "-v", *args), capture_output=True, text=True,
         timeout=120, env={**os.environ, **(env or {})}, cwd=cwd,
     )
 
@@ -47,7 +48,7 @@ def in_process(library: Path, *args: str, cwd: Path | None = None) -> subprocess
 def start(library: Path, *args: str) -> subprocess.Popen:
     """`clipdex watch|serve …` running, once it says it is ready."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "clipdex", "--library", str(library), *args], stdout=subprocess.PIPE,
+        clipdex_command(library, *args), stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True, preexec_fn=default_sigint,
     )
     lines = []
@@ -87,6 +88,7 @@ def query(folder: Path, args: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(a.format(folder=".", image=sorted(folder.iterdir())[0].name) for a in args)
 
 
+@pytest.mark.slow
 def test_a_running_watch_answers_every_query_as_the_cli_would(library) -> None:
     root, folder = library
     watch = start(root, "watch", str(folder), "--settle", "0.3", "--keep-alive", "1")
@@ -124,6 +126,7 @@ print("loaded:", [name for name in %r if name in sys.modules], file=sys.stderr)
 """ % (HEAVY,)
 
 
+@pytest.mark.slow
 def test_a_query_the_server_answers_loads_no_numpy_database_layer_or_model_runtime(library) -> None:
     root, folder = library
     watch = start(root, "watch", str(folder), "--settle", "0.3")
@@ -135,6 +138,7 @@ def test_a_query_the_server_answers_loads_no_numpy_database_layer_or_model_runti
     assert json.loads(asked.stdout)
 
 
+@pytest.mark.slow
 def test_serve_answers_too_and_a_second_server_leaves_the_socket_to_the_first(library) -> None:
     root, folder = library
     with socket.socket() as probe:
@@ -183,6 +187,7 @@ def _wrong_library(connection: socket.socket) -> None:
     connection.sendall(json.dumps({"library": [0, 0], "result": {"hits": [hit], "notes": []}}).encode() + b"\n")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("behave", [
     pytest.param(lambda c: time.sleep(6), id="silent"),
     pytest.param(lambda c: None, id="hangs-up"),
@@ -200,6 +205,7 @@ def test_a_server_that_cannot_be_trusted_is_answered_for(library, behave) -> Non
     thread.join(10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spoil", ["stale", "group-readable", "link"])
 def test_a_socket_file_that_is_not_a_live_private_server_is_not_asked(library, spoil, tmp_path: Path) -> None:
     root, _ = library
@@ -226,6 +232,7 @@ def test_a_socket_file_that_is_not_a_live_private_server_is_not_asked(library, s
         listener.close()
 
 
+@pytest.mark.slow
 def test_another_librarys_server_reached_through_a_linked_socket_answers_nothing(library, photos, tmp_path) -> None:
     root, folder = library
     other = tmp_path / "other-library"
@@ -240,6 +247,7 @@ def test_another_librarys_server_reached_through_a_linked_socket_answers_nothing
         stop(watch)
 
 
+@pytest.mark.slow
 def test_a_killed_or_stopped_watch_leaves_the_cli_answering_and_the_next_watch_takes_over(library) -> None:
     root, folder = library
     own = in_process(root, *QUERIES[0])
@@ -263,6 +271,7 @@ def test_a_killed_or_stopped_watch_leaves_the_cli_answering_and_the_next_watch_t
         stop(watch)
 
 
+@pytest.mark.slow
 def test_errors_read_the_same_with_a_server_running(library, tmp_path: Path) -> None:
     root, folder = library
     watch = start(root, "watch", str(folder), "--settle", "0.3")

@@ -14,14 +14,14 @@ from clipdex.retrieval import config
 from clipdex.retrieval.media.images import read_image
 from clipdex.sample_data.synth import (
     COLOURS,
+    heldout_scenes,
     SAMPLE_COUNT,
+    sample_scenes,
     SAMPLE_SEED,
     SHAPES,
     TRAIN_COUNT,
-    VARIANT_COUNT,
-    heldout_scenes,
-    sample_scenes,
     training_scenes,
+    VARIANT_COUNT,
     write_set,
 )
 from tests.conftest import SAMPLE_ROWS

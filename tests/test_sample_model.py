@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from clipdex.retrieval import config
@@ -14,6 +15,7 @@ from tests.conftest import SAMPLE_ROWS
 CAPTION_OF = {str(config.SAMPLE_DATA_DIR / row["image"]): row["caption"] for row in SAMPLE_ROWS}
 
 
+@pytest.mark.slow
 def test_demo_runs_offline_and_its_answers_make_sense(cli, tmp_path: Path) -> None:
     result = cli("demo", "--out", tmp_path / "demo", "--json")
     assert result.exit_code == 0, result.output
@@ -80,7 +82,6 @@ def test_planted_copies_join_their_originals_group(cli, tmp_path: Path) -> None:
         assert not any(m["keep"] for m in others)
         assert all(m["similarity"] is None or 0.95 <= m["similarity"] <= 1.0 for m in others), others
         assert any(m["similarity"] is not None for m in others)
-
 
 
 def test_short_colour_and_shape_queries_find_that_shape() -> None:

@@ -7,13 +7,15 @@ import os
 import resource
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from clipdex.retrieval import config
 from tests.conftest import default_sigint
+from tests.helpers import clipdex_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +31,7 @@ def _serve(library: Path, files: int | None = None) -> tuple[subprocess.Popen, i
             resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
 
     server = subprocess.Popen(
-        [sys.executable, "-m", "clipdex", "-L", str(library), "serve", "--port", str(port), "--no-token"],
+        clipdex_command(library, "serve", "--port", str(port), "--no-token"),
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=limits,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
@@ -58,6 +60,7 @@ def _closed_by_server(sock: socket.socket) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_half_sent_heads_are_closed_and_others_are_answered(cli, photos, library_dir: Path) -> None:
     assert cli("index", photos(2), "--model", "sample").exit_code == 0
     server, port = _serve(library_dir)
@@ -87,6 +90,7 @@ def test_half_sent_heads_are_closed_and_others_are_answered(cli, photos, library
         server.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_more_slow_clients_than_open_files_only_delay_others(cli, photos, library_dir: Path) -> None:
     """At a 256-file limit the server cannot raise, 300 stalled heads fill every descriptor: a real client is
     answered once their deadline passes, not never."""

@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from clipdex.retrieval import config
@@ -61,6 +62,7 @@ def _interrupted_report(process: subprocess.Popen) -> str:
     return out.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_everyday_commands_never_import_torch_once_the_model_is_prepared(tmp_path: Path, photos) -> None:
     """Preparing a model (the first index) exports its towers; from then on indexing new photos, watching,
     searching by text or image, captions, duplicates, status and serving run on ONNX Runtime and numpy alone."""
@@ -102,6 +104,7 @@ def test_everyday_commands_never_import_torch_once_the_model_is_prepared(tmp_pat
     assert _interrupted_report(server).startswith("IMPORTED [] EXIT")
 
 
+@pytest.mark.slow
 def test_the_prepared_model_embeds_as_torch_does(tmp_path: Path) -> None:
     """The ONNX towers against the torch model they were exported from, on photos and sentences; the numpy
     preprocessing against open_clip's own transform, on shapes a camera and a screenshot give."""
@@ -132,6 +135,7 @@ def test_the_prepared_model_embeds_as_torch_does(tmp_path: Path) -> None:
     assert (bundled.encode_texts(texts) * encoder.encode_texts(texts)).sum(axis=1).min() >= 0.999
 
 
+@pytest.mark.slow
 def test_an_unchanged_library_is_checked_without_loading_the_model(tmp_path: Path, photos) -> None:
     folder, library = photos(6), tmp_path / "lib"
     assert "EXIT 0" in _clipdex(library, "index", str(folder), "--model", "sample")
@@ -187,6 +191,7 @@ def test_a_pretrained_tag_names_weights_only_with_its_architecture() -> None:
     assert moved.same_model(ModelIdentity("/b/ft.safetensors", None, "sha256:ab", 512))
 
 
+@pytest.mark.slow
 def test_weights_changed_in_place_are_named_as_such(tmp_path: Path, photos) -> None:
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file

@@ -8,6 +8,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"clipdex": "clipdex", "retrieval": "clipdex.retrieval", "indexer": "clipdex.indexer", "cli": "clipdex.cli",
             "sample_data": "clipdex.sample_data"}
@@ -40,6 +42,7 @@ def _imports(path: Path, known: set[str]) -> set[str]:
     return {n for n in names if n in known}
 
 
+@pytest.mark.slow
 def test_the_installed_distribution_adds_only_the_clipdex_name(tmp_path: Path) -> None:
     build = "import sys, setuptools.build_meta as b; print(b.build_wheel(sys.argv[1]))"
     done = subprocess.run([sys.executable, "-c", build, str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
@@ -77,6 +80,7 @@ def test_no_import_cycles_and_no_oversized_modules() -> None:
     assert not long, long
 
 
+@pytest.mark.slow
 def test_importing_every_module_changes_nothing_global() -> None:
     """Pillow's limits and openers, the warnings filters, the environment and logging stay as they were."""
     script = f"""

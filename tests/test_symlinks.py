@@ -1,4 +1,4 @@
-"""Libraries reached through links (issue #28): ~/Photos is often a link to a disk or another partition.
+"""Libraries reached through links: ~/Photos is often a link to a disk or another partition.
 
 The rule (docs/architecture.md): a file is known by the path the user reached it through (display, filters,
 identity) and by its real path, resolved when it was scanned (what the server opens, checked on the descriptor).
@@ -11,7 +11,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,11 +20,8 @@ from fastapi.testclient import TestClient
 from clipdex.cli.web import create_app
 from clipdex.retrieval import config
 from clipdex.retrieval.library import Library
-from tests.conftest import SAMPLE_ROWS, default_sigint
-from tests.test_living_library import write_video
-
-LOCAL = "http://127.0.0.1:8765"
-SAMPLE = ("--model", "sample")
+from tests.conftest import SAMPLE_ROWS
+from tests.helpers import LOCAL, SAMPLE, clipdex_command, start_watch, write_video
 
 
 def _hits(cli, *args: str) -> list[dict]:
@@ -51,6 +47,7 @@ def linked(tmp_path: Path, photos):
     return real, link, album
 
 
+@pytest.mark.slow
 def test_a_library_indexed_through_links_is_searched_and_served(cli, library_dir: Path, linked) -> None:
     real, link, album = linked
     result = cli("index", link, *SAMPLE)
@@ -117,6 +114,7 @@ def test_a_re_pointed_link_is_a_move_with_vectors_kept(cli, library_dir: Path, l
         assert client.get(f"/api/items/{item_id}/image").status_code == 200
 
 
+@pytest.mark.slow
 def test_a_library_from_before_real_paths_migrates(cli, library_dir: Path, linked) -> None:
     """A schema-3 library (no real paths): its rows are served at their own paths until the next index run fills
     the real paths in; ids go on past every id ever given."""
@@ -146,6 +144,7 @@ def test_a_library_from_before_real_paths_migrates(cli, library_dir: Path, linke
     assert new["id"] > highest
 
 
+@pytest.mark.slow
 def test_ids_are_never_reused(cli, library_dir: Path, photos) -> None:
     folder = photos(3)
     assert cli("index", folder, *SAMPLE).exit_code == 0
@@ -158,22 +157,17 @@ def test_ids_are_never_reused(cli, library_dir: Path, photos) -> None:
     assert added["id"] > last["id"]
 
 
+@pytest.mark.slow
 def test_watching_a_linked_folder(library_dir: Path, linked) -> None:
     real, link, album = linked
-    process = subprocess.Popen(
-        [sys.executable, "-m", "clipdex", "--library", str(library_dir), "watch", str(link), *SAMPLE,
-         "--settle", "0.3"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=default_sigint,
-    )
+    process = start_watch(library_dir, link, *SAMPLE, "--settle", "0.3")
     try:
-        for line in process.stdout:
-            if "watching" in line:
-                break
         shutil.copy(config.SAMPLE_DATA_DIR / SAMPLE_ROWS[40]["image"], album / "arrived.png")
         deadline, found = time.time() + 60, []
         while time.time() < deadline and not found:
             time.sleep(0.5)
-            out = subprocess.run([sys.executable, "-m", "clipdex", "--library", str(library_dir), "search", "-f",
-                                  "-k", "50", "a photo"], capture_output=True, text=True).stdout
+            out = subprocess.run(clipdex_command(library_dir, "search", "-f", "-k", "50", "a photo"),
+                                 capture_output=True, text=True).stdout
             found = [p for p in out.splitlines() if p.endswith("arrived.png")]
         assert found == [str(link / "album" / "arrived.png")]
     finally:
@@ -206,6 +200,7 @@ def test_add_captions_reports_skipped_entries_on_the_terminal(cli, photos, tmp_p
 CHECKPOINT = ("--model", str(config.SAMPLE_MODEL))  # not a folder: prepared into the cache
 
 
+@pytest.mark.slow
 def test_a_damaged_prepared_tower_is_prepared_again(cli, photos, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv(config.CACHE_ENV, str(tmp_path / "cache"))
     assert cli("index", photos(2), *CHECKPOINT).exit_code == 0
@@ -218,6 +213,7 @@ def test_a_damaged_prepared_tower_is_prepared_again(cli, photos, tmp_path: Path,
     assert all(t.stat().st_size > 1000 for t in towers)
 
 
+@pytest.mark.slow
 def test_another_model_is_refused_before_it_is_prepared(cli, photos, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv(config.CACHE_ENV, str(tmp_path / "cache"))
     folder = photos(2)

@@ -8,22 +8,21 @@ import pty
 import select
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from clipdex.cli.preview import protocol_for
+from tests.helpers import SAMPLE, clipdex_command
 
 pytest.importorskip("chafa") if not os.environ.get("CI") else None
-SAMPLE = ("--model", "sample")
 STARTS = {"kitty": b"\x1b_Ga=T", "iterm": b"\x1b]1337;File=inline=1", "sixel": b"\x1bP", "blocks": b"\x1b[38;2;"}
 
 
 def _in_a_terminal(library: Path, *args: str, env: dict[str, str]) -> bytes:
     """What the command writes to a terminal (a pseudo-terminal as stdout, stdin closed)."""
     leader, follower = pty.openpty()
-    process = subprocess.Popen([sys.executable, "-m", "clipdex", "--library", str(library), *args],
+    process = subprocess.Popen(clipdex_command(library, *args),
                                stdin=subprocess.DEVNULL, stdout=follower, stderr=subprocess.PIPE,
                                env={**os.environ, **env})
     os.close(follower)
@@ -51,6 +50,7 @@ def library(cli, photos, library_dir: Path) -> Path:
     return library_dir
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["kitty", "iterm", "sixel", "blocks"])
 def test_each_protocol_draws_under_each_result(library: Path, protocol: str) -> None:
     shown = _in_a_terminal(library, "search", "a red circle", "-k", "3", "--preview",
@@ -68,6 +68,7 @@ def test_the_protocol_follows_the_terminal() -> None:
     assert protocol_for({"TERM": "xterm-kitty", "CLIPDEX_PREVIEW": "blocks"}) == "blocks"
 
 
+@pytest.mark.slow
 def test_names_stay_escaped_and_duplicates_and_captions_preview_too(library: Path) -> None:
     env = {"CLIPDEX_PREVIEW": "kitty"}
     found = _in_a_terminal(library, "search", "a red circle", "-k", "7", "--preview", env=env)
@@ -79,8 +80,9 @@ def test_names_stay_escaped_and_duplicates_and_captions_preview_too(library: Pat
     assert described.count(STARTS["kitty"]) == 1 and b"builtin" in described
 
 
+@pytest.mark.slow
 def test_no_pictures_in_a_pipe_nor_with_paths_only_or_json(library: Path) -> None:
-    base = [sys.executable, "-m", "clipdex", "--library", str(library)]
+    base = clipdex_command(library)
     env = {**os.environ, "CLIPDEX_PREVIEW": "kitty"}
     for extra in ([], ["-f"], ["--json"]):
         result = subprocess.run([*base, "search", "a red circle", "-k", "2", "--preview", *extra],
@@ -90,14 +92,16 @@ def test_no_pictures_in_a_pipe_nor_with_paths_only_or_json(library: Path) -> Non
     assert b"\x1b_G" not in in_terminal and in_terminal.lstrip().startswith(b"[")
 
 
+@pytest.mark.slow
 def test_paths_only_on_a_screen_are_escaped_and_exact_in_a_pipe(library: Path) -> None:
     on_screen = _in_a_terminal(library, "search", "a red circle", "-k", "7", "-f", env={})
     assert b"same\\x1b[31m.png" in on_screen and b"same\x1b[31m" not in on_screen
-    piped = subprocess.run([sys.executable, "-m", "clipdex", "--library", str(library), "search", "a red circle",
-                            "-k", "7", "-f"], capture_output=True, timeout=120)
+    piped = subprocess.run(clipdex_command(library, "search", "a red circle", "-k", "7", "-f"),
+                           capture_output=True, timeout=120)
     assert b"same\x1b[31m.png" in piped.stdout  # for xargs, the name as it is
 
 
+@pytest.mark.slow
 def test_ten_half_block_results_fit_forty_lines_of_a_wide_terminal(library: Path) -> None:
     shown = _in_a_terminal(library, "search", "a red circle", "-k", "10", "--preview",
                            env={"CLIPDEX_PREVIEW": "blocks", "COLUMNS": "160"})
@@ -108,6 +112,7 @@ def test_ten_half_block_results_fit_forty_lines_of_a_wide_terminal(library: Path
     assert narrow.count(b"\n") > shown.count(b"\n") and b"\n10. " in narrow  # one a row: still every result
 
 
+@pytest.mark.slow
 def test_kitty_gets_compressed_pngs_sized_to_their_cells(library: Path) -> None:
     import base64
     import re
@@ -120,6 +125,7 @@ def test_kitty_gets_compressed_pngs_sized_to_their_cells(library: Path) -> None:
     assert max(len(chunk) for chunk in re.findall(rb"\x1b_G[^;]*;(.*?)\x1b\\", shown)) <= 4096
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_inside_tmux_pictures_pass_through_when_allowed_else_half_blocks(library: Path, tmp_path: Path) -> None:
     server = str(tmp_path / "tmux.sock")

@@ -1,4 +1,4 @@
-"""Photos found by the words in them (issue #19): OCR at index time, full-text search on SQLite and PostgreSQL,
+"""Photos found by the words in them: OCR at index time, full-text search on SQLite and PostgreSQL,
 and hybrid ranking with CLIP. Real RapidOCR models, real images with words rendered by Pillow's scalable font."""
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 from clipdex.retrieval import config
 from clipdex.retrieval.library import Library
 from tests.conftest import SAMPLE_ROWS, new_postgres_database
+from tests.helpers import LOCAL, clipdex_command, words_image
 
 SAMPLE = ("--model", "sample", "--no-export")
 # file name → (the words drawn, how they are drawn)
@@ -30,23 +30,12 @@ TEXTS = {
 }
 
 
-def _words_image(text: str, size=(900, 600), font_size: int = 72, colour=(20, 20, 20)) -> Image.Image:
-    image = Image.new("RGB", size, (245, 242, 235))
-    draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default(size=font_size)
-    y = size[1] // 4
-    for line in text.split(" ", 1) if len(text) > 12 else [text]:
-        draw.text((size[0] // 10, y), line, fill=colour, font=font)
-        y += int(font_size * 1.6)
-    return image
-
-
 def make_text_photos(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    _words_image(TEXTS["receipt.jpg"]).save(folder / "receipt.jpg", quality=92)
-    _words_image(TEXTS["gate.png"], font_size=90).rotate(90, expand=True).save(folder / "gate.png")
-    _words_image(TEXTS["crossing.jpg"]).rotate(180).save(folder / "crossing.jpg", quality=92)
-    sideways = _words_image(TEXTS["settings.jpg"]).transpose(Image.Transpose.ROTATE_90)  # a viewer turns it back
+    words_image(TEXTS["receipt.jpg"]).save(folder / "receipt.jpg", quality=92)
+    words_image(TEXTS["gate.png"], font_size=90).rotate(90, expand=True).save(folder / "gate.png")
+    words_image(TEXTS["crossing.jpg"]).rotate(180).save(folder / "crossing.jpg", quality=92)
+    sideways = words_image(TEXTS["settings.jpg"]).transpose(Image.Transpose.ROTATE_90)  # a viewer turns it back
     exif = Image.Exif()
     exif[0x0112] = 6
     sideways.save(folder / "settings.jpg", quality=92, exif=exif.tobytes())
@@ -97,6 +86,7 @@ def _names(hits: list[dict]) -> list[str]:
     return [Path(hit["path"]).name for hit in hits]
 
 
+@pytest.mark.slow
 def test_ocr_reads_straight_rotated_upside_down_and_exif_turned_text(indexed, text_photos: Path) -> None:
     _, library_dir, database = indexed
     store = Library(library_dir, database).store
@@ -123,6 +113,7 @@ def test_a_word_in_a_photo_finds_it_first(indexed, query: str, expected: str) ->
     assert Path(paths.stdout.strip()).name == expected
 
 
+@pytest.mark.slow
 def test_clip_queries_on_photos_without_words_are_unchanged(indexed) -> None:
     cli = indexed[0]
     for row in SAMPLE_ROWS[:6]:
@@ -144,7 +135,6 @@ def test_the_web_api_searches_by_words(indexed) -> None:
     from fastapi.testclient import TestClient
 
     from clipdex.cli.web import create_app
-    from tests.test_web import LOCAL
 
     _, library_dir, database = indexed
     client = TestClient(create_app(Library(library_dir, database), "cpu"), base_url=LOCAL)
@@ -164,6 +154,7 @@ def test_a_renamed_file_is_found_by_its_new_name(cli, photos) -> None:
     assert _search(cli, Path(first).stem, "--mode", "text") == []  # the old name is gone from the index
 
 
+@pytest.mark.slow
 def test_ocr_later_fills_in_an_existing_library_and_changed_photos_are_read_again(cli, library_dir: Path,
                                                                                    tmp_path: Path) -> None:
     folder = make_text_photos(tmp_path / "photos")
@@ -171,7 +162,7 @@ def test_ocr_later_fills_in_an_existing_library_and_changed_photos_are_read_agai
     assert json.loads(cli("status", "--json").stdout)["ocr"]["enabled"] is False
     filled = json.loads(cli("index", "--ocr", "--json").stdout)
     assert filled["ocr"] == {"read": 11, "with_text": 4}
-    _words_image("INVOICE 9031").save(folder / "receipt.jpg", quality=92)  # new content, same name
+    words_image("INVOICE 9031").save(folder / "receipt.jpg", quality=92)  # new content, same name
     again = json.loads(cli("index", folder, "--json").stdout)  # --ocr is remembered
     assert again["updated"] == 1 and again["ocr"] == {"read": 1, "with_text": 1}
     assert _names(_search(cli, "9031", "--mode", "text")) == ["receipt.jpg"]
@@ -188,18 +179,19 @@ def _ocr_rows(library_dir: Path) -> dict[str, str | None]:
         return {Path(k).name: t for k, t in db.execute("SELECT key, ocr_text FROM items")}
 
 
+@pytest.mark.slow
 def test_kill_9_during_an_ocr_pass_loses_nothing(cli, library_dir: Path, tmp_path: Path) -> None:
     folder = tmp_path / "many"
     folder.mkdir()
     words = {f"note-{n:02d}.png": f"CODE {1000 + 37 * n}" for n in range(40)}
     for name, text in words.items():
-        _words_image(text, size=(640, 360), font_size=64).save(folder / name)
+        words_image(text, size=(640, 360), font_size=64).save(folder / name)
     assert cli("index", folder, *SAMPLE).exit_code == 0
     rng = random.Random(19)
     partial = []
     for _ in range(3):
         process = subprocess.Popen(
-            [sys.executable, "-m", "clipdex", "--library", str(library_dir), "index", "--ocr"],
+            clipdex_command(library_dir, "index", "--ocr"),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         before = sum(found is not None for found in _ocr_rows(library_dir).values())
@@ -221,6 +213,7 @@ def test_kill_9_during_an_ocr_pass_loses_nothing(cli, library_dir: Path, tmp_pat
         assert _names(_search(cli, text.split()[1], "--mode", "text")) == [name]
 
 
+@pytest.mark.slow
 def test_the_gate_passes_lines_of_words_not_shapes_and_stripes(monkeypatch) -> None:
     """The gate's rule (config.OCR_GATE_*): the detector finds boxes on about one sample image in six (flat shapes,
     stripes, dots), but few are shaped like a line of words; a rendered line of text still passes."""
@@ -239,3 +232,29 @@ def test_the_gate_passes_lines_of_words_not_shapes_and_stripes(monkeypatch) -> N
               and box.width >= config.OCR_GATE_MIN_ASPECT * box.height]
     monkeypatch.setattr(config, "OCR_GATE_MIN_SCORE", max(shaped) + 1e-6)  # the rule's third part: the score
     assert not gate.has_text(line)
+
+
+def test_text_mode_searches_common_words_rather_than_none(cli, photos) -> None:
+    """Most photos named (or reading) "receipt": in --mode text, where words are all there is, "receipt" finds
+    them; in hybrid the common word still does not reorder CLIP's ranking."""
+    folder = photos(10)
+    for i, path in enumerate(sorted(folder.iterdir())):
+        path.rename(folder / (f"receipt-{i}.png" if i < 8 else f"invoice-{i}.png"))
+    assert cli("index", folder, *SAMPLE).exit_code == 0
+    found = json.loads(cli("search", "receipt", "--mode", "text", "-k", "20", "--json").stdout)
+    assert sorted(Path(h["path"]).name for h in found) == [f"receipt-{i}.png" for i in range(8)]
+    clip = json.loads(cli("search", "receipt", "--mode", "clip", "-k", "10", "--json").stdout)
+    hybrid = json.loads(cli("search", "receipt", "-k", "10", "--json").stdout)
+    assert [h["id"] for h in hybrid] == [h["id"] for h in clip]
+
+
+@pytest.mark.slow
+def test_a_subtracted_word_keeps_a_photo_out_of_the_text_matches(cli, tmp_path: Path) -> None:
+    folder = tmp_path / "signs"
+    folder.mkdir()
+    words_image("STOP CROSSWALK").save(folder / "a.png")  # two lines each: OCR keeps the words apart
+    words_image("STOP EVERYONE").save(folder / "b.png")
+    assert cli("index", folder, "--model", "sample", "--no-export", "--ocr").exit_code == 0
+    assert len(json.loads(cli("search", "stop", "--mode", "text", "--json").stdout)) == 2
+    hits = json.loads(cli("search", "stop", "-", "crosswalk", "--mode", "text", "--json").stdout)
+    assert [Path(h["path"]).name for h in hits] == ["b.png"]

@@ -11,15 +11,16 @@ import pytest
 import torch
 
 from clipdex.retrieval import config
-from clipdex.retrieval.models.checkpoint import read_checkpoint_info
-from clipdex.retrieval.training.evaluate import evaluate_pairs, recall_at_k
-from clipdex.retrieval.models.openclip.factory import load_encoder
-from clipdex.retrieval.media.images import open_image
 from clipdex.retrieval.describe.pairs import Pair, read_pairs
+from clipdex.retrieval.media.images import open_image
+from clipdex.retrieval.models.checkpoint import read_checkpoint_info
+from clipdex.retrieval.models.openclip.factory import load_encoder
 from clipdex.retrieval.training.data import epoch_batches, split_pairs
+from clipdex.retrieval.training.evaluate import evaluate_pairs, recall_at_k
 from clipdex.retrieval.training.finetune import finetune
 from clipdex.retrieval.training.options import FinetuneOptions
 from tests.conftest import SAMPLE_ROWS
+from tests.helpers import brute_force
 
 
 def _unit(rows: list[list[float]]) -> np.ndarray:
@@ -85,6 +86,7 @@ def test_grouped_pairs_train_in_one_batch_and_are_held_out_together(tmp_path: Pa
     assert not {p.batch_key for p in train} & {p.batch_key for p in val} and val
 
 
+@pytest.mark.slow
 def test_a_few_steps_lower_the_loss_and_raise_train_recall(tmp_path: Path) -> None:
     import open_clip
 
@@ -152,6 +154,7 @@ def test_finetune_cli_prints_held_out_recall_and_warns_when_worse(cli, tmp_path:
     assert out.is_file()
 
 
+@pytest.mark.slow
 def test_reembed_switches_the_library_to_the_new_model(cli, library_dir: Path, photos, tmp_path: Path) -> None:
     folder = photos(6)
     cli("index", folder, "--model", "clipdex-tiny")
@@ -176,6 +179,23 @@ def test_reembed_switches_the_library_to_the_new_model(cli, library_dir: Path, p
     assert hit["path"] == str(image) and hit["score"] == pytest.approx(1.0, abs=1e-4)
     text_hits = json.loads(cli("search", "a red circle", "-k", "6", "--json").stdout)
     query = new_model.encode_texts(["a red circle"])[0]
-    from tests.test_core import _brute_force
 
-    assert [h["id"] for h in text_hits] == _brute_force(library_dir, query, 6)
+    assert [h["id"] for h in text_hits] == brute_force(library_dir, query, 6)
+
+
+def test_finetune_refuses_options_that_can_only_diverge(cli, tmp_path: Path) -> None:
+    pairs = config.SAMPLE_CAPTIONS
+    for option, value in (("--weight-decay", "inf"), ("--lr", "nan"), ("--lr", "-1"), ("--lr", "0")):
+        result = cli("finetune", pairs, "--model", "sample", "--max-steps", "1", option, value,
+                     "-o", tmp_path / "x.safetensors")
+        assert result.exit_code == 1 and "must be a finite number above 0" in result.stderr, (option, value)
+    result = cli("finetune", pairs, "--model", "sample", "--max-steps", "1", "--report", tmp_path,
+                 "-o", tmp_path / "x.safetensors")
+    assert result.exit_code == 1 and "--report takes a file name ending in .html" in result.stderr
+    assert not (tmp_path / "x.safetensors").exists()  # refused before training
+
+
+def test_a_diverged_model_is_never_a_perfect_recall() -> None:
+    broken = np.full((4, 8), np.nan, dtype=np.float32)
+    result = recall_at_k(broken, broken, [0, 1, 2, 3])
+    assert all(v == 0.0 for direction in result.values() for v in direction.values())

@@ -5,54 +5,15 @@ from __future__ import annotations
 import io
 import os
 import socket
-import threading
-import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from clipdex.cli.web import MAX_UPLOAD_BYTES, create_app
+from clipdex.cli.web import create_app, MAX_UPLOAD_BYTES
 from clipdex.retrieval.library import Library
-from tests.test_core import _json
-
-LOCAL = "http://127.0.0.1:8765"  # the server answers only to loopback host names (TestClient's default is not one)
-
-
-@contextmanager
-def live_server(app) -> Iterator[int]:
-    """The app behind a real uvicorn on a free 127.0.0.1 port, in a thread; yields the port."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started, "uvicorn did not start"
-    try:
-        yield sock.getsockname()[1]
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-
-
-def _response_head(sock: socket.socket) -> bytes:
-    """What the server sent until it closed the connection (or 64 KB of it)."""
-    received = b""
-    while len(received) < 65536:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        received += chunk
-    return received
+from tests.helpers import LOCAL, json_output, live_server, response_head
 
 
 @pytest.fixture
@@ -69,7 +30,7 @@ def test_search_matches_the_cli(served, cli) -> None:
     client, _ = served
     response = client.get("/api/search", params={"q": "a red circle + a blue square", "k": 5})
     assert response.status_code == 200
-    assert response.json() == _json(cli("search", "a red circle", "+", "a blue square", "-k", "5", "--json"))
+    assert response.json() == json_output(cli("search", "a red circle", "+", "a blue square", "-k", "5", "--json"))
 
 
 def test_image_upload_similar_captions_and_status(served) -> None:
@@ -120,7 +81,7 @@ def test_path_traversal_gets_nothing(served) -> None:
         ):
             with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
                 sock.sendall(f"GET {url} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode())
-                answer = _response_head(sock)
+                answer = response_head(sock)
             status = int(answer.split(b" ", 2)[1])
             assert status in (400, 404, 422), (url, answer[:200])
             assert b"root:" not in answer and b"IVF_MIN_ITEMS" not in answer, url
@@ -150,7 +111,7 @@ def test_upload_over_the_limit_is_refused_before_its_body_is_sent(served) -> Non
             + f"Content-Length: {10 * MAX_UPLOAD_BYTES}\r\n\r\n".encode()
         )
         try:
-            answer = _response_head(sock)
+            answer = response_head(sock)
         except TimeoutError:
             pytest.fail("no answer without the body: the server was waiting to read it")
     assert answer.startswith(b"HTTP/1.1 413 ")
@@ -165,6 +126,7 @@ def test_captions_upload(served) -> None:
     assert bad.status_code == 400
 
 
+@pytest.mark.slow
 def test_thumbnails_at_two_sizes_months_and_more_like_several(served, cli, library_dir: Path) -> None:
     client, folder = served
     big = folder / "big.jpg"

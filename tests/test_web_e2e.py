@@ -17,12 +17,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SAMPLE_ROWS
+from tests.helpers import sample_image, write_video
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 TOKEN = "e2e-browser-token-0123456789"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
 def _free_port() -> int:
@@ -40,14 +38,14 @@ def server(cli, library_dir: Path, photos, tmp_path: Path, shapes: Path):
     from clipdex.cli.web import create_app
     from clipdex.cli.web_security import sign_in_url
     from clipdex.retrieval.library import Library
-    from tests.test_living_library import _sample, write_video
 
+    ARTIFACTS.mkdir(exist_ok=True)  # screenshots for people to look at
     folder = photos(24)
     shutil.copy(sorted(folder.iterdir())[2], folder / "copy-of-a-photo.png")
     for n, photo in enumerate(sorted(folder.iterdir())):  # taken over eight months, about three a month
         when = time.time() - 86400 * (10 * n + 1)
         os.utime(photo, (when, when))
-    write_video(folder / "clip.mp4", [(_sample(7), 3), (_sample(8), 3)])
+    write_video(folder / "clip.mp4", [(sample_image(7), 3), (sample_image(8), 3)])
     cli("index", folder, "--model", "sample", "--tags", "--vocabulary", shapes)
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(row["caption"] for row in SAMPLE_ROWS[:24]) + "\n")
@@ -65,21 +63,6 @@ def server(cli, library_dir: Path, photos, tmp_path: Path, shapes: Path):
     thread.join(timeout=10)
 
 
-@pytest.fixture
-def browser():
-    if CHROMIUM is None:
-        if os.environ.get("CLIPDEX_REQUIRE_BROWSER"):
-            pytest.fail("chromium is required here (CLIPDEX_REQUIRE_BROWSER is set) but not installed")
-        pytest.skip("Debian's chromium is not installed: apt-get install chromium")
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield launched
-        launched.close()
-
-
 def _signed_in(browser, server: str, **options):
     page = browser.new_page(**options)
     problems: list[str] = []
@@ -94,6 +77,7 @@ def _visible_thumbs_loaded(page, selector: str) -> None:
         ".every(i => i.complete && i.naturalWidth > 0)", timeout=15_000)  # (the first shown: weak ones are folded)
 
 
+@pytest.mark.slow
 def test_home_timeline_query_and_detail_view(server: str, browser) -> None:
     page, problems = _signed_in(browser, server, viewport={"width": 1200, "height": 400})
     page.goto(server.split("/login")[0] + "/?page=3")  # three files a request: scrolling must load the rest
@@ -164,6 +148,7 @@ def test_home_timeline_query_and_detail_view(server: str, browser) -> None:
     assert problems == []
 
 
+@pytest.mark.slow
 def test_paste_an_image_and_review_duplicates(server: str, browser) -> None:
     page, problems = _signed_in(browser, server, viewport={"width": 1200, "height": 800})
     page.wait_for_selector("#timeline .thumb", timeout=15_000)
@@ -190,6 +175,7 @@ def test_paste_an_image_and_review_duplicates(server: str, browser) -> None:
     assert problems == []
 
 
+@pytest.mark.slow
 def test_keys_open_and_close_a_photo_and_the_focus_comes_back(server: str, browser) -> None:
     page, problems = _signed_in(browser, server, viewport={"width": 1200, "height": 800})
     page.wait_for_selector("#timeline .thumb img", timeout=15_000)
@@ -224,6 +210,7 @@ def test_keys_open_and_close_a_photo_and_the_focus_comes_back(server: str, brows
     assert problems == []
 
 
+@pytest.mark.slow
 def test_photos_keep_their_shape_in_rows_of_equal_height(server: str, browser) -> None:
     page, problems = _signed_in(browser, server, viewport={"width": 1280, "height": 800})
     page.wait_for_selector("#timeline .thumb img", timeout=15_000)
@@ -247,6 +234,7 @@ def test_photos_keep_their_shape_in_rows_of_equal_height(server: str, browser) -
     assert problems == []
 
 
+@pytest.mark.slow
 def test_the_detail_view_fills_the_screen_zooms_and_swipes(server: str, browser) -> None:
     page, problems = _signed_in(browser, server, viewport={"width": 1280, "height": 800})
     page.wait_for_selector("#timeline .thumb img", timeout=15_000)
@@ -281,6 +269,7 @@ def test_the_detail_view_fills_the_screen_zooms_and_swipes(server: str, browser)
     assert problems == []
 
 
+@pytest.mark.slow
 def test_the_url_holds_the_search_and_the_open_photo(server: str, browser) -> None:
     page, problems = _signed_in(browser, server, viewport={"width": 1200, "height": 800})
     page.wait_for_selector("#timeline .thumb img", timeout=15_000)
@@ -315,6 +304,7 @@ def test_the_url_holds_the_search_and_the_open_photo(server: str, browser) -> No
     assert problems == []
 
 
+@pytest.mark.slow
 def test_a_phone_sized_screen_in_dark_mode(server: str, browser) -> None:
     page, problems = _signed_in(browser, server, viewport={"width": 390, "height": 844}, is_mobile=True,
                                 has_touch=True, color_scheme="dark")
@@ -352,6 +342,7 @@ def test_a_phone_sized_screen_in_dark_mode(server: str, browser) -> None:
     assert problems == []
 
 
+@pytest.mark.slow
 def test_thumbnails_load_near_the_screen_at_its_density(server: str, browser) -> None:
     for density in (1, 2):
         page = browser.new_page(viewport={"width": 1200, "height": 400}, device_scale_factor=density)
@@ -379,6 +370,7 @@ def test_thumbnails_load_near_the_screen_at_its_density(server: str, browser) ->
         assert problems == []
 
 
+@pytest.mark.slow
 def test_jump_to_a_month_on_the_timeline(server: str, browser) -> None:
     page, problems = _signed_in(browser, server, viewport={"width": 1200, "height": 500})
     page.goto(server.split("/login")[0] + "/?page=3")  # three files a request: the oldest months are not loaded
@@ -405,6 +397,7 @@ def test_jump_to_a_month_on_the_timeline(server: str, browser) -> None:
     assert problems == []
 
 
+@pytest.mark.slow
 def test_select_photos_to_copy_their_paths_find_more_and_write_sidecars(server: str, browser) -> None:
     page, problems = _signed_in(browser, server, viewport={"width": 1200, "height": 800})
     page.context.grant_permissions(["clipboard-read", "clipboard-write"])
@@ -451,6 +444,7 @@ def test_select_photos_to_copy_their_paths_find_more_and_write_sidecars(server: 
     assert problems == []
 
 
+@pytest.mark.slow
 def test_weak_matches_are_folded_below_the_strong_ones(server: str, browser) -> None:
     page, problems = _signed_in(browser, server, viewport={"width": 1200, "height": 800})
     page.wait_for_selector("#timeline .thumb img", timeout=15_000)

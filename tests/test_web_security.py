@@ -1,4 +1,4 @@
-"""`clipdex serve` against hostile input and hostile pages (issue #14): the real tiny model, real SQLite, real HTTP.
+"""`clipdex serve` against hostile input and hostile pages: the real tiny model, real SQLite, real HTTP.
 
 Memory is measured as this process's peak resident size (/proc), since TestClient runs the app in-process.
 """
@@ -6,6 +6,7 @@ Memory is measured as this process's peak resident size (/proc), since TestClien
 from __future__ import annotations
 
 import gc
+import json
 import os
 import re
 import select
@@ -21,15 +22,15 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import given, HealthCheck, settings, strategies as st
+from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from clipdex.cli.web import create_app
 from clipdex.retrieval import config
 from clipdex.retrieval.library import Library
 from tests.conftest import SAMPLE_ROWS
-from tests.test_web import LOCAL, _response_head, live_server
+from tests.helpers import LOCAL, SAMPLE, TINY, clipdex_command, live_server, response_head
 
 EVIL = "http://evil.example"
 
@@ -148,6 +149,7 @@ def own_library(cli, photos, library_dir: Path) -> tuple[Library, Path]:
 # ------------------------------------------------------------------------------------------------ 1. decoding
 
 
+@pytest.mark.slow
 def test_burst_of_uploads_declaring_huge_canvases_is_refused_from_the_header(library: Library) -> None:
     """20 concurrent ~150 KB PNGs declaring 12000×12000 (under the indexer's 178 MP cap, over the server's 40 MP):
     each is refused with a clear 413 before decoding, and the server's memory barely moves (decoding just one
@@ -165,6 +167,7 @@ def test_burst_of_uploads_declaring_huge_canvases_is_refused_from_the_header(lib
     assert rss.growth_mb < 500, rss.growth_mb
 
 
+@pytest.mark.slow
 def test_concurrent_decodes_are_bounded(library: Library) -> None:
     """20 concurrent uploads of a 25 MP PNG, each allowed: ~125 MB each while decoded and encoded, so 20 at once
     take over 2 GB. The server decodes two at a time, on two threads of its own (decoding in each request's
@@ -199,10 +202,11 @@ def test_a_half_sent_body_is_refused_after_the_time_limit(library: Library) -> N
         sock.sendall(b"POST /api/captions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=x\r\n"
                      b"Content-Length: 1000\r\n\r\n"
                      b'--x\r\nContent-Disposition: form-data; name="file"; filename="c.txt"\r\n\r\na caption')
-        answer = _response_head(sock)
+        answer = response_head(sock)
     assert answer.startswith(b"HTTP/1.1 408") and b"not received within 1 s" in answer, answer[:300]
 
 
+@pytest.mark.slow
 def test_one_request_adds_at_most_the_caption_limit(own_library) -> None:
     library, _ = own_library
     client = TestClient(create_app(library, "cpu"), base_url=LOCAL, raise_server_exceptions=False)
@@ -448,6 +452,7 @@ def test_serving_beyond_loopback_needs_the_printed_token(serve) -> None:
     ).status_code == 200
 
 
+@pytest.mark.slow
 def test_serving_on_loopback_needs_the_printed_token_too(serve) -> None:
     """Every local user can reach 127.0.0.1, while the photos are the owner's alone: a token by default, as
     Jupyter does; `--no-token` is an explicit, warned choice, and only on loopback."""
@@ -498,11 +503,11 @@ def _rewrite(path: Path) -> None:
 GONE = "the file is gone or changed since it was indexed; `clipdex index` brings the library up to date"
 
 
+@pytest.mark.slow
 def test_a_fifo_where_a_photo_was_is_not_waited_on(own_library) -> None:
     """Served by a real server in a child process: a regression that blocks on the FIFO fails this test at its
     deadline (a blocked worker thread in this process would outlive any per-test timeout)."""
     import subprocess
-    import sys
     import urllib.error
     import urllib.request
 
@@ -511,8 +516,8 @@ def test_a_fifo_where_a_photo_was_is_not_waited_on(own_library) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "clipdex", "-L", str(library.root), "serve", "--port", str(port),
-                               "--no-token"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(clipdex_command(library.root, "serve", "--port", str(port), "--no-token"),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 60
         while True:
@@ -531,6 +536,7 @@ def test_a_fifo_where_a_photo_was_is_not_waited_on(own_library) -> None:
         server.wait(timeout=30)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change", [_replace_with_link_to_text, _rewrite])
 def test_a_file_changed_since_indexing_is_not_served(own_library, cli, change) -> None:
     library, folder = own_library
@@ -624,6 +630,7 @@ TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=300)
 FUZZ = settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+@pytest.mark.slow
 @FUZZ
 @given(q=st.one_of(TEXT, st.from_regex(r"\A(\d{1,40}(\.\d{0,3})?:)?\w{0,10}( [+-] (\d{1,5}:)?\w{0,10}){0,20}\Z")),
        k=st.one_of(st.integers(-10, 2000), st.integers(), TEXT))
@@ -654,6 +661,7 @@ def image_like(draw) -> bytes:
     return png_header(width, height, mode) + draw(st.binary(max_size=512))
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data=image_like(), k=st.one_of(st.integers(-5, 50), TEXT))
 def test_fuzz_uploads(client: TestClient, data: bytes, k) -> None:
@@ -665,3 +673,52 @@ def test_timeline_cursors_and_folders_a_database_cannot_take_are_400(library: Li
         response = client.get("/api/items", params=params)
         assert response.status_code == 400, (params, response.text)
     assert client.get("/api/search", params={"q": "red", "folder": "\0"}).status_code == 400
+
+
+@pytest.mark.slow
+def test_the_status_a_browser_gets_names_no_absolute_path(cli, tmp_path: Path, photos) -> None:
+    from tests.helpers import QUICK, sample_pairs, write_pairs
+
+    pairs = write_pairs(tmp_path / "pairs.csv", sample_pairs(32))
+    checkpoint = tmp_path / "private-folder" / "mine.safetensors"
+    assert cli("finetune", pairs, *SAMPLE, *QUICK, "--epochs", "1", "-o", checkpoint).exit_code == 0
+    assert cli("index", photos(3), "--model", checkpoint).exit_code == 0
+    client = TestClient(create_app(Library(tmp_path / "library"), "cpu"), base_url=LOCAL)
+    status = client.get("/api/status")
+    assert status.status_code == 200 and str(tmp_path) not in status.text
+    assert status.json()["model"] == "mine.safetensors"
+    assert client.get("/api/status", params={"paths": "true"}).json()["model"] == str(checkpoint)
+
+
+def test_serve_never_shows_a_file_a_crafted_checkpoint_calls_its_report(cli, photos, library_dir: Path,
+                                                                        tmp_path: Path, tiny) -> None:
+    from safetensors import safe_open
+
+    from clipdex.retrieval.models.checkpoint import CheckpointInfo, save_checkpoint
+    import open_clip
+
+    honest = tmp_path / "honest.safetensors"
+    save_checkpoint(honest, tiny.model, CheckpointInfo("clipdex-tiny", open_clip.get_model_config("clipdex-tiny")))
+    secret = tmp_path / "secret.html"
+    secret.write_text("<html>not a report: private</html>")
+    with safe_open(str(honest), framework="pt") as f:
+        metadata = dict(f.metadata())
+    info = json.loads(metadata["clipdex"])
+    info["training"]["report"] = str(secret)
+    crafted = tmp_path / "crafted.safetensors"
+    save_file(load_file(str(honest)), str(crafted), metadata={**metadata, "clipdex": json.dumps(info)})
+    assert cli("index", photos(2), "--model", crafted, "--no-export").exit_code == 0
+    client = TestClient(create_app(Library(library_dir), "cpu"), base_url=LOCAL)
+    assert client.get("/api/reports").json() == []
+    assert client.get("/reports/0").status_code == 404
+
+
+def test_range_headers_outside_the_grammar_get_the_whole_file(cli, photos, library_dir: Path) -> None:
+    folder = photos(1)
+    assert cli("index", folder, *TINY).exit_code == 0
+    data = next(folder.iterdir()).read_bytes()
+    client = TestClient(create_app(Library(library_dir), "cpu"), base_url=LOCAL)
+    for header in ("bytes=5-2", "bytes=1_0-2_0", "bytes=+1-+5", "bytes=--5", "bytes=0-1,4-5", "items=0-1"):
+        response = client.get("/api/items/1/image", headers={"range": header})
+        assert response.status_code == 200 and response.content == data, header
+    assert client.get("/api/items/1/image", headers={"range": "bytes=-999999999"}).content == data

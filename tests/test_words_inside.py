@@ -79,6 +79,7 @@ def test_the_database_keeps_a_trigram_index_of_the_text(read, library_dir: Path,
             assert conn.execute(text("SELECT indexdef FROM pg_indexes WHERE indexname = 'items_ocr_grams'")).scalar()
 
 
+@pytest.mark.slow
 def test_a_version_4_library_gains_tags_and_the_trigram_index(cli, read, library_dir: Path, database_url) -> None:
     from sqlalchemy import create_engine, text
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from clipdex.retrieval.describe.sidecars import sidecar_path
-from tests.test_describe_and_tags import SAMPLE, _json
+from tests.helpers import json_output, write_dng
+from tests.test_describe_and_tags import SAMPLE
 
 exiv2 = pytest.importorskip("exiv2") if not os.environ.get("CI") else __import__("exiv2")
 
@@ -68,15 +69,15 @@ def test_sidecars_are_made_merged_and_left_alone_when_complete(cli, photos, shap
     folder = photos(6)
     originals = {p.name: p.read_bytes() for p in folder.iterdir()}
     cli("index", folder, *SAMPLE, "--tags", "--vocabulary", shapes)
-    hits = {Path(h["path"]).name: h["tags"] for h in _json(cli("search", "a shape", "-k", "6", "--json"))}
+    hits = {Path(h["path"]).name: h["tags"] for h in json_output(cli("search", "a shape", "-k", "6", "--json"))}
     edited = sorted(folder.iterdir())[0]
     darktable = sidecar_path(str(edited))
     darktable.write_text(DARKTABLE, encoding="utf-8")
     before = _properties(darktable)
 
-    planned = _json(cli("export-xmp", "--dry-run", "--json"))
+    planned = json_output(cli("export-xmp", "--dry-run", "--json"))
     assert len(planned["changed"]) == 6 and not list(folder.glob("*.xmp"))[1:]  # nothing written but the one
-    done = _json(cli("export-xmp", "--json"))
+    done = json_output(cli("export-xmp", "--json"))
     assert [c["keywords"] for c in done["changed"]] == [c["keywords"] for c in planned["changed"]]
     for name, tags in hits.items():
         sidecar = folder / f"{name}.xmp"
@@ -89,7 +90,7 @@ def test_sidecars_are_made_merged_and_left_alone_when_complete(cli, photos, shap
     assert after["Xmp.dc.description"] == 'lang="x-default" written by hand'
 
     written = {p.name: p.read_bytes() for p in folder.glob("*.xmp")}
-    again = _json(cli("export-xmp", "--json"))
+    again = json_output(cli("export-xmp", "--json"))
     assert again == {"changed": [], "unchanged": 6, "failed": []}
     assert {p.name: p.read_bytes() for p in folder.glob("*.xmp")} == written  # a re-run changes no byte
     assert {p.name: p.read_bytes() for p in folder.iterdir() if p.suffix != ".xmp"} == originals  # never touched
@@ -198,7 +199,6 @@ def test_sidecars_are_never_more_readable_than_their_photo(cli, photos, shapes: 
 def test_lightroom_never_merges_two_raw_files_into_one_sidecar(cli, tmp_path: Path, shapes: Path) -> None:
     from PIL import Image
 
-    from tests.test_living_library import write_dng
 
     folder = tmp_path / "raw"
     folder.mkdir()
@@ -224,7 +224,7 @@ def test_a_sidecar_declaring_a_dtd_is_left_alone(cli, photos, shapes: Path) -> N
     assert sidecar.read_text(encoding="utf-8") == declared
 
 
-
+@pytest.mark.slow
 def test_long_names_fit_and_what_a_killed_export_left_is_removed(cli, tmp_path: Path, shapes: Path) -> None:
     import shutil
     import subprocess

@@ -1,5 +1,5 @@
 """A running server and the CLI share one library: every answer must come from one consistent (model, vectors)
-state, whatever another process committed meanwhile (issue #14)."""
+state, whatever another process committed meanwhile."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import torch
 from fastapi.testclient import TestClient
 
 from clipdex.cli.web import create_app
-from clipdex.retrieval.models.checkpoint import CheckpointInfo, save_checkpoint
 from clipdex.retrieval.library import Library
-from tests.test_web import LOCAL
+from clipdex.retrieval.models.checkpoint import CheckpointInfo, save_checkpoint
+from tests.helpers import LOCAL
 
 QUERY = "a red circle"
 
@@ -36,6 +36,7 @@ def _scores(hits: list[dict]) -> dict[str, float]:
     return {hit["path"]: hit["score"] for hit in hits}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("new_model", ["clipdex-small", "finetuned"])
 def test_a_running_server_follows_a_reembed(cli, photos, library_dir: Path, tiny, tmp_path: Path, new_model) -> None:
     folder = photos(6)

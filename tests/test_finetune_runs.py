@@ -1,4 +1,4 @@
-"""Fine-tuning people can watch and trust (issue #18): per-epoch validation, the best epoch kept, early stopping,
+"""Fine-tuning runs people can watch and trust: per-epoch validation, the best epoch kept, early stopping,
 a metrics log, exact weight mixing, an HTML report that opens in a real browser, Ctrl-C then --resume, kill -9.
 
 The bundled sample model and sample pairs throughout; the planted bad run trains on captions rotated among the
@@ -7,56 +7,36 @@ training images (the held-out pairs stay true), so each epoch makes held-out rec
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from clipdex.retrieval import config
-from clipdex.retrieval.models.checkpoint import load_optimizer_state, load_weights, optimizer_path, read_checkpoint_info
-from clipdex.retrieval.errors import ClipdexError
-from clipdex.retrieval.training.evaluate import evaluate_pairs
-from clipdex.retrieval.models.openclip.factory import load_encoder
 from clipdex.retrieval.describe.pairs import Pair, read_pairs
+from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.models.checkpoint import load_optimizer_state, load_weights, optimizer_path, read_checkpoint_info
+from clipdex.retrieval.models.openclip.factory import load_encoder
 from clipdex.retrieval.training.data import split_pairs
+from clipdex.retrieval.training.evaluate import evaluate_pairs
 from clipdex.retrieval.training.finetune import mean_r1, resume_path
 from clipdex.retrieval.training.metrics_log import metrics_path, read_metrics
 from clipdex.retrieval.training.mixing import mix_weights
-from tests.conftest import SAMPLE_ROWS
-from tests.test_web_e2e import CHROMIUM
-
-SAMPLE = ("--model", "sample")
-QUICK = ("--batch-size", "16", "--warmup", "0", "--weight-decay", "0", "--val-fraction", "0.25")
-
-
-def _write_pairs(path: Path, pairs: list[Pair]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(("image", "caption"))
-        writer.writerows((str(p.image), p.caption) for p in pairs)
-    return path
-
-
-def _sample_pairs(n: int) -> list[Pair]:
-    return [Pair(config.SAMPLE_DATA_DIR / r["image"], r["caption"]) for r in SAMPLE_ROWS[:n]]
+from tests.helpers import LOCAL, QUICK, SAMPLE, clipdex_command, sample_pairs, write_pairs
 
 
 @pytest.fixture
 def misleading_pairs(tmp_path: Path) -> Path:
     """120 sample pairs whose training captions are rotated by 7 (wrong), held-out ones (seed 0, 25%) true."""
-    pairs = _sample_pairs(120)
+    pairs = sample_pairs(120)
     train, val = split_pairs(pairs, 0.25, seed=0)
     captions = [p.caption for p in train]
     wrong = [Pair(p.image, c) for p, c in zip(train, captions[7:] + captions[:7])]
-    return _write_pairs(tmp_path / "misleading.csv", wrong + val)
+    return write_pairs(tmp_path / "misleading.csv", wrong + val)
 
 
 def _held_out_recall(checkpoint: Path, pairs_file: Path) -> float:
@@ -64,6 +44,7 @@ def _held_out_recall(checkpoint: Path, pairs_file: Path) -> float:
     return mean_r1(evaluate_pairs(load_encoder(str(checkpoint), None, "cpu"), val))
 
 
+@pytest.mark.slow
 def test_each_epoch_is_validated_and_logged_and_the_best_one_is_kept(cli, misleading_pairs, tmp_path: Path) -> None:
     best_out, last_out = tmp_path / "best.safetensors", tmp_path / "last.safetensors"
     run = cli("finetune", misleading_pairs, *SAMPLE, *QUICK, "--epochs", "3", "--lr", "1e-3", "-o", best_out, "--json")
@@ -86,6 +67,7 @@ def test_each_epoch_is_validated_and_logged_and_the_best_one_is_kept(cli, mislea
     assert _held_out_recall(last_out, misleading_pairs) == pytest.approx(scores[-1], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_patience_stops_a_run_that_stopped_improving(cli, misleading_pairs, tmp_path: Path) -> None:
     out = tmp_path / "patient.safetensors"
     run = cli("finetune", misleading_pairs, *SAMPLE, *QUICK, "--epochs", "5", "--lr", "1e-3", "--patience", "1",
@@ -95,8 +77,9 @@ def test_patience_stops_a_run_that_stopped_improving(cli, misleading_pairs, tmp_
     assert result["steps"] == 2 * result["epochs"][0]["step"] and result["best_epoch"] == 1
 
 
+@pytest.mark.slow
 def test_every_n_steps_evaluation(cli, tmp_path: Path) -> None:
-    pairs = _write_pairs(tmp_path / "pairs.csv", _sample_pairs(80))
+    pairs = write_pairs(tmp_path / "pairs.csv", sample_pairs(80))
     out = tmp_path / "often.safetensors"
     assert cli("finetune", pairs, *SAMPLE, *QUICK, "--max-steps", "6", "--eval-every", "2", "-o", out).exit_code == 0
     evaluated = [r["step"] for r in read_metrics(metrics_path(out)) if r["event"] in ("eval", "epoch")]
@@ -116,9 +99,10 @@ def test_mixing_arithmetic_is_exact() -> None:
         mix_weights(start, tuned, 1.5)
 
 
+@pytest.mark.slow
 def test_mix_writes_the_start_the_fine_tuned_or_their_mean(cli, tmp_path: Path) -> None:
-    pairs = _write_pairs(tmp_path / "pairs.csv", _sample_pairs(64))
-    keep = _write_pairs(tmp_path / "keep.csv", _sample_pairs(200)[150:])
+    pairs = write_pairs(tmp_path / "pairs.csv", sample_pairs(64))
+    keep = write_pairs(tmp_path / "keep.csv", sample_pairs(200)[150:])
     common = (*SAMPLE, *QUICK, "--max-steps", "3", "--lr", "1e-3", "--seed", "3")
     written = {}
     for mix in ("0", "0.5", "1"):
@@ -141,13 +125,8 @@ def test_mix_writes_the_start_the_fine_tuned_or_their_mean(cli, tmp_path: Path) 
     assert evaluated.exit_code == 0 and json.loads(evaluated.stdout)["texts"] == 64
 
 
-def test_the_report_shows_curves_recall_and_examples_in_chromium(cli, misleading_pairs, tmp_path: Path) -> None:
-    if CHROMIUM is None:
-        if os.environ.get("CLIPDEX_REQUIRE_BROWSER"):
-            pytest.fail("chromium is required here (CLIPDEX_REQUIRE_BROWSER is set) but not installed")
-        pytest.skip("Debian's chromium is not installed: apt-get install chromium")
-    from playwright.sync_api import sync_playwright
-
+@pytest.mark.slow
+def test_the_report_shows_curves_recall_and_examples_in_chromium(cli, misleading_pairs, browser, tmp_path: Path) -> None:
     report = tmp_path / "report <b>.html"
     run = cli("finetune", misleading_pairs, *SAMPLE, *QUICK, "--epochs", "2", "--lr", "1e-3",
               "-o", tmp_path / "ft.safetensors", "--report", report)
@@ -155,24 +134,21 @@ def test_the_report_shows_curves_recall_and_examples_in_chromium(cli, misleading
     assert f"report: {report.resolve().as_uri()}" in run.output
     text = report.read_text()
     assert "<script" not in text and text.count("data:image/svg+xml") == 2 and "Retrieval examples" in text
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page()
-        problems: list[str] = []
-        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: problems.append(str(e)))
-        page.goto(report.resolve().as_uri())
-        images = page.locator("img")
-        assert images.count() >= 2 + 2 * 8 * 5 // 2  # two plots, then thumbnails before and after
-        assert page.evaluate("() => [...document.images].every(i => i.complete && i.naturalWidth > 0)")
-        assert page.locator(".row .true").count() >= 1  # the true image is marked
-        assert "rank" in page.locator(".caption").first.inner_text()
-        browser.close()
+    page = browser.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.goto(report.resolve().as_uri())
+    images = page.locator("img")
+    assert images.count() >= 2 + 2 * 8 * 5 // 2  # two plots, then thumbnails before and after
+    assert page.evaluate("() => [...document.images].every(i => i.complete && i.naturalWidth > 0)")
+    assert page.locator(".row .true").count() >= 1  # the true image is marked
+    assert "rank" in page.locator(".caption").first.inner_text()
     assert problems == []
 
 
 def _finetune_process(*args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "clipdex", "finetune", *map(str, args)],
+    return subprocess.Popen(clipdex_command(None, "finetune", *args),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -181,8 +157,9 @@ def _steps_logged(out: Path) -> int:
     return sum(1 for r in read_metrics(path) if r["event"] == "step") if path.is_file() else 0
 
 
+@pytest.mark.slow
 def test_ctrl_c_leaves_a_checkpoint_that_resumes_to_the_same_step_count(cli, tmp_path: Path) -> None:
-    pairs = _write_pairs(tmp_path / "pairs.csv", _sample_pairs(160))
+    pairs = write_pairs(tmp_path / "pairs.csv", sample_pairs(160))
     common = (*SAMPLE, *QUICK, "--epochs", "3", "--lr", "1e-4", "--workers", "0")
     whole = cli("finetune", pairs, *common, "-o", tmp_path / "whole.safetensors", "--json")
     total = json.loads(whole.stdout)["steps"]
@@ -204,8 +181,9 @@ def test_ctrl_c_leaves_a_checkpoint_that_resumes_to_the_same_step_count(cli, tmp
     assert not resume_path(out).exists()  # finished: nothing left to resume
 
 
+@pytest.mark.slow
 def test_kill_9_during_finetune_leaves_the_old_or_a_whole_new_checkpoint(tmp_path: Path) -> None:
-    pairs = _write_pairs(tmp_path / "pairs.csv", _sample_pairs(96))
+    pairs = write_pairs(tmp_path / "pairs.csv", sample_pairs(96))
     out = tmp_path / "ft.safetensors"
     common = (*SAMPLE, *QUICK, "--epochs", "2", "--lr", "1e-4", "--workers", "0", "-o", out)
     first = _finetune_process(pairs, *common)
@@ -224,17 +202,17 @@ def test_kill_9_during_finetune_leaves_the_old_or_a_whole_new_checkpoint(tmp_pat
             assert "belongs to another save" in str(exc)  # or refused, never mistaken for this save's
 
 
+@pytest.mark.slow
 def test_serve_lists_the_reports_of_the_library_s_models(cli, photos, library_dir: Path, tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
     from clipdex.cli.web import create_app
     from clipdex.retrieval.library import Library
-    from tests.test_web import LOCAL
 
     assert cli("index", photos(4), *SAMPLE, "--no-export").exit_code == 0
     client = TestClient(create_app(Library(library_dir), "cpu"), base_url=LOCAL)
     assert client.get("/api/reports").json() == []  # the bundled model was not made with a report
-    pairs = _write_pairs(tmp_path / "pairs.csv", _sample_pairs(64))
+    pairs = write_pairs(tmp_path / "pairs.csv", sample_pairs(64))
     first, second = tmp_path / "first.safetensors", tmp_path / "second.safetensors"
     common = (*QUICK, "--max-steps", "2", "--lr", "1e-5")
     assert cli("finetune", pairs, *SAMPLE, *common, "-o", first, "--report", tmp_path / "first.html").exit_code == 0

@@ -7,7 +7,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,12 +16,13 @@ import pytest
 
 from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
-from clipdex.retrieval.media.images import read_image
-from clipdex.retrieval.storage.index_cache import IndexState, ids_check
 from clipdex.retrieval.library import Library
+from clipdex.retrieval.media.images import read_image
+from clipdex.retrieval.storage.index_cache import ids_check, IndexState
 from clipdex.retrieval.storage.store import CAPTION, IMAGE
 from clipdex.retrieval.storage.vector_index import VectorIndex
 from tests.conftest import SAMPLE_ROWS
+from tests.helpers import clipdex_command
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def database_url(both_databases):
 def _clipdex(library_dir: Path, database_url: str | None, *args) -> subprocess.Popen:
     database = ["--database", database_url] if database_url else []
     return subprocess.Popen(
-        [sys.executable, "-m", "clipdex", "--library", str(library_dir), *database, *map(str, args)],
+        clipdex_command(library_dir, *database, *args),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
 
@@ -76,6 +76,7 @@ def assert_consistent(library_dir: Path, database_url: str | None, folder: Path)
     assert np.array_equal(np.sort(library.vector_index(IMAGE).ids()), ids)  # FAISS ids are the database ids
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_points_of_every_writer_leaves_a_sound_library(
     library_dir: Path, database_url: str | None, photos, tmp_path: Path
 ) -> None:
@@ -107,6 +108,7 @@ def test_kill_9_at_random_points_of_every_writer_leaves_a_sound_library(
     assert library.store.counts()[CAPTION] == len(set(row["caption"] for row in SAMPLE_ROWS[:400]))
 
 
+@pytest.mark.slow
 def test_a_resumed_reembed_recomputes_vectors_of_photos_edited_meanwhile(
     library_dir: Path, database_url: str | None, photos, cli, small
 ) -> None:

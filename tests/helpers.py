@@ -1,0 +1,210 @@
+"""What many test modules share: the real CLI in a new process, JSON of a CLI run, one-line errors, exact search to
+compare against, a live server, fine-tuning pairs, and media written here (DNG files, H.264 videos, photos of
+words)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import tifffile
+from PIL import Image, ImageDraw, ImageFont
+
+from clipdex.retrieval import config
+from clipdex.retrieval.describe.pairs import Pair
+from clipdex.retrieval.library import Library
+from clipdex.retrieval.storage.store import IMAGE
+from tests.conftest import SAMPLE_ROWS, default_sigint
+
+TINY = ("--model", "clipdex-tiny")  # the tiny config: its seeded weights are the same in every process
+SAMPLE = ("--model", "sample")  # the bundled sample model
+QUICK = ("--batch-size", "16", "--warmup", "0", "--weight-decay", "0", "--val-fraction", "0.25")  # seconds, not minutes
+LOCAL = "http://127.0.0.1:8765"  # the server answers only to loopback host names (TestClient's default is not one)
+
+
+def clipdex_command(library: Path | None, *args) -> list[str]:
+    """The real CLI as a user runs it, in a new process: `python -m clipdex [--library LIBRARY] ARGS`."""
+    return [sys.executable, "-m", "clipdex", *(["--library", str(library)] if library else []), *map(str, args)]
+
+
+def json_output(result) -> object:
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def stored_vectors(library_dir: Path, kind: str = IMAGE) -> tuple[np.ndarray, np.ndarray]:
+    library = Library(library_dir, create=False)
+    parts = list(library.store.vectors(kind, library.require_identity().dim))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def brute_force(library_dir: Path, query: np.ndarray, k: int, kind: str = IMAGE) -> list[int]:
+    ids, vectors = stored_vectors(library_dir, kind)
+    return [int(i) for i in ids[np.argsort(-(vectors @ query), kind="stable")[:k]]]
+
+
+@contextmanager
+def live_server(app) -> Iterator[int]:
+    """The app behind a real uvicorn on a free 127.0.0.1 port, in a thread; yields the port."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def response_head(sock: socket.socket) -> bytes:
+    """What the server sent until it closed the connection (or 64 KB of it)."""
+    received = b""
+    while len(received) < 65536:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        received += chunk
+    return received
+
+
+_DNG = [(50706, "B", 4, (1, 4, 0, 0), True), (50708, "s", 0, "clipdex test camera", True),
+        (50721, "2i", 9, (10000, 10000, 0, 10000, 0, 10000, 0, 10000, 10000, 10000, 0, 10000, 0, 10000, 0, 10000,
+                          10000, 10000), True),
+        (50778, "H", 1, 21, True)]
+
+
+_CFA = [(33421, "H", 2, (2, 2), True), (33422, "B", 4, (0, 1, 1, 2), True), (50717, "I", 1, 4095, True)]
+
+
+def _mosaic(rgb: np.ndarray) -> np.ndarray:
+    """An RGGB Bayer mosaic (12-bit) of an RGB image: what a sensor records."""
+    levels = rgb.astype(np.uint16) * 16
+    cfa = np.empty(rgb.shape[:2], np.uint16)
+    cfa[0::2, 0::2] = levels[0::2, 0::2, 0]
+    cfa[0::2, 1::2] = levels[0::2, 1::2, 1]
+    cfa[1::2, 0::2] = levels[1::2, 0::2, 1]
+    cfa[1::2, 1::2] = levels[1::2, 1::2, 2]
+    return cfa
+
+
+def write_dng(path: Path, scene: Image.Image, preview: Image.Image | None = None, orientation: int = 1) -> Path:
+    """A DNG of `scene` (its sensor mosaic), with `preview` as the embedded preview when given."""
+    cfa = _mosaic(np.asarray(scene.convert("RGB")))
+    tags = [*_DNG, (274, "H", 1, orientation, True)]
+    with tifffile.TiffWriter(path) as tif:
+        if preview is None:
+            tif.write(cfa, photometric=32803, subfiletype=0, extratags=[*tags, *_CFA], metadata=None)
+        else:
+            tif.write(np.asarray(preview.convert("RGB")), photometric="rgb", subfiletype=1, subifds=1,
+                      extratags=tags, metadata=None)
+            tif.write(cfa, photometric=32803, subfiletype=0, extratags=_CFA, metadata=None)
+    return path
+
+
+def write_video(path: Path, segments: list[tuple[Image.Image, float]], fps: int = 10, side: int = 160,
+                keyframe_seconds: float | None = None) -> Path:
+    """An H.264 video showing each image for its number of seconds, made with PyAV; a keyframe exactly every
+    `keyframe_seconds` when given (as phones write them), else where x264 chooses."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = side, side, "yuv420p"
+        if keyframe_seconds:
+            gop = round(keyframe_seconds * fps)
+            stream.options = {"x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0"}
+        for image, seconds in segments:
+            frame = av.VideoFrame.from_image(image.convert("RGB").resize((side, side)))
+            for _ in range(int(seconds * fps)):
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def sample_image(n: int) -> Image.Image:
+    return Image.open(config.SAMPLE_DATA_DIR / SAMPLE_ROWS[n]["image"])
+
+
+def words_image(text: str, size=(900, 600), font_size: int = 72, colour=(20, 20, 20)) -> Image.Image:
+    image = Image.new("RGB", size, (245, 242, 235))
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=font_size)
+    y = size[1] // 4
+    for line in text.split(" ", 1) if len(text) > 12 else [text]:
+        draw.text((size[0] // 10, y), line, fill=colour, font=font)
+        y += int(font_size * 1.6)
+    return image
+
+
+def start_index(library_dir: Path, folder: Path, *extra: str) -> subprocess.Popen:
+    """`clipdex index` in a new process, two photos a batch and no decode workers: many commits to stop between."""
+    return subprocess.Popen(
+        clipdex_command(library_dir, "index", str(folder), *TINY, "--batch-size", "2", "--workers", "0", *extra),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=default_sigint,
+    )
+
+
+def assert_one_line_error(result, *needles: str) -> None:
+    """A CLI run that failed as a user should see it: exit 1, one `error:` line holding each needle, no traceback."""
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def write_pairs(path: Path, pairs: list[Pair]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(("image", "caption"))
+        writer.writerows((str(p.image), p.caption) for p in pairs)
+    return path
+
+
+def sample_pairs(n: int) -> list[Pair]:
+    return [Pair(config.SAMPLE_DATA_DIR / r["image"], r["caption"]) for r in SAMPLE_ROWS[:n]]
+
+
+def start_watch(library_dir: Path, folder: Path, *args) -> subprocess.Popen:
+    """`clipdex watch FOLDER ARGS` in a new process, returned once it has caught up and says it is watching."""
+    process = subprocess.Popen(
+        clipdex_command(library_dir, "watch", folder, *args),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=default_sigint,
+    )
+    deadline = time.time() + 120
+    for line in process.stdout:  # wait until it has caught up and is watching
+        if "watching" in line or time.time() > deadline:
+            break
+    assert process.poll() is None, "watch stopped before watching"
+    return process
+
+
+def eventually(check, seconds: float = 60) -> bool:
+    """Whether `check()` comes true within `seconds` (asked five times a second)."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if check():
+            return True
+        time.sleep(0.2)
+    return False

@@ -1,0 +1,217 @@
+"""Bad input gets one line and a non-zero exit, never a traceback: damaged databases and configs, hostile
+checkpoints, odd queries and file names, malformed URLs and captions, usage errors; libraries stay private."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from hypothesis import given, HealthCheck, settings, strategies as st
+
+from clipdex.cli.web import create_app
+from clipdex.retrieval import config
+from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.library import Library
+from clipdex.retrieval.models.checkpoint import METADATA_KEY
+from clipdex.retrieval.models.openclip.factory import load_encoder
+from tests.conftest import SAMPLE_ROWS
+from tests.helpers import LOCAL, SAMPLE, TINY, assert_one_line_error
+
+
+# ----------------------------------------------------------------------------------- broken library state
+
+
+@pytest.mark.slow
+def test_a_corrupt_or_random_database_is_one_line(cli, library_dir: Path, photos) -> None:
+    cli("index", photos(2), *TINY)
+    database = library_dir / config.DATABASE_FILE
+    for damage in (b"this is not a database at all" * 100, os.urandom(8192)):
+        for suffix in ("-wal", "-shm"):
+            (library_dir / (config.DATABASE_FILE + suffix)).unlink(missing_ok=True)
+        database.write_bytes(damage)
+        for command in (("status",), ("search", "a red circle"), ("index", library_dir.parent)):
+            assert_one_line_error(cli(*command), str(database))
+
+
+def test_library_path_that_is_a_file_is_one_line(cli, library_dir: Path, photos) -> None:
+    library_dir.write_text("I am a file")
+    assert_one_line_error(cli("index", photos(1), *TINY), "is a file")
+    assert_one_line_error(cli("status"), "is a file")
+
+
+def test_malformed_config_json_is_one_line(cli, library_dir: Path, photos) -> None:
+    cli("index", photos(1), *TINY)
+    for bad in ("{not json", "[1, 2]"):
+        (library_dir / config.LIBRARY_CONFIG_FILE).write_text(bad)
+        assert_one_line_error(cli("status"), config.LIBRARY_CONFIG_FILE)
+
+
+def _checkpoint_with_metadata(path: Path, metadata: dict[str, str]) -> Path:
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(path), metadata=metadata)
+    return path
+
+
+@pytest.mark.parametrize("metadata, needle", [
+    ({METADATA_KEY: "{not json"}, "damaged clipdex metadata"),
+    ({METADATA_KEY: json.dumps({"model_cfg": {}})}, "damaged clipdex metadata"),
+    ({METADATA_KEY: json.dumps({"model_name": "no-such-arch", "model_cfg": {}})}, "unknown architecture"),
+    ({METADATA_KEY: json.dumps({"model_name": "clipdex-tiny", "model_cfg": {}})}, "does not match"),
+])
+def test_bad_checkpoints_are_one_line(cli, photos, tmp_path: Path, metadata: dict, needle: str) -> None:
+    checkpoint = _checkpoint_with_metadata(tmp_path / "bad.safetensors", metadata)
+    assert_one_line_error(cli("index", photos(1), "--model", checkpoint), needle)
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("image,caption\n")
+    assert_one_line_error(cli("eval", pairs, "--model", checkpoint))
+
+
+# ----------------------------------------------------------------------------------- literal user data
+
+
+@pytest.mark.slow
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(query=st.text(max_size=300))
+def test_no_query_string_gives_a_traceback(cli, library_dir: Path, photos, query: str) -> None:
+    if not (library_dir / config.DATABASE_FILE).exists():
+        cli("index", photos(3), *TINY, "--no-export")
+    result = cli("search", query, "-k", "3", "--json")
+    assert result.exit_code in (0, 1, 2), result.output
+    assert "Traceback" not in result.output
+    if result.exit_code == 0:
+        assert isinstance(json.loads(result.stdout), list)
+    elif result.exit_code == 2:  # read as an option ("-1"): a usage error, said as typer says them
+        assert query.startswith("-") and "Error: " in result.output
+    else:
+        assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+
+
+_NAME_CHARS = st.characters(blacklist_characters="/\x00", blacklist_categories=("Cs",))
+
+
+@pytest.mark.slow
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.text(_NAME_CHARS, min_size=1, max_size=60))
+def test_no_file_name_gives_a_traceback(cli, tmp_path_factory, name: str) -> None:
+    if name in (".", "..") or len(name.encode()) > 200:
+        return
+    folder = tmp_path_factory.mktemp("names")
+    shutil.copy(config.SAMPLE_DATA_DIR / SAMPLE_ROWS[0]["image"], folder / (name + ".png"))
+    library = ("--library", folder / "lib")
+    indexed = cli(*library, "index", folder, *TINY, "--hidden", "--no-export", "--json")
+    assert indexed.exit_code == 0, indexed.output
+    found = cli(*library, "search", "-f", "-0", "a photo")
+    assert found.exit_code == 0 and found.stdout.split("\0")[:-1] == [str(folder / (name + ".png"))]
+
+
+# ----------------------------------------------------------------------------------- pipes, secrets, modes
+
+
+def test_existing_library_is_made_private(cli, library_dir: Path, photos) -> None:
+    cli("index", photos(2), *TINY)
+    (library_dir / "thumbnails").mkdir(mode=0o755)  # as an older clipdex left them
+    made = sorted(path.name for path in library_dir.iterdir())
+    assert {"library.db", "images.faiss.json", config.LOCK_FILE, "thumbnails"} <= set(made), made
+    assert any(name.endswith(".faiss") for name in made), made
+    for path in [library_dir, *library_dir.iterdir()]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    assert cli("status").exit_code == 0
+    for path in [library_dir, *library_dir.iterdir()]:
+        assert stat.S_IMODE(path.stat().st_mode) == (0o700 if path.is_dir() else 0o600), path.name
+
+
+def test_a_malformed_database_url_is_never_echoed(cli, tmp_path: Path) -> None:
+    for url in ("postgresql+psycopg://me:s3cret@host:notaport/db", "::s3cret::", "postgresql://u:s3cret@[bad/x"):
+        result = cli("--database", url, "status")
+        assert result.exit_code == 1 and "s3cret" not in result.output + result.stderr
+
+
+@pytest.mark.slow
+def test_captions_that_are_not_text_are_skipped_with_their_reason(cli, photos, library_dir: Path, tmp_path) -> None:
+    assert cli("index", photos(2), *SAMPLE).exit_code == 0
+    corpus = tmp_path / "corpus.jsonl"
+    lines = ['{"caption": "a red circle"}', '{"caption": "\\ud800"}', '{"caption": 5}', '{"caption": null}',
+             '{"caption": ["a", "b"]}', '{"caption": {"x": 1}}', json.dumps({"caption": "x" * 5000})]
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = cli("add-captions", corpus, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["added"] == 1 and len(report["skipped"]) == 6
+    assert "lone surrogate" in report["skipped"][0] and "int" in report["skipped"][1]
+    stored = {h["caption"] for h in json.loads(cli("captions", next(photos(1, "q").iterdir()), "--json").stdout)}
+    assert stored == {"a red circle"}  # never "5", "None" or "['a', 'b']"
+
+    client = TestClient(create_app(Library(library_dir), "cpu"), base_url=LOCAL)
+    refused = client.post("/api/captions", files={"file": ("c.jsonl", b'{"caption": "\\ud800"}\n')})
+    assert refused.status_code == 400 and "surrogate" in refused.text
+    too_many = "\n".join(f"caption {i}" for i in range(config.WEB_MAX_CAPTIONS + 1)).encode()
+    assert client.post("/api/captions", files={"file": ("c.txt", too_many)}).status_code == 413
+
+    removed = cli("remove-captions", "--all", "--json")
+    assert json.loads(removed.stdout) == {"removed": 1}
+    assert json.loads(cli("status", "--json").stdout)["counts"].get("caption", 0) == 0
+
+
+def test_usage_errors_are_usage_errors(cli) -> None:
+    for args in (["search", "--bogus"], ["search", "x", "-k", "abc"], ["search", "x", "-k", "0"],
+                 ["finetune", "x", "--mix", "1.5"], ["watch", "x", "--settle", "inf"]):
+        result = cli(*args)
+        assert result.exit_code == 2 and "unexpected" not in result.output, args
+    result = cli("search", "x", "--min-score", "nan")
+    assert result.exit_code == 1 and "--min-score must be a finite number" in result.stderr
+
+
+def test_strange_queries(cli, photos, tmp_path: Path) -> None:
+    cli("index", photos(3), *TINY)
+    too_long = cli("search", "a red circle " * 800, "-k", "2", "--json")
+    assert too_long.exit_code == 1 and "1,000" in too_long.stderr.replace("1000", "1,000")
+    long = cli("search", "a red circle " * 70, "-k", "2", "--json")
+    assert long.exit_code == 0 and len(json.loads(long.stdout)) == 2
+    assert "query truncated to the model's 32 tokens" in long.stderr
+    assert "query text is empty" in cli("search", "   ").stderr
+    not_image = tmp_path / "notes.jpg"
+    not_image.write_text("not an image")
+    result = cli("search", "--image", not_image)
+    assert result.exit_code == 1 and "cannot read image" in result.stderr
+
+
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_pickle_with_a_payload_is_refused(cli, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "weights.pt"
+    torch.save({"state_dict": _Payload(marker)}, evil)
+    with pytest.raises(ClipdexError, match="refusing to load"):
+        load_encoder("clipdex-tiny", str(evil), "cpu")
+    result = cli("index", tmp_path, "--model", "clipdex-tiny", "--pretrained", evil)
+    assert result.exit_code == 1 and "refusing to load" in result.stderr
+    fake = tmp_path / "fake.safetensors"
+    fake.write_bytes(evil.read_bytes())
+    with pytest.raises(ClipdexError, match="not a readable safetensors checkpoint"):
+        load_encoder(str(fake), None, "cpu")
+    assert not marker.exists()
+
+
+def test_library_folder_is_private_and_schema_is_checked(cli, library_dir: Path, photos) -> None:
+    cli("index", photos(2), *TINY)
+    assert library_dir.stat().st_mode & 0o077 == 0
+    with sqlite3.connect(library_dir / config.DATABASE_FILE) as db:
+        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    result = cli("status")
+    assert result.exit_code == 1
+    assert "schema version 99" in result.stderr and "Traceback" not in result.output

@@ -1,0 +1,46 @@
+"""Several processes on one library: a second writer is refused, searches answer while an index runs (a reader
+holding the database open while a writer commits: test_crash_safety.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from clipdex.retrieval.library import Library
+from tests.helpers import TINY, json_output, start_index
+
+
+def test_a_second_writer_is_refused(cli, library_dir: Path, photos) -> None:
+    folder = photos(2)
+    cli("index", folder, *TINY)
+    with Library(library_dir).writer():
+        result = cli("index", folder)
+    assert result.exit_code == 1 and "is being written by clipdex (pid" in result.stderr
+    assert cli("index", folder).exit_code == 0
+
+
+@pytest.mark.slow
+def test_search_answers_while_index_runs(cli, library_dir: Path, photos) -> None:
+    """Every answer given during indexing is the answer of some committed state: ids are assigned in commit order,
+    so a committed state is all ids up to some id, each with its final score, ranked by it."""
+    folder = photos(150)
+    first = photos(1, "first")
+    cli("index", first, *TINY)
+    process = start_index(library_dir, folder)
+    answers = []
+    while process.poll() is None:
+        result = cli("search", "a red circle", "-k", "200", "--json")
+        assert result.exit_code == 0, result.output
+        answers.append(json.loads(result.stdout))
+    assert process.returncode == 0, process.stderr.read().decode()
+    final = json_output(cli("search", "a red circle", "-k", "200", "--json"))
+    assert len(final) == 151
+    score = {hit["id"]: hit["score"] for hit in final}
+    assert answers and any(1 < len(answer) < 151 for answer in answers)  # some answers came mid-index
+    for answer in answers:
+        ids = [hit["id"] for hit in answer]
+        assert sorted(ids) == sorted(i for i in score if i <= max(ids))  # one committed state, whole
+        assert [hit["score"] for hit in answer] == pytest.approx([score[i] for i in ids], abs=1e-5)
+        assert [hit["score"] for hit in answer] == sorted((hit["score"] for hit in answer), reverse=True)
