@@ -164,13 +164,13 @@ def index(
 
 
 def _date(value: Optional[str], option: str) -> Optional[float]:
-    from datetime import datetime
+    from clipdex.retrieval.search.hits import iso_seconds
 
     if value is None:
         return None
     try:
-        return datetime.fromisoformat(value).timestamp()
-    except (ValueError, OverflowError, OSError):
+        return iso_seconds(value)
+    except ValueError:
         raise ClipdexError(f"{option} takes a date like 2024-06-30 or 2024-06-30T18:00, not {value!r}") from None
 
 

@@ -13,10 +13,10 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field, StrictInt
 
 from clipdex import api
-from clipdex.cli.web_served import After, Before, Folder, ItemId, Served, cursor, seconds, served
+from clipdex.cli.web_served import After, Before, Folder, ItemId, Served, cursor, served, under
 from clipdex.retrieval import config
 from clipdex.retrieval.config import IMAGE
-from clipdex.retrieval.search.hits import Filters, iso_date
+from clipdex.retrieval.search.hits import iso_date
 from clipdex.retrieval.storage.selection import by_month
 
 router = APIRouter()
@@ -45,12 +45,12 @@ def timeline(
     folder: Optional[str] = Folder,
     here: Served = Depends(served),
 ) -> dict:
-    folders = Filters(folder=folder).folders if folder else ()
+    chosen = under(folder, after, before)
     start = cursor(cursor_text) if cursor_text else None
     store = here.library.store
     with here.lock:
-        rows = store.timeline(limit, start, folders, seconds(after), seconds(before))
-        counts = store.counts(folders, seconds(after), seconds(before))
+        rows = store.timeline(limit, start, chosen.folders, chosen.after, chosen.before)
+        counts = store.counts(chosen.folders, chosen.after, chosen.before)
     last = rows[-1] if len(rows) == limit else None
     return {
         "items": [_entry(row) for row in rows],
@@ -63,9 +63,9 @@ def timeline(
                                    "that starts the timeline there")
 def months(after: Optional[str] = After, before: Optional[str] = Before, folder: Optional[str] = Folder,
            here: Served = Depends(served)) -> list[dict]:
-    folders = Filters(folder=folder).folders if folder else ()
+    chosen = under(folder, after, before)
     with here.lock:
-        dates = here.library.store.dates(folders, seconds(after), seconds(before))
+        dates = here.library.store.dates(chosen.folders, chosen.after, chosen.before)
     return [{"month": month, "count": count, "cursor": f"{start!r}:0"} for month, count, start in by_month(dates)]
 
 

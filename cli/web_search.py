@@ -11,11 +11,10 @@ from fastapi import APIRouter, Depends, File, HTTPException, Query, UploadFile
 
 from clipdex import api
 from clipdex.cli.web_files import upload_refusal
-from clipdex.cli.web_served import After, Before, Folder, ItemId, Served, TopK, seconds, served
+from clipdex.cli.web_served import After, Before, Folder, ItemId, Served, TopK, served, under
 from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.media.images import read_image
-from clipdex.retrieval.search.hits import Filters
 from clipdex.retrieval.search.terms import parse_terms, split_query
 
 router = APIRouter()
@@ -39,7 +38,7 @@ def search(
     here: Served = Depends(served),
 ) -> list[dict]:
     terms = parse_terms(split_query(q), files=False)  # refuses over-long queries before any work
-    filters = Filters(folder or None, seconds(after), seconds(before), tags=tuple(tag))
+    filters = under(folder, after, before, tuple(tag))
     with here.lock:
         found = api.search(here.library, terms, k, filters, here.device, here.precision, mode, sort)
     return [hit.as_json() for hit in found]

@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import re
 import secrets
 import socket
 import time
@@ -38,6 +39,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 LOGIN_PATH = "/login"
+_HOST = re.compile(r"[a-z0-9._-]{1,253}")  # a DNS name or an IPv4 address
+_IPV6 = re.compile(r"[0-9a-f:.]{2,45}")
 
 
 async def send_error(send: Send, status: int, detail: str, headers: Iterable[tuple[str, str]] = ()) -> None:
@@ -93,17 +96,18 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
 
 def host_name(netloc: str) -> str | None:
     """The host part of a Host header or URL authority ("example.org:80", "[::1]:8765"), lower case and
-    without brackets; None when it is malformed."""
+    without brackets; None when it is malformed (a name of other characters or longer than DNS allows: never
+    repeated back in a refusal)."""
     netloc = netloc.strip().lower()
     if netloc.startswith("["):
         host, bracket, rest = netloc[1:].partition("]")
         if not bracket or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
             return None
-        return host or None
+        return host if _IPV6.fullmatch(host) else None
     host, colon, port = netloc.partition(":")
     if colon and not port.isdigit():
         return None
-    return host or None
+    return host if _HOST.fullmatch(host) else None
 
 
 def is_loopback(host: str) -> bool:

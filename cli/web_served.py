@@ -4,10 +4,10 @@ ids, dates and cursors a request carries."""
 from __future__ import annotations
 
 import math
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Callable, TypeVar
 
@@ -17,6 +17,7 @@ from fastapi import Path as PathParam
 from clipdex.retrieval import config
 from clipdex.retrieval.config import IMAGE
 from clipdex.retrieval.library import Library
+from clipdex.retrieval.search.hits import Filters, iso_seconds
 
 # Item ids are SQLite/PostgreSQL 64-bit integers: a larger one cannot name an item (and must not reach the driver).
 ItemId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="An item id from a search result")]
@@ -67,9 +68,18 @@ def seconds(moment: str | None) -> float | None:
     if moment is None:
         return None
     try:
-        return datetime.fromisoformat(moment).timestamp()
-    except (OverflowError, OSError, ValueError):
+        return iso_seconds(moment)
+    except ValueError:
         raise HTTPException(400, "not a date: use ISO 8601, e.g. 2024-06-30 or 2024-06-30T18:00") from None
+
+
+def under(folder: str | None, after: str | None = None, before: str | None = None,
+          tags: tuple[str, ...] = ()) -> Filters:
+    """The filters a request names. Its folder must be absolute: a relative one would be read from wherever the
+    server happened to start."""
+    if folder and not os.path.isabs(folder):
+        raise HTTPException(400, "folder: an absolute path")
+    return Filters(folder or None, seconds(after), seconds(before), tags=tags)
 
 
 def cursor(text: str) -> tuple[float, int]:

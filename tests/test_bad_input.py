@@ -161,6 +161,31 @@ def test_captions_that_are_not_text_are_skipped_with_their_reason(cli, photos, l
     assert json.loads(cli("status", "--json").stdout)["counts"].get("caption", 0) == 0
 
 
+@pytest.mark.slow
+def test_caption_files_that_hold_no_captions_are_refused_in_one_line(cli, photos, library_dir: Path,
+                                                                      tmp_path: Path) -> None:
+    """JSON nested deeper than Python recurses, an integer of 5,000 digits, a .json file, a NUL in a caption: a
+    one-line refusal or a skip with its reason, on the command line and over HTTP (the first two were a traceback
+    and a 500, a .json file was stored as one caption of its text, a NUL was stored)."""
+    assert cli("index", photos(1), *SAMPLE).exit_code == 0
+    bodies = {"deep.jsonl": b"[" * 100_000 + b"]" * 100_000 + b"\n",
+              "digits.jsonl": b'{"caption": "x", "n": ' + b"9" * 5000 + b"}\n",
+              "list.json": b'[{"caption": "a json file"}]\n'}
+    client = TestClient(create_app(Library(library_dir), "cpu"), base_url=LOCAL, raise_server_exceptions=False)
+    for name, body in bodies.items():
+        (tmp_path / name).write_bytes(body)
+        assert_one_line_error(cli("add-captions", tmp_path / name), "captions")
+        answer = client.post("/api/captions", files={"file": (name, body)})
+        assert answer.status_code == 400 and "captions" in answer.json()["detail"], (name, answer.text)
+    (tmp_path / "nul.txt").write_bytes(b"a red circle\nnul\x00inside\n")
+    report = json.loads(cli("add-captions", tmp_path / "nul.txt", "--json").stdout)
+    assert report["added"] == 1 and "NUL" in report["skipped"][0]
+    assert client.post("/api/captions", files={"file": ("nul.txt", b"nul\x00inside\n")}).status_code == 400
+    assert json.loads(cli("status", "--json").stdout)["counts"]["caption"] == 1
+    early = cli("search", "a red circle", "--after", "0001-01-01", "--json")  # before this zone's calendar
+    assert early.exit_code == 0 and len(json.loads(early.stdout)) == 1, early.output
+
+
 def test_usage_errors_are_usage_errors(cli) -> None:
     for args in (["search", "--bogus"], ["search", "x", "-k", "abc"], ["search", "x", "-k", "0"],
                  ["finetune", "x", "--mix", "1.5"], ["watch", "x", "--settle", "inf"]):

@@ -289,6 +289,25 @@ def test_foreign_host_names_are_refused(client: TestClient) -> None:
         assert client.get("/api/status", headers={"host": host}).status_code == 400, host
 
 
+def test_a_host_name_that_is_no_name_is_malformed_not_repeated(client: TestClient) -> None:
+    """A refusal names the host it refused, so the name must be one: markup or 3,000 characters are not."""
+    for host in ("<script>alert(1)</script>", "a" * 300, "exa mple.org", "[<b>]:80", "x'y.example"):
+        response = client.get("/api/status", headers={"host": host})
+        assert response.status_code == 400 and response.json() == {"detail": "malformed Host header"}, host
+
+
+def test_folders_must_be_absolute_and_any_iso_date_is_read(client: TestClient) -> None:
+    """A relative folder would be read from wherever the server started; 0001-01-01 is before this zone's
+    calendar but still a date."""
+    for url, query in (("/api/items", {}), ("/api/months", {}), ("/api/search", {"q": "a red circle"})):
+        for folder in ("photos", "./photos", "~/photos"):
+            answer = client.get(url, params={**query, "folder": folder})
+            assert answer.status_code == 400 and answer.json() == {"detail": "folder: an absolute path"}, url
+    everything = client.get("/api/items").json()
+    assert client.get("/api/items", params={"after": "0001-01-01"}).json() == everything
+    assert client.get("/api/items", params={"before": "0001-01-01"}).json()["items"] == []
+
+
 def test_cross_site_writes_are_refused(library: Library, client: TestClient) -> None:
     """A page on evil.example POSTing to the local server: its browser sends Origin (or at least Referer)."""
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clipdex.retrieval import config
-from clipdex.retrieval.errors import ClipdexError, NotFound
+from clipdex.retrieval.errors import ClipdexError, NotFound, first_line
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,10 @@ def read_captions(path: Path) -> CaptionFile:
 
 def parse_captions(text: str, suffix: str) -> CaptionFile:
     """Captions from the text of a corpus file whose name ends in `suffix`, first occurrence kept. An entry that
-    is not a caption (a number, null, a list; text JSON escapes cannot encode; over config.MAX_CAPTION_CHARS) is
-    skipped with its reason, never stored as its Python spelling."""
+    is not a caption (a number, null, a list; text JSON escapes cannot encode; a NUL; over
+    config.MAX_CAPTION_CHARS) is skipped with its reason, never stored as its Python spelling."""
+    if suffix == ".json":
+        raise ClipdexError("captions come as .txt (one a line), .csv or .jsonl (one JSON object a line), not .json")
     try:
         if suffix == ".jsonl":
             rows = [json.loads(line) for line in text.splitlines() if line.strip()]
@@ -79,8 +81,8 @@ def parse_captions(text: str, suffix: str) -> CaptionFile:
             rows = list(csv.DictReader(text.splitlines()))
         else:
             rows = [{"caption": line} for line in text.splitlines()]
-    except (json.JSONDecodeError, csv.Error) as exc:
-        raise ClipdexError(f"cannot read the captions: {exc}") from None
+    except (ValueError, RecursionError, csv.Error) as exc:  # ValueError: bad JSON, or an integer of 5,000 digits
+        raise ClipdexError(f"cannot read the captions: {first_line(exc)}") from None
     if suffix in (".csv", ".jsonl") and rows and not all(isinstance(r, dict) and "caption" in r for r in rows):
         raise ClipdexError("every caption entry needs a 'caption' field")
     captions, skipped = [], []
@@ -100,6 +102,8 @@ def _not_a_caption(value: object) -> str | None:
         value.encode("utf-8")
     except UnicodeEncodeError:
         return "the caption holds a lone surrogate (\\ud800–\\udfff), which is not text"
+    if "\0" in value:
+        return "the caption holds a NUL character, which is not text"
     if len(value) > config.MAX_CAPTION_CHARS:
         return f"the caption is {len(value):,} characters long, over {config.MAX_CAPTION_CHARS:,}"
     return None

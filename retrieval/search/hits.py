@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Sequence
 
 from clipdex.retrieval.config import IMAGE
@@ -59,6 +59,17 @@ def iso_date(seconds: float | None) -> str | None:
         return datetime.fromtimestamp(seconds).astimezone().isoformat(timespec="seconds")
     except (OverflowError, OSError, ValueError):
         return None
+
+
+def iso_seconds(text: str) -> float:
+    """POSIX seconds of an ISO 8601 date (a date alone is local midnight; one this machine's clock cannot place in
+    its own zone, such as 0001-01-01, is read as UTC). ValueError when `text` is no date."""
+    moment = datetime.fromisoformat(text)
+    try:
+        return moment.timestamp()
+    except (OverflowError, OSError, ValueError):
+        aware = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        return (aware - datetime(1970, 1, 1, tzinfo=timezone.utc)).total_seconds()
 
 
 @dataclass
