@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -186,18 +187,32 @@ def sample_pairs(n: int) -> list[Pair]:
     return [Pair(config.SAMPLE_DATA_DIR / r["image"], r["caption"]) for r in SAMPLE_ROWS[:n]]
 
 
-def start_watch(library_dir: Path, folder: Path, *args) -> subprocess.Popen:
-    """`clipdex watch FOLDER ARGS` in a new process, returned once it has caught up and says it is watching."""
+def start_running(library: Path, *args) -> subprocess.Popen:
+    """`clipdex watch|serve ARGS` in a new process, returned once it says it is watching or serving. Its output is
+    read on in a thread (a full pipe would stall it) and kept for `stop_running`."""
     process = subprocess.Popen(
-        clipdex_command(library_dir, "watch", folder, *args),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=default_sigint,
+        clipdex_command(library, *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=default_sigint,
     )
+    lines: list[str] = []
     deadline = time.time() + 120
-    for line in process.stdout:  # wait until it has caught up and is watching
-        if "watching" in line or time.time() > deadline:
+    for line in process.stdout:
+        lines.append(line)
+        if "watching" in line or "serving" in line or time.time() > deadline:
             break
-    assert process.poll() is None, "watch stopped before watching"
+    assert process.poll() is None, "".join(lines)
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
+    reader.start()
+    process.lines, process.reader = lines, reader
     return process
+
+
+def stop_running(process: subprocess.Popen, timeout: float = 60) -> str:
+    """Ctrl-C a process `start_running` started; everything it printed."""
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=timeout)
+    process.reader.join(timeout=10)
+    return "".join(process.lines)
 
 
 def eventually(check, seconds: float = 60) -> bool:

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from clipdex.retrieval import config
-from tests.conftest import SAMPLE_ROWS, default_sigint
-from tests.helpers import clipdex_command
+from tests.conftest import SAMPLE_ROWS
+from tests.helpers import clipdex_command, start_running, stop_running
 
 TINY = ("--model", "clipdex-tiny", "--no-export")
 ANSWERED = "answered by the running clipdex process"
@@ -45,30 +45,6 @@ def in_process(library: Path, *args: str, cwd: Path | None = None) -> subprocess
     return clipdex(library, *args, env={config.NO_SERVER_ENV: "1"}, cwd=cwd)
 
 
-def start(library: Path, *args: str) -> subprocess.Popen:
-    """`clipdex watch|serve …` running, once it says it is ready."""
-    process = subprocess.Popen(
-        clipdex_command(library, *args), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, preexec_fn=default_sigint,
-    )
-    lines = []
-    deadline = time.time() + 120
-    for line in process.stdout:
-        lines.append(line)
-        if "watching" in line or "serving" in line or time.time() > deadline:
-            break
-    assert process.poll() is None, "".join(lines)
-    threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True).start()
-    process.lines = lines
-    return process
-
-
-def stop(process: subprocess.Popen) -> str:
-    process.send_signal(signal.SIGINT)
-    process.wait(timeout=60)
-    return "".join(process.lines)
-
-
 @pytest.fixture
 def library(tmp_path: Path, photos) -> tuple[Path, Path]:
     """A library whose path is too long for a unix socket's address (the server and client must cope), over six
@@ -91,7 +67,7 @@ def query(folder: Path, args: tuple[str, ...]) -> tuple[str, ...]:
 @pytest.mark.slow
 def test_a_running_watch_answers_every_query_as_the_cli_would(library) -> None:
     root, folder = library
-    watch = start(root, "watch", str(folder), "--settle", "0.3", "--keep-alive", "1")
+    watch = start_running(root, "watch", str(folder), "--settle", "0.3", "--keep-alive", "1")
     try:
         for args in QUERIES:
             args = query(folder, args)
@@ -108,7 +84,7 @@ def test_a_running_watch_answers_every_query_as_the_cli_would(library) -> None:
         asked, own = clipdex(root, *QUERIES[0]), in_process(root, *QUERIES[0])
         assert ANSWERED in asked.stderr and asked.stdout == own.stdout
     finally:
-        output = stop(watch)
+        output = stop_running(watch)
     assert "Traceback" not in output, output
     assert not (root / config.SOCKET_FILE).exists(), "the socket outlived its server"
 
@@ -129,11 +105,11 @@ print("loaded:", [name for name in %r if name in sys.modules], file=sys.stderr)
 @pytest.mark.slow
 def test_a_query_the_server_answers_loads_no_numpy_database_layer_or_model_runtime(library) -> None:
     root, folder = library
-    watch = start(root, "watch", str(folder), "--settle", "0.3")
+    watch = start_running(root, "watch", str(folder), "--settle", "0.3")
     try:
         asked = subprocess.run([sys.executable, "-c", CLIENT, str(root)], capture_output=True, text=True, timeout=120)
     finally:
-        stop(watch)
+        stop_running(watch)
     assert ANSWERED in asked.stderr and "loaded: []" in asked.stderr, asked.stderr
     assert json.loads(asked.stdout)
 
@@ -144,15 +120,15 @@ def test_serve_answers_too_and_a_second_server_leaves_the_socket_to_the_first(li
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    serve = start(root, "serve", "--port", str(port), "--no-token")
+    serve = start_running(root, "serve", "--port", str(port), "--no-token")
     try:
         asked, own = clipdex(root, *QUERIES[0]), in_process(root, *QUERIES[0])
         assert ANSWERED in asked.stderr and asked.stdout == own.stdout
-        watch = start(root, "watch", str(folder), "--settle", "0.3")
-        assert "another clipdex process answers this library's queries" in stop(watch)
+        watch = start_running(root, "watch", str(folder), "--settle", "0.3")
+        assert "another clipdex process answers this library's queries" in stop_running(watch)
         assert ANSWERED in clipdex(root, *QUERIES[0]).stderr  # the serve's socket was left alone
     finally:
-        stop(serve)
+        stop_running(serve)
 
 
 def _peer(root: Path, behave) -> tuple[threading.Thread, list]:
@@ -237,21 +213,21 @@ def test_another_librarys_server_reached_through_a_linked_socket_answers_nothing
     root, folder = library
     other = tmp_path / "other-library"
     assert clipdex(other, "index", str(photos(2, "others")), *TINY).returncode == 0
-    watch = start(root, "watch", str(folder), "--settle", "0.3")
+    watch = start_running(root, "watch", str(folder), "--settle", "0.3")
     try:
         os.link(root / config.SOCKET_FILE, other / config.SOCKET_FILE)
         asked, own = clipdex(other, *QUERIES[0]), in_process(other, *QUERIES[0])
         assert ANSWERED not in asked.stderr and asked.stdout == own.stdout
         assert {Path(h["path"]).parent.name for h in json.loads(asked.stdout)} == {"others"}
     finally:
-        stop(watch)
+        stop_running(watch)
 
 
 @pytest.mark.slow
 def test_a_killed_or_stopped_watch_leaves_the_cli_answering_and_the_next_watch_takes_over(library) -> None:
     root, folder = library
     own = in_process(root, *QUERIES[0])
-    watch = start(root, "watch", str(folder), "--settle", "0.3")
+    watch = start_running(root, "watch", str(folder), "--settle", "0.3")
     assert ANSWERED in clipdex(root, *QUERIES[0]).stderr
     watch.send_signal(signal.SIGSTOP)  # connects, then hears nothing
     try:
@@ -263,18 +239,18 @@ def test_a_killed_or_stopped_watch_leaves_the_cli_answering_and_the_next_watch_t
     assert (root / config.SOCKET_FILE).exists()  # left behind, stale
     asked = clipdex(root, *QUERIES[0])
     assert asked.returncode == 0 and ANSWERED not in asked.stderr and asked.stdout == own.stdout
-    watch = start(root, "watch", str(folder), "--settle", "0.3")
+    watch = start_running(root, "watch", str(folder), "--settle", "0.3")
     try:
         asked = clipdex(root, *QUERIES[0])
         assert ANSWERED in asked.stderr and asked.stdout == own.stdout
     finally:
-        stop(watch)
+        stop_running(watch)
 
 
 @pytest.mark.slow
 def test_errors_read_the_same_with_a_server_running(library, tmp_path: Path) -> None:
     root, folder = library
-    watch = start(root, "watch", str(folder), "--settle", "0.3")
+    watch = start_running(root, "watch", str(folder), "--settle", "0.3")
     try:
         for args in [("search", str(tmp_path / "missing.jpg"), "+", "a cat"), ("search", "a cat", "--mode", "nope"),
                      ("captions", str(tmp_path)), ("search", "   ")]:
@@ -282,4 +258,4 @@ def test_errors_read_the_same_with_a_server_running(library, tmp_path: Path) -> 
             assert asked.returncode == own.returncode == 1, args
             assert asked.stderr.splitlines()[-1] == own.stderr.splitlines()[-1], args
     finally:
-        stop(watch)
+        stop_running(watch)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from clipdex.cli.web import create_app
 from clipdex.retrieval import config
 from clipdex.retrieval.library import Library
 from tests.conftest import SAMPLE_ROWS
-from tests.helpers import LOCAL, SAMPLE, clipdex_command, start_watch, write_video
+from tests.helpers import LOCAL, SAMPLE, clipdex_command, start_running, stop_running, write_video
 
 
 def _hits(cli, *args: str) -> list[dict]:
@@ -160,7 +159,7 @@ def test_ids_are_never_reused(cli, library_dir: Path, photos) -> None:
 @pytest.mark.slow
 def test_watching_a_linked_folder(library_dir: Path, linked) -> None:
     real, link, album = linked
-    process = start_watch(library_dir, link, *SAMPLE, "--settle", "0.3")
+    process = start_running(library_dir, "watch", link, *SAMPLE, "--settle", "0.3")
     try:
         shutil.copy(config.SAMPLE_DATA_DIR / SAMPLE_ROWS[40]["image"], album / "arrived.png")
         deadline, found = time.time() + 60, []
@@ -171,8 +170,7 @@ def test_watching_a_linked_folder(library_dir: Path, linked) -> None:
             found = [p for p in out.splitlines() if p.endswith("arrived.png")]
         assert found == [str(link / "album" / "arrived.png")]
     finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=60)
+        stop_running(process)
 
 
 def test_links_to_the_whole_machine_are_not_followed(cli, photos, tmp_path: Path) -> None:

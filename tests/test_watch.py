@@ -14,7 +14,7 @@ import pytest
 
 from clipdex.retrieval import config
 from tests.conftest import SAMPLE_ROWS, default_sigint
-from tests.helpers import SAMPLE, TINY, clipdex_command, eventually, start_watch
+from tests.helpers import SAMPLE, TINY, clipdex_command, eventually, start_running, stop_running
 
 
 @pytest.mark.slow
@@ -24,7 +24,7 @@ def test_renaming_a_folder_under_watch_moves_its_photos(library_dir: Path, tmp_p
     root = tmp_path / "root"
     root.mkdir()
     photos(3).rename(root / "album")
-    process = start_watch(library_dir, root, *SAMPLE, "--settle", "0.3")
+    process = start_running(library_dir, "watch", root, *SAMPLE, "--settle", "0.3")
     try:
         (root / "album").rename(root / "album-2023")
         deadline, paths = time.time() + 60, []
@@ -37,8 +37,7 @@ def test_renaming_a_folder_under_watch_moves_its_photos(library_dir: Path, tmp_p
             time.sleep(0.5)
         assert len(paths) == 3 and all("/album-2023/" in p for p in paths), paths
     finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=60)
+        stop_running(process)
 
 
 def _paths(cli) -> set[str]:
@@ -50,7 +49,7 @@ def _paths(cli) -> set[str]:
 @pytest.mark.slow
 def test_watch_catches_up_then_follows_copies_moves_and_deletes(cli, library_dir: Path, photos) -> None:
     folder = photos(3)
-    process = start_watch(library_dir, folder, *TINY, "--settle", "0.5")
+    process = start_running(library_dir, "watch", folder, *TINY, "--settle", "0.5")
     try:
         names = {p.name for p in folder.iterdir()}
         assert _paths(cli) == names  # caught up before watching
@@ -64,8 +63,7 @@ def test_watch_catches_up_then_follows_copies_moves_and_deletes(cli, library_dir
         victim.unlink()
         assert eventually(lambda: victim.name not in _paths(cli)), "a deleted file stayed in the library"
     finally:
-        process.send_signal(signal.SIGINT)
-        output, _ = process.communicate(timeout=60)
+        output = stop_running(process)
     assert process.returncode == 130, output
     assert "Traceback" not in output
 
@@ -73,13 +71,12 @@ def test_watch_catches_up_then_follows_copies_moves_and_deletes(cli, library_dir
 @pytest.mark.slow
 def test_sigint_during_a_burst_loses_nothing(cli, library_dir: Path, photos, tmp_path: Path) -> None:
     folder = photos(2)
-    process = start_watch(library_dir, folder, *TINY, "--settle", "0.5")
+    process = start_running(library_dir, "watch", folder, *TINY, "--settle", "0.5")
     burst = [SAMPLE_ROWS[20 + n]["image"] for n in range(120)]
     for n, image in enumerate(burst):
         shutil.copy(config.SAMPLE_DATA_DIR / image, folder / f"burst-{n:03d}{Path(image).suffix}")
     assert eventually(lambda: len(_paths(cli)) > 2, 60)  # the burst is being indexed
-    process.send_signal(signal.SIGINT)
-    output, _ = process.communicate(timeout=120)
+    output = stop_running(process, timeout=120)
     assert process.returncode == 130 and "Traceback" not in output, output
     kept = _paths(cli)
     assert 2 < len(kept) <= 122
