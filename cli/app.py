@@ -51,7 +51,7 @@ class _Commands(TyperGroup):
         except Exception as exc:  # the last net: no input may end in a traceback
             if ctx.obj and ctx.obj.get("verbose"):
                 err_console.print(traceback.format_exc())
-            if type(exc).__module__.startswith("sqlalchemy"):
+            if type(exc).__module__.startswith(("sqlalchemy", "sqlite3")):
                 print_error(f"the library database failed: {first_line(exc)}; check it is reachable and not damaged")
             else:
                 print_error(f"unexpected {type(exc).__name__}: {first_line(exc)} (run with --verbose to see where)")

@@ -108,7 +108,7 @@ class Library:
         binding a model): a failed command leaves no library behind."""
         if not (self.created and self.identity is None and self.store.is_sqlite):
             return
-        self.store.db.dispose()
+        self.store.close()
         for name in (config.DATABASE_FILE, config.DATABASE_FILE + "-wal", config.DATABASE_FILE + "-shm",
                      config.LOCK_FILE, config.LIBRARY_CONFIG_FILE):
             (self.root / name).unlink(missing_ok=True)

@@ -113,6 +113,18 @@ def test_no_file_name_gives_a_traceback(cli, tmp_path_factory, name: str) -> Non
     assert found.exit_code == 0 and found.stdout.split("\0")[:-1] == [str(folder / (name + ".png"))]
 
 
+@pytest.mark.parametrize("name", ["lib?x", "lib%3Fx", "lib%x#1"])
+def test_a_library_folder_of_any_name_keeps_its_database_inside(cli, tmp_path: Path, photos, name: str) -> None:
+    """A database URL gives `?` and `%` a meaning: a folder named `lib?x` once put its database in a file `lib`
+    beside it."""
+    root = tmp_path / "libraries" / name
+    assert cli("--library", root, "index", photos(2), *TINY).exit_code == 0
+    assert sorted(path.name for path in root.parent.iterdir()) == [name]
+    assert (root / "library.db").is_file()
+    found = cli("--library", root, "search", "-f", "a photo")
+    assert found.exit_code == 0 and len(found.stdout.splitlines()) == 2
+
+
 # ----------------------------------------------------------------------------------- pipes, secrets, modes
 
 

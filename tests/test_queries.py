@@ -17,7 +17,7 @@ from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.library import Library
 from clipdex.retrieval.media.images import read_image
 from clipdex.retrieval.search.terms import parse_terms
-from clipdex.retrieval.storage.store import IMAGE, items_table
+from clipdex.retrieval.storage.schema import IMAGE, items_table
 from tests.conftest import SAMPLE_ROWS
 from tests.helpers import SAMPLE, brute_force, json_output
 

@@ -35,7 +35,8 @@ try:
     main()
 except SystemExit as exit:
     code = exit.code
-print("IMPORTED", sorted(m for m in ("torch", "open_clip", "torchvision") if m in sys.modules), "EXIT", code)
+print("IMPORTED", sorted(m for m in ("torch", "open_clip", "torchvision") if m in sys.modules), "EXIT", code,
+      "SQLALCHEMY", "sqlalchemy" in sys.modules)
 """
 
 
@@ -102,6 +103,21 @@ def test_everyday_commands_never_import_torch_once_the_model_is_prepared(tmp_pat
             time.sleep(0.3)
     assert answer, "the server never answered"
     assert _interrupted_report(server).startswith("IMPORTED [] EXIT")
+
+
+def test_queries_read_a_sqlite_library_without_importing_sqlalchemy(tmp_path: Path, photos) -> None:
+    """Reads go through the standard sqlite3 module (storage/reading.py): importing SQLAlchemy costs a cold query
+    0.15 s, and only a command that writes pays it."""
+    folder, library = photos(5), tmp_path / "lib"
+    assert "EXIT 0" in _clipdex(library, "index", str(folder), "--model", "sample", "--tags")
+    photo = str(folder / Path(SAMPLE_ROWS[0]["image"]).name)
+    for command in (("search", "a red circle"), ("search", "red", "--mode", "text"), ("search", "--image", photo),
+                    ("search", "a circle", "--in", str(folder), "--after", "2000-01-01", "--tag", "circle", "--json"),
+                    ("captions", photo), ("duplicates",), ("status", "--json"), ("tags",)):
+        report = _clipdex(library, *command)
+        assert "EXIT 0 SQLALCHEMY False" in report, (command, report)
+    shutil.copy(config.SAMPLE_DATA_DIR / SAMPLE_ROWS[10]["image"], folder)
+    assert "EXIT 0 SQLALCHEMY True" in _clipdex(library, "index", str(folder))  # a write
 
 
 @pytest.mark.slow

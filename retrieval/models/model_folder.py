@@ -166,14 +166,22 @@ class TextTower:
     Runtime."""
 
     def __init__(self, folder: Path, settings: FolderConfig, threads: int = 0) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        import onnxruntime  # noqa: F401 (imported here: an import on the thread would wait for the tokenizer's GIL)
         from tokenizers import Tokenizer
 
         root = folder / TEXT_DIR
-        self.session = session(root / MODEL_FILE, settings.optimised, prepack=False, threads=threads)
-        try:
-            self.tokenizer = Tokenizer.from_file(str(root / TOKENIZER_FILE))
-        except Exception as exc:
-            raise ClipdexError(f"cannot read {root / TOKENIZER_FILE} ({type(exc).__name__})") from None
+        # ONNX Runtime lets go of the GIL while it builds a session, `tokenizers` holds it while it reads CLIP's
+        # 49k merges: side by side, a cold query waits for the slower of the two (≈ 0.07 s sooner on ViT-B-32).
+        with ThreadPoolExecutor(1, thread_name_prefix="clipdex-text-session") as opener:
+            opening = opener.submit(session, root / MODEL_FILE, settings.optimised, False, threads)
+            try:
+                self.tokenizer = Tokenizer.from_file(str(root / TOKENIZER_FILE))
+            except Exception as exc:
+                opening.cancel()
+                raise ClipdexError(f"cannot read {root / TOKENIZER_FILE} ({type(exc).__name__})") from None
+            self.session = opening.result()
         tokenizer_config = read_json(root / TOKENIZER_CONFIG_FILE) if (root / TOKENIZER_CONFIG_FILE).is_file() else {}
         pad = tokenizer_config.get("pad_token")
         pad = pad.get("content") if isinstance(pad, dict) else pad

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.storage.reading import sqlite_url
 
 _SECRET_QUERY_KEYS = ("password", "passwd", "pwd", "sslpassword")
 
@@ -28,7 +29,7 @@ def database_url_for(root: Path, remembered: str | None, given: str | None) -> t
     """(URL to open, URL to remember or None): the URL the library was created with, remembered in its config
     file; SQLite in the folder by default."""
     if given is None:
-        return remembered or f"sqlite:///{root / config.DATABASE_FILE}", None
+        return remembered or sqlite_url(str(root / config.DATABASE_FILE)), None
     from sqlalchemy.engine import make_url
 
     try:

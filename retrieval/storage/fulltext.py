@@ -14,13 +14,13 @@ case-insensitive for ASCII letters on both.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-from sqlalchemy import func, select, text, update
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError
+from clipdex.retrieval.config import IMAGE
+from clipdex.retrieval.storage.reading import Reader
 
-from clipdex.retrieval.storage.schema import IMAGE, items_table
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 # Words that say how to search rather than what for: never matched on their own.
@@ -86,6 +86,9 @@ def searchable_words(recognised: str) -> str:
 
 
 def create(conn: Connection) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
     for statement in _SQLITE_DDL if conn.dialect.name == "sqlite" else _POSTGRES_DDL:
         conn.execute(text(statement))
     if conn.dialect.name != "sqlite":
@@ -99,6 +102,8 @@ def create(conn: Connection) -> None:
 
 def rebuild(conn: Connection) -> None:
     """Make the index again from the rows (after a migration, or if it was ever damaged)."""
+    from sqlalchemy import text
+
     if conn.dialect.name == "sqlite":
         conn.execute(text("DELETE FROM items_text"))
         conn.execute(text("INSERT INTO items_text(rowid, names, ocr) SELECT id, key, coalesce(ocr_words, '') "
@@ -109,49 +114,47 @@ def rebuild(conn: Connection) -> None:
     # PostgreSQL's generated column is recomputed by the database on every write: nothing to rebuild.
 
 
-def _expression(conn: Connection, words: Sequence[str], join: str) -> str:
+def _expression(reads: Reader, words: Sequence[str], join: str) -> str:
     """An FTS5 MATCH or a tsquery string; words are letters and digits only, each quoted as one term."""
     terms = [w for word in words for w in _WORD.findall(word)]
-    if conn.dialect.name == "sqlite":
+    if reads.dialect == "sqlite":
         return f" {join} ".join(f'"{w}"' for w in terms)
     return (" & " if join == "AND" else " | ").join(f"'{w}'" for w in terms)
 
 
-def _match(conn: Connection, words: Sequence[str], join: str, limit: int) -> list[tuple[int, float]]:
-    query = {"q": _expression(conn, words, join), "limit": limit}
-    if conn.dialect.name == "sqlite":
-        rows = conn.execute(text(
+def _match(reads: Reader, words: Sequence[str], join: str, limit: int) -> list[tuple[int, float]]:
+    query = {"q": _expression(reads, words, join), "limit": limit}
+    if reads.dialect == "sqlite":
+        rows = reads.rows(
             "SELECT rowid, -bm25(items_text) AS relevance FROM items_text WHERE items_text MATCH :q "
-            "ORDER BY relevance DESC, rowid LIMIT :limit"
-        ), query)
+            "ORDER BY relevance DESC, rowid LIMIT :limit", query)
     else:
-        rows = conn.execute(text(
+        rows = reads.rows(
             "SELECT id, ts_rank(words, query) AS relevance FROM items, to_tsquery('simple', :q) AS query "
-            "WHERE kind = 'image' AND words @@ query ORDER BY relevance DESC, id LIMIT :limit"
-        ), query)
+            "WHERE kind = 'image' AND words @@ query ORDER BY relevance DESC, id LIMIT :limit", query)
     return [(int(i), float(r)) for i, r in rows]
 
 
-def _count(conn: Connection, word: str) -> int:
-    if conn.dialect.name == "sqlite":
+def _count(reads: Reader, word: str) -> int:
+    if reads.dialect == "sqlite":
         sql = "SELECT count(*) FROM items_text WHERE items_text MATCH :q"
     else:
         sql = "SELECT count(*) FROM items WHERE kind = 'image' AND words @@ to_tsquery('simple', :q)"
-    return int(conn.execute(text(sql), {"q": _expression(conn, [word], "AND")}).scalar() or 0)
+    return int(reads.value(sql, {"q": _expression(reads, [word], "AND")}) or 0)
 
 
-def search(conn: Connection, words: Sequence[str], limit: int, total: int,
+def search(reads: Reader, words: Sequence[str], limit: int, total: int,
            alone: bool = False) -> list[tuple[int, float]]:
     """(item id, relevance) best first. Words on over half the items are dropped (a folder every photo is in
     says nothing about which one is meant); then the items holding every remaining word, or, if none does,
     those holding any of the rarer ones. `alone` (the words are all there is to rank by: --mode text): when every
     word is common, the common ones are searched rather than none."""
-    found, every_word = _whole_words(conn, words, limit, total, alone)
+    found, every_word = _whole_words(reads, words, limit, total, alone)
     if len(found) >= limit and every_word:
         return found
     # The photos whose text holds every word, some inside longer ones: below the photos holding every word
     # whole, above those holding only some of them.
-    inside = [i for i in _inside_words(conn, words, limit + len(found), total) if i not in dict(found)]
+    inside = [i for i in _inside_words(reads, words, limit + len(found), total) if i not in dict(found)]
     if every_word:
         lowest = min((r for _, r in found), default=0.0)
         return (found + [(i, lowest - 1.0 - n / (len(inside) + 1)) for n, i in enumerate(inside)])[:limit]
@@ -159,22 +162,22 @@ def search(conn: Connection, words: Sequence[str], limit: int, total: int,
     return ([(i, highest + 1.0 + (len(inside) - n) / (len(inside) + 1)) for n, i in enumerate(inside)] + found)[:limit]
 
 
-def _whole_words(conn: Connection, words: Sequence[str], limit: int, total: int,
+def _whole_words(reads: Reader, words: Sequence[str], limit: int, total: int,
                  alone: bool) -> tuple[list[tuple[int, float]], bool]:
     """The matches of whole words, and whether they hold every word (else some words matched nowhere, or no
     photo held them all and the rarer ones were matched alone)."""
-    count = {w: _count(conn, w) for w in words}
+    count = {w: _count(reads, w) for w in words}
     present = [w for w in words if count[w] > 0]
     kept = [w for w in present if count[w] <= max(COMMON_SHARE * total, 5)]
     if not kept and alone:
         kept = present
     if not kept:
         return [], False
-    found = _match(conn, kept, "AND", limit)
+    found = _match(reads, kept, "AND", limit)
     if found or len(kept) == 1:
         return found, len(present) == len(words)
     rare = [w for w in kept if count[w] <= max(RARE_SHARE * total, 3)]
-    return (_match(conn, rare, "OR", limit) if rare else []), False
+    return (_match(reads, rare, "OR", limit) if rare else []), False
 
 
 def _worth_finding_inside(word: str) -> bool:
@@ -183,31 +186,34 @@ def _worth_finding_inside(word: str) -> bool:
     return len(word) >= 3 or (len(word) == 2 and all(ord(ch) >= 0x2E80 for ch in word))
 
 
-def _inside_words(conn: Connection, words: Sequence[str], limit: int, total: int) -> list[int]:
+def _inside_words(reads: Reader, words: Sequence[str], limit: int, total: int) -> list[int]:
     """Images whose recognised text holds every word worth finding inside (see above), rarest words decide;
     ids in order. Words on over half the images say nothing, as for whole words."""
     wanted = [w for w in words if _worth_finding_inside(w)]
     if not wanted or len(wanted) < len([w for w in words if len(w) > 1]):  # every word must be findable
         return []
-    if conn.dialect.name == "sqlite" and all(len(w) >= 3 for w in wanted):
+    if reads.dialect == "sqlite" and all(len(w) >= 3 for w in wanted):
         table, column, key = "items_grams", "ocr", "rowid"
     else:  # (SQLite's trigram index misses some patterns shorter than a trigram: those read the rows)
         table, column, key = "items", _GRAMS, "id"
     patterns = {f"p{n}": f"%{w}%" for n, w in enumerate(wanted)}  # words are letters and digits: no wildcards
     for name in patterns:
-        held = conn.execute(text(f"SELECT count(*) FROM {table} WHERE {column} LIKE :{name}"), patterns).scalar()
+        held = reads.value(f"SELECT count(*) FROM {table} WHERE {column} LIKE :{name}", patterns)
         if held > max(COMMON_SHARE * total, 5):
             return []
     where = " AND ".join(f"{column} LIKE :{name}" for name in patterns)
-    rows = conn.execute(text(f"SELECT {key} FROM {table} WHERE {where} ORDER BY {key} LIMIT :limit"),
-                        {**patterns, "limit": limit})
+    rows = reads.rows(f"SELECT {key} FROM {table} WHERE {where} ORDER BY {key} LIMIT :limit",
+                      {**patterns, "limit": limit})
     return [int(i) for (i,) in rows]
 
 
 class TextStore:
-    """The store's OCR and full-text methods (mixed into `Store`, which provides `db`)."""
+    """The store's OCR and full-text methods (mixed into `Store`, which provides `db` and `reads`)."""
 
     db: Engine
+    reads: Reader
+    get_meta: Callable[[str], str | None]
+    set_meta: Callable[[str, str], None]
 
     @property
     def ocr_enabled(self) -> bool:
@@ -219,13 +225,14 @@ class TextStore:
 
     def unread_images(self, limit: int) -> list[tuple[int, str, str | None]]:
         """(id, path, sha256) of images whose current content OCR has not read yet."""
-        c = items_table.c
-        query = select(c.id, c.key, c.sha256).where(c.kind == IMAGE, c.ocr_text.is_(None)).order_by(c.id).limit(limit)
-        with self.db.connect() as conn:
-            return [tuple(row) for row in conn.execute(query)]
+        return self.reads.rows("SELECT id, key, sha256 FROM items WHERE kind = :kind AND ocr_text IS NULL "
+                               "ORDER BY id LIMIT :limit", {"kind": IMAGE, "limit": limit})
 
     def set_ocr(self, rows: Sequence[tuple[int, str | None, str]]) -> None:
         """Record (id, sha256 read, text) in one transaction; a row whose content changed since is left unread."""
+        from clipdex.retrieval.storage.schema import items_table
+        from sqlalchemy import update
+
         c = items_table.c
         with self.db.begin() as conn:
             for item_id, sha256, found in rows:
@@ -236,21 +243,16 @@ class TextStore:
 
     def texts_by_file(self) -> dict[str, str]:
         """The recognised text of each image that holds some."""
-        c = items_table.c
-        with self.db.connect() as conn:
-            return dict(conn.execute(select(c.key, c.ocr_text).where(c.kind == IMAGE, c.ocr_text != "")).all())
+        return dict(self.reads.rows("SELECT key, ocr_text FROM items WHERE kind = :kind AND ocr_text != ''",
+                                    {"kind": IMAGE}))
 
     def ocr_counts(self) -> dict[str, int]:
-        c = items_table.c
-        with self.db.connect() as conn:
-            unread, empty, with_text = conn.execute(select(
-                func.count().filter(c.ocr_text.is_(None)), func.count().filter(c.ocr_text == ""),
-                func.count().filter(c.ocr_text != ""),
-            ).where(c.kind == IMAGE)).one()
+        unread, empty, with_text = self.reads.rows(
+            "SELECT count(*) FILTER (WHERE ocr_text IS NULL), count(*) FILTER (WHERE ocr_text = ''), "
+            "count(*) FILTER (WHERE ocr_text != '') FROM items WHERE kind = :kind", {"kind": IMAGE})[0]
         return {"unread": unread, "without_text": empty, "with_text": with_text}
 
     def text_search(self, words: Sequence[str], limit: int, images: int, alone: bool = False) -> list[tuple[int, float]]:
         """Images whose recognised text or file and folder names hold the words, best first (see `search`);
         `images` is how many the library holds (the caller knows it without counting rows)."""
-        with self.db.connect() as conn:
-            return search(conn, words, limit, images, alone)
+        return search(self.reads, words, limit, images, alone)

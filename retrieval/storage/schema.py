@@ -21,10 +21,7 @@ from sqlalchemy import (
 )
 
 from clipdex.retrieval.config import CAPTION, IMAGE  # noqa: F401 (the kinds of item, named with the tables)
-
-# 2: staged vectors record their source; 3: OCR text, full-text index, video frames; 4: a file's real path, ids
-# never reused (SQLite AUTOINCREMENT); 5: tags, words found inside recognised text (a trigram index)
-SCHEMA_VERSION = 5
+from clipdex.retrieval.storage.reading import SCHEMA_VERSION  # noqa: F401 (the version these tables are)
 
 metadata = MetaData()
 meta_table = Table("meta", metadata, Column("key", String(64), primary_key=True), Column("value", Text, nullable=False))

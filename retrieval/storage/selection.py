@@ -5,69 +5,80 @@ from __future__ import annotations
 
 import os
 from datetime import datetime
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
-from sqlalchemy import func, or_, select
-from sqlalchemy.engine import Engine
 
-from clipdex.retrieval.storage.schema import CAPTION, IMAGE, failures_table, items_table, tags_table
+from clipdex.retrieval.config import CAPTION, IMAGE
+from clipdex.retrieval.storage.reading import Reader, in_list
+
+_TAKEN = "coalesce(taken_at, mtime)"  # a photo's date: EXIF DateTimeOriginal, else the file's mtime
 
 
 def _folded(tag: str) -> str:
     return " ".join(tag.split()).casefold()
 
 
+def _passing(folders: Sequence[str], after: float | None, before: float | None,
+             tags: Sequence[str] = ()) -> tuple[str, dict[str, Any]]:
+    """SQL conditions (each starting with AND) for items under any of `folders` (by the path the user reached
+    them through, or by their real path) whose photo date lies in [after, before), holding every tag of `tags`
+    (exactly: a tag is a concept of the vocabulary); with their parameters.
+
+    Prefixes are compared exactly, byte for byte, on every database: `LIKE` ignores case on SQLite and gives
+    `%` and `_` a meaning, so a folder `Photos` would have matched `photos`."""
+    sql, params = [], {}
+    if folders:
+        prefixes = sorted({folder.rstrip(os.sep) + os.sep for folder in folders})
+        tests = []
+        for n, prefix in enumerate(prefixes):
+            params[f"prefix{n}"], params[f"length{n}"] = prefix, len(prefix)
+            tests += [f"substr({column}, 1, :length{n}) = :prefix{n}" for column in ("key", "real_path")]
+        sql.append(f" AND ({' OR '.join(tests)})")
+    if after is not None:
+        sql.append(f" AND {_TAKEN} >= :after")
+        params["after"] = after
+    if before is not None:
+        sql.append(f" AND {_TAKEN} < :before")
+        params["before"] = before
+    for n, tag in enumerate(tags):
+        sql.append(f" AND id IN (SELECT item_id FROM tags WHERE tag = :tag{n})")
+        params[f"tag{n}"] = tag
+    return "".join(sql), params
+
+
 class SelectionStore:
-    db: Engine
+    reads: Reader
 
     def ids_matching(
         self, kind: str, folders: Sequence[str] = (), after: float | None = None, before: float | None = None,
         tags: Sequence[str] = (),
     ) -> np.ndarray:
         """Ids of items that pass the filters (see `_passing`)."""
-        with self.db.connect() as conn:
-            if tags:  # as a vocabulary reads concepts: case and runs of spaces do not make another tag
-                stored = {_folded(t): t for t in conn.execute(select(tags_table.c.tag).distinct()).scalars()}
-                tags = [stored.get(_folded(tag), tag) for tag in tags]
-            query = select(items_table.c.id).where(items_table.c.kind == kind, *self._passing(folders, after, before, tags))
-            return np.asarray(conn.execute(query).scalars().all(), dtype=np.int64)
-
-    @staticmethod
-    def _passing(folders: Sequence[str], after: float | None, before: float | None, tags: Sequence[str] = ()) -> list:
-        """Conditions for items under any of `folders` (by the path the user reached them through, or by their
-        real path) whose photo date (EXIF DateTimeOriginal, else file mtime) lies in [after, before), holding
-        every tag of `tags` (exactly: a tag is a concept of the vocabulary).
-
-        Prefixes are compared exactly, byte for byte, on every database: `LIKE` ignores case on SQLite and gives
-        `%` and `_` a meaning, so a folder `Photos` would have matched `photos`."""
-        c = items_table.c
-        conditions = []
-        if folders:
-            prefixes = {folder.rstrip(os.sep) + os.sep for folder in folders}
-            conditions.append(or_(*(
-                func.substr(column, 1, len(prefix)) == prefix for prefix in prefixes for column in (c.key, c.real_path)
-            )))
-        taken = func.coalesce(c.taken_at, c.mtime)
-        if after is not None:
-            conditions.append(taken >= after)
-        if before is not None:
-            conditions.append(taken < before)
-        for tag in tags:
-            conditions.append(c.id.in_(select(tags_table.c.item_id).where(tags_table.c.tag == tag)))
-        return conditions
+        if tags:  # as a vocabulary reads concepts: case and runs of spaces do not make another tag
+            stored = {_folded(t): t for (t,) in self.reads.rows("SELECT DISTINCT tag FROM tags")}
+            tags = [stored.get(_folded(tag), tag) for tag in tags]
+        where, params = _passing(folders, after, before, tags)
+        rows = self.reads.rows(f"SELECT id FROM items WHERE kind = :kind{where}", {**params, "kind": kind})
+        return np.asarray([i for (i,) in rows], dtype=np.int64)
 
     def files_under(self, paths: Sequence[str] = (), ids: Sequence[int] = ()) -> dict[str, tuple]:
         """Image and video files that are any of `paths` or lie under them (by either spelling, as `_passing`
         reads folders), or exactly the files of the items `ids`; each with (real path, size, mtime) as indexed (the
         real path None where an older library has not recorded it yet)."""
-        c = items_table.c
-        where = [or_(c.key.in_(list(paths)), c.real_path.in_(list(paths)), *self._passing(paths, None, None))] if paths else []
+        where, params = "", {"kind": IMAGE}
+        if paths:
+            listed, bound = in_list("path", list(paths))
+            under, more = _passing(paths, None, None)
+            where += f" AND (key IN ({listed}) OR real_path IN ({listed}) OR (1 = 1{under}))"
+            params.update(bound, **more)
         if ids:
-            where.append(c.id.in_([int(i) for i in ids]))
-        with self.db.connect() as conn:
-            rows = conn.execute(select(c.key, c.real_path, c.size, c.mtime).where(c.kind == IMAGE, *where).distinct())
-            return {key: (real, size, mtime) for key, real, size, mtime in rows}
+            listed, bound = in_list("id", [int(i) for i in ids])
+            where += f" AND id IN ({listed})"
+            params.update(bound)
+        rows = self.reads.rows(f"SELECT DISTINCT key, real_path, size, mtime FROM items WHERE kind = :kind{where}",
+                               params)
+        return {key: (real, size, mtime) for key, real, size, mtime in rows}
 
     def timeline(
         self, limit: int, cursor: tuple[float, int] | None = None, folders: Sequence[str] = (),
@@ -75,39 +86,38 @@ class SelectionStore:
     ) -> list[dict]:
         """Files newest first by photo date (EXIF, else mtime), then id: a photo's row, a video's first frame.
         `cursor` is the (date, id) of the last file shown: the page after it (stable while files are added)."""
-        c = items_table.c
-        taken = func.coalesce(c.taken_at, c.mtime)
-        query = select(c.id, c.key, c.size, c.width, c.height, c.frame_time, taken.label("date")).where(
-            c.kind == IMAGE, c.frame == 0, *self._passing(folders, after, before)
-        )
+        where, params = _passing(folders, after, before)
         if cursor is not None:
-            query = query.where(or_(taken < cursor[0], (taken == cursor[0]) & (c.id < cursor[1])))
-        with self.db.connect() as conn:
-            rows = conn.execute(query.order_by(taken.desc(), c.id.desc()).limit(limit)).mappings().all()
-        return [dict(row) for row in rows]
+            where += f" AND ({_TAKEN} < :date OR ({_TAKEN} = :date AND id < :id))"
+            params.update(date=cursor[0], id=cursor[1])
+        columns = ("id", "key", "size", "width", "height", "frame_time", "date")
+        rows = self.reads.rows(
+            f"SELECT id, key, size, width, height, frame_time, {_TAKEN} AS taken FROM items "
+            f"WHERE kind = :kind AND frame = 0{where} ORDER BY taken DESC, id DESC LIMIT :limit",
+            {**params, "kind": IMAGE, "limit": limit},
+        )
+        return [dict(zip(columns, row)) for row in rows]
 
     def dates(self, folders: Sequence[str] = (), after: float | None = None, before: float | None = None,
               ) -> np.ndarray:
         """The photo date (EXIF, else mtime) of every file the timeline lists under these filters."""
-        c = items_table.c
-        query = select(func.coalesce(c.taken_at, c.mtime)).where(
-            c.kind == IMAGE, c.frame == 0, *self._passing(folders, after, before))
-        with self.db.connect() as conn:
-            return np.asarray(conn.execute(query).scalars().all(), dtype=np.float64)
+        where, params = _passing(folders, after, before)
+        rows = self.reads.rows(f"SELECT {_TAKEN} FROM items WHERE kind = :kind AND frame = 0{where}",
+                               {**params, "kind": IMAGE})
+        return np.asarray([date for (date,) in rows], dtype=np.float64)
 
     def counts(self, folders: Sequence[str] = (), after: float | None = None, before: float | None = None,
                ) -> dict[str, int]:
         """Photos, videos and their embedded frames (of those passing the filters), captions, failed files: a
         video's frames are rows of kind image, counted apart so that a 10-minute video is not 300 photos."""
-        c = items_table.c
-        frame = c.frame_time.is_not(None)
-        with self.db.connect() as conn:
-            photos, frames, videos = conn.execute(
-                select(func.count().filter(~frame), func.count().filter(frame), func.count(c.key.distinct()).filter(frame))
-                .where(c.kind == IMAGE, *self._passing(folders, after, before))
-            ).one()
-            captions = conn.execute(select(func.count()).where(c.kind == CAPTION)).scalar()
-            failed = conn.execute(select(func.count()).select_from(failures_table)).scalar() or 0
+        where, params = _passing(folders, after, before)
+        photos, frames, videos = self.reads.rows(
+            "SELECT count(*) FILTER (WHERE frame_time IS NULL), count(*) FILTER (WHERE frame_time IS NOT NULL), "
+            f"count(DISTINCT key) FILTER (WHERE frame_time IS NOT NULL) FROM items WHERE kind = :kind{where}",
+            {**params, "kind": IMAGE},
+        )[0]
+        captions = self.reads.value("SELECT count(*) FROM items WHERE kind = :kind", {"kind": CAPTION})
+        failed = self.reads.value("SELECT count(*) FROM failures") or 0
         return {IMAGE: photos, "video": videos, "frame": frames, CAPTION: captions, "failed": failed}
 
 

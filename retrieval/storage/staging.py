@@ -7,20 +7,21 @@ import json
 from typing import Sequence
 
 import numpy as np
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.engine import Engine
 
 from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.models.identity import ModelIdentity
-from clipdex.retrieval.storage.schema import items_table, staged_table, to_blob
 
 
 class StagingStore:
-    db: Engine
+    """Writes through SQLAlchemy (imported by the first of them), like every write of the store."""
+
+    db: object  # the store's SQLAlchemy engine
 
     def stage(self, fingerprint: str, rows: Sequence[tuple[int, str, np.ndarray]]) -> None:
         """Keep re-embedded vectors aside, each with the content it was computed from (item id, source, vector);
         the library keeps answering with its current model meanwhile."""
+        from clipdex.retrieval.storage.schema import staged_table, to_blob
+
         with self.db.begin() as conn:
             conn.execute(
                 staged_table.insert(),
@@ -29,6 +30,9 @@ class StagingStore:
 
     def _current_staged(self, fingerprint: str):
         """Staged rows still valid: for `fingerprint`, of an item that exists with the content they were made from."""
+        from clipdex.retrieval.storage.schema import items_table, staged_table
+        from sqlalchemy import func, select
+
         c, s = items_table.c, staged_table.c
         return (
             select(s.id, s.vector)
@@ -39,6 +43,9 @@ class StagingStore:
     def staged_ids(self, fingerprint: str) -> set[int]:
         """Ids already re-embedded for `fingerprint` from their current content (an interrupted re-embed
         resumes); vectors of another model, or of content that changed since, are dropped and made again."""
+        from clipdex.retrieval.storage.schema import staged_table
+        from sqlalchemy import delete
+
         s = staged_table.c
         valid = self._current_staged(fingerprint).with_only_columns(s.id)
         with self.db.begin() as conn:
@@ -49,6 +56,9 @@ class StagingStore:
         """In one transaction: staged vectors replace the current ones and the library is bound to the new
         model. Refused, with nothing changed, unless every item has a valid staged vector: a library never
         mixes two models' vectors, and nothing is deleted to make it fit."""
+        from clipdex.retrieval.storage.schema import items_table, staged_table
+        from sqlalchemy import delete, func, select, update
+
         c = items_table.c
         with self.db.begin() as conn:
             generation = self._next_generation(conn)

@@ -3,44 +3,46 @@
 Every item's vector lives in its row, written in the same transaction as its metadata. Each write transaction
 bumps a generation counter and stamps the rows it touches (and the ids it deletes) with it, so a FAISS file
 that records the generation it reflects can be topped up with exactly what changed since.
+
+Reads are plain SQL run by `reading.Reader` (on SQLite without SQLAlchemy: a query in a new process must not pay
+for importing it); writes, the schema and migrations use SQLAlchemy, imported by the first write.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
-from sqlalchemy import bindparam, create_engine, delete, event, func, inspect, select, update
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
 
-from clipdex.retrieval.storage import fulltext
-from clipdex.retrieval.storage.database_url import without_password
+from clipdex.retrieval.config import CAPTION, IMAGE
 from clipdex.retrieval.errors import ClipdexError, Refused, first_line
 from clipdex.retrieval.models.identity import ModelIdentity
-from clipdex.retrieval.storage.migrations import migrate
 from clipdex.retrieval.pause import pause_point
+from clipdex.retrieval.storage import fulltext
+from clipdex.retrieval.storage.database_url import without_password
+from clipdex.retrieval.storage.reading import SCHEMA_VERSION, Reader
 from clipdex.retrieval.storage.selection import SelectionStore
 from clipdex.retrieval.storage.staging import StagingStore
 from clipdex.retrieval.storage.tagging import TagStore
-from clipdex.retrieval.storage.schema import (
-    CAPTION,
-    IMAGE,
-    SCHEMA_VERSION,
-    failures_table,
-    items_table,
-    meta_table,
-    metadata,
-    tags_table,
-    to_blob,
-    tombstones_table,
-)
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+__all__ = ["CAPTION", "IMAGE", "NewItem", "Store", "StoredImage"]
 
 _ADVISORY_KEY = 0x636C6970646578  # "clipdex": the PostgreSQL advisory lock writers take
+
+
+def _sqlalchemy_errors(name: str) -> tuple[type[Exception], ...]:
+    """SQLAlchemy's exception class `name`, if this process imported SQLAlchemy (else nothing raised it)."""
+    module = sys.modules.get("sqlalchemy.exc")
+    return (getattr(module, name),) if module is not None else ()
 
 
 @dataclass(frozen=True)
@@ -84,24 +86,41 @@ class Store(fulltext.TextStore, StagingStore, TagStore, SelectionStore):
     """Items (images and captions) with their vectors, the model binding and the write generation."""
 
     def __init__(self, url: str) -> None:
+        import sqlite3
+
         self.url = url
-        self.db: Engine = create_engine(url)  # SQLAlchemy's engine: the connection pool to the database
-        if self.db.dialect.name == "sqlite":
-            event.listen(self.db, "connect", _sqlite_pragmas)
+        self.reads = Reader(url, lambda: self.db)
         try:
             self._check_schema()
-        except (OperationalError, ModuleNotFoundError) as exc:
+        except (sqlite3.OperationalError, ModuleNotFoundError) + _sqlalchemy_errors("OperationalError") as exc:
             shown = without_password(url)
             raise ClipdexError(f"cannot open the library database {shown}: {first_line(exc)}") from None
-        except DatabaseError as exc:  # not a database at all: a damaged or foreign file
+        except (sqlite3.DatabaseError,) + _sqlalchemy_errors("DatabaseError") as exc:  # a damaged or foreign file
             raise ClipdexError(
                 f"{without_password(url)} is not a readable clipdex database ({first_line(exc)}); restore it from a backup, "
                 f"or move it aside and index again"
             ) from None
 
+    @functools.cached_property
+    def db(self) -> Engine:
+        """SQLAlchemy's engine (the connection pool), made when first needed: by a write, or any read of a
+        database other than a plain SQLite file."""
+        from sqlalchemy import create_engine, event
+
+        engine = create_engine(self.url)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+
     @property
     def is_sqlite(self) -> bool:
-        return self.db.dialect.name == "sqlite"
+        return self.reads.dialect == "sqlite"
+
+    def close(self) -> None:
+        """Let go of the database (this thread's reading connection and the engine's pool)."""
+        self.reads.close()
+        if "db" in self.__dict__:
+            self.db.dispose()
 
     @contextmanager
     def writer_lock(self) -> Iterator[None]:
@@ -111,6 +130,8 @@ class Store(fulltext.TextStore, StagingStore, TagStore, SelectionStore):
         if self.is_sqlite:
             yield
             return
+        from sqlalchemy import func, select
+
         with self.db.connect() as conn:
             locked = conn.execute(select(func.pg_try_advisory_lock(_ADVISORY_KEY))).scalar()
             conn.commit()
@@ -126,7 +147,11 @@ class Store(fulltext.TextStore, StagingStore, TagStore, SelectionStore):
                 conn.commit()
 
     def _check_schema(self) -> None:
-        if not inspect(self.db).has_table("meta"):
+        """Tables made for a new database, an older one migrated (both through SQLAlchemy), a current one only
+        read (without it)."""
+        if not self.reads.exists():
+            from clipdex.retrieval.storage.schema import meta_table, metadata
+
             with self.db.begin() as conn:
                 metadata.create_all(conn)
                 fulltext.create(conn)
@@ -137,6 +162,8 @@ class Store(fulltext.TextStore, StagingStore, TagStore, SelectionStore):
             return
         found = self.get_meta("schema_version")
         if found in ("1", "2", "3", "4"):
+            from clipdex.retrieval.storage.migrations import migrate
+
             with self.db.begin() as conn:
                 migrate(conn, found)
                 self._set_meta(conn, "schema_version", str(SCHEMA_VERSION))
@@ -149,18 +176,17 @@ class Store(fulltext.TextStore, StagingStore, TagStore, SelectionStore):
 
     # ------------------------------------------------------------------------------------------ meta
 
-    def get_meta(self, key: str, conn: Connection | None = None) -> str | None:
-        query = select(meta_table.c.value).where(meta_table.c.key == key)
-        if conn is not None:
-            return conn.execute(query).scalar()
-        with self.db.connect() as c:
-            return c.execute(query).scalar()
+    def get_meta(self, key: str) -> str | None:
+        return self.reads.value("SELECT value FROM meta WHERE key = :key", {"key": key})
 
     def set_meta(self, key: str, value: str) -> None:
         with self.db.begin() as conn:
             self._set_meta(conn, key, value)
 
     def _set_meta(self, conn: Connection, key: str, value: str) -> None:
+        from clipdex.retrieval.storage.schema import meta_table
+        from sqlalchemy import update
+
         if conn.execute(update(meta_table).where(meta_table.c.key == key).values(value=value)).rowcount == 0:
             conn.execute(meta_table.insert().values(key=key, value=value))
 
@@ -169,6 +195,9 @@ class Store(fulltext.TextStore, StagingStore, TagStore, SelectionStore):
 
     def _next_generation(self, conn: Connection) -> int:
         """The row lock makes concurrent writers (PostgreSQL) take turns; SQLite's writer lock already does."""
+        from clipdex.retrieval.storage.schema import meta_table
+        from sqlalchemy import select
+
         query = select(meta_table.c.value).where(meta_table.c.key == "generation").with_for_update()
         generation = int(conn.execute(query).scalar() or 0) + 1
         self._set_meta(conn, "generation", str(generation))
@@ -200,6 +229,10 @@ class Store(fulltext.TextStore, StagingStore, TagStore, SelectionStore):
         if not all(np.isfinite(item.vector).all() for item in [*inserts, *(item for _, item in updates)]):
             raise Refused("refusing to store vectors with non-finite numbers (NaN or infinity): the model's "
                                "files are damaged; prepare or download the model again")
+        from clipdex.retrieval.storage.schema import items_table, tags_table, tombstones_table
+        from sqlalchemy import bindparam, delete, select, update
+        from sqlalchemy.exc import SQLAlchemyError
+
         c = items_table.c
         try:
             with self.db.begin() as conn:
@@ -244,6 +277,9 @@ class Store(fulltext.TextStore, StagingStore, TagStore, SelectionStore):
     @staticmethod
     def _rows_of_files(ids: Sequence[int]):
         """The ids of every row sharing a kind and key with one of `ids` (a video's frames)."""
+        from clipdex.retrieval.storage.schema import items_table
+        from sqlalchemy import select
+
         c = items_table.c
         first = items_table.alias("first")
         return (
@@ -255,16 +291,16 @@ class Store(fulltext.TextStore, StagingStore, TagStore, SelectionStore):
 
     @staticmethod
     def _row(item: NewItem, generation: int) -> dict:
+        from clipdex.retrieval.storage.schema import to_blob
+
         row = {k: v for k, v in item.__dict__.items() if k != "vector"}
         return {**row, "vector": to_blob(item.vector), "generation": generation}
 
-    def captions(self) -> list[tuple[int, str]]:
-        c = items_table.c
-        with self.db.connect() as conn:
-            return [tuple(row) for row in conn.execute(select(c.id, c.key).where(c.kind == CAPTION))]
-
     def touch(self, stats: Iterable[tuple[int, int, float]]) -> None:
         """Record a new size/mtime for files whose bytes did not change; vectors and generation stay."""
+        from clipdex.retrieval.storage.schema import items_table
+        from sqlalchemy import update
+
         with self.db.begin() as conn:
             for item_id, size, mtime in stats:
                 rows = items_table.c.id.in_(self._rows_of_files([item_id]))
@@ -273,6 +309,9 @@ class Store(fulltext.TextStore, StagingStore, TagStore, SelectionStore):
     def record_failures(self, failures: Sequence[tuple[str, str]]) -> None:
         if not failures:
             return
+        from clipdex.retrieval.storage.schema import failures_table
+        from sqlalchemy import delete
+
         with self.db.begin() as conn:
             paths = [p for p, _ in failures]
             conn.execute(delete(failures_table).where(failures_table.c.path.in_(paths)))
@@ -282,83 +321,66 @@ class Store(fulltext.TextStore, StagingStore, TagStore, SelectionStore):
 
     def clear_failures(self, paths: Sequence[str]) -> None:
         if paths:
+            from clipdex.retrieval.storage.schema import failures_table
+            from sqlalchemy import delete
+
             with self.db.begin() as conn:
                 conn.execute(delete(failures_table).where(failures_table.c.path.in_(list(paths))))
 
     # ------------------------------------------------------------------------------------------ reads
 
+    def captions(self) -> list[tuple[int, str]]:
+        return self.reads.rows("SELECT id, key FROM items WHERE kind = :kind", {"kind": CAPTION})
+
     def images(self) -> list[StoredImage]:
-        c = items_table.c
-        with self.db.connect() as conn:
-            rows = conn.execute(
-                select(c.id, c.key, c.sha256, c.size, c.mtime, c.real_path).where(c.kind == IMAGE, c.frame == 0)
-            )
-            return [StoredImage(*row) for row in rows]
+        rows = self.reads.rows("SELECT id, key, sha256, size, mtime, real_path FROM items "
+                               "WHERE kind = :kind AND frame = 0", {"kind": IMAGE})
+        return [StoredImage(*row) for row in rows]
 
     def caption_ids(self, captions: Sequence[str] | None = None) -> list[int]:
         """Ids of these captions (of every caption with None)."""
-        c = items_table.c
-        query = select(c.id).where(c.kind == CAPTION)
-        with self.db.connect() as conn:
-            if captions is None:
-                return list(conn.execute(query).scalars())
-            found: list[int] = []
-            for start in range(0, len(captions), 500):  # bound the IN list
-                found += conn.execute(query.where(c.key.in_(list(captions[start : start + 500])))).scalars()
-            return found
+        sql = "SELECT id FROM items WHERE kind = :kind"
+        if captions is None:
+            rows = self.reads.rows(sql, {"kind": CAPTION})
+        else:
+            rows = self.reads.rows_in(sql + " AND key IN ({values})", list(captions), {"kind": CAPTION})
+        return [i for (i,) in rows]
 
     def caption_keys(self) -> set[str]:
-        with self.db.connect() as conn:
-            return set(conn.execute(select(items_table.c.key).where(items_table.c.kind == CAPTION)).scalars())
+        return {key for (key,) in self.reads.rows("SELECT key FROM items WHERE kind = :kind", {"kind": CAPTION})}
 
     def vectors(self, kind: str, dim: int, since: int = 0, chunk: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, vectors) of items of `kind` written after generation `since`, in chunks."""
-        c = items_table.c
-        query = (
-            select(c.id, c.vector)
-            .where(c.kind == kind, c.generation > since)
-            .order_by(c.id)
-            .execution_options(yield_per=chunk)
-        )
-        with self.db.connect() as conn:
-            for part in conn.execute(query).partitions(chunk):
-                ids = np.fromiter((row[0] for row in part), dtype=np.int64, count=len(part))
-                matrix = np.frombuffer(b"".join(row[1] for row in part), dtype=np.float32).reshape(len(part), dim)
-                yield ids, matrix
+        sql = "SELECT id, vector FROM items WHERE kind = :kind AND generation > :since ORDER BY id"
+        for part in self.reads.chunks(sql, {"kind": kind, "since": since}, chunk):
+            ids = np.fromiter((row[0] for row in part), dtype=np.int64, count=len(part))
+            matrix = np.frombuffer(b"".join(row[1] for row in part), dtype=np.float32).reshape(len(part), dim)
+            yield ids, matrix
 
     def deleted_since(self, kind: str, since: int) -> np.ndarray:
-        t = tombstones_table.c
-        with self.db.connect() as conn:
-            ids = conn.execute(select(t.id).where(t.kind == kind, t.generation > since)).scalars().all()
-        return np.asarray(ids, dtype=np.int64)
+        rows = self.reads.rows("SELECT id FROM tombstones WHERE kind = :kind AND generation > :since",
+                               {"kind": kind, "since": since})
+        return np.asarray([i for (i,) in rows], dtype=np.int64)
 
     def vector(self, item_id: int) -> tuple[str, np.ndarray] | None:
         """(kind, vector) of one item, or None when there is no such item."""
-        c = items_table.c
-        with self.db.connect() as conn:
-            row = conn.execute(select(c.kind, c.vector).where(c.id == item_id)).first()
-        return None if row is None else (row[0], np.frombuffer(row[1], dtype=np.float32))
+        rows = self.reads.rows("SELECT kind, vector FROM items WHERE id = :id", {"id": int(item_id)})
+        return (rows[0][0], np.frombuffer(rows[0][1], dtype=np.float32)) if rows else None
 
     def frame_files(self) -> dict[int, str]:
         """Video frame rows: id → the video's path."""
-        c = items_table.c
-        with self.db.connect() as conn:
-            return dict(conn.execute(select(c.id, c.key).where(c.frame_time.is_not(None))).all())
+        return dict(self.reads.rows("SELECT id, key FROM items WHERE frame_time IS NOT NULL"))
 
     def vectors_of(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
-        c = items_table.c
-        with self.db.connect() as conn:
-            rows = conn.execute(select(c.id, c.vector).where(c.id.in_([int(i) for i in ids])))
-            return {int(i): np.frombuffer(v, dtype=np.float32) for i, v in rows}
+        rows = self.reads.rows_in("SELECT id, vector FROM items WHERE id IN ({values})", [int(i) for i in ids])
+        return {int(i): np.frombuffer(v, dtype=np.float32) for i, v in rows}
 
     def items(self, ids: Sequence[int]) -> dict[int, dict]:
-        c = items_table.c
-        columns = [c.id, c.kind, c.key, c.sha256, c.size, c.mtime, c.width, c.height, c.taken_at, c.ocr_text,
-                   c.frame, c.frame_time, c.real_path]
-        with self.db.connect() as conn:
-            rows = conn.execute(select(*columns).where(c.id.in_([int(i) for i in ids]))).mappings().all()
-        return {row["id"]: dict(row) for row in rows}
+        columns = ("id", "kind", "key", "sha256", "size", "mtime", "width", "height", "taken_at", "ocr_text", "frame",
+                   "frame_time", "real_path")
+        rows = self.reads.rows_in(f"SELECT {', '.join(columns)} FROM items WHERE id IN ({{values}})",
+                                  [int(i) for i in ids])
+        return {row[0]: dict(zip(columns, row)) for row in rows}
 
     def count(self, kind: str) -> int:
-        with self.db.connect() as conn:
-            return conn.execute(select(func.count()).select_from(items_table).where(items_table.c.kind == kind)).scalar() or 0
+        return self.reads.value("SELECT count(*) FROM items WHERE kind = :kind", {"kind": kind}) or 0

@@ -10,16 +10,17 @@ import json
 from typing import Callable, Sequence
 
 import numpy as np
-from sqlalchemy import delete, func, insert, or_, select, update
-from sqlalchemy.engine import Engine
 
-from clipdex.retrieval.storage.schema import IMAGE, items_table, tags_table
+from clipdex.retrieval.config import IMAGE
+from clipdex.retrieval.storage.reading import Reader
 
 TAGS_META_KEY = "tags_vocabulary"  # JSON: the concept list the library tags with; absent: no tags
+_UNTAGGED = "kind = :kind AND (tags_key IS NULL OR tags_key != :key)"
 
 
 class TagStore:
-    db: Engine
+    db: object  # the store's SQLAlchemy engine (writes)
+    reads: Reader
 
     get_meta: Callable[[str], str | None]
     set_meta: Callable[[str, str], None]
@@ -40,23 +41,20 @@ class TagStore:
 
     def untagged(self, key: str, dim: int, limit: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) of up to `limit` image rows not tagged with vocabulary `key`."""
-        c = items_table.c
-        query = (select(c.id, c.vector).where(c.kind == IMAGE, or_(c.tags_key.is_(None), c.tags_key != key))
-                 .order_by(c.id).limit(limit))
-        with self.db.connect() as conn:
-            rows = conn.execute(query).all()
+        rows = self.reads.rows(f"SELECT id, vector FROM items WHERE {_UNTAGGED} ORDER BY id LIMIT :limit",
+                               {"kind": IMAGE, "key": key, "limit": limit})
         ids = np.array([row[0] for row in rows], dtype=np.int64)
         vectors = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32).reshape(len(rows), dim)
         return ids, vectors
 
     def untagged_count(self, key: str) -> int:
-        c = items_table.c
-        with self.db.connect() as conn:
-            return conn.execute(select(func.count()).where(
-                c.kind == IMAGE, or_(c.tags_key.is_(None), c.tags_key != key))).scalar()
+        return self.reads.value(f"SELECT count(*) FROM items WHERE {_UNTAGGED}", {"kind": IMAGE, "key": key})
 
     def set_tags(self, key: str, ids: Sequence[int], found: Sequence[Sequence[tuple[str, float]]]) -> None:
         """Each row's tags replaced by `found`, in one transaction."""
+        from clipdex.retrieval.storage.schema import items_table, tags_table
+        from sqlalchemy import delete, insert, update
+
         ids = [int(i) for i in ids]
         with self.db.begin() as conn:
             conn.execute(delete(tags_table).where(tags_table.c.item_id.in_(ids)))
@@ -67,31 +65,25 @@ class TagStore:
 
     def tags_of(self, ids: Sequence[int]) -> dict[int, list[str]]:
         """Each row's tags, likeliest first."""
-        t = tags_table.c
         found: dict[int, list[str]] = {int(i): [] for i in ids}
-        with self.db.connect() as conn:
-            for item_id, tag in conn.execute(select(t.item_id, t.tag).where(t.item_id.in_(list(found)))
-                                             .order_by(t.item_id, t.score.desc(), t.tag)):
-                found[item_id].append(tag)
+        for item_id, tag in self.reads.rows_in(
+            "SELECT item_id, tag FROM tags WHERE item_id IN ({values}) ORDER BY item_id, score DESC, tag", list(found)
+        ):
+            found[item_id].append(tag)
         return found
 
     def tag_counts(self) -> list[tuple[str, int]]:
         """(tag, files holding it) most common first: a video counts once, whichever of its frames hold it."""
-        t, c = tags_table.c, items_table.c
-        files = func.count(c.key.distinct())
-        query = (select(t.tag, files).join(items_table, c.id == t.item_id).group_by(t.tag)
-                 .order_by(files.desc(), t.tag))
-        with self.db.connect() as conn:
-            return [(tag, int(n)) for tag, n in conn.execute(query)]
+        rows = self.reads.rows("SELECT tags.tag, count(DISTINCT items.key) AS files FROM tags "
+                               "JOIN items ON items.id = tags.item_id GROUP BY tags.tag ORDER BY files DESC, tags.tag")
+        return [(tag, int(n)) for tag, n in rows]
 
     def tags_by_file(self) -> dict[str, list[str]]:
         """Each tagged file's tags, likeliest first (a video's: those of all its frames, each once)."""
-        t, c = tags_table.c, items_table.c
-        best = func.max(t.score)
-        query = (select(c.key, t.tag).join(items_table, c.id == t.item_id).group_by(c.key, t.tag)
-                 .order_by(c.key, best.desc(), t.tag))
         found: dict[str, list[str]] = {}
-        with self.db.connect() as conn:
-            for key, tag in conn.execute(query):
-                found.setdefault(key, []).append(tag)
+        for key, tag in self.reads.rows(
+            "SELECT items.key, tags.tag FROM tags JOIN items ON items.id = tags.item_id GROUP BY items.key, tags.tag "
+            "ORDER BY items.key, max(tags.score) DESC, tags.tag"
+        ):
+            found.setdefault(key, []).append(tag)
         return found
