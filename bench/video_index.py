@@ -1,11 +1,14 @@
 """Seconds of video indexed per second of wall time: phone-like 1920×1080 30 fps H.264 clips through the real
 `index` pipeline (a frame every 2 s decoded, seeking between them, and embedded), beside the decoding alone.
 
-    python bench/video_index.py [--videos 4] [--seconds 20] [--keyframe-seconds 1] [--model ViT-B-32] [--json]
+    python bench/video_index.py [--videos 4] [--seconds 20] [--keyframe-seconds 1] [--model ViT-B-32]
+        [--precision fp32] [--json]
 
 --keyframe-seconds: a keyframe every this many seconds (phones write one a second; 8 is a long group of pictures,
 which has to be decoded through).
-Random weights (speed does not depend on them). The clips are generated once into $TMPDIR/clipdex-bench-videos.
+Random weights (speed does not depend on them), run as `clipdex index` runs them: the model prepared for ONNX
+Runtime (once, into $CLIPDEX_CACHE or a folder under $TMPDIR), at --precision (fp32 as the CLI's default). The
+clips are generated once into $TMPDIR/clipdex-bench-videos-*.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from clipdex.indexer.pipeline import index_folders  # noqa: E402
-from clipdex.retrieval.models.openclip.factory import load_encoder  # noqa: E402
+from clipdex.retrieval.models.loading import load_model  # noqa: E402
 from clipdex.retrieval.library import Library  # noqa: E402
 from clipdex.retrieval.media.video import read_frames  # noqa: E402
 
@@ -61,10 +64,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=20, help="length of each clip")
     parser.add_argument("--keyframe-seconds", type=int, default=1)
     parser.add_argument("--model", default="ViT-B-32")
+    parser.add_argument("--precision", default="fp32", help="as `clipdex index --precision` (default fp32)")
+    parser.add_argument("--device", default="auto")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args()
     folder = phone_clips(args.videos, args.seconds, args.keyframe_seconds)
-    encoder = load_encoder(args.model, None, "cpu")
+    os.environ.setdefault("CLIPDEX_CACHE", str(Path(tempfile.gettempdir()) / "clipdex-bench-video-cache"))
+    encoder = load_model(args.model, None, args.device, args.precision)  # as `clipdex index` does: prepared (ONNX)
     clips = sorted(folder.glob("*.mp4"))[: args.videos]
     started = time.perf_counter()
     for clip in clips:

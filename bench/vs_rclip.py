@@ -191,7 +191,10 @@ def cosine(a, b) -> float:
 class Bench:
     def __init__(self, clipdex: list[str], rclip: Path, weights: Path, work: Path) -> None:
         self.clipdex, self.rclip, self.weights, self.work = clipdex, rclip, weights, work
-        self.clipdex_env = {**os.environ, "CLIPDEX_CACHE": str(work / "clipdex-cache")}
+        # Timed as installed, where Python keeps its compiled modules (pip compiled rclip's at install; clipdex's,
+        # an editable install, are kept on its first run unless PYTHONDONTWRITEBYTECODE is set, as in a sandbox).
+        self.clipdex_env = {**{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+                            "CLIPDEX_CACHE": str(work / "clipdex-cache")}
         self.datadir = work / "rclip-data"
         self.rclip_env = {**os.environ, "RCLIP_DATADIR": str(self.datadir), "HF_HUB_OFFLINE": "1"}
         self.last: dict[str, str] = {}  # each tool's last printed paths

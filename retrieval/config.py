@@ -39,6 +39,7 @@ LOCK_FILE = "index.lock"
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi"})  # decoded with PyAV
 VIDEO_FRAME_SECONDS = 2.0  # a video is embedded as one frame every this many seconds…
 VIDEO_MAX_FRAMES = 300  # …and at most this many frames (10 minutes at the default)
+VIDEO_SKIP_AHEAD_SECONDS = 0.5  # non-reference frames are skipped while the next moment is further ahead than this
 RAW_EXTENSIONS = frozenset({".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2"})  # camera RAW (LibRaw)
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif"} | RAW_EXTENSIONS

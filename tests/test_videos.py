@@ -108,6 +108,38 @@ def test_sampled_frames_are_the_ones_decoding_in_order_gives_and_the_hit_is_at_i
     assert 12 <= hit["time"] < 16, hit
 
 
+@pytest.mark.parametrize("keyframe_seconds", [1, 8])
+def test_frames_skipped_between_moments_change_no_frame_that_is_read(tmp_path: Path, keyframe_seconds: int) -> None:
+    """Non-reference frames are skipped while the next moment is far (video.py): on footage where every frame
+    differs (B-frames carry real motion), the frames read are still exactly those that decoding every frame gives."""
+    import av
+
+    from clipdex.retrieval.media.video import read_frames
+
+    rng = np.random.default_rng(7)
+    base = rng.integers(0, 255, (12, 20, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
+    video, fps, gop = tmp_path / "pan.mp4", 30, 30 * keyframe_seconds
+    with av.open(str(video), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
+        stream.options = {"x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=3"}
+        for i in range(17 * fps):
+            frame = av.VideoFrame.from_ndarray(np.roll(base, 3 * i, axis=1), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    read = read_frames(video, 64)
+    expected, due = [], 0.0
+    with av.open(str(video)) as container:
+        for frame in container.decode(video=0):
+            if frame.time + 1e-6 >= due:
+                expected.append((round(frame.time, 3), np.asarray(frame.to_image(width=107, height=64))))
+                due = frame.time + config.VIDEO_FRAME_SECONDS
+    assert read.times == [t for t, _ in expected] == [2.0 * n for n in range(9)]
+    assert all(np.array_equal(np.asarray(a), b) for a, (_, b) in zip(read.frames, expected))
+
+
 def test_frames_of_one_video_are_not_duplicates(cli, tmp_path: Path) -> None:
     folder = tmp_path / "media"
     folder.mkdir()

@@ -4,7 +4,9 @@ moment of its video, so a search can answer "this video, at 1:23".
 The first frame at or after each sampling moment is kept, converted straight to a small size (the model sees 224
 pixels; a 4K frame is never made into a full-size image). Between moments the reader seeks to the keyframe before
 the next one whenever a keyframe may lie ahead (a phone clip has one a second: about one frame is decoded per
-moment), and decodes on through a long group of pictures, where seeking would only go back.
+moment), and decodes on through a long group of pictures, where seeking would only go back. Frames no other frame
+is predicted from (B-frames, most of an H.264 stream) are skipped while the next moment is still far ahead: they
+are never shown, and the frames that are shown decode exactly as without the skip.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ def _sampled(container, stream, every: float) -> Iterator[tuple[object, float]]:
     reach = 0.0  # the longest distance seen between keyframes (decoded in a row): a seek shorter than that may
     # land behind where the decoder is, one to the next keyframe's time lands on it
     frames, landed = container.decode(stream), None
+    context = stream.codec_context
     while True:
         if due - position > reach or (last_key is not None and position < last_key + reach <= due):
             try:
@@ -104,9 +107,14 @@ def _sampled(container, stream, every: float) -> Iterator[tuple[object, float]]:
                     reach = max(reach, moment - last_key)
                 last_key = moment
             position = moment
-            if moment + 1e-6 >= due:
+            taken = moment + 1e-6 >= due
+            if taken:
                 yield frame, moment
                 due = moment + every
+            # decided at each frame that comes out (a few behind the packets being decoded), so the frame due is
+            # always decoded in full
+            context.skip_frame = "NONREF" if due - moment > config.VIDEO_SKIP_AHEAD_SECONDS else "DEFAULT"
+            if taken:
                 break
         else:
             return
