@@ -66,11 +66,17 @@ from clipdex.retrieval.models.openclip.folder_export import same_ids  # noqa: E4
 
 
 def _folder_tokenizer():
+    """The tokenizer as a model folder holds it: written by the export, read back by `tokenizers`."""
+    import tempfile
+
     from open_clip.tokenizer import default_bpe
+    from tokenizers import Tokenizer
 
-    from clipdex.retrieval.models.openclip.tokenizer_json import clip_tokenizer
+    from clipdex.retrieval.models.openclip.tokenizer_json import clip_tokenizer, save_tokenizer
 
-    return clip_tokenizer(Path(default_bpe()))
+    with tempfile.TemporaryDirectory() as tmp:
+        save_tokenizer(clip_tokenizer(Path(default_bpe())), Path(tmp) / "tokenizer.json")
+        return Tokenizer.from_file(str(Path(tmp) / "tokenizer.json"))
 
 
 def _ids(tokenizer, text: str) -> list[int]:

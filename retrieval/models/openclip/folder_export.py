@@ -23,7 +23,7 @@ from clipdex.retrieval.models.model_folder import (
     TOKENIZER_FILE, FolderModel, clean_text, files_checksums,
 )
 from clipdex.retrieval.models.preprocess import from_open_clip
-from clipdex.retrieval.models.openclip.tokenizer_json import END, clip_tokenizer
+from clipdex.retrieval.models.openclip.tokenizer_json import END, clip_tokenizer, save_tokenizer
 
 PROBE_TEXTS = (
     "a photo of a dog running on a beach at sunset",
@@ -130,15 +130,16 @@ def _export_text(encoder, folder: Path, work: Path, precision: str) -> str:
     merges = _merges_file(encoder)
     if merges is None:
         raise ClipdexError("its text side does not use CLIP's byte-pair tokenizer with a causal text transformer")
-    tokenizer = clip_tokenizer(merges)
+    from tokenizers import Tokenizer
+
+    (folder / TEXT_DIR).mkdir(mode=0o700)
+    save_tokenizer(clip_tokenizer(merges), folder / TEXT_DIR / TOKENIZER_FILE)
+    tokenizer = Tokenizer.from_file(str(folder / TEXT_DIR / TOKENIZER_FILE))  # checked as the folder will hold it
     reference_ids = encoder.tokenizer(list(PROBE_TEXTS)).numpy()
     tokenizer.enable_truncation(max_length=encoder.context_length)
     for text, expected in zip(PROBE_TEXTS, reference_ids):
         if not same_ids(tokenizer.encode(clean_text(text)).ids, expected.tolist()):
             raise ClipdexError("its tokenizer gives other ids than open_clip's")
-    tokenizer.no_truncation()
-    (folder / TEXT_DIR).mkdir(mode=0o700)
-    tokenizer.save(str(folder / TEXT_DIR / TOKENIZER_FILE))
     # open_clip pads with 0 ("!"): under the causal mask, padding after the end token changes nothing.
     special = {"bos_token": "<start_of_text>", "eos_token": END, "pad_token": "!", "unk_token": END}
     (folder / TEXT_DIR / TOKENIZER_CONFIG_FILE).write_text(
