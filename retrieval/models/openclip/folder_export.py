@@ -33,6 +33,8 @@ PROBE_TEXTS = (
     " ".join(["a very long query that runs past the context"] * 12),
 )
 
+WEIGHTS_FILE = MODEL_FILE + ".data"  # a tower's weights, beside its graph (ONNX external data)
+
 
 def _merges_file(encoder) -> Path | None:
     """open_clip's merges file, when the model tokenizes as CLIP does (else its text cannot be exported)."""
@@ -77,13 +79,17 @@ def _query_ms(run, runs: int = 15) -> float:
 
 
 def _optimise(source: Path, target: Path) -> None:
-    """Save the graph ONNX Runtime makes of `source` (portable fusions only), so later sessions load it as it is."""
+    """Save the graph ONNX Runtime makes of `source` (portable fusions only), so later sessions load it as it is,
+    with its weights beside it (`model.onnx.data`), which a session maps instead of parsing: ViT-B-32's text tower
+    opens in 0.02 s instead of 0.09 s, its image tower in 0.01 s instead of 0.4 s."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     options.optimized_model_filepath = str(target)
+    options.add_session_config_entry("session.optimized_model_external_initializers_file_name", WEIGHTS_FILE)
+    options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
     onnxruntime.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
 
 
@@ -267,7 +273,8 @@ def store_weights_as_fp16(folder: Path) -> None:
             casts.append(helper.make_node("Cast", [half.name], [initializer.name], to=onnx.TensorProto.FLOAT))
         for node in reversed(casts):
             model.graph.node.insert(0, node)
-        onnx.save(model, str(path))
+        onnx.save(model, str(path))  # every weight inside model.onnx again: the small folder ships as two files
+        (path.parent / WEIGHTS_FILE).unlink(missing_ok=True)
     config_path = folder / CONFIG_FILE
     values = json.loads(config_path.read_text(encoding="utf-8"))
     values[OWN_SECTION]["optimised"] = False  # the casts are folded away when a session loads it
