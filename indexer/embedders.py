@@ -16,6 +16,15 @@ import numpy as np
 from clipdex.indexer.decode import Decoded, DecodeSettings, decode_file, decode_in_worker, start_worker
 from clipdex.retrieval import config
 from clipdex.retrieval.media.raw import fork_is_safe
+from clipdex.retrieval.media.video import is_video
+
+
+def decoders_for(paths: Sequence[str], batch_size: int, workers: int) -> int:
+    """Decode workers worth starting for `paths`: one per batch of work, up to `workers`. A video counts as a batch:
+    decoding its frames is a photo's work many times over (4 phone clips took one worker before, decoding them
+    one after another while the second core waited)."""
+    work = sum(batch_size if is_video(path) else 1 for path in paths)
+    return min(workers, math.ceil(work / batch_size))
 
 
 @dataclass
@@ -38,7 +47,7 @@ class LocalEmbedder:
     def embed(self, paths: Sequence[str]) -> Iterator[EmbeddedBatch]:
         if not paths:
             return
-        workers = min(self.workers, math.ceil(len(paths) / self.batch_size))
+        workers = decoders_for(paths, self.batch_size, self.workers)
         if not workers:
             self.encoder.ready_for_images(len(paths))
             for start in range(0, len(paths), self.batch_size):

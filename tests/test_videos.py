@@ -140,6 +140,16 @@ def test_frames_skipped_between_moments_change_no_frame_that_is_read(tmp_path: P
     assert all(np.array_equal(np.asarray(a), b) for a, (_, b) in zip(read.frames, expected))
 
 
+def test_a_few_videos_are_decoded_side_by_side() -> None:
+    """A video is a batch's worth of decoding: four clips get a worker per core, where eight photos need one."""
+    from clipdex.indexer.embedders import decoders_for
+
+    assert decoders_for([f"clip-{n}.mp4" for n in range(4)], 32, 2) == 2
+    assert decoders_for([f"clip-{n}.MOV" for n in range(4)], 32, 8) == 4
+    assert decoders_for([f"photo-{n}.jpg" for n in range(8)], 32, 2) == 1
+    assert decoders_for([f"photo-{n}.jpg" for n in range(70)], 32, 2) == 2
+
+
 def test_frames_of_one_video_are_not_duplicates(cli, tmp_path: Path) -> None:
     folder = tmp_path / "media"
     folder.mkdir()
