@@ -1,3 +1,3 @@
-from clipdex.cli.app import main
+from clipdex.cli.app import entry
 
-main()
+entry()
