@@ -50,6 +50,9 @@ class _Commands(TyperGroup):
         except ClipdexError as exc:
             print_error(str(exc))
             raise typer.Exit(exc.exit_code) from None
+        except BrokenPipeError:  # the reader closed the pipe (`| true`): quietly, status 1, as rich's tables end
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (Python's exit flushes it once more)
+            raise typer.Exit(1) from None
         except Exception as exc:  # the last net: no input may end in a traceback
             if ctx.obj and ctx.obj.get("verbose"):
                 err_console.print(traceback.format_exc())

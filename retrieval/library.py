@@ -51,9 +51,13 @@ class Library:
             if not create:
                 raise NotFound(f"no library at {self.root}: run `clipdex index PATH` first")
             self.root.mkdir(parents=True, mode=0o700)
-        _make_private(self.root)
         settings_path = self.root / config.LIBRARY_CONFIG_FILE
-        url, remember = database_url_for(self.root, _read_settings(settings_path).get("database"), database_url)
+        remembered = _read_settings(settings_path).get("database")
+        if not (create or remembered or database_url or (self.root / config.DATABASE_FILE).exists()):
+            # a folder that holds no library (`-L .` by mistake) is left as it is: nothing made private, no database
+            raise NotFound(f"no library at {self.root}: run `clipdex index PATH` first")
+        _make_private(self.root)
+        url, remember = database_url_for(self.root, remembered, database_url)
         self.store = Store(url)
         if remember:  # only once the database has answered: a mistyped URL must not stick
             _write_private(settings_path, json.dumps({"database": remember}, indent=2))

@@ -8,6 +8,7 @@ import os
 import shutil
 import sqlite3
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,8 @@ from clipdex.retrieval.models.checkpoint import METADATA_KEY
 from clipdex.retrieval.models.openclip.factory import load_encoder
 from tests.conftest import SAMPLE_ROWS
 from tests.helpers import LOCAL, SAMPLE, TINY, assert_one_line_error
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 # ----------------------------------------------------------------------------------- broken library state
@@ -111,6 +114,38 @@ def test_no_file_name_gives_a_traceback(cli, tmp_path_factory, name: str) -> Non
     assert indexed.exit_code == 0, indexed.output
     found = cli(*library, "search", "-f", "-0", "a photo")
     assert found.exit_code == 0 and found.stdout.split("\0")[:-1] == [str(folder / (name + ".png"))]
+
+
+def test_a_folder_that_holds_no_library_is_left_as_it_is(tmp_path: Path) -> None:
+    """`-L ~/Pictures` by mistake: a command that reads says there is no library there, and neither makes the
+    folder's files private nor leaves a database in it."""
+    from typer.testing import CliRunner
+
+    from clipdex.cli.app import app
+
+    folder = tmp_path / "Pictures"
+    (folder / "sub").mkdir(parents=True, mode=0o755)
+    (folder / "notes.txt").write_text("mine", encoding="utf-8")
+    folder.chmod(0o755)
+    (folder / "notes.txt").chmod(0o644)
+    for command in (["status"], ["tags"], ["search", "a cat"], ["duplicates"], ["captions", str(folder / "x.jpg")]):
+        result = CliRunner().invoke(app, ["--library", str(folder), *command])
+        assert_one_line_error(result, "no library at")
+    assert sorted(path.name for path in folder.iterdir()) == ["notes.txt", "sub"]
+    assert [stat.S_IMODE(p.stat().st_mode) for p in (folder, folder / "sub", folder / "notes.txt")] == [0o755] * 2 + [0o644]
+
+
+def test_a_reader_that_closes_the_pipe_ends_the_command_quietly(cli, library_dir: Path, photos) -> None:
+    """`clipdex search … | true`: the reader closed its end before the first line; no "unexpected" error."""
+    import subprocess
+
+    assert cli("index", photos(4), *TINY).exit_code == 0
+    for args in (("search", "a photo", "--json"), ("status",), ("duplicates", "--json")):
+        command = [sys.executable, "-m", "clipdex", "--library", str(library_dir), *args]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+        process.stdout.close()
+        said = process.stderr.read()
+        assert process.wait(timeout=120) == 1 and b"error" not in said and b"Traceback" not in said, (args, said)
 
 
 @pytest.mark.parametrize("name", ["lib?x", "lib%3Fx", "lib%x#1"])

@@ -248,6 +248,22 @@ def test_text_mode_searches_common_words_rather_than_none(cli, photos) -> None:
     assert [h["id"] for h in hybrid] == [h["id"] for h in clip]
 
 
+def test_text_matches_are_filtered_before_they_are_cut_to_a_shortlist(cli, tmp_path: Path, monkeypatch) -> None:
+    """--mode text with --in: every photo matches the folder's word, and the shortlist (HYBRID_CANDIDATES, 3
+    here) held only photos of the other folder; -k asks for more than the shortlist."""
+    trip = tmp_path / "trip"
+    for n, name in enumerate(("aaa", "bbb")):
+        (trip / name).mkdir(parents=True)
+        for row in SAMPLE_ROWS[4 * n:4 * n + 4]:
+            shutil.copy(config.SAMPLE_DATA_DIR / row["image"], trip / name)
+    assert cli("index", trip, "--model", "sample").exit_code == 0
+    monkeypatch.setattr(config, "HYBRID_CANDIDATES", 3)
+    for folder in ("aaa", "bbb"):
+        found = cli("search", "trip", "--mode", "text", "--in", trip / folder, "-k", "10", "-f").stdout.splitlines()
+        assert sorted(Path(p).parent.name for p in found) == [folder] * 4, found
+    assert len(cli("search", "trip", "--mode", "text", "-k", "8", "-f").stdout.splitlines()) == 8
+
+
 @pytest.mark.slow
 def test_a_subtracted_word_keeps_a_photo_out_of_the_text_matches(cli, tmp_path: Path) -> None:
     folder = tmp_path / "signs"

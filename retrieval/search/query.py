@@ -151,7 +151,8 @@ class Searcher:
         if mode == "text":
             if not words:
                 raise ClipdexError("--mode text needs words to look for (not only images or common words)")
-            found = self._text_matches(words, unwanted, filters, self.library.store.count(IMAGE), alone=True)
+            found = self._text_matches(words, unwanted, filters, self.library.store.count(IMAGE), alone=True,
+                                       wanted=max(k, config.HYBRID_CANDIDATES))
             hits = _one_per_file(self._hits(found, IMAGE, words))[:k]
         else:
             words = words if mode == "hybrid" else []
@@ -163,19 +164,22 @@ class Searcher:
         return hits
 
     def _text_matches(
-        self, words: Sequence[str], unwanted: Sequence[str], filters: Filters, images: int, alone: bool = False
+        self, words: Sequence[str], unwanted: Sequence[str], filters: Filters, images: int, alone: bool = False,
+        wanted: int = config.HYBRID_CANDIDATES,
     ) -> list[tuple[int, float]]:
-        """Full-text matches (id, relevance) best first, among the items `filters` allow; a photo holding a word of
-        a subtracted term ("stop - sign") is no text match. `alone`: no CLIP ranking beside (see fulltext)."""
+        """The best `wanted` full-text matches (id, relevance), best first, among the items `filters` allow; a photo
+        holding a word of a subtracted term ("stop - sign") is no text match. `alone`: no CLIP ranking beside (see
+        fulltext). Under a filter every match is read before the filter applies: the best few hundred may all lie
+        outside it."""
         store = self.library.store
-        found = store.text_search(words, config.HYBRID_CANDIDATES, images, alone)
+        found = store.text_search(words, images if filters.restricts_items else wanted, images, alone)
         if found and unwanted:
             excluded = {i for i, _ in store.text_search(unwanted, images, images)}
             found = [(i, r) for i, r in found if i not in excluded]
         if filters.restricts_items and found:
             allowed = set(store.ids_matching(IMAGE, filters.folders, filters.after, filters.before,
                                              filters.tags).tolist())
-            found = [(i, r) for i, r in found if i in allowed]
+            found = [(i, r) for i, r in found if i in allowed][:wanted]
         return found
 
     def _clip_or_hybrid(
