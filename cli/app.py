@@ -384,9 +384,8 @@ def main(state: dict | None = None) -> None:
 
 
 def entry() -> None:
-    """The console script and `python -m clipdex`. A command that only read the library ends its process as soon as
-    its output is out: tearing down ONNX Runtime, FAISS and every module costs a query 0.05–0.08 s and frees nothing
-    the system would not. Any other command, or one that failed, ends as usual."""
+    """The console script and `python -m clipdex`. A command that only read ends its process once its output is out
+    (tearing down ONNX Runtime, FAISS and every module cost a query 0.05–0.08 s); any other, or a failure, as usual."""
     state: dict = {}
     try:
         main(state)

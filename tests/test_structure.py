@@ -55,7 +55,7 @@ def test_the_installed_distribution_adds_only_the_clipdex_name(tmp_path: Path) -
                    "clipdex/retrieval/models/openclip/model_configs/clipdex-tiny.json", "clipdex/retrieval/describe/vocabulary.txt", "clipdex/sample_data/clipdex-small.safetensors"):
         assert needed in names
     entry = zipfile.ZipFile(wheel).read("clipdex-0.1.0.dist-info/entry_points.txt").decode()
-    assert "clipdex = clipdex.cli.app:main" in entry
+    assert "clipdex = clipdex.cli.app:entry" in entry
 
 
 def test_no_import_cycles_and_no_oversized_modules() -> None:
