@@ -4,18 +4,21 @@ the content it was computed from, until every item has one and they are swapped 
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.models.identity import ModelIdentity
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
 
 class StagingStore:
     """Writes through SQLAlchemy (imported by the first of them), like every write of the store."""
 
-    db: object  # the store's SQLAlchemy engine
+    db: Engine
 
     def stage(self, fingerprint: str, rows: Sequence[tuple[int, str, np.ndarray]]) -> None:
         """Keep re-embedded vectors aside, each with the content it was computed from (item id, source, vector);

@@ -7,19 +7,22 @@ new content, a re-embed or another vocabulary leaves it untagged until the next 
 from __future__ import annotations
 
 import json
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 from clipdex.retrieval.config import IMAGE
 from clipdex.retrieval.storage.reading import Reader
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
 TAGS_META_KEY = "tags_vocabulary"  # JSON: the concept list the library tags with; absent: no tags
 _UNTAGGED = "kind = :kind AND (tags_key IS NULL OR tags_key != :key)"
 
 
 class TagStore:
-    db: object  # the store's SQLAlchemy engine (writes)
+    db: Engine  # writes
     reads: Reader
 
     get_meta: Callable[[str], str | None]
