@@ -207,10 +207,13 @@ class Library:
         encoder, index = self.text_encoder(device, precision), self.vector_index(IMAGE)
         if index.count == 0:
             return None
-        key = {"model": encoder.identity.fingerprint, "images": index.count, "generation": self.store.generation()}
+        key = {"model": encoder.identity.fingerprint, "images": index.count, "generation": self.store.generation(),
+               "database": self.store.database_id()}  # (a database moved aside and made again counts from 1 too)
         if self._floor is None or self._floor[0] is not encoder or self._floor[1] != key:
-            floor = remembered_floor(self.root / config.RELEVANCE_FILE, key,
-                                     lambda: measure_floor(index, probe_vectors(encoder)))
+            measure = lambda: measure_floor(index, probe_vectors(encoder))  # noqa: E731
+            # a database with no id yet (made before ids were given) trusts no floor kept beside it, nor keeps one
+            floor = measure() if key["database"] is None else remembered_floor(self.root / config.RELEVANCE_FILE,
+                                                                                key, measure)
             self._floor = (encoder, key, floor)
         return self._floor[2]
 

@@ -25,6 +25,7 @@ from clipdex.retrieval.errors import ClipdexError, Refused, first_line
 from clipdex.retrieval.models.identity import ModelIdentity
 from clipdex.retrieval.pause import pause_point
 from clipdex.retrieval.storage import fulltext
+from clipdex.retrieval.storage.database_id import DATABASE_ID, DatabaseIdStore, new_database_id
 from clipdex.retrieval.storage.database_url import without_password
 from clipdex.retrieval.storage.reading import SCHEMA_VERSION, Reader
 from clipdex.retrieval.storage.selection import SelectionStore
@@ -82,7 +83,7 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-class Store(fulltext.TextStore, StagingStore, TagStore, SelectionStore):
+class Store(fulltext.TextStore, StagingStore, TagStore, SelectionStore, DatabaseIdStore):
     """Items (images and captions) with their vectors, the model binding and the write generation."""
 
     def __init__(self, url: str) -> None:
@@ -158,6 +159,7 @@ class Store(fulltext.TextStore, StagingStore, TagStore, SelectionStore):
                 conn.execute(meta_table.insert(), [
                     {"key": "schema_version", "value": str(SCHEMA_VERSION)},
                     {"key": "generation", "value": "0"},
+                    {"key": DATABASE_ID, "value": new_database_id()},  # (database_id.py)
                 ])
             return
         found = self.get_meta("schema_version")
@@ -167,6 +169,7 @@ class Store(fulltext.TextStore, StagingStore, TagStore, SelectionStore):
             with self.db.begin() as conn:
                 migrate(conn, found)
                 self._set_meta(conn, "schema_version", str(SCHEMA_VERSION))
+                self._give_id(conn)
             return
         if found != str(SCHEMA_VERSION):
             raise ClipdexError(
@@ -201,6 +204,7 @@ class Store(fulltext.TextStore, StagingStore, TagStore, SelectionStore):
         query = select(meta_table.c.value).where(meta_table.c.key == "generation").with_for_update()
         generation = int(conn.execute(query).scalar() or 0) + 1
         self._set_meta(conn, "generation", str(generation))
+        self._give_id(conn)  # a database from before ids were given gets its own with its first write
         return generation
 
     def model_identity(self) -> ModelIdentity | None:
