@@ -17,8 +17,8 @@ import typer
 from typer.core import TyperGroup
 
 from clipdex.cli.options import (
-    DeviceOption, JsonOption, ModelOption, PrecisionOption, PretrainedOption, PreviewOption, asked, library_of,
-    sigterm_stops,
+    DeviceOption, JsonOption, LangOption, ModelOption, PrecisionOption, PretrainedOption, PreviewOption, asked,
+    library_of, sigterm_stops,
 )
 from clipdex.cli.output import (
     console, err_console, print_error, print_hits, print_json, print_notes, print_table, progress_tasks, recall_rows,
@@ -207,6 +207,7 @@ def search(
     null: bool = typer.Option(
         False, "--null", "-0", help="With -f: end each path with a NUL byte instead of a newline (for xargs -0)."
     ),
+    lang: Optional[str] = LangOption,
     device: str = DeviceOption,
     precision: str = PrecisionOption,
     as_json: bool = JsonOption,
@@ -230,12 +231,12 @@ def search(
                "k": top_k, "filters": asdict(filters), "mode": mode, "sort": sort, "device": device,
                "precision": precision}
     hits = None
-    if all(os.path.isfile(t.value) for t in parsed if t.is_image):  # (else this process says what is wrong)
-        hits = asked(ctx, "search", request, Hits.from_wire)
+    if lang is None and all(os.path.isfile(t.value) for t in parsed if t.is_image):  # (else this process says
+        hits = asked(ctx, "search", request, Hits.from_wire)  # what is wrong; a --lang is read here)
     if hits is None:
         from clipdex import api
 
-        hits = api.search(library_of(ctx), parsed, top_k, filters, device, precision, mode, sort)
+        hits = api.search(library_of(ctx), parsed, top_k, filters, device, precision, mode, sort, language=lang)
     print_notes(hits.notes)
     if paths_only or null:
         end = "\0" if null else "\n"
@@ -260,10 +261,7 @@ def status(ctx: typer.Context, as_json: bool = JsonOption) -> None:
         print_json(info)
         return
     counts = info["counts"]
-    print_table(
-        "clipdex library",
-        ["", ""],
-        [
+    print_table("clipdex library", ["", ""], [
             ("library", info["library"]),
             ("model", info["model"] or "(none yet)"),
             ("photos", counts["image"]),
@@ -271,11 +269,10 @@ def status(ctx: typer.Context, as_json: bool = JsonOption) -> None:
             ("captions", counts["caption"]),
             ("failed files", counts["failed"]),
             ("index", f"{info['index']['type']} (choice: {info['index']['preference']})"),
-            ("model prepared", "yes: runs without torch" if info["prepared"] else "no: the next index prepares it"),
+            ("model prepared", "yes: runs without torch" if info["prepared"] else info["unprepared_because"]),
             ("model folder", info["model_folder"] or "none yet"),
             ("text in photos (OCR)", _ocr_line(info["ocr"])),
-        ],
-    )
+        ])
 
 
 def _ocr_line(ocr: dict) -> str:
@@ -364,9 +361,10 @@ def demo(
     console.print(f"\ntry: clipdex --library {result['library']} search \"a green triangle\"")
 
 
-from clipdex.cli import describe_commands, live_commands, training_commands  # noqa: E402  (register their commands)
+from clipdex.cli import describe_commands, live_commands, model_commands, training_commands  # noqa: E402
 
 describe_commands.register(app)
+model_commands.register(app)
 training_commands.register(app)
 live_commands.register(app)
 

@@ -16,12 +16,18 @@ T = TypeVar("T")
 JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table.")
 ModelOption = typer.Option(
     None, "--model", "-m",
-    help="open_clip name, hf-hub:ID, a .safetensors checkpoint, or 'sample' (default: the library's model, "
-    f"else {config.DEFAULT_MODEL}).",
+    help="A model from `clipdex models` (e.g. vit-b-32-laion2b; 'default' fetches the default once from the hub, "
+    "$HF_ENDPOINT honoured), a hub ORG/NAME model folder, a model folder's path, 'sample' (the bundled model, "
+    "offline), or with the torch extra an open_clip name, hf-hub:ID or .safetensors checkpoint (default: the "
+    "library's model, else the default).",
 )
 PretrainedOption = typer.Option(
-    None, "--pretrained", help=f"Pretrained tag or weights file (default: {config.DEFAULT_PRETRAINED} for "
-    f"{config.DEFAULT_MODEL}, none otherwise)."
+    None, "--pretrained", help=f"Pretrained tag or weights file of an open_clip model (default: "
+    f"{config.OPENCLIP_DEFAULT_PRETRAINED} for {config.OPENCLIP_DEFAULT_MODEL}), or the commit of a hub folder."
+)
+LangOption = typer.Option(
+    None, "--lang", help="The query's language (de, ja, zh-TW…) for models that must be told it (NLLB; default: "
+    "the locale's); other models read any query as it is.",
 )
 PreviewOption = typer.Option(
     False, "--preview", help="Show thumbnails in the terminal (kitty, iTerm2, sixel, else half-blocks; "

@@ -72,20 +72,35 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
 
 
 @contextmanager
-def progress_tasks(enabled: bool = True) -> Iterator[Callable[[str, int | None], Callable[..., None]]]:
+def progress_tasks(enabled: bool = True) -> Iterator[Callable[..., Callable[..., None]]]:
     """Progress bars on stderr, so stdout stays clean for --json and pipes.
 
-    Yields start(description, total) -> advance(n=1, note=""), one bar per phase of the work.
+    Yields start(description, total, unit="") -> advance(n=1, note=""), one bar per phase of the work. A phase
+    counted in "bytes" (a download) is said in one line first, since it is the one a person waits on, then
+    shown as bytes with their speed.
     """
     if not enabled:
-        yield lambda description, total: (lambda n=1, note="": None)
+        yield lambda description, total, unit="": (lambda n=1, note="": None)
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn, DownloadColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    class Counted(ProgressColumn):
+        """Items as n/total, bytes as MB/MB and MB/s."""
+
+        items, size, speed = MofNCompleteColumn(), DownloadColumn(), TransferSpeedColumn()
+
+        def render(self, task):
+            if task.fields.get("unit") != "bytes":
+                return self.items.render(task)
+            return Text.assemble(self.size.render(task), " ", self.speed.render(task))
 
     progress = Progress(
         TextColumn("{task.description}", markup=False, style="bold"),
         BarColumn(),
-        MofNCompleteColumn(),
+        Counted(),
         TimeRemainingColumn(),
         TextColumn("{task.fields[note]}", markup=False),
         console=err_console,
@@ -93,8 +108,11 @@ def progress_tasks(enabled: bool = True) -> Iterator[Callable[[str, int | None],
     )
     with progress:
 
-        def start(description: str, total: int | None) -> Callable[..., None]:
-            task = progress.add_task(description, total=total, note="")
+        def start(description: str, total: int | None, unit: str = "") -> Callable[..., None]:
+            if unit == "bytes":
+                progress.console.print(Text(shown(description)), soft_wrap=True)
+                description = "downloading"
+            task = progress.add_task(description, total=total, note="", unit=unit)
             return lambda n=1, note="": progress.update(task, advance=n, note=note)
 
         yield start

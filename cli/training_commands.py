@@ -69,7 +69,7 @@ def finetune(
     from clipdex import api
     from clipdex.retrieval import config
 
-    name = model or config.DEFAULT_MODEL
+    name = model or config.OPENCLIP_DEFAULT_MODEL
     options = FinetuneOptions(
         model=name, pretrained=config.pretrained_for(name, pretrained), out=out,
         epochs=epochs, max_steps=max_steps, batch_size=batch_size, accum_steps=accum_steps, lr=lr,

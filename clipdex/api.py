@@ -210,15 +210,18 @@ def search(
     precision: str = "fp32",
     mode: str = "hybrid",
     sort: str = "score",
+    language: str | None = None,
 ) -> Hits:
     """Images for a query: a sentence ("horse + stripes" syntax), the tokens a user typed, or parsed Terms.
 
     mode: "hybrid" (CLIP fused with the words read in photos and their names), "clip" or "text".
-    sort: "score" (best first) or "date" (the same matches, newest first)."""
+    sort: "score" (best first) or "date" (the same matches, newest first).
+    language: the query's language (ISO 639-1 or FLORES-200), for models that must be told it (NLLB); by
+    default the locale's."""
     from clipdex.retrieval.search.query import Searcher
     from clipdex.retrieval.search.terms import split_query
 
-    searcher = Searcher(library, device, precision)
+    searcher = Searcher(library, device, precision, language=language)
     hits = searcher.search(split_query(query) if isinstance(query, str) else query, k, filters, mode, sort)
     return Hits(hits, searcher.notes)
 
@@ -335,17 +338,39 @@ def export_model(model: str, out: Path | str, pretrained: str | None = None, pre
     return export(model, Path(out).expanduser(), config.pretrained_for(model, pretrained), precision, fp16_weights)
 
 
+def models(bound=None) -> list[dict]:
+    """The recommended model folders (models/catalogue.py), each with whether it is cached here and whether
+    `bound` (a library's identity) is it."""
+    from clipdex.retrieval.models.downloads import listing
+
+    return listing(bound)
+
+
+def pull_model(name: str, progress: Progress | None = None) -> dict:
+    """Fetch a catalogue model or hub ORG/NAME folder into the local cache now."""
+    from clipdex.retrieval.models.downloads import pull
+
+    return pull(name, progress)
+
+
+def remove_model(name: str, bound=None, force: bool = False) -> dict:
+    """Remove a cached model folder; refused for `bound` (a library's model) unless `force`."""
+    from clipdex.retrieval.models.downloads import remove
+
+    return remove(name, bound, force)
+
+
 def status(library: Library, paths: bool = True) -> dict:
     """What the library holds, which model it is bound to, its index, and whether its model is prepared (runs
     without torch) and fast text queries are ready.
     `paths=False` leaves out where things are on disk (for a browser)."""
     from clipdex.retrieval.storage.database_url import without_password
-    from clipdex.retrieval.models.loading import text_model
+    from clipdex.retrieval.models.loading import text_model, unprepared_because
     from clipdex.retrieval.storage.store import IMAGE
 
     identity = library.identity
     index = library.vector_index(IMAGE) if identity else None
-    folder = text_model(identity) if identity else None
+    folder = text_model(identity, fetch=False) if identity else None  # (status never downloads)
     store = library.store
     info = {
         "library": str(library.root),
@@ -361,6 +386,7 @@ def status(library: Library, paths: bool = True) -> dict:
         },
         "model_folder": str(folder.folder) if folder else None,
         "prepared": folder is not None,
+        "unprepared_because": None if folder is not None or identity is None else unprepared_because(identity),
         "ocr": {"enabled": store.ocr_enabled, **store.ocr_counts()},
     }
     if not paths:

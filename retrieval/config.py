@@ -14,17 +14,20 @@ SAMPLE_CAPTIONS = SAMPLE_DATA_DIR / "captions.csv"
 
 IMAGE, CAPTION = "image", "caption"  # the kinds of item a library holds
 
-# The model a library gets when the user names none: the open_clip default people know.
-DEFAULT_MODEL = "ViT-B-32"
-DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+# The model a new library gets when the user names none: the catalogue's default model folder, fetched from the
+# hub once and run without torch (models/catalogue.py says which it is, at which commit).
+DEFAULT_MODEL = "default"
+# open_clip's default weights: what `--model ViT-B-32` means without --pretrained, and what fine-tuning starts from.
+OPENCLIP_DEFAULT_MODEL = "ViT-B-32"
+OPENCLIP_DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 
 
 def pretrained_for(name: str, named: str | None) -> str | None:
-    """The weights `name` is loaded with: the tag or file the user `named`, else the default model's tag, else none
-    (project configs and checkpoints carry their own weights or start from the seeded init)."""
+    """The weights `name` is loaded with: the tag, file or commit the user `named`, else open_clip's default tag for
+    its default architecture, else none (folders, project configs and checkpoints carry their own weights)."""
     if named is not None:
         return named
-    return DEFAULT_PRETRAINED if name == DEFAULT_MODEL else None
+    return OPENCLIP_DEFAULT_PRETRAINED if name == OPENCLIP_DEFAULT_MODEL else None
 
 
 LIBRARY_ENV = "CLIPDEX_LIBRARY"
@@ -59,8 +62,12 @@ KEEP_ALIVE_SECONDS = 300.0  # watch holds the text tower and index this long aft
 SOCKET_CONNECT_SECONDS = 0.5
 SOCKET_SILENCE_SECONDS = 3.0  # a server silent this long (it beats while it works) is given up: the CLI answers
 SOCKET_BEAT_SECONDS = 0.5
-SOCKET_ANSWER_SECONDS = 300.0  # and one that beats without answering this long, too
+SOCKET_ANSWER_SECONDS = 300.0  # the whole answer, beats included, must end this soon (checked at every chunk)…
+SOCKET_ANSWER_ENV = "CLIPDEX_ANSWER_SECONDS"  # (which this overrides)
+SOCKET_REPLY_SECONDS = 10.0  # …and its line, once begun, this soon: a server writes it at once
 SOCKET_MAX_REQUEST_BYTES = 1 << 20
+SOCKET_MAX_REPLY_BYTES = 64 << 20  # a longer answer is not read: the CLI answers itself
+SOCKET_MAX_REPLY_DEPTH = 8  # an answer's JSON nests 5 deep (reply, result, hits, hit, tags): deeper is refused
 
 DEFAULT_TOP_K = 10
 DEFAULT_CAPTIONS_K = 5  # captions shown for one photo on the web page
@@ -115,8 +122,8 @@ TAG_BATCH = 2_000  # images tagged per committed batch
 DEFAULT_LOGIT_SCALE = 100.0
 CAPTION_SOURCES = ("auto", "corpus", "builtin", "all")
 
-# Hugging Face hub host: resolved once, briefly, to decide whether downloads are possible at all.
-HF_HUB_HOST = "huggingface.co"
+# The hub endpoint in use ($HF_ENDPOINT, else huggingface.co) must accept a connection this soon, or it is taken
+# for unreachable and nothing is downloaded (huggingface_hub itself would retry for about 46 s).
 HUB_PROBE_SECONDS = 1.5
 
 # Vector index choice: exact flat search up to this many items, then IVF (inverted lists, approximate).

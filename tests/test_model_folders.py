@@ -177,7 +177,7 @@ def test_a_hub_name_runs_from_the_local_cache_and_a_missing_one_fails_fast(tmp_p
     done = without_torch("-L", library, "index", photos(3), "--model", "someone/clip-sample", env=env)
     assert done.returncode == 0 and "added 3" in done.stderr, done.stderr[-2000:]
     status = json.loads(without_torch("-L", library, "status", "--json", env=env).stdout)
-    assert status["model"] == "someone/clip-sample" and status["prepared"]
+    assert status["model"] == "someone/clip-sample (at 0123456789ab)" and status["prepared"]
 
     started = time.perf_counter()
     missing = without_torch("-L", tmp_path / "other", "index", photos(1, "more"), "--model", "nobody/missing",

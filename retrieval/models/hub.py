@@ -1,41 +1,75 @@
 """The Hugging Face hub, reached only when it answers: model folders fetched by name, open_clip weights.
 
-Without a network, huggingface_hub retries for about 46 s before it gives up; a short DNS probe tells first, so
-a model that is not in the local cache fails in about a second, while one that is loads as usual.
+huggingface_hub's own settings are the user's: `HF_ENDPOINT` (a mirror, a company proxy), `HF_HUB_OFFLINE`,
+`HF_HOME`/`HF_HUB_CACHE`, `HF_TOKEN`. Without a network the client retries for about 46 s before it gives up, so
+a short connection to the endpoint in use tells first: a model that is not in the local cache fails in about a
+second and a half, while one that is loads as usual.
+
+A folder is fetched file by file into the hub's cache (a download killed half-way is resumed there by the next
+one) and used only once every file has the size and checksum the hub declared for it; that is then recorded
+beside clipdex's other caches, so an offline run knows a whole folder from a half-fetched one.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import socket
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
+from urllib.parse import urlsplit
 
 from clipdex.retrieval import config
-from clipdex.retrieval.errors import ClipdexError
+from clipdex.retrieval.digest import leftover_name
+from clipdex.retrieval.errors import ClipdexError, first_line
 
 # ORG/NAME as the hub spells repository ids (a folder on disk with that name wins: it is looked for first).
 _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
 # What a model folder needs of a repository (Immich's also hold builds for other runtimes, not fetched).
-FOLDER_PATTERNS = ["config.json", "textual/*.json", "textual/model.onnx*", "visual/*.json", "visual/model.onnx*"]
+FOLDER_PATTERNS = ("config.json", "textual/*.json", "textual/model.onnx*", "visual/*.json", "visual/model.onnx*")
+# start(description, total, unit) -> advance(n=1, note=""): the API's progress callback, in bytes here
+Progress = Callable[..., Callable[..., None]]
 
 
 def is_repo_id(name: str) -> bool:
     return bool(_REPO_ID.fullmatch(name)) and ".." not in name
 
 
-def hub_resolves(host: str = config.HF_HUB_HOST, seconds: float = config.HUB_PROBE_SECONDS) -> bool:
-    """True when the hub's name resolves within `seconds`; a DNS lookup can hang, so it runs aside."""
+def endpoint() -> str:
+    """The hub huggingface_hub talks to: $HF_ENDPOINT when set (read now, not when the client was imported)."""
+    import huggingface_hub.constants as hub
+
+    return (os.environ.get("HF_ENDPOINT") or hub.ENDPOINT).rstrip("/")
+
+
+def is_offline() -> bool:
+    import huggingface_hub.constants as hub
+
+    return bool(hub.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def hub_reachable(url: str | None = None, seconds: float = config.HUB_PROBE_SECONDS) -> bool:
+    """True when the endpoint in use accepts a connection within `seconds` (its name resolved and its port
+    open); a DNS lookup can hang, so it runs aside."""
+    parts = urlsplit(url or endpoint())
+    host = parts.hostname
+    if not host:
+        return False
+    port = parts.port or (443 if parts.scheme == "https" else 80)
     result: list[bool] = []
 
     def probe() -> None:
         try:
-            socket.getaddrinfo(host, 443)
-            result.append(True)
-        except OSError:
+            with socket.create_connection((host, port), timeout=seconds):
+                result.append(True)
+        except (OSError, ValueError):
             result.append(False)
 
     thread = threading.Thread(target=probe, daemon=True)
@@ -50,41 +84,276 @@ def hub_access() -> Iterator[bool]:
     online. The setting is restored afterwards, so the process is left as it was found."""
     import huggingface_hub.constants as hub
 
-    if hub.HF_HUB_OFFLINE:
+    if is_offline():
         yield False
         return
-    if hub_resolves():
+    if hub_reachable():
         yield True
         return
-    saved = os.environ.get("HF_HUB_OFFLINE")
+    saved, saved_constant = os.environ.get("HF_HUB_OFFLINE"), hub.HF_HUB_OFFLINE
     os.environ["HF_HUB_OFFLINE"] = "1"
     hub.HF_HUB_OFFLINE = True
     try:
         yield False
     finally:
-        hub.HF_HUB_OFFLINE = False
+        hub.HF_HUB_OFFLINE = saved_constant
         if saved is None:
             os.environ.pop("HF_HUB_OFFLINE", None)
         else:
             os.environ["HF_HUB_OFFLINE"] = saved
 
 
-def hub_folder(repo_id: str) -> Path:
-    """The model folder of hub repository `repo_id`: from the local Hugging Face cache, else fetched when the hub
-    answers; a one-line error when neither."""
-    from huggingface_hub import snapshot_download
+@dataclass(frozen=True)
+class HubFile:
+    path: str
+    size: int
+    sha256: str | None  # LFS files: the content's sha256
+    git_sha1: str | None  # other files: git's blob id
 
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=FOLDER_PATTERNS, local_files_only=True))
-    except Exception:
-        pass
-    with hub_access() as online:
-        if not online:
-            raise ClipdexError(
-                f"{repo_id} is not in the local Hugging Face cache and the hub cannot be reached: run once with "
-                f"network, or give a model folder (--model PATH)"
-            )
+
+def _folder_files(listing) -> list[HubFile]:
+    wanted = []
+    for entry in listing:
+        path = getattr(entry, "path", None)
+        size = getattr(entry, "size", None)
+        if not isinstance(path, str) or not isinstance(size, int) or not any(fnmatch(path, p) for p in FOLDER_PATTERNS):
+            continue
+        lfs = getattr(entry, "lfs", None)
+        sha256 = getattr(lfs, "sha256", None) if lfs is not None else None
+        if sha256 is None and isinstance(lfs, dict):
+            sha256 = lfs.get("sha256") or lfs.get("oid")
+        wanted.append(HubFile(path, size, sha256, getattr(entry, "blob_id", None)))
+    return sorted(wanted, key=lambda f: f.path)
+
+
+def _record_path(repo_id: str, commit: str) -> Path:
+    return config.default_cache_dir() / "hub" / repo_id.replace("/", "--") / f"{commit}.json"
+
+
+def _recorded(repo_id: str, revision: str | None) -> tuple[str, dict] | None:
+    """The commit and file list of a whole, checked fetch of `repo_id` at `revision` (a commit; None: the newest
+    recorded), if one was made."""
+    folder = _record_path(repo_id, "x").parent
+    if revision is not None and not _COMMIT.fullmatch(revision):
+        return None
+    candidates = [folder / f"{revision}.json"] if revision else sorted(
+        folder.glob("*.json"), key=lambda p: p.stat().st_mtime if p.exists() else 0, reverse=True)
+    for path in candidates:
         try:
-            return Path(snapshot_download(repo_id, allow_patterns=FOLDER_PATTERNS))
-        except Exception as exc:
-            raise ClipdexError(f"cannot fetch the model folder {repo_id} from the hub ({type(exc).__name__})") from None
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and isinstance(record.get("files"), dict) and _COMMIT.fullmatch(path.stem):
+            return path.stem, record
+    return None
+
+
+# What a folder must hold to run: a snapshot holding these was fetched far enough (huggingface_hub links a file
+# into a snapshot only once all of it arrived).
+_NEEDED = ("config.json", "textual/model.onnx", "textual/tokenizer.json", "visual/model.onnx",
+           "visual/preprocess_cfg.json")
+
+
+def cached_folder(repo_id: str, revision: str | None = None) -> tuple[Path, str] | None:
+    """The folder of `repo_id` (and its commit) from the local Hugging Face cache: one clipdex fetched whole, every
+    file still there at its size; else one fetched by other means (`hf download`) holding every file a folder
+    needs; else None."""
+    from huggingface_hub import snapshot_download, try_to_load_from_cache
+
+    found = _recorded(repo_id, revision)
+    if found is not None:
+        commit, record = found
+        root = None
+        for path, size in record["files"].items():
+            try:
+                located = try_to_load_from_cache(repo_id, path, revision=commit)
+            except Exception:
+                located = None
+            if not isinstance(located, str) or not os.path.isfile(located) or os.path.getsize(located) != size:
+                root = None
+                break
+            root = Path(located[: -len(path)])
+        if root is not None:
+            return root, commit
+    try:
+        folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=list(FOLDER_PATTERNS),
+                                        local_files_only=True))
+    except Exception:
+        return None
+    if _COMMIT.fullmatch(folder.name) and all((folder / name).is_file() for name in _NEEDED):
+        return folder, folder.name
+    return None
+
+
+def _offline_error(repo_id: str, label: str, reason: str) -> ClipdexError:
+    return ClipdexError(
+        f"{label} is not in the local Hugging Face cache and {reason}: run once with network, or "
+        f"`clipdex models pull {repo_id}` on a machine with network and copy the folder here (--model PATH), or "
+        f"--model sample to try clipdex on its bundled model"
+    )
+
+
+def hub_folder(repo_id: str, revision: str | None = None, progress: Progress | None = None,
+               label: str | None = None, fetch: bool = True) -> tuple[Path, str]:
+    """The model folder of hub repository `repo_id` at `revision` (a commit; None: the newest fetched, else the
+    hub's main) and its commit: from the local cache when it is whole, else fetched now (unless `fetch` is False)
+    with a progress bar of bytes. A one-line error when neither can be."""
+    label = label or repo_id
+    if revision is not None and not _COMMIT.fullmatch(revision):
+        raise ClipdexError(f"the revision of a hub model must be a 40-digit commit, not {revision!r}")
+    found = cached_folder(repo_id, revision)
+    if found is not None:
+        return found
+    if not fetch:
+        raise ClipdexError(f"{label} is not in the local Hugging Face cache")
+    if is_offline():
+        raise _offline_error(repo_id, label, "HF_HUB_OFFLINE is set")
+    if not hub_reachable():
+        raise _offline_error(repo_id, label, f"the hub ({endpoint()}) cannot be reached")
+    return fetch(repo_id, revision, progress, label)
+
+
+def fetch(repo_id: str, revision: str | None, progress: Progress | None, label: str) -> tuple[Path, str]:
+    """Fetch the folder's files (those a model folder needs) and check each against what the hub declared."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=endpoint())
+    try:
+        commit = revision or api.model_info(repo_id, revision="main").sha
+        files = _folder_files(api.list_repo_tree(repo_id, revision=commit, recursive=True))
+    except Exception as exc:
+        raise ClipdexError(f"cannot fetch the model folder {repo_id} from {endpoint()} ({_reason(exc)})") from None
+    if not isinstance(commit, str) or not _COMMIT.fullmatch(commit):
+        raise ClipdexError(f"the hub ({endpoint()}) gave no commit for {repo_id}")
+    if not any(f.path == "config.json" for f in files):
+        raise ClipdexError(f"{repo_id} is not a model folder on the hub (it has no config.json)")
+    total = sum(f.size for f in files)
+    advance = progress(f"fetching {label}, {total / 1e6:,.0f} MB, once", total, "bytes") if progress else None
+    folder = _download(repo_id, commit, files, advance)
+    record = _record_path(repo_id, commit)
+    record.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    writing = record.with_name(leftover_name(record.name))
+    writing.write_text(json.dumps({"repo": repo_id, "files": {f.path: f.size for f in files}}), encoding="utf-8")
+    os.replace(writing, record)
+    return folder, commit
+
+
+class _Bytes:
+    """One bar across every file: the bytes of finished files plus those of the one arriving."""
+
+    def __init__(self, advance) -> None:
+        self.advance, self.shown, self.done = advance, 0, 0
+        self.lock = threading.Lock()
+
+    def show(self, partial: int = 0) -> None:
+        with self.lock:
+            now = self.done + partial
+            if self.advance is not None and now > self.shown:
+                self.advance(now - self.shown)
+                self.shown = now
+
+
+def _download(repo_id: str, commit: str, files: list[HubFile], advance) -> Path:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    quiet = are_progress_bars_disabled()
+    disable_progress_bars()  # huggingface's per-file bars: the caller shows one bar of bytes instead
+    bar = _Bytes(advance)
+    folder = None
+    try:
+        with _watching_partial_bytes(repo_id, bar.show):
+            for file in files:
+                try:
+                    local = Path(hf_hub_download(repo_id, file.path, revision=commit, endpoint=endpoint()))
+                except Exception as exc:
+                    raise ClipdexError(f"cannot fetch {file.path} of {repo_id} from {endpoint()} ({_reason(exc)}); "
+                                       f"run again to resume") from None
+                _check(repo_id, file, local)
+                with bar.lock:
+                    bar.done += file.size
+                bar.show()
+                folder = Path(str(local)[: -len(file.path)])
+    finally:
+        if not quiet:
+            enable_progress_bars()
+    return folder
+
+
+@contextmanager
+def _watching_partial_bytes(repo_id: str, report: Callable[[int], None]) -> Iterator[None]:
+    """Report the bytes of the file being downloaded as they arrive (huggingface_hub writes them to a
+    `.incomplete` blob), twice a second, for one progress bar across every file."""
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    blobs = Path(os.environ.get("HF_HUB_CACHE") or HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "blobs"
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.5):
+            try:
+                report(sum(p.stat().st_size for p in blobs.glob("*.incomplete")))
+            except OSError:
+                pass
+
+    watcher = threading.Thread(target=watch, name="clipdex-download-progress", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join()
+
+
+def _check(repo_id: str, file: HubFile, local: Path) -> None:
+    """The file is what the hub declared (size, then sha256 or git's blob id), or it is removed from the cache and
+    never used."""
+    size = local.stat().st_size
+    digest = None
+    if size == file.size:
+        if file.sha256:
+            digest = hashlib.sha256()
+        elif file.git_sha1:
+            digest = hashlib.sha1(f"blob {size}\0".encode())
+        if digest is not None:
+            with local.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    wanted = file.sha256 or file.git_sha1
+    if size == file.size and (digest is None or wanted is None or digest.hexdigest() == wanted.lower()):
+        return
+    real = local.resolve()
+    for path in (local, real):
+        try:
+            path.unlink()
+        except OSError:
+            pass
+    what = "size" if size != file.size else "checksum"
+    raise ClipdexError(f"the hub ({endpoint()}) served {file.path} of {repo_id} with another {what} than it "
+                       f"declared: it was removed and is not used; run again, or try another endpoint")
+
+
+def _reason(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    if status == 401 or status == 403:
+        return f"HTTP {status}: the hub refused; set HF_TOKEN if the repository is gated or private"
+    if status == 404:
+        return "HTTP 404: no such repository, revision or file"
+    return f"{type(exc).__name__}: {first_line(exc, 120)}"
+
+
+def remove_cached(repo_id: str) -> int:
+    """Remove every cached revision of `repo_id` (its files in the Hugging Face cache and clipdex's records of
+    them); the bytes freed."""
+    import shutil
+
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    freed = 0
+    repo = Path(os.environ.get("HF_HUB_CACHE") or HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
+    if repo.is_dir():
+        freed = sum(p.stat().st_size for p in repo.rglob("*") if p.is_file() and not p.is_symlink())
+        shutil.rmtree(repo, ignore_errors=True)
+    shutil.rmtree(_record_path(repo_id, "x").parent, ignore_errors=True)
+    return freed

@@ -7,10 +7,14 @@ query, index run and re-embed asks `same_model` first.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from clipdex.retrieval import config
+
+
+_COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
 def is_checkpoint_path(name: str) -> bool:
@@ -31,6 +35,8 @@ class ModelIdentity:
         """The model as the user named it; without `paths`, weights files by their file name alone (where they
         live on disk is nothing a browser needs to learn)."""
         shown = (lambda value: value) if paths else (lambda value: Path(value).name if os.sep in value else value)
+        if self.pretrained and _COMMIT.fullmatch(self.pretrained):  # a hub folder at the commit it was fetched at
+            return f"{self.name} (at {self.pretrained[:12]})"
         return shown(self.name) + (f" ({shown(self.pretrained)})" if self.pretrained else "")
 
     def same_weights(self, other: "ModelIdentity | None") -> bool:

@@ -37,6 +37,11 @@ class ImageTextEncoder(Protocol):
 
     def count_tokens(self, text: str) -> int: ...
 
+    @property
+    def needs_language(self) -> bool: ...  # its text tower must be told the language of a text (NLLB)
+
+    def read_in(self, language: str | None) -> None: ...  # texts from now on are in this FLORES-200 language
+
     def load_runtime(self) -> None: ...  # import the runtime now, where a Ctrl-C lands as an interrupt
 
     def ready_for_images(self, images: int | None = None) -> None: ...  # open the image tower for about N images

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from clipdex.retrieval.errors import ClipdexError, NotFound
+from clipdex.retrieval.models.hub import is_repo_id
 from clipdex.retrieval.models.openclip.factory import choose_model
 from clipdex.retrieval.models.identity import ModelIdentity
 from clipdex.retrieval.models.interface import ImageTextEncoder
@@ -21,10 +22,11 @@ from clipdex.retrieval.models.prepared import (
 
 
 def load_model(name: str, pretrained: str | None = None, device: str = "auto", precision: str = "fp32",
-               progress: Progress | None = None, prepare_now: bool = True) -> ImageTextEncoder:
-    """The model that embeds: a model folder as it is; else the prepared folder (no torch) whenever the settings
-    allow, prepared first unless `prepare_now` is False; else the torch encoder."""
-    choice = choose_model(name, pretrained)
+               progress: Progress | None = None, prepare_now: bool = True, fetch: bool = True) -> ImageTextEncoder:
+    """The model that embeds: a model folder as it is (a hub's fetched first unless `fetch` is False); else the
+    prepared folder (no torch) whenever the settings allow, prepared first unless `prepare_now` is False; else the
+    torch encoder."""
+    choice = choose_model(name, pretrained, progress, fetch)
     if choice.folder is not None:
         if precision != "fp32" or device == "cuda":
             raise ClipdexError(f"a model folder runs as it was exported, on the CPU: --precision {precision} "
@@ -35,7 +37,7 @@ def load_model(name: str, pretrained: str | None = None, device: str = "auto", p
         if prepared is not None:
             return prepared
     if not has_torch():
-        raise needs_torch(f"{choice.identity().describe()} is not prepared here, and preparing it")
+        raise needs_torch(f"{choice.identity().describe()} is not prepared here, and preparing it", moving=True)
     from clipdex.retrieval.models.openclip.factory import load_encoder
 
     encoder = load_encoder(name, pretrained, device)
@@ -48,7 +50,8 @@ def load_model(name: str, pretrained: str | None = None, device: str = "auto", p
     return encoder
 
 
-def text_model(identity: ModelIdentity, loaded: ImageTextEncoder | None = None) -> FolderModel | None:
+def text_model(identity: ModelIdentity, loaded: ImageTextEncoder | None = None,
+               fetch: bool = True) -> FolderModel | None:
     """A folder that embeds text for the library bound to `identity` without torch, or None: `loaded` when it is
     that model's folder already (not opened twice), else the model folder itself, else its prepared folder in any
     precision (the text tower is the same in each)."""
@@ -56,7 +59,7 @@ def text_model(identity: ModelIdentity, loaded: ImageTextEncoder | None = None) 
         return loaded
     if identity.fingerprint.startswith("files:"):
         try:
-            found = load_model(identity.name, identity.pretrained, "cpu", "fp32")
+            found = load_model(identity.name, identity.pretrained, "cpu", "fp32", fetch=fetch)
         except ClipdexError:
             return None
         return found if identity.same_model(found.identity) else None
@@ -93,3 +96,14 @@ def export_model(model: str, target: Path, pretrained: str | None, precision: st
     if fp16_weights:
         store_weights_as_fp16(target)
     return {"folder": str(target), "model": encoder.identity.describe(), "kept": kept}
+
+
+def unprepared_because(identity: ModelIdentity) -> str:
+    """Why a library's model does not run without torch here, in words, and what happens next."""
+    if identity.fingerprint.startswith("files:"):
+        if is_repo_id(identity.name):
+            return "no: its folder is not in the local Hugging Face cache; the next index or search fetches it"
+        if not Path(identity.name).is_dir():
+            return f"no: its model folder {identity.name} is gone (moved or removed)"
+        return "no: its model folder changed since the library was built (another model now)"
+    return "no: the next index prepares it (with the torch extra)"

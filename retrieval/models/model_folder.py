@@ -29,6 +29,7 @@ from clipdex.retrieval import config
 from clipdex.retrieval.digest import weights_sha256
 from clipdex.retrieval.errors import ClipdexError, first_line
 from clipdex.retrieval.models.identity import ModelIdentity
+from clipdex.retrieval.models.languages import query_language
 from clipdex.retrieval.models.preprocess import ImagePreprocess
 
 CONFIG_FILE = "config.json"
@@ -86,6 +87,7 @@ class FolderConfig:
     context_length: int
     logit_scale: float
     canonicalize: bool  # SigLIP-style text cleaning (lower case, no punctuation)
+    nllb: bool  # NLLB's text tower: a FLORES-200 language code is read before the sentence
     optimised: bool  # saved already optimised by clipdex: loaded as it is
     own: dict  # clipdex's section ({} for folders made elsewhere)
 
@@ -103,7 +105,9 @@ class FolderConfig:
             raise ClipdexError(f"the model folder's config.json has no usable embed_dim: {folder}") from None
         if dim <= 0 or context < 2:
             raise ClipdexError(f"the model folder's config.json gives impossible sizes: {folder}")
-        return cls(dim, context, scale, kwargs.get("clean") == "canonicalize", own.get("optimised") is True, own)
+        named = " ".join(str(text.get(key) or "") for key in ("hf_model_name", "hf_tokenizer_name")).lower()
+        return cls(dim, context, scale, kwargs.get("clean") == "canonicalize", "nllb" in named,
+                   own.get("optimised") is True, own)
 
 
 def session(path: Path, optimised: bool, prepack: bool = True, threads: int = 0):
@@ -156,8 +160,8 @@ def clean_text(text: str, canonicalize: bool = False) -> str:
     """open_clip's text cleaning before tokenizing: HTML entities undone (twice, as it does), whitespace collapsed;
     SigLIP's canonical form also drops punctuation and case."""
     text = " ".join(html.unescape(html.unescape(text)).split())
-    if canonicalize:
-        text = " ".join(text.translate(_PUNCTUATION).lower().split())
+    if canonicalize:  # (open_clip reads an underscore as a space before it drops punctuation)
+        text = " ".join(text.replace("_", " ").translate(_PUNCTUATION).lower().split())
     return text
 
 
@@ -194,15 +198,25 @@ class TextTower:
         self.context_length = fixed_length or settings.context_length
         self.fixed_length = fixed_length is not None
         self.canonicalize = settings.canonicalize
+        self.language = query_language(None) if settings.nllb else None  # NLLB: the locale's, else English
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=self.context_length)
         self._untruncated = None
         # People repeat and refine queries (and a page reload asks again): recent ones are answered from memory.
         self._one = functools.lru_cache(maxsize=config.QUERY_CACHE_TEXTS)(self._encode_one)
 
+    def read_in(self, language: str | None) -> None:
+        """Read the texts from now on in `language` (a FLORES-200 code), for a tower that must be told it."""
+        if self.language is not None and language is not None:
+            self.language = language
+
     def ids(self, texts: Sequence[str]) -> np.ndarray:
-        """(N, L) ids: padded to the context when the tower fixes it, else only to the longest text."""
-        encodings = self.tokenizer.encode_batch([clean_text(t, self.canonicalize) for t in texts])
+        """(N, L) ids: padded to the context when the tower fixes it, else only to the longest text; an NLLB
+        tower's texts each start with their language's code (a special token of its tokenizer)."""
+        cleaned = [clean_text(t, self.canonicalize) for t in texts]
+        if self.language is not None:
+            cleaned = [self.language + text for text in cleaned]
+        encodings = self.tokenizer.encode_batch(cleaned)
         length = self.context_length if self.fixed_length else max(len(e.ids) for e in encodings)
         ids = np.full((len(encodings), length), self.pad_id, dtype=self.dtype)
         for row, encoding in zip(ids, encodings):
@@ -225,7 +239,7 @@ class TextTower:
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         if len(texts) == 1:
-            return self._one(texts[0])[None, :]
+            return self._one(texts[0], self.language)[None, :]
         return self._run(list(texts))
 
     def _run(self, texts: list[str]) -> np.ndarray:
@@ -235,7 +249,7 @@ class TextTower:
             return _unit(self.session.run(None, {self.input: ids, "attention_mask": mask})[0], "text")
         return _unit(_run_fitted(self.session, self.input, ids, self.fixed_batch), "text")
 
-    def _encode_one(self, text: str) -> np.ndarray:
+    def _encode_one(self, text: str, language: str | None) -> np.ndarray:  # (the language keys the cache too)
         vector = self._run([text])[0]
         vector.flags.writeable = False  # shared by every later asker of the same text
         return vector
@@ -345,3 +359,11 @@ class FolderModel:
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         return self.text.encode_texts(list(texts))
+
+    @property
+    def needs_language(self) -> bool:
+        return self.settings.nllb
+
+    def read_in(self, language: str | None) -> None:
+        if self.settings.nllb:
+            self.text.read_in(language)

@@ -79,10 +79,18 @@ def has_torch() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("torch", "open_clip"))
 
 
-def needs_torch(what: str) -> ClipdexError:
+def needs_torch(what: str, moving: bool = False) -> ClipdexError:
+    """The one line for work that needs the torch extra; `moving`: a model named by open_clip, which a library can
+    leave for a model folder without torch."""
+    if moving:
+        return ClipdexError(
+            f"{what} needs torch, which this install does not have: {TORCH_EXTRA}, or move the library to the "
+            f"default model folder (no torch; nothing indexed is lost): clipdex index PATH --model default --reembed"
+            f" (other folders: clipdex models; --model PATH for a folder of your own)"
+        )
     return ClipdexError(
         f"{what} needs torch, which this install does not have: {TORCH_EXTRA} to prepare it from open_clip, or "
-        f"give a model folder (--model PATH) or the hub name of an ONNX export (--model ORG/NAME)"
+        f"give a model folder (--model PATH), a model from `clipdex models` or a hub ORG/NAME folder"
     )
 
 

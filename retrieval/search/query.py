@@ -38,8 +38,10 @@ def _one_per_file(hits: list[Hit]) -> list[Hit]:
 class Searcher:
     """Queries over one library with its bound model; the model is loaded on the first query that needs it."""
 
-    def __init__(self, library: Library, device: str = "auto", precision: str = "fp32", progress=None) -> None:
+    def __init__(self, library: Library, device: str = "auto", precision: str = "fp32", progress=None,
+                 language: str | None = None) -> None:
         self.library = library
+        self.language = language  # what the user said the query's language is (--lang), if anything
         self.device = device
         self.precision = precision
         self.progress = progress  # shows the one long step a query may take: embedding the vocabulary
@@ -58,6 +60,15 @@ class Searcher:
         if not text.strip():
             raise ClipdexError("the query text is empty")
         encoder = self._noted(self.library.text_encoder(self.device, self.precision))
+        if self.language is not None:
+            from clipdex.retrieval.models.languages import query_language
+
+            code = query_language(self.language)
+            if encoder.needs_language:
+                encoder.read_in(code)
+            elif "--lang" not in " ".join(self.notes):
+                self.notes.append("--lang is for models that must be told a query's language (NLLB); this one reads "
+                                  "the query as it is")
         tokens = encoder.count_tokens(text)
         if tokens > encoder.context_length:
             self.notes.append(

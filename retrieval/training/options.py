@@ -12,7 +12,7 @@ from clipdex.retrieval import config
 class FinetuneOptions:
     """How to fine-tune; these defaults are also the command line's (one home for both)."""
 
-    model: str = config.DEFAULT_MODEL
+    model: str = config.OPENCLIP_DEFAULT_MODEL
     pretrained: str | None = None
     out: Path = Path("finetuned.safetensors")
     epochs: int = 1

@@ -95,6 +95,11 @@ class Encoder:
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         return self.encode_pixels(self.preprocess.batch([self.preprocess.pixels(im) for im in images]))
 
+    needs_language = False  # (open_clip's own tokenizers are told no language)
+
+    def read_in(self, language: str | None) -> None:
+        """Nothing to tell: texts are read as they are."""
+
     def load_runtime(self) -> None:
         """torch is in memory already."""
 

@@ -70,21 +70,28 @@ class ModelChoice:
         return ModelIdentity(self.name, self.pretrained, self.fingerprint, 0)
 
 
-def choose_model(name: str, pretrained: str | None = None) -> ModelChoice:
+def choose_model(name: str, pretrained: str | None = None, progress=None, fetch: bool = True) -> ModelChoice:
     """Read a model name as it will be loaded, hashing a file only when its stamp changed: the sample model, a
-    model folder, a checkpoint, an hf-hub: id, a hub ORG/NAME (a model folder there), else an open_clip name."""
+    model folder, a checkpoint, an hf-hub: id, a catalogue name or hub ORG/NAME (a model folder there, fetched once
+    with `progress` unless `fetch` is False), else an open_clip name."""
+    from clipdex.retrieval.models import catalogue
     from clipdex.retrieval.models.hub import hub_folder, is_repo_id
     from clipdex.retrieval.models.model_folder import folder_fingerprint, is_model_folder
 
     if name == SAMPLE_ALIAS:
         return ModelChoice(SAMPLE_ALIAS, None, folder_fingerprint(config.SAMPLE_MODEL_FOLDER), config.SAMPLE_MODEL_FOLDER)
     path = Path(name).expanduser()
-    if path.is_dir():
+    entry = catalogue.find(name)
+    hub_name = entry is not None or (is_repo_id(name) and not name.startswith("."))
+    if path.is_dir() and (is_model_folder(path) or not hub_name):  # a folder that is no model: not the hub's name
         if not is_model_folder(path):
             raise ClipdexError(f"{path} is not a model folder (config.json with textual/model.onnx or "
                                f"visual/model.onnx)")
         path = path.resolve()
         return ModelChoice(str(path), None, folder_fingerprint(path), path)
+    if os.path.isabs(name) and not path.exists():
+        raise NotFound(f"the model folder or checkpoint {name} is gone (moved or removed): put it back, or give "
+                       f"its new place with --model PATH --reembed")
     if is_checkpoint_path(name):
         path = path.resolve()
         if not path.is_file():
@@ -92,9 +99,13 @@ def choose_model(name: str, pretrained: str | None = None) -> ModelChoice:
         return ModelChoice(str(path), None, _fingerprint(path))
     if name.startswith("hf-hub:"):
         return ModelChoice(name, None, name)
-    if is_repo_id(name):
-        folder = hub_folder(name)
-        return ModelChoice(name, None, folder_fingerprint(folder), folder)
+    if hub_name:
+        repo = entry.hub_id if entry is not None else name
+        entry = entry or catalogue.by_hub_id(name)
+        revision = pretrained or (entry.revision if entry is not None else None)
+        label = entry.label() if entry is not None else repo
+        folder, commit = hub_folder(repo, revision, progress, label, fetch)
+        return ModelChoice(repo, commit, folder_fingerprint(folder), folder)
     if pretrained is None:
         return ModelChoice(name, None, f"init:{config.INIT_SEED}")
     if os.path.isfile(pretrained):
@@ -189,8 +200,9 @@ def load_encoder(name: str, pretrained: str | None = None, device: str = "auto")
     else:
         if name not in open_clip.list_models():
             raise ClipdexError(
-                f"unknown model {name!r}: give an open_clip name (e.g. {config.DEFAULT_MODEL}), an hf-hub: id, "
-                f"a .safetensors checkpoint, or one of clipdex-tiny, clipdex-small"
+                f"unknown model {name!r}: give a model from `clipdex models`, a hub ORG/NAME, a model folder, an "
+                f"open_clip name (e.g. {config.OPENCLIP_DEFAULT_MODEL}), an hf-hub: id, a .safetensors checkpoint, "
+                f"or one of clipdex-tiny, clipdex-small"
             )
         arch = name
         if pretrained is None:
