@@ -32,8 +32,10 @@ def plan_changes(
     stored: Sequence[StoredImage],
     roots: Sequence[str],
     on_hashed: Callable[[], None] | None = None,
+    unseen: Sequence[str] = (),
 ) -> Plan:
-    """Compare a scan of `roots` with the stored images; items outside the roots are left alone."""
+    """Compare a scan of `roots` with the stored images; items outside the roots are left alone, and so are items
+    at or under a path the scan could not see (`unseen`: a folder it could not list, a file it could not stat)."""
     plan = Plan()
     by_path = {s.path: s for s in stored}
     scanned_paths = {f.path for f in scanned}
@@ -66,7 +68,7 @@ def plan_changes(
 
     vanished: dict[str, list[StoredImage]] = defaultdict(list)
     for s in stored:
-        if s.path not in scanned_paths and under(s.path, roots):
+        if s.path not in scanned_paths and under(s.path, roots) and not under(s.path, unseen):
             vanished[s.sha256].append(s)
     vanished_sizes = {s.size for group in vanished.values() for s in group}
     for f in unknown:

@@ -99,6 +99,7 @@ def _index_folders(library, roots, encoder, exclude, include_hidden, batch_size,
         stored,
         [root_path(r) for r in roots],
         on_hashed=advance and (lambda: advance(1)),
+        unseen=scanned.unseen,
     )
     failures = scanned.failures + plan.failures
     try:

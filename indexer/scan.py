@@ -30,6 +30,9 @@ class FileStat:
 class ScanResult:
     files: list[FileStat] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
+    # What could not be seen (a folder that cannot be listed, a file that cannot be looked at): each is reported
+    # as a failure, and whatever the library holds at or under it is kept, never taken for deleted.
+    unseen: list[str] = field(default_factory=list)
 
 
 def _excluded(relative: str, name: str, exclude: Sequence[str]) -> bool:
@@ -49,6 +52,7 @@ def _stat(path: str, real_folder: str, result: ScanResult) -> None:
             st, real = os.stat(path), os.path.realpath(path)
     except OSError as exc:
         result.failures.append((path, f"cannot stat: {exc.strerror or exc}"))
+        result.unseen.append(path)
         return
     if not stat.S_ISREG(st.st_mode):  # reading a FIFO blocks, a device never ends: neither is a photo
         result.failures.append((path, "not a regular file (a FIFO, socket or device), skipped"))
@@ -100,7 +104,14 @@ def scan(roots: Sequence[Path], exclude: Sequence[str] = (), include_hidden: boo
         if not os.path.isdir(top):
             raise ClipdexError(f"not a folder or image file: {root}")
         real_top = os.path.realpath(top)
-        for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
+
+        def unlistable(exc: OSError) -> None:  # (os.walk skips the folder: its photos are not gone)
+            folder = exc.filename if isinstance(exc.filename, str) else top
+            result.failures.append((folder, f"cannot list this folder: {exc.strerror or exc}; the photos indexed "
+                                            f"under it are kept"))
+            result.unseen.append(folder)
+
+        for dirpath, dirnames, filenames in os.walk(top, onerror=unlistable, followlinks=True):
             real_folder = os.path.realpath(dirpath)
             if real_folder in seen_folders:  # a link loop, or a folder reached a second way
                 dirnames[:] = []

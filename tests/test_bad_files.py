@@ -22,7 +22,7 @@ from clipdex.retrieval.library import Library
 from clipdex.retrieval.media.images import read_image
 from clipdex.retrieval.storage.store import IMAGE
 from tests.conftest import SAMPLE_ROWS
-from tests.helpers import TINY, clipdex_command, json_output
+from tests.helpers import SAMPLE, TINY, clipdex_command, json_output
 
 
 def _png_claiming(width: int, height: int) -> bytes:
@@ -151,6 +151,43 @@ def test_unreadable_file_is_reported(library_dir: Path, photos) -> None:
     report = json.loads(result.stdout)
     assert [Path(f["path"]).name for f in report["failed"]] == [locked.name]
     assert "Permission denied" in report["failed"][0]["error"] and report["added"] == 1
+
+
+def _as_user(library_dir: Path, *args) -> dict:
+    """`clipdex ARGS --json` in a new process; as root, without the capabilities that let root read any folder."""
+    drop = "-dac_override,-dac_read_search"
+    as_user = ["setpriv", f"--bounding-set={drop}", f"--inh-caps={drop}"] if os.geteuid() == 0 else []
+    result = subprocess.run([*as_user, *clipdex_command(library_dir, *args, "--json")], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_a_folder_that_cannot_be_listed_is_reported_and_its_photos_kept(library_dir: Path, photos) -> None:
+    """`chmod 000` (or 311: enter but not list; or 644: list but not enter) on an album is not its deletion: the
+    folder is a failure with its reason and its photos keep their rows, ids, tags and text."""
+    folder = photos(5)
+    album = folder / "album"
+    album.mkdir()
+    for photo in sorted(folder.glob("*.*"))[:2]:
+        photo.rename(album / photo.name)
+    _as_user(library_dir, "index", folder, *SAMPLE)
+    ids = {image.path: image.id for image in Library(library_dir).store.images()}
+    assert len(ids) == 5
+    try:
+        for mode, failed in ((0o000, [str(album)]), (0o311, [str(album)]),
+                             (0o644, sorted(str(p) for p in ids if p.startswith(f"{album}/")))):
+            album.chmod(mode)
+            report = _as_user(library_dir, "index", folder)
+            assert (report["removed"], report["added"], report["unchanged"]) == (0, 0, 3), (oct(mode), report)
+            assert sorted(f["path"] for f in report["failed"]) == failed, (oct(mode), report)
+            assert all("Permission denied" in f["error"] for f in report["failed"]), report
+            assert {image.path: image.id for image in Library(library_dir).store.images()} == ids
+    finally:
+        album.chmod(0o755)
+    report = _as_user(library_dir, "index", folder)
+    assert (report["removed"], report["added"], report["unchanged"], report["failed"]) == (0, 0, 5, [])
+    assert {image.path: image.id for image in Library(library_dir).store.images()} == ids
 
 
 # ----------------------------------------------------------------------------------- hostile checkpoints
