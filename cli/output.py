@@ -79,8 +79,14 @@ def progress_tasks(enabled: bool = True) -> Iterator[Callable[..., Callable[...,
     counted in "bytes" (a download) is said in one line first, since it is the one a person waits on, then
     shown as bytes with their speed.
     """
-    if not enabled:
-        yield lambda description, total, unit="": (lambda n=1, note="": None)
+    if not enabled:  # (a download is still said: it is what a person waits on, even behind --json)
+
+        def said(description: str, total: int | None, unit: str = "") -> Callable[..., None]:
+            if unit == "bytes":
+                say(description)
+            return lambda n=1, note="": None
+
+        yield said
         return
     from rich.progress import (
         BarColumn, DownloadColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -223,3 +224,42 @@ def eventually(check, seconds: float = 60) -> bool:
             return True
         time.sleep(0.2)
     return False
+
+
+_ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "open_clip", "torchvision")
+
+# The CLI in a new process as the base install has it: torch, open_clip and torchvision cannot be imported.
+_WITHOUT_TORCH = f"""
+import sys
+for name in {HEAVY!r}:
+    sys.modules[name] = None
+from clipdex.cli.app import main
+sys.argv = ["clipdex", *sys.argv[1:]]
+code = 0
+try:
+    main()
+except SystemExit as exit:
+    code = exit.code
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r} and sys.modules[m] is not None)
+print("LOADED", loaded, file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def without_torch_command(*args) -> list[str]:
+    """The real CLI as the light install has it (torch, open_clip and torchvision cannot be imported), for a
+    process a test starts itself; run it with `without_torch_env`."""
+    return [sys.executable, "-c", _WITHOUT_TORCH, *map(str, args)]
+
+
+def without_torch_env(env: dict | None = None) -> dict:
+    return {**os.environ, "PYTHONPATH": str(_ROOT), **(env or {})}
+
+
+def without_torch(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """without_torch_command run to its end; checks that none of the torch modules was imported."""
+    done = subprocess.run(without_torch_command(*args), cwd=_ROOT, capture_output=True, text=True,
+                          env=without_torch_env(env), timeout=timeout)
+    assert "LOADED []" in done.stderr, done.stderr[-2000:]
+    return done

@@ -17,36 +17,7 @@ import pytest
 
 from clipdex.retrieval import config
 from tests.conftest import SAMPLE_ROWS
-
-ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("torch", "open_clip", "torchvision")
-
-# The CLI in a new process as the base install has it: torch, open_clip and torchvision cannot be imported.
-_WITHOUT_TORCH = f"""
-import sys
-for name in {HEAVY!r}:
-    sys.modules[name] = None
-from clipdex.cli.app import main
-sys.argv = ["clipdex", *sys.argv[1:]]
-code = 0
-try:
-    main()
-except SystemExit as exit:
-    code = exit.code
-loaded = sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r} and sys.modules[m] is not None)
-print("LOADED", loaded, file=sys.stderr)
-sys.exit(code)
-"""
-
-
-def without_torch(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    done = subprocess.run(
-        [sys.executable, "-c", _WITHOUT_TORCH, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}, timeout=300,
-    )
-    assert "LOADED []" in done.stderr, done.stderr[-2000:]
-    return done
-
+from tests.helpers import without_torch
 
 def _copy_sample(target: Path) -> Path:
     shutil.copytree(config.SAMPLE_MODEL_FOLDER, target)

@@ -210,10 +210,10 @@ def hub_folder(repo_id: str, revision: str | None = None, progress: Progress | N
         raise _offline_error(repo_id, label, "HF_HUB_OFFLINE is set")
     if not hub_reachable():
         raise _offline_error(repo_id, label, f"the hub ({endpoint()}) cannot be reached")
-    return fetch(repo_id, revision, progress, label)
+    return download_folder(repo_id, revision, progress, label)
 
 
-def fetch(repo_id: str, revision: str | None, progress: Progress | None, label: str) -> tuple[Path, str]:
+def download_folder(repo_id: str, revision: str | None, progress: Progress | None, label: str) -> tuple[Path, str]:
     """Fetch the folder's files (those a model folder needs) and check each against what the hub declared."""
     from huggingface_hub import HfApi
 
@@ -257,6 +257,7 @@ def _download(repo_id: str, commit: str, files: list[HubFile], advance) -> Path:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
+    _remove_abandoned_partials(repo_id)
     quiet = are_progress_bars_disabled()
     disable_progress_bars()  # huggingface's per-file bars: the caller shows one bar of bytes instead
     bar = _Bytes(advance)
@@ -280,13 +281,35 @@ def _download(repo_id: str, commit: str, files: list[HubFile], advance) -> Path:
     return folder
 
 
+def _repo_cache(repo_id: str) -> Path:
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    return Path(os.environ.get("HF_HUB_CACHE") or HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
+
+
+def _remove_abandoned_partials(repo_id: str) -> None:
+    """Remove what downloads killed outright left: huggingface_hub writes each file to a partial file of its own
+    process (`ETAG.RANDOM.incomplete`) under a lock on ETAG; a partial whose lock nobody holds is abandoned (its
+    file is fetched whole again: a few hundred MB at most, never a whole folder)."""
+    from filelock import FileLock, Timeout
+
+    blobs = _repo_cache(repo_id) / "blobs"
+    locks = _repo_cache(repo_id).parent / ".locks" / _repo_cache(repo_id).name
+    for partial in blobs.glob("*.incomplete"):
+        lock = FileLock(str(locks / f"{partial.name.split('.')[0]}.lock"))
+        try:
+            locks.mkdir(parents=True, exist_ok=True)
+            with lock.acquire(timeout=0):
+                partial.unlink(missing_ok=True)
+        except (Timeout, OSError):
+            continue  # being written by a running download, or not ours to remove
+
+
 @contextmanager
 def _watching_partial_bytes(repo_id: str, report: Callable[[int], None]) -> Iterator[None]:
     """Report the bytes of the file being downloaded as they arrive (huggingface_hub writes them to a
     `.incomplete` blob), twice a second, for one progress bar across every file."""
-    from huggingface_hub.constants import HF_HUB_CACHE
-
-    blobs = Path(os.environ.get("HF_HUB_CACHE") or HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "blobs"
+    blobs = _repo_cache(repo_id) / "blobs"
     stop = threading.Event()
 
     def watch() -> None:
@@ -348,10 +371,8 @@ def remove_cached(repo_id: str) -> int:
     them); the bytes freed."""
     import shutil
 
-    from huggingface_hub.constants import HF_HUB_CACHE
-
     freed = 0
-    repo = Path(os.environ.get("HF_HUB_CACHE") or HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
+    repo = _repo_cache(repo_id)
     if repo.is_dir():
         freed = sum(p.stat().st_size for p in repo.rglob("*") if p.is_file() and not p.is_symlink())
         shutil.rmtree(repo, ignore_errors=True)
