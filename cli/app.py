@@ -16,6 +16,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
+from clipdex.cli import standard_output
 from clipdex.cli.options import (
     DeviceOption, JsonOption, LangOption, ModelOption, PrecisionOption, PretrainedOption, PreviewOption, asked,
     library_of, sigterm_stops,
@@ -383,16 +384,15 @@ def main(state: dict | None = None) -> None:
 
 def entry() -> None:
     """The console script and `python -m clipdex`. A command that only read ends its process once its output is out
-    (tearing down ONNX Runtime, FAISS and every module cost a query 0.05–0.08 s); any other, or a failure, as usual."""
+    (tearing down ONNX Runtime, FAISS and every module cost a query 0.05–0.08 s); any other, or a failure, as usual.
+    Standard output closed or failing is said in one line, status 1 (standard_output.py)."""
     state: dict = {}
+    standard_output.guard()
     try:
         main(state)
     except SystemExit as done:
-        if done.code in (0, None) and state.get("only_read"):
-            try:
-                sys.stdout.flush()
-                sys.stderr.flush()
-            except (OSError, ValueError):  # a closed pipe: Python's own exit reports it as it always has
-                raise done from None
+        if done.code in (0, None):
+            if (status := standard_output.flush()) or not state.get("only_read"):
+                raise SystemExit(status) from None
             os._exit(0)
         raise

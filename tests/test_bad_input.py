@@ -148,6 +148,29 @@ def test_a_reader_that_closes_the_pipe_ends_the_command_quietly(cli, library_dir
         assert process.wait(timeout=120) == 1 and b"error" not in said and b"Traceback" not in said, (args, said)
 
 
+def test_a_closed_or_full_standard_output_is_one_line_and_status_1(cli, library_dir: Path, photos,
+                                                                    shapes: Path) -> None:
+    """`clipdex status >&-` printed a traceback ('NoneType' object has no attribute 'flush'), `> /dev/full` an
+    "unexpected OSError": an answer nobody got is a failure, said in one line."""
+    import subprocess
+
+    folder = photos(4)
+    shutil.copy2(sorted(folder.iterdir())[0], folder / "copy.png")  # something for duplicates to print
+    assert cli("index", folder, *SAMPLE, "--tags", "--vocabulary", shapes).exit_code == 0
+    commands = [("status",), ("search", "a red circle"), ("search", "-f", "a red circle"),
+                ("search", "a red circle", "--json"), ("tags",), ("duplicates",),
+                ("captions", folder / "copy.png")]
+    for args in commands:
+        command = [sys.executable, "-m", "clipdex", "--library", str(library_dir), *map(str, args)]
+        with open("/dev/full", "w") as full:
+            for how, where, needle in (("closed", {"preexec_fn": lambda: os.close(1)}, "standard output is closed"),
+                                       ("full", {"stdout": full}, "cannot write to standard output: No space")):
+                done = subprocess.run(command, stderr=subprocess.PIPE, text=True, timeout=120, cwd=ROOT, **where)
+                errors = [line for line in done.stderr.splitlines() if line.startswith("error")]
+                assert done.returncode == 1 and "Traceback" not in done.stderr, (args, how, done.stderr)
+                assert len(errors) == 1 and needle in errors[0], (args, how, done.stderr)
+
+
 @pytest.mark.parametrize("name", ["lib?x", "lib%3Fx", "lib%x#1"])
 def test_a_library_folder_of_any_name_keeps_its_database_inside(cli, tmp_path: Path, photos, name: str) -> None:
     """A database URL gives `?` and `%` a meaning: a folder named `lib?x` once put its database in a file `lib`
