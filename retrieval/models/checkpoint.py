@@ -11,9 +11,10 @@ import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported by what needs it: reading a checkpoint's metadata (the web's report list)
+    import torch  # runs on the light install
 
 from clipdex.retrieval.errors import ClipdexError, NotFound, Refused, first_line
 from clipdex.retrieval.models.identity import is_checkpoint_path
@@ -43,6 +44,7 @@ def save_checkpoint(
     half: bool = False,
     optimizer_state: dict[str, Any] | None = None,
 ) -> None:
+    import torch
     from safetensors.torch import save_file
 
     tensors = {}
@@ -96,7 +98,7 @@ def read_checkpoint_info(path: Path) -> CheckpointInfo:
 def _save_id(path: Path) -> str | None:
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as f:
+    with safe_open(str(path), framework="numpy") as f:  # the header alone
         return (f.metadata() or {}).get(SAVE_ID_KEY)
 
 
@@ -109,6 +111,8 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
 def load_optimizer_state(path: Path) -> dict[str, Any] | None:
     """The resume state beside a checkpoint; weights_only refuses anything that would run code, and a state
     written for another save of the checkpoint (a crash between the two files, an old copy) is refused too."""
+    import torch
+
     opt = optimizer_path(path)
     if not opt.is_file():
         return None
