@@ -69,12 +69,12 @@ class QueryServer:
         if self._server is None:
             return
         self._server.shutdown()
-        self._server.server_close()
-        try:
-            if os.lstat(self.path).st_ino == self._inode:  # not the socket of a server started since
+        try:  # still bound, so its inode cannot have been reused: a different one is a newer server's, left alone
+            if os.lstat(self.path).st_ino == self._inode:
                 os.unlink(self.path)
         except OSError:
             pass
+        self._server.server_close()
 
     def answer(self, op: str, arguments: dict) -> object:
         """The result of one request, as JSON-ready data; raises what the query raises."""
