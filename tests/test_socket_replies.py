@@ -18,6 +18,8 @@ import pytest
 from clipdex.retrieval import config
 from tests.helpers import SAMPLE, clipdex_command
 
+pytestmark = pytest.mark.slow  # (each test runs the CLI in new processes)
+
 ANSWERED = "answered by the running clipdex process"
 NOT_USED = "not using the running clipdex process's answer"
 QUERY = ("search", "a red circle", "-k", "3", "--json")
