@@ -190,3 +190,24 @@ def test_any_other_hub_folder_works_by_its_name_through_a_mirror(hub, tmp_path: 
                          env=hub.env)
     assert done.returncode == 0 and "fetching someone/their-export" in done.stderr, done.stderr[-2000:]
     assert not any(DEFAULT.hub_id in r for r in hub.requests)
+
+
+@pytest.mark.slow
+def test_a_library_bound_to_an_open_clip_model_is_told_how_to_move_and_moves_without_torch(hub, tmp_path: Path,
+                                                                                          photos) -> None:
+    from tests.helpers import clipdex_command
+
+    library, pictures = tmp_path / "library", photos(3)
+    made = subprocess.run(clipdex_command(library, "index", pictures, "--model", "clipdex-tiny"), capture_output=True,
+                          text=True, env={**os.environ, "CLIPDEX_CACHE": str(tmp_path / "torch-cache")}, timeout=300)
+    assert made.returncode == 0, made.stderr[-2000:]
+    stuck = without_torch("-L", library, "search", "a red circle", env=hub.env)  # its prepared folder is elsewhere
+    assert stuck.returncode == 1 and "Traceback" not in stuck.stderr
+    [line] = _errors(stuck)
+    assert "needs torch" in line and "--model default --reembed" in line
+
+    moved = without_torch("-L", library, "index", pictures, "--model", "default", "--reembed", env=hub.env)
+    assert moved.returncode == 0 and "re-embedded 3 images" in moved.stderr, moved.stderr[-2000:]
+    status = json.loads(without_torch("-L", library, "status", "--json", env=hub.env).stdout)
+    assert status["model"].startswith(DEFAULT.hub_id) and status["counts"]["image"] == 3
+    assert len(json.loads(without_torch("-L", library, "search", "a red circle", "--json", env=hub.env).stdout)) == 3
