@@ -134,7 +134,8 @@ def index(
 ) -> None:
     """Embed new and changed images under PATHS; moved files keep their vectors, deleted ones leave.
 
-    Unreadable files are skipped and reported, never fatal; Ctrl-C keeps every batch already written."""
+    A new library's first run fetches the default model folder once (clipdex models lists the others). Unreadable
+    files are skipped and reported, never fatal; Ctrl-C keeps every batch already written."""
     from clipdex import api
     from clipdex.indexer.options import IndexOptions
 
