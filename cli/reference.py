@@ -34,13 +34,19 @@ def reference() -> str:
              "## clipdex", "", _cell(group.help), "", "| option | takes | what it does |", "|---|---|---|"]
     lines += [row for param in group.params if param.name != "help" for row in _option(param)]
     for name in sorted(group.commands):
-        command = group.commands[name]
-        if command.hidden:
-            continue
-        lines += ["", f"## clipdex {name}", "", (command.help or "").strip(), "",
-                  "| option | takes | what it does |", "|---|---|---|"]
-        lines += [row for param in command.params if param.name != "help" for row in _option(param)]
+        lines += _command(f"clipdex {name}", group.commands[name])
     return "\n".join(lines) + "\n"
+
+
+def _command(name: str, command: click.Command) -> list[str]:
+    """One command's section, and its subcommands' after it (`clipdex models pull`)."""
+    if command.hidden:
+        return []
+    lines = ["", f"## {name}", "", (command.help or "").strip(), "", "| option | takes | what it does |", "|---|---|---|"]
+    lines += [row for param in command.params if param.name != "help" for row in _option(param)]
+    for sub in sorted(command.commands if isinstance(command, click.Group) else ()):
+        lines += _command(f"{name} {sub}", command.commands[sub])
+    return lines
 
 
 if __name__ == "__main__":
