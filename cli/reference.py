@@ -44,7 +44,7 @@ def _command(name: str, command: click.Command) -> list[str]:
         return []
     lines = ["", f"## {name}", "", (command.help or "").strip(), "", "| option | takes | what it does |", "|---|---|---|"]
     lines += [row for param in command.params if param.name != "help" for row in _option(param)]
-    for sub in sorted(command.commands if isinstance(command, click.Group) else ()):
+    for sub in sorted(getattr(command, "commands", None) or {}):  # a group (typer 0.12+ or click alike)
         lines += _command(f"{name} {sub}", command.commands[sub])
     return lines
 
