@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
 import socket
 import threading
@@ -15,9 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.conftest import SAMPLE_ROWS
-from tests.helpers import sample_image, write_video
+from tests.helpers import eventually, sample_image, write_video
 
 TOKEN = "e2e-browser-token-0123456789"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -55,9 +57,7 @@ def server(cli, library_dir: Path, photos, tmp_path: Path, shapes: Path):
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
+    assert eventually(lambda: server.started, 30)
     yield sign_in_url(f"http://127.0.0.1:{port}", TOKEN)  # what `clipdex serve` prints
     server.should_exit = True
     thread.join(timeout=10)
@@ -71,6 +71,13 @@ def _signed_in(browser, server: str, **options):
     return page, problems
 
 
+# Every wait below is for a state of the page, never for a time: a busy machine only makes it come later.
+_SETTLED = ("() => !state.loading && (state.done || $('more').getBoundingClientRect().top >= innerHeight + 400)")
+_NEAR_ASKED = ("() => [...document.querySelectorAll('#timeline .thumb img')].every(i => i.hasAttribute('src') || "
+               "i.getBoundingClientRect().top > innerHeight + 300) && [...document.querySelectorAll("
+               "'#timeline .thumb img[src]')].every(i => i.complete)")  # (asked for near the screen, and answered)
+
+
 def _visible_thumbs_loaded(page, selector: str) -> None:
     page.wait_for_function(
         f"() => [...document.querySelectorAll('{selector} .thumb img')].filter(i => i.checkVisibility()).slice(0, 4)"
@@ -82,7 +89,7 @@ def test_home_timeline_query_and_detail_view(server: str, browser) -> None:
     page, problems = _signed_in(browser, server, viewport={"width": 1200, "height": 400})
     page.goto(server.split("/login")[0] + "/?page=3")  # three files a request: scrolling must load the rest
     page.wait_for_selector("#timeline .thumb img", timeout=15_000)
-    page.wait_for_timeout(500)
+    page.wait_for_function(_SETTLED, timeout=15_000)  # the screen filled, nothing more asked for
     first_pages = page.locator("#timeline .thumb").count()
     assert first_pages < 26 and first_pages % 3 == 0  # what fills the screen, a page at a time
     assert "25 photos · 1 video" in page.locator("#hint").inner_text()
@@ -91,10 +98,10 @@ def test_home_timeline_query_and_detail_view(server: str, browser) -> None:
     page.screenshot(path=str(ARTIFACTS / "web-home.png"))
     for _ in range(20):
         page.mouse.wheel(0, 5000)
-        page.wait_for_timeout(300)
+        page.wait_for_function(_SETTLED, timeout=15_000)
         if page.locator("#timeline .thumb").count() == 26:
             break
-    assert page.locator("#timeline .thumb").count() == 26  # every file once: 25 photos and the video
+    expect(page.locator("#timeline .thumb")).to_have_count(26)  # every file once: 25 photos and the video
 
     page.keyboard.press("/")
     assert page.evaluate("document.activeElement.id") == "q"
@@ -182,31 +189,31 @@ def test_keys_open_and_close_a_photo_and_the_focus_comes_back(server: str, brows
     second = page.locator("#timeline .thumb").nth(1)
     second.focus()
     page.keyboard.press("Enter")
-    page.wait_for_timeout(300)
+    page.wait_for_selector("#captions li", timeout=15_000)  # opened, and its details came (a closed one gets none)
     assert page.locator("#detail").is_visible(), "Enter opened the photo and closed it again"
+    first_name = page.locator("#timeline .thumb img").first.get_attribute("alt")
     page.keyboard.press("ArrowLeft")  # to the first: nothing before it
-    page.wait_for_timeout(300)
-    assert page.locator("#prev").is_disabled()
+    expect(page.locator("#name")).to_have_text(first_name, timeout=10_000)
+    expect(page.locator("#prev")).to_be_disabled()
     assert float(page.locator("#prev").evaluate("b => getComputedStyle(b).opacity")) < 0.5  # and looks it
     assert float(page.locator("#next").evaluate("b => getComputedStyle(b).opacity")) == 1.0
     page.keyboard.press("Escape")
-    assert page.locator("#detail").is_hidden()
+    expect(page.locator("#detail")).to_be_hidden()
     first_id = page.locator("#timeline .thumb").first.get_attribute("data-id")
     assert page.evaluate("document.activeElement.dataset.id") == first_id, "the focus did not come back on Esc"
-    summary = page.locator("#hint").inner_text()
-    assert summary == "25 photos · 1 video"
+    summary = "25 photos · 1 video"
+    expect(page.locator("#hint")).to_have_text(summary)
     page.fill("#q", "a red circle")
     page.keyboard.press("Enter")
     page.wait_for_selector("#results .thumb", timeout=15_000)
     assert "for “a red circle”" in page.locator("#hint").inner_text()
     page.keyboard.press("Escape")  # back to the library: the status line says what is on screen again
-    assert page.locator("#hint").inner_text() == summary
+    expect(page.locator("#hint")).to_have_text(summary)
     page.click("#nav-duplicates")
     page.wait_for_selector("#dupes .group", timeout=30_000)
-    assert " of near-duplicates" in page.locator("#hint").inner_text()
+    expect(page.locator("#hint")).to_contain_text(" of near-duplicates")
     page.go_back()
-    page.wait_for_timeout(300)
-    assert page.locator("#hint").inner_text() == summary
+    expect(page.locator("#hint")).to_have_text(summary, timeout=15_000)  # (a busy machine: it comes, later)
     assert problems == []
 
 
@@ -256,8 +263,7 @@ def test_the_detail_view_fills_the_screen_zooms_and_swipes(server: str, browser)
     assert "scale(1)" in page.locator("#large").get_attribute("style")
     page.mouse.move(640, 400)
     page.mouse.wheel(0, -300)  # the wheel zooms where the pointer is
-    page.wait_for_timeout(200)
-    assert page.locator("#stage").evaluate("s => s.classList.contains('zoomed')")
+    expect(page.locator("#stage")).to_have_class(re.compile(r"\bzoomed\b"), timeout=5_000)
     page.dblclick("#stage")
     box = page.locator("#stage").bounding_box()
     page.mouse.move(box["x"] + box["width"] * 0.7, box["y"] + box["height"] / 2)
@@ -283,8 +289,9 @@ def test_the_url_holds_the_search_and_the_open_photo(server: str, browser) -> No
     assert f"photo={first}" in page.url
     shared = page.url
     page.go_back()  # Back closes the photo, and leaves the search as it was
-    page.wait_for_timeout(300)
-    assert page.locator("#detail").is_hidden() and page.locator("#results .thumb").count() > 0
+    expect(page.locator("#detail")).to_be_hidden(timeout=10_000)
+    expect(page).not_to_have_url(re.compile(r"photo="))
+    assert page.locator("#results").is_visible() and page.locator("#results .thumb").count() > 0
     page.go_back()  # then leaves the search for the library
     page.wait_for_selector("#timeline .thumb", timeout=15_000)
     assert page.locator("#results").is_hidden() and page.input_value("#q") == ""
@@ -352,7 +359,8 @@ def test_thumbnails_load_near_the_screen_at_its_density(server: str, browser) ->
         page.on("request", lambda r: asked.append(r.url) if "/thumbnail" in r.url else None)
         page.goto(server)
         page.wait_for_selector("#timeline .thumb img[src]", timeout=15_000)
-        page.wait_for_timeout(800)
+        page.wait_for_function(f"() => document.querySelectorAll('#timeline .thumb').length === 26 && "
+                               f"({_NEAR_ASKED})()", timeout=15_000)
         tiles = page.locator("#timeline .thumb").count()
         assert tiles == 26 and 4 <= len(asked) < 18, (tiles, len(asked))  # the whole library listed, ~1/3 asked for
         wanted = page.evaluate("""() => [...document.querySelectorAll('#timeline .thumb img[src]')].map((img) => {
@@ -362,9 +370,13 @@ def test_thumbnails_load_near_the_screen_at_its_density(server: str, browser) ->
         assert all(big == needed for big, needed in wanted), wanted  # the size the tile needs at this density
         assert any(big for big, _ in wanted) == (density == 2)
         for _ in range(20):  # a screen at a time: each comes into view once
+            before = page.evaluate("scrollY")
             page.mouse.wheel(0, 300)
-            page.wait_for_timeout(100)
-        page.wait_for_timeout(500)
+            page.wait_for_function(f"() => (scrollY > {before} || innerHeight + scrollY >= "
+                                   f"document.documentElement.scrollHeight - 1) && ({_NEAR_ASKED})()", timeout=15_000)
+        page.wait_for_function("() => document.querySelectorAll('#timeline .thumb img[src]').length === 26",
+                               timeout=15_000)
+        page.wait_for_function(_NEAR_ASKED, timeout=15_000)
         assert len(set(asked)) == len(asked) == 26  # each once, as it came into view
         page.close()
         assert problems == []
@@ -390,9 +402,11 @@ def test_jump_to_a_month_on_the_timeline(server: str, browser) -> None:
     page.wait_for_selector("#newest[hidden]", state="attached", timeout=10_000)
     page.wait_for_function(f"() => document.querySelector('#timeline .month h2').textContent === {months[0].rsplit(' (', 1)[0]!r}")
     second = page.locator("#jump option").nth(2).get_attribute("value")  # a month already on screen: scrolled to
+    second_title = page.locator("#jump option").nth(2).inner_text().rsplit(" (", 1)[0]
     shown = page.locator("#timeline .thumb").count()
     page.select_option("#jump", second)
-    page.wait_for_timeout(300)
+    page.wait_for_function(f"() => document.activeElement.closest('.month')?.dataset.month === {second_title!r}",
+                           timeout=10_000)  # scrolled there, the keyboard on its first photo
     assert page.locator("#timeline .thumb").count() >= shown and page.locator("#newest").is_hidden()
     assert problems == []
 
