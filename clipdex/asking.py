@@ -176,8 +176,9 @@ def _finite(text: str) -> float:
 
 
 # What a user's data may not hold to be taken from a server: what cli/output.py never prints as it is (C0, DEL,
-# C1, line and paragraph separators, bidi controls). The CLI's own answer prints such a name its own way.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# C1, line and paragraph separators, bidi controls), and surrogates (a name that is not UTF-8 reads as some, and a
+# lone one cannot be printed at all). The CLI's own answer prints such a name its own way.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 _SCORE_SLACK = 1e-3  # float32 cosines of unit vectors reach 1.0000001
 _LARGEST_ID = 1 << 63
 
@@ -214,8 +215,8 @@ _HIT_FIELDS = {"id", "kind", "score", "path", "caption", "ocr", "time", "taken",
                "source"}
 
 
-def _hits(result: object) -> object:
-    """A search's or captions' result as `Hits.to_wire` writes it, every field of every hit of its type."""
+def _hits(result: object, kind: str) -> object:
+    """A search's (images) or captions' (captions) result as `Hits.to_wire` writes it, every field of every hit."""
     _check(isinstance(result, dict) and set(result) == {"hits", "notes"}, "no hits and notes")
     _check(isinstance(result["hits"], list) and isinstance(result["notes"], list), "hits or notes not a list")
     for note in result["notes"]:
@@ -225,7 +226,7 @@ def _hits(result: object) -> object:
                "a hit of unknown fields")
         _integer(hit["id"], "id")
         _score(hit["score"])
-        _check(hit["kind"] in (config.IMAGE, "caption"), "a hit of an unknown kind")
+        _check(hit["kind"] == kind, f"a hit that is not of kind {kind}")
         _text(hit.get("path"), "path", optional=hit["kind"] != config.IMAGE)
         _text(hit.get("caption"), "caption", optional=hit["kind"] == config.IMAGE)
         _text(hit.get("ocr"), "recognised text", optional=True)
@@ -268,7 +269,10 @@ def _groups(result: object) -> object:
     return result
 
 
-_RESULTS: dict[str, Callable[[object], object]] = {"search": _hits, "captions": _hits, "duplicates": _groups}
+_RESULTS: dict[str, Callable[[object], object]] = {
+    "search": lambda result: _hits(result, config.IMAGE), "captions": lambda result: _hits(result, config.CAPTION),
+    "duplicates": _groups,
+}
 
 
 def _said(value: object) -> str:

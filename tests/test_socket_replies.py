@@ -152,7 +152,9 @@ HOSTILE = {
     "tags-a-string": reply_with({"hits": [image_hit(tags="dog")], "notes": []}),
     "unknown-field": reply_with({"hits": [image_hit(evil=1)], "notes": []}),
     "note-a-dict": reply_with({"hits": [], "notes": [{}]}),
+    "a-caption-for-a-search": reply_with({"hits": [image_hit(kind="caption", path=None, caption="x")], "notes": []}),
     "path-with-newline": reply_with({"hits": [image_hit(path="/photos/a.jpg\n/etc/forged-line")], "notes": []}),
+    "path-with-surrogate": reply_with({"hits": [image_hit(path="/photos/\ud800.jpg")], "notes": []}),
     "path-with-escape": reply_with({"hits": [image_hit(path="/photos/\x1b]0;owned\x07a.jpg")], "notes": []}),
     "unanswered": reply_with(b'{"library": KEY, "unanswered": "no"}'),
     "drip": drip,
@@ -209,6 +211,7 @@ OTHER_QUERIES = {
     "captions-well-formed": (CAPTIONS, {"hits": [caption_hit()], "notes": []}, True),
     "captions-with-newline": (CAPTIONS, {"hits": [caption_hit(caption="a\nforged line")], "notes": []}, False),
     "captions-unknown-source": (CAPTIONS, {"hits": [caption_hit(source="elsewhere")], "notes": []}, False),
+    "captions-an-image": (CAPTIONS, {"hits": [image_hit()], "notes": []}, False),
 }
 
 
