@@ -44,3 +44,19 @@ def test_search_answers_while_index_runs(cli, library_dir: Path, photos) -> None
         assert sorted(ids) == sorted(i for i in score if i <= max(ids))  # one committed state, whole
         assert [hit["score"] for hit in answer] == pytest.approx([score[i] for i in ids], abs=1e-5)
         assert [hit["score"] for hit in answer] == sorted((hit["score"] for hit in answer), reverse=True)
+
+
+def test_a_reader_cannot_write(cli, library_dir: Path, photos) -> None:
+    """The store's reads run on a `query_only` connection (storage/reading.py): whatever SQL reaches a reader, the
+    library stays as it was."""
+    import sqlite3
+
+    cli("index", photos(3), "--model", "sample")
+    library = Library(library_dir)
+    reader = library.store.reads
+    for sql in ("DELETE FROM items", "UPDATE meta SET value = '0' WHERE key = 'generation'",
+                "CREATE TABLE planted (x)"):
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            reader.rows(sql)
+    assert library.store.count("image") == 3 and library.store.generation() == 1
+    assert reader.value("SELECT count(*) FROM sqlite_master WHERE name = 'planted'") == 0

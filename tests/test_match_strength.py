@@ -82,7 +82,8 @@ def test_a_damaged_or_planted_floor_file_is_measured_again(cli, library_dir: Pat
     kept = library_dir / config.RELEVANCE_FILE
     key = json.loads(kept.read_text())["for"]
     plants = [json.dumps({"for": key, "floor": 99.0}), json.dumps({"for": key, "floor": None}),
-              json.dumps({"for": key, "floor": -5.0}), "[" * 100_000 + "]" * 100_000]
+              json.dumps({"for": key, "floor": -5.0}), json.dumps({"for": key, "floor": float("nan")}),  # (JSON's NaN)
+              json.dumps({"for": key, "floor": float("-inf")}), "[" * 100_000 + "]" * 100_000]
     for planted in plants:
         kept.write_text(planted)
         assert json_output(cli("search", "a red circle", "-k", "12", "--json")) == measured, planted[:40]
