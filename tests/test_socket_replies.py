@@ -9,6 +9,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -229,3 +230,39 @@ def test_duplicates_and_captions_replies_are_checked_as_searches_are(library, ow
     else:
         assert ANSWERED not in asked.stderr and NOT_USED in asked.stderr, asked.stderr
         assert asked.stdout == own[args].stdout
+
+
+FOREIGN_LISTENER = """
+import ctypes, json, os, socket, sys
+path, answer = sys.argv[1], sys.argv[2]
+os.seteuid(65534)  # listen() records this user, which the CLI sees at connect...
+ctypes.CDLL(None).setfsuid(0)  # ...while the socket file is made as root's (what ours() checks)
+listener = socket.socket(socket.AF_UNIX)
+listener.bind(path)
+os.chmod(path, 0o600)
+listener.listen()
+print("listening", flush=True)
+listener.settimeout(30)
+connection, _ = listener.accept()
+request = json.loads(connection.makefile("rb").readline())
+connection.sendall(json.dumps({"library": request["library"], "result": json.loads(answer)}).encode() + b"\\n")
+connection.close()
+os.unlink(path)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a process of another user takes root")
+def test_a_listener_of_another_user_behind_this_users_socket_file_is_not_asked(library, own) -> None:
+    """The socket file is this user's and private, but the process listening on it is another user's (its peer
+    credentials say so): its well-formed answer is not used."""
+    answer = json.dumps({"hits": [image_hit()], "notes": []})
+    listener = subprocess.Popen([sys.executable, "-c", FOREIGN_LISTENER, str(library / config.SOCKET_FILE), answer],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        assert listener.stdout.readline().strip() == "listening"
+        asked = run(library, *QUERY)
+    finally:
+        listener.wait(timeout=30)  # (it fails once the CLI hangs up unasked)
+        (library / config.SOCKET_FILE).unlink(missing_ok=True)
+    assert asked.returncode == 0 and ANSWERED not in asked.stderr and "its peer is user 65534" in asked.stderr
+    assert asked.stdout == own[QUERY].stdout
