@@ -140,6 +140,27 @@ def test_frames_skipped_between_moments_change_no_frame_that_is_read(tmp_path: P
     assert all(np.array_equal(np.asarray(a), b) for a, (_, b) in zip(read.frames, expected))
 
 
+@pytest.mark.parametrize("every", [0.5, config.VIDEO_FRAME_SECONDS])
+def test_the_next_moment_counts_from_the_frame_taken_at_7_fps(tmp_path: Path, every: float) -> None:
+    """At 7 fps a half-second step falls between frames: each moment taken is the first frame at least `every`
+    after the one taken before (counted from the last moment due instead, the gaps shrink to 3/7 s)."""
+    import av
+
+    from clipdex.retrieval.media.video import read_frames
+
+    video = write_video(tmp_path / "seven.mp4", [(sample_image(5), 5), (sample_image(6), 5)], fps=7, side=96)
+    read = read_frames(video, 64, every=every)
+    expected, due = [], 0.0
+    with av.open(str(video)) as container:
+        for frame in container.decode(video=0):  # every frame, in order
+            if frame.time + 1e-6 >= due:
+                expected.append(round(frame.time, 3))
+                due = frame.time + every
+    assert read.times == expected and len(expected) >= 10 / every - 2
+    gaps = np.diff(read.times)
+    assert gaps.min() >= every - 1e-3 and gaps.max() < every + 1 / 7 + 1e-3, read.times
+
+
 def test_a_few_videos_are_decoded_side_by_side() -> None:
     """A video is a batch's worth of decoding: four clips get a worker per core, where eight photos need one."""
     from clipdex.indexer.embedders import decoders_for
