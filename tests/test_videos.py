@@ -185,6 +185,39 @@ def test_frames_of_one_video_are_not_duplicates(cli, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_a_video_of_two_scenes_is_in_two_groups_and_never_joins_their_photos(cli, tmp_path: Path) -> None:
+    """Each scene of a video resembles another photo: two groups, the video in each at its moment. Its frames are
+    not one node, so the two photos, unlike each other, are never put in one group through it."""
+    folder = tmp_path / "media"
+    folder.mkdir()
+    write_video(folder / "trip.mp4", [(sample_image(5), 4), (sample_image(6), 4)])
+    for n in (5, 6):  # each scene as a photo, as the video shows it
+        sample_image(n).convert("RGB").resize((160, 160)).save(folder / f"scene-{n}.png")
+    assert cli("index", folder, *SAMPLE_MODEL).exit_code == 0
+    groups = json.loads(cli("duplicates", "--json").stdout)
+    named = sorted(sorted((Path(m["path"]).name, m.get("time")) for m in g) for g in groups)
+    assert [[name for name, _ in g] for g in named] == [["scene-5.png", "trip.mp4"], ["scene-6.png", "trip.mp4"]]
+    assert named[0][1][1] < 4 <= named[1][1][1], named  # the video in each group at that scene's moment
+
+
+def test_the_copy_to_keep_is_the_oldest_when_pixels_and_bytes_tie(cli, tmp_path: Path) -> None:
+    """Byte-identical copies tie on pixels and bytes: the oldest is the original (copies are made after it), even
+    when it was indexed last."""
+    import os
+
+    folder = tmp_path / "media"
+    folder.mkdir()
+    original = SAMPLE_ROWS[5]["image"]
+    shutil.copy(config.SAMPLE_DATA_DIR / original, folder / "a-copy.png")
+    shutil.copy(config.SAMPLE_DATA_DIR / original, folder / "b-original.png")  # (a higher id than the copy)
+    os.utime(folder / "b-original.png", (1_500_000_000, 1_500_000_000))
+    os.utime(folder / "a-copy.png", (1_700_000_000, 1_700_000_000))
+    assert cli("index", folder, *SAMPLE_MODEL).exit_code == 0
+    (group,) = json.loads(cli("duplicates", "--json").stdout)
+    assert [Path(m["path"]).name for m in group] == ["b-original.png", "a-copy.png"]
+    assert group[0]["keep"] and group[0]["reason"] == "as many pixels and bytes as any, the oldest"
+
+
 def test_videos_move_change_disappear_and_break_like_photos(cli, library_dir: Path, tmp_path: Path) -> None:
     folder = tmp_path / "media"
     folder.mkdir()
