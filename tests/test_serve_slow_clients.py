@@ -15,7 +15,7 @@ import pytest
 
 from clipdex.retrieval import config
 from tests.conftest import default_sigint
-from tests.helpers import clipdex_command
+from tests.helpers import clipdex_command, eventually
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,6 +70,7 @@ def test_half_sent_heads_are_closed_and_others_are_answered(cli, photos, library
             sock = socket.create_connection(("127.0.0.1", port))
             sock.sendall(b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the blank line
             stalled.append(sock)
+        silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]  # connect, then say nothing
         trickle = socket.create_connection(("127.0.0.1", port))
         started = time.time()
         assert _answer(port, deadline=time.time() + 5) == 200  # a real client meanwhile
@@ -85,6 +86,7 @@ def test_half_sent_heads_are_closed_and_others_are_answered(cli, photos, library
                 break
         assert closed_at is not None and closed_at - started < config.WEB_HEAD_SECONDS + 5
         assert all(_closed_by_server(sock) for sock in stalled)
+        assert all(_closed_by_server(sock) for sock in silent)  # the deadline runs from the connection on
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -109,5 +111,43 @@ def test_more_slow_clients_than_open_files_only_delay_others(cli, photos, librar
     finally:
         for sock in stalled:
             sock.close()
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_past_its_budget_of_open_files_the_server_says_busy_and_keeps_files_for_its_own_work(
+        cli, photos, library_dir: Path) -> None:
+    """At a 256-file limit, clients holding keep-alive connections: past the budget (the limit less
+    WEB_RESERVED_FILES) a request is answered 503 and its connection closed, so the descriptors never run out under
+    a request that must open the database or a photo; once they leave, a thumbnail is served."""
+    import http.client
+
+    assert cli("index", photos(2), "--model", "sample").exit_code == 0
+    server, port = _serve(library_dir, files=256)
+    held: list[http.client.HTTPConnection] = []
+
+    def status(url: str) -> int:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        held.append(connection)
+        connection.request("GET", url)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+
+    try:
+        answers = []
+        while len(os.listdir(f"/proc/{server.pid}/fd")) < 256 - 4 and len(held) < 400:
+            answers.append(status("/api/status"))  # each connection kept open (keep-alive)
+        assert 503 in answers and set(answers) == {200, 503}, sorted(set(answers))
+        assert answers.index(503) <= 256 - config.WEB_RESERVED_FILES
+        assert status("/api/items/1/thumbnail") == 503  # busy, said as such
+        for connection in held:
+            connection.close()
+        held.clear()
+        assert eventually(lambda: status("/api/items/1/thumbnail") == 200, 30)
+    finally:
+        for connection in held:
+            connection.close()
         server.terminate()
         server.wait(timeout=30)
