@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from clipdex.cli.options import DeviceOption, JsonOption, ModelOption, PretrainedOption, library_of
+from clipdex.cli.options import DeviceOption, JsonOption, ModelOption, PretrainedOption, library_of, sigterm_stops
 from clipdex.cli.output import (
     print_error, print_json, print_table, print_warning, progress_tasks, recall_rows, say,
 )
@@ -171,7 +171,8 @@ def export_model(
     `clipdex index --model OUT`. Needs the torch extra."""
     from clipdex import api
 
-    result = api.export_model(model, out, pretrained, precision, fp16_weights)
+    with sigterm_stops():  # (a SIGTERM half-way leaves no partial OUT: nothing is renamed into place)
+        result = api.export_model(model, out, pretrained, precision, fp16_weights)
     if as_json:
         print_json(result)
         return

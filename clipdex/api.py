@@ -95,6 +95,8 @@ def index(
         _refuse_other_model(library, options.model, options.pretrained)  # before preparing it: that could take minutes
     if options.reembed or options.engine != "local" or not _bound_to(library, options.model, options.pretrained):
         model_of()
+        if library.identity is None or options.reembed:  # a new binding: the text tower is tried too, before any
+            model_of().encode_texts(["a photo", "two photos of a dog"])  # photo is stored with this model
     report = IndexReport()
     with library.writer():
         if options.index_type is not None:

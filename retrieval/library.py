@@ -109,8 +109,12 @@ class Library:
 
     def discard_if_unused(self) -> None:
         """Take back a library this handle created when nothing was put in it (the first index failed before
-        binding a model): a failed command leaves no library behind."""
-        if not (self.created and self.identity is None and self.store.is_sqlite):
+        binding a model, or before its first photo was stored: a model whose towers disagree with their folder):
+        a failed command leaves no library behind."""
+        if not (self.created and self.store.is_sqlite):
+            return
+        counts = self.store.counts() if self.identity is not None else {}
+        if any(counts.get(kind) for kind in ("image", "video", "caption")):
             return
         self.store.close()
         for name in (config.DATABASE_FILE, config.DATABASE_FILE + "-wal", config.DATABASE_FILE + "-shm",

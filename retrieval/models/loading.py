@@ -8,8 +8,11 @@ it was not yet; everything else runs through torch (the `torch` extra), or is re
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
+from clipdex.retrieval.digest import leftover_name, remove_abandoned
 from clipdex.retrieval.errors import ClipdexError, NotFound
 from clipdex.retrieval.models.hub import is_repo_id
 from clipdex.retrieval.models.openclip.factory import choose_model
@@ -92,9 +95,15 @@ def export_model(model: str, target: Path, pretrained: str | None, precision: st
     if not has_torch():
         raise needs_torch("exporting a model folder")
     encoder = load_encoder(model, pretrained, "cpu")
-    kept = write_folder(encoder, target, precision, text_precision="fp32", shared=True)
-    if fp16_weights:
-        store_weights_as_fp16(target)
+    remove_abandoned(target.parent)  # what an export killed outright left
+    building = target.with_name(leftover_name(target.name))  # OUT appears whole, or not at all
+    try:
+        kept = write_folder(encoder, building, precision, text_precision="fp32", shared=True)
+        if fp16_weights:
+            store_weights_as_fp16(building)
+        os.replace(building, target)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
     return {"folder": str(target), "model": encoder.identity.describe(), "kept": kept}
 
 

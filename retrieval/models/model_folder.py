@@ -45,12 +45,13 @@ def is_model_folder(path: Path) -> bool:
 
 
 def folder_files(folder: Path, with_config: bool = True) -> list[Path]:
-    """The files a folder's model is made of: its config and every file directly inside its towers' folders
-    (weights kept as external data beside `model.onnx` included)."""
+    """The files a folder's model is made of: its config and every file under its towers' folders, hidden and
+    nested ones included (a graph may keep its weights as external data anywhere there: `.w.bin`,
+    `weights/w.bin`), so no file the towers read can change unnoticed."""
     found = [folder / CONFIG_FILE] if with_config else []
     for tower in (TEXT_DIR, IMAGE_DIR):
         if (folder / tower).is_dir():
-            found += sorted(p for p in (folder / tower).iterdir() if p.is_file() and not p.name.startswith("."))
+            found += sorted(p for p in (folder / tower).rglob("*") if p.is_file())
     return found
 
 
@@ -69,10 +70,17 @@ def folder_fingerprint(folder: Path) -> str:
     return "files:" + hashlib.sha256(listing.encode()).hexdigest()
 
 
+def config_digest(values: dict) -> str:
+    """The sha256 of a config.json's contents, less the digest clipdex records in it: what a prepared folder keeps,
+    so an edited config (a context_length of 3, another embed_dim) is another folder, made again."""
+    own = {k: v for k, v in values.get(OWN_SECTION, {}).items() if k != "config"}
+    return hashlib.sha256(json.dumps({**values, OWN_SECTION: own}, sort_keys=True).encode()).hexdigest()
+
+
 def read_json(path: Path) -> dict:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # (RecursionError: nested thousands deep)
         raise ClipdexError(f"the model folder's {path.name} cannot be read ({type(exc).__name__}): {path}") from None
     if not isinstance(value, dict):
         raise ClipdexError(f"the model folder's {path.name} is not a JSON object: {path}")
@@ -97,17 +105,30 @@ class FolderConfig:
         text = values.get("text_cfg") if isinstance(values.get("text_cfg"), dict) else {}
         own = values.get(OWN_SECTION) if isinstance(values.get(OWN_SECTION), dict) else {}
         kwargs = text.get("tokenizer_kwargs") if isinstance(text.get("tokenizer_kwargs"), dict) else {}
-        try:
-            dim = int(values["embed_dim"])
-            context = int(text.get("context_length", 77))
-            scale = float(own.get("logit_scale", config.DEFAULT_LOGIT_SCALE))
-        except (KeyError, TypeError, ValueError):
-            raise ClipdexError(f"the model folder's config.json has no usable embed_dim: {folder}") from None
-        if dim <= 0 or context < 2:
-            raise ClipdexError(f"the model folder's config.json gives impossible sizes: {folder}")
+        dim = _number(values, "embed_dim", None, int, folder)
+        context = _number(text, "context_length", 77, int, folder, "text_cfg.context_length")
+        scale = _number(own, "logit_scale", config.DEFAULT_LOGIT_SCALE, float, folder, "clipdex.logit_scale")
+        if not 0 < dim <= 65_536 or not 2 <= context <= 65_536 or not 0 < scale < 1e6:
+            raise ClipdexError(f"the model folder's config.json gives impossible sizes (embed_dim {dim}, "
+                               f"context_length {context}): {folder}")
         named = " ".join(str(text.get(key) or "") for key in ("hf_model_name", "hf_tokenizer_name")).lower()
         return cls(dim, context, scale, kwargs.get("clean") == "canonicalize", "nllb" in named,
                    own.get("optimised") is True, own)
+
+
+def _number(values: dict, key: str, default, kind: type, folder: Path, shown: str | None = None):
+    """values[key] as an int or float, finite (JSON allows Infinity and NaN); one line naming the field when not."""
+    value = values.get(key, default)
+    try:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            raise ValueError
+        found = kind(value)
+        if kind is int and found != value:
+            raise ValueError
+        return found
+    except (TypeError, ValueError, OverflowError):
+        raise ClipdexError(f"the model folder's config.json has no usable {shown or key} ({str(value)[:40]!r}): "
+                           f"{folder}") from None
 
 
 def session(path: Path, optimised: bool, prepack: bool = True, threads: int = 0):
@@ -136,9 +157,13 @@ def _fixed(dim) -> int | None:
     return dim if isinstance(dim, int) and dim > 0 else None
 
 
-def _unit(vectors: np.ndarray, what: str) -> np.ndarray:
-    """float32 unit rows; a tower that gives non-finite numbers is damaged, and its output is never stored."""
+def _unit(vectors: np.ndarray, what: str, rows: int, dim: int) -> np.ndarray:
+    """float32 unit rows, one of the folder's size per input; a tower that gives anything else (another shape,
+    non-finite numbers) disagrees with its config or is damaged, and its output is never stored."""
     vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.shape != (rows, dim):
+        raise ClipdexError(f"the model's {what} tower gave vectors of shape {tuple(vectors.shape)} for {rows} inputs, "
+                           f"not ({rows}, {dim}) as its config.json's embed_dim says: the folder is inconsistent")
     if not np.isfinite(vectors).all():
         raise ClipdexError(f"the model's {what} tower gave non-finite numbers: its files are damaged; prepare or "
                            f"download the model again")
@@ -146,11 +171,30 @@ def _unit(vectors: np.ndarray, what: str) -> np.ndarray:
     return vectors / np.maximum(norms, np.float32(1e-12))
 
 
-def _run_fitted(tower, name: str, batch: np.ndarray, fixed_batch: int | None) -> np.ndarray:
-    """Run `batch` through a tower, one row at a time when its batch is fixed to 1."""
-    if fixed_batch == 1 and len(batch) != 1:
-        return np.concatenate([tower.run(None, {name: batch[i : i + 1]})[0] for i in range(len(batch))])
-    return tower.run(None, {name: batch})[0]
+def _check_inputs(path: Path, inputs, count: int, rank: int) -> None:
+    """A tower takes what clipdex feeds it (ids, and a mask for M-CLIP exports; or pixels), in batches of any
+    size or of exactly 1; else it is refused when opened, in one line."""
+    if len(inputs) != count:
+        names = ", ".join(i.name for i in inputs)
+        raise ClipdexError(f"{path} takes the inputs {names}: clipdex feeds a tower "
+                           f"{'ids (and an attention_mask)' if rank == 2 else 'pixels'} alone")
+    shape = inputs[0].shape
+    if len(shape) != rank:
+        raise ClipdexError(f"{path} takes a {len(shape)}-dimensional input, not {rank} as a model folder's tower does")
+    if _fixed(shape[0]) not in (None, 1):
+        raise ClipdexError(f"{path} takes batches of exactly {shape[0]}: clipdex feeds batches of any size, or of 1")
+
+
+def _run_fitted(tower, name: str, batch: np.ndarray, fixed_batch: int | None, extra: dict | None = None) -> np.ndarray:
+    """Run `batch` through a tower, one row at a time when its batch is fixed to 1; a tower that fails on what
+    its own folder says to feed it is inconsistent, said in one line."""
+    try:
+        if fixed_batch == 1 and len(batch) != 1:
+            return np.concatenate([tower.run(None, {name: batch[i : i + 1]})[0] for i in range(len(batch))])
+        return tower.run(None, {name: batch, **(extra or {})})[0]
+    except Exception as exc:
+        raise ClipdexError(f"the model's tower failed on the input its folder asks for ({type(exc).__name__}: "
+                           f"{first_line(exc, 160)}): the folder is inconsistent or damaged") from None
 
 
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
@@ -193,6 +237,8 @@ class TextTower:
         inputs = self.session.get_inputs()
         self.input = inputs[0].name
         self.with_mask = len(inputs) > 1 and inputs[1].name == "attention_mask"  # M-CLIP style exports
+        self.dim = settings.dim
+        _check_inputs(root / MODEL_FILE, inputs, 2 if self.with_mask else 1, 2)
         self.dtype = np.int64 if inputs[0].type == "tensor(int64)" else np.int32
         self.fixed_batch, fixed_length = _fixed(inputs[0].shape[0]), _fixed(inputs[0].shape[1])
         self.context_length = fixed_length or settings.context_length
@@ -245,9 +291,9 @@ class TextTower:
     def _run(self, texts: list[str]) -> np.ndarray:
         ids = self.ids(texts)
         if self.with_mask:
-            mask = (ids != self.pad_id).astype(self.dtype)
-            return _unit(self.session.run(None, {self.input: ids, "attention_mask": mask})[0], "text")
-        return _unit(_run_fitted(self.session, self.input, ids, self.fixed_batch), "text")
+            mask = {"attention_mask": (ids != self.pad_id).astype(self.dtype)}
+            return _unit(_run_fitted(self.session, self.input, ids, None, mask), "text", len(ids), self.dim)
+        return _unit(_run_fitted(self.session, self.input, ids, self.fixed_batch), "text", len(ids), self.dim)
 
     def _encode_one(self, text: str, language: str | None) -> np.ndarray:  # (the language keys the cache too)
         vector = self._run([text])[0]
@@ -259,13 +305,17 @@ class ImageTower:
     """Pixels prepared by `ImagePreprocess` → unit vectors through ONNX Runtime."""
 
     def __init__(self, folder: Path, settings: FolderConfig, prepack: bool = True, threads: int = 0) -> None:
-        self.session = session(folder / IMAGE_DIR / MODEL_FILE, settings.optimised, prepack, threads)
-        first = self.session.get_inputs()[0]
-        self.input, self.fixed_batch = first.name, _fixed(first.shape[0])
+        path = folder / IMAGE_DIR / MODEL_FILE
+        self.session = session(path, settings.optimised, prepack, threads)
+        inputs = self.session.get_inputs()
+        _check_inputs(path, inputs, 1, 4)
+        first = inputs[0]
+        self.input, self.fixed_batch, self.dim = first.name, _fixed(first.shape[0]), settings.dim
+        self.side = _fixed(first.shape[2]) if _fixed(first.shape[2]) == _fixed(first.shape[3]) else None
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(pixels, dtype=np.float32)
-        return _unit(_run_fitted(self.session, self.input, batch, self.fixed_batch), "image")
+        return _unit(_run_fitted(self.session, self.input, batch, self.fixed_batch), "image", len(batch), self.dim)
 
 
 def read_preprocess(folder: Path) -> ImagePreprocess:
@@ -309,7 +359,11 @@ class FolderModel:
         if self._image is None:
             if not (self.folder / IMAGE_DIR / MODEL_FILE).is_file():
                 raise ClipdexError(f"the model folder {self.folder} has no image tower (visual/model.onnx)")
-            self._image = ImageTower(self.folder, self.settings, prepack, self._threads)
+            tower = ImageTower(self.folder, self.settings, prepack, self._threads)
+            if tower.side is not None and tower.side != self.preprocess.size:
+                raise ClipdexError(f"the model folder's {PREPROCESS_FILE} says size {self.preprocess.size}, its image "
+                                   f"tower takes {tower.side}×{tower.side}: the folder is inconsistent: {self.folder}")
+            self._image = tower
         return self._image
 
     @property

@@ -19,7 +19,9 @@ from clipdex.retrieval import config
 from clipdex.retrieval.digest import leftover_name, remove_abandoned
 from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.models.identity import ModelIdentity
-from clipdex.retrieval.models.model_folder import FolderConfig, FolderModel, files_checksums
+from clipdex.retrieval.models.model_folder import (
+    CONFIG_FILE, FolderConfig, FolderModel, config_digest, files_checksums, read_json,
+)
 
 # start(description, total) -> advance(n=1): how a long step shows itself (the API's progress callback)
 Progress = Callable[[str, "int | None"], Callable[..., None]]
@@ -44,6 +46,8 @@ def open_prepared(identity: ModelIdentity, precision: str) -> FolderModel | None
         if [own.get(k) for k in ("name", "pretrained", "fingerprint", "precision", "format")] != wanted:
             return None
         if not own.get("files") or files_checksums(folder, with_config=False) != own["files"]:
+            return None
+        if own.get("config") != config_digest(read_json(folder / CONFIG_FILE)):  # an edited config.json
             return None
         return FolderModel(folder, identity, precision)
     except ClipdexError:

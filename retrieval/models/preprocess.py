@@ -65,7 +65,7 @@ class ImagePreprocess:
     def from_settings(cls, settings: dict) -> "ImagePreprocess | None":
         """Preprocessing from open_clip's settings (a preprocess_cfg.json, or a model's), open_clip's defaults
         where one is missing; None when they ask for something not reproduced here."""
-        size = settings.get("size") or 224
+        size = settings.get("size", 224)  # (a size of 0 is no size: refused, never read as the default)
         if isinstance(size, (tuple, list)):
             if len(size) != 2 or size[0] != size[1]:
                 return None
@@ -77,9 +77,9 @@ class ImagePreprocess:
         mode = settings.get("resize_mode") or "shortest"
         try:
             found = cls(int(size), tuple(map(float, mean)), tuple(map(float, std)), str(interpolation), str(mode))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # (Infinity)
             return None
-        usable = (found.size > 0 and len(found.mean) == 3 and len(found.std) == 3 and all(found.std)
+        usable = (0 < found.size <= 4096 and len(found.mean) == 3 and len(found.std) == 3 and all(found.std)
                   and found.interpolation in _FILTERS and found.resize_mode in _RESIZE_MODES)
         return found if usable else None
 

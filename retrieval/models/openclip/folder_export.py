@@ -20,7 +20,7 @@ from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.models.model_folder import (
     CONFIG_FILE, IMAGE_DIR, MODEL_FILE, OWN_SECTION, PREPROCESS_FILE, TEXT_DIR, TOKENIZER_CONFIG_FILE,
-    TOKENIZER_FILE, FolderModel, clean_text, files_checksums,
+    TOKENIZER_FILE, FolderModel, clean_text, config_digest, files_checksums,
 )
 from clipdex.retrieval.models.preprocess import from_open_clip
 from clipdex.retrieval.models.openclip.tokenizer_json import END, clip_tokenizer, save_tokenizer
@@ -221,6 +221,7 @@ def _write_config(encoder, folder: Path, precision: str, optimised: bool, extra:
            "format": config.FOLDER_FORMAT, **(extra or {})}
     values = {"embed_dim": identity.dim, "vision_cfg": {"image_size": encoder.image_size},
               "text_cfg": {"context_length": encoder.context_length}, OWN_SECTION: own}
+    own["config"] = config_digest(values)
     (folder / CONFIG_FILE).write_text(json.dumps(values, indent=1), encoding="utf-8")
 
 
@@ -250,6 +251,9 @@ def write_folder(encoder, folder: Path, precision: str = "fp32", text_precision:
     if shared:
         recorded["name"] = encoder.identity.describe(paths=False)
     _write_config(encoder, folder, precision, optimised=True, extra=recorded)
+    if shared:  # meant to be copied and run by others: readable by all, as its folders are
+        for path in [folder, *folder.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
     return [text, image]
 
 
@@ -279,4 +283,5 @@ def store_weights_as_fp16(folder: Path) -> None:
     values = json.loads(config_path.read_text(encoding="utf-8"))
     values[OWN_SECTION]["optimised"] = False  # the casts are folded away when a session loads it
     values[OWN_SECTION]["files"] = files_checksums(folder, with_config=False)
+    values[OWN_SECTION]["config"] = config_digest(values)
     config_path.write_text(json.dumps(values, indent=1), encoding="utf-8")
