@@ -18,7 +18,7 @@ import pytest
 from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.models.model_folder import folder_fingerprint
-from tests.helpers import clipdex_command, without_torch
+from tests.helpers import clipdex_command, without_torch, without_torch_command, without_torch_env
 
 
 def _copy(tmp_path: Path, name: str = "model") -> Path:
@@ -190,3 +190,32 @@ def test_export_model_stopped_half_way_leaves_no_partial_folder_and_shares_reada
     assert done.returncode == 0, done.stderr[-2000:]
     for path in [out, *out.rglob("*")]:
         assert path.stat().st_mode & 0o777 == (0o755 if path.is_dir() else 0o644), path
+
+
+@pytest.mark.slow
+def test_a_library_bound_to_a_hub_name_ignores_a_same_named_folder_and_a_moved_folder_is_said(tmp_path: Path,
+                                                                                              photos) -> None:
+    hub = tmp_path / "hf-cache"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = hub / "models--someone--clip-sample"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(config.SAMPLE_MODEL_FOLDER, repo / "snapshots" / commit)
+    env = {"HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1"}
+    library = tmp_path / "library"
+    assert without_torch("-L", library, "index", photos(2), "--model", "someone/clip-sample", env=env).returncode == 0
+    work = tmp_path / "work"
+    (work / "someone" / "clip-sample").mkdir(parents=True)  # a folder of that name, no model in it
+    done = subprocess.run(without_torch_command("-L", library, "search", "a red circle", "--json"), cwd=work,
+                          capture_output=True, text=True, env=without_torch_env(env), timeout=120)
+    assert done.returncode == 0 and len(json.loads(done.stdout)) == 2, done.stderr[-2000:]
+
+    folder = _copy(tmp_path, "my-model")
+    moved = tmp_path / "folders-library"
+    assert without_torch("-L", moved, "index", photos(2, "more"), "--model", folder).returncode == 0
+    folder.rename(tmp_path / "elsewhere")
+    status = json.loads(without_torch("-L", moved, "status", "--json").stdout)
+    assert not status["prepared"] and f"model folder {folder} is gone" in status["unprepared_because"]
+    gone = without_torch("-L", moved, "search", "a red circle")
+    assert gone.returncode == 1 and f"{folder} is gone (moved or removed)" in gone.stderr
+    assert "open_clip name" not in gone.stderr
