@@ -157,32 +157,34 @@ _NEEDED = ("config.json", "textual/model.onnx", "textual/tokenizer.json", "visua
 def cached_folder(repo_id: str, revision: str | None = None) -> tuple[Path, str] | None:
     """The folder of `repo_id` (and its commit) from the local Hugging Face cache: one clipdex fetched whole, every
     file still there at its size; else one fetched by other means (`hf download`) holding every file a folder
-    needs; else None."""
-    from huggingface_hub import snapshot_download, try_to_load_from_cache
-
+    needs; else None. Read from the cache's documented layout (`snapshots/COMMIT/PATH`, `refs/main`) without
+    importing huggingface_hub's download code (0.1 s of every query of a library bound to a hub folder)."""
+    snapshots = _repo_cache(repo_id) / "snapshots"
     found = _recorded(repo_id, revision)
     if found is not None:
         commit, record = found
-        root = None
-        for path, size in record["files"].items():
-            try:
-                located = try_to_load_from_cache(repo_id, path, revision=commit)
-            except Exception:
-                located = None
-            if not isinstance(located, str) or not os.path.isfile(located) or os.path.getsize(located) != size:
-                root = None
-                break
-            root = Path(located[: -len(path)])
-        if root is not None:
-            return root, commit
-    try:
-        folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=list(FOLDER_PATTERNS),
-                                        local_files_only=True))
-    except Exception:
-        return None
-    if _COMMIT.fullmatch(folder.name) and all((folder / name).is_file() for name in _NEEDED):
-        return folder, folder.name
+        folder = snapshots / commit
+        try:
+            if all((folder / path).stat().st_size == size for path, size in record["files"].items()):
+                return folder, commit
+        except OSError:
+            pass
+    if revision is None:
+        try:
+            revision = (_repo_cache(repo_id) / "refs" / "main").read_text(encoding="utf-8").strip()
+        except OSError:
+            return None
+    folder = snapshots / revision
+    if _COMMIT.fullmatch(revision) and all((folder / name).is_file() for name in _NEEDED):
+        return folder, revision
     return None
+
+
+def _repo_cache(repo_id: str) -> Path:
+    """Where the Hugging Face cache keeps `repo_id` ($HF_HUB_CACHE, else $HF_HOME/hub, … as the client reads them)."""
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    return Path(os.environ.get("HF_HUB_CACHE") or HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
 
 
 def _offline_error(repo_id: str, label: str, reason: str) -> ClipdexError:
@@ -279,12 +281,6 @@ def _download(repo_id: str, commit: str, files: list[HubFile], advance) -> Path:
         if not quiet:
             enable_progress_bars()
     return folder
-
-
-def _repo_cache(repo_id: str) -> Path:
-    from huggingface_hub.constants import HF_HUB_CACHE
-
-    return Path(os.environ.get("HF_HUB_CACHE") or HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
 
 
 def _remove_abandoned_partials(repo_id: str) -> None:
