@@ -27,6 +27,7 @@ class Repo:
     files: dict[str, bytes]
     commit: str = "0123456789abcdef0123456789abcdef01234567"
     corrupt: set[str] = field(default_factory=set)  # served with other bytes than the tree declares
+    token: str | None = None  # a private repository: answered only with `Authorization: Bearer TOKEN`
 
     def entry(self, path: str) -> dict:
         data = self.files[path]
@@ -82,6 +83,10 @@ class Hub:
         info = re.fullmatch(r"/api/models/([^/]+/[^/]+)/revision/([^/]+)", path)
         tree = re.fullmatch(r"/api/models/([^/]+/[^/]+)/tree/([^/]+)(?:/(.*))?", path)
         resolve = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
+        named = next((m.group(1) for m in (info, tree, resolve) if m), None)
+        if named in self.repos and self.repos[named].token is not None:
+            if request.headers.get("Authorization") != f"Bearer {self.repos[named].token}":
+                return self.send_json(request, {"error": "Invalid credentials"}, body, status=401)
         if info and info.group(1) in self.repos:
             repo = self.repos[info.group(1)]
             siblings = [{"rfilename": name} for name in repo.files]

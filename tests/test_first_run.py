@@ -211,3 +211,15 @@ def test_a_library_bound_to_an_open_clip_model_is_told_how_to_move_and_moves_wit
     status = json.loads(without_torch("-L", library, "status", "--json", env=hub.env).stdout)
     assert status["model"].startswith(DEFAULT.hub_id) and status["counts"]["image"] == 3
     assert len(json.loads(without_torch("-L", library, "search", "a red circle", "--json", env=hub.env).stdout)) == 3
+
+
+@pytest.mark.slow
+def test_a_private_folder_needs_hf_token_and_says_so(hub, tmp_path: Path, photos) -> None:
+    hub.repos["someone/private"] = folder_repo(config.SAMPLE_MODEL_FOLDER)
+    hub.repos["someone/private"].token = "hf_secret_for_tests"
+    refused = without_torch("-L", tmp_path / "library", "index", photos(2), "--model", "someone/private", env=hub.env)
+    assert refused.returncode == 1 and "HF_TOKEN" in _errors(refused)[0] and "Traceback" not in refused.stderr
+    assert "hf_secret_for_tests" not in refused.stderr
+    done = without_torch("-L", tmp_path / "library", "index", photos(2, "more"), "--model", "someone/private",
+                         env={**hub.env, "HF_TOKEN": "hf_secret_for_tests"})
+    assert done.returncode == 0 and "added 2" in done.stderr, done.stderr[-2000:]
