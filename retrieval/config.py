@@ -125,6 +125,7 @@ CAPTION_SOURCES = ("auto", "corpus", "builtin", "all")
 # The hub endpoint in use ($HF_ENDPOINT, else huggingface.co) must accept a connection this soon, or it is taken
 # for unreachable and nothing is downloaded (huggingface_hub itself would retry for about 46 s).
 HUB_PROBE_SECONDS = 1.5
+MAX_MODEL_FOLDER_BYTES = 16 * 10**9  # what a hub may list for one model folder (the largest recommended: 2 GB)
 
 # Vector index choice: exact flat search up to this many items, then IVF (inverted lists, approximate).
 IVF_MIN_ITEMS = 100_000

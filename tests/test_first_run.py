@@ -223,3 +223,20 @@ def test_a_private_folder_needs_hf_token_and_says_so(hub, tmp_path: Path, photos
     done = without_torch("-L", tmp_path / "library", "index", photos(2, "more"), "--model", "someone/private",
                          env={**hub.env, "HF_TOKEN": "hf_secret_for_tests"})
     assert done.returncode == 0 and "added 2" in done.stderr, done.stderr[-2000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("listed", ["textual/../../../escaped.json", "visual/./preprocess_cfg.json", "huge"])
+def test_a_hub_listing_files_outside_the_folder_or_too_large_is_refused(hub, tmp_path: Path, photos, listed) -> None:
+    repo = folder_repo(config.SAMPLE_MODEL_FOLDER)
+    if listed == "huge":
+        repo.files["visual/model.onnx.data"] = b"x"
+        entry = repo.entry
+        repo.entry = lambda path: {**entry(path), "size": 10**12} if path == "visual/model.onnx.data" else entry(path)
+    else:
+        repo.files[listed] = b"{}"
+    hub.repos["someone/hostile"] = repo
+    done = without_torch("-L", tmp_path / "library", "index", photos(1), "--model", "someone/hostile", env=hub.env)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert ("no file of a model folder" if listed != "huge" else "more than any model folder") in _errors(done)[0]
+    assert not (tmp_path / "escaped.json").exists() and not (tmp_path / "library").exists()

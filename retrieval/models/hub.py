@@ -118,6 +118,8 @@ def _folder_files(listing) -> list[HubFile]:
         size = getattr(entry, "size", None)
         if not isinstance(path, str) or not isinstance(size, int) or not any(fnmatch(path, p) for p in FOLDER_PATTERNS):
             continue
+        if size < 0 or path.startswith("/") or "\\" in path or any(part in ("", ".", "..") for part in path.split("/")):
+            raise ClipdexError(f"the hub ({endpoint()}) lists a file {path[:80]!r} that is no file of a model folder")
         lfs = getattr(entry, "lfs", None)
         sha256 = getattr(lfs, "sha256", None) if lfs is not None else None
         if sha256 is None and isinstance(lfs, dict):
@@ -230,6 +232,9 @@ def download_folder(repo_id: str, revision: str | None, progress: Progress | Non
     if not any(f.path == "config.json" for f in files):
         raise ClipdexError(f"{repo_id} is not a model folder on the hub (it has no config.json)")
     total = sum(f.size for f in files)
+    if total > config.MAX_MODEL_FOLDER_BYTES:
+        raise ClipdexError(f"{repo_id} lists {total / 1e9:,.1f} GB of model files, more than any model folder clipdex "
+                           f"runs ({config.MAX_MODEL_FOLDER_BYTES / 1e9:.0f} GB): not fetched")
     advance = progress(f"fetching {label}, {total / 1e6:,.0f} MB, once", total, "bytes") if progress else None
     folder = _download(repo_id, commit, files, advance)
     record = _record_path(repo_id, commit)
