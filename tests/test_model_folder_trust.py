@@ -219,3 +219,24 @@ def test_a_library_bound_to_a_hub_name_ignores_a_same_named_folder_and_a_moved_f
     gone = without_torch("-L", moved, "search", "a red circle")
     assert gone.returncode == 1 and f"{folder} is gone (moved or removed)" in gone.stderr
     assert "open_clip name" not in gone.stderr
+
+
+def test_the_store_refuses_vectors_of_another_length_or_norm_before_writing_any(tmp_path: Path) -> None:
+    from clipdex.retrieval.errors import Refused
+    from clipdex.retrieval.library import Library
+    from clipdex.retrieval.models.identity import ModelIdentity
+    from clipdex.retrieval.storage.store import IMAGE, NewItem
+
+    library = Library(tmp_path / "library", create=True)
+    library.store.bind_model(ModelIdentity("m", None, "files:m", 4))
+
+    def item(path: str, vector) -> NewItem:
+        return NewItem(IMAGE, path, np.asarray(vector, np.float32), size=1, mtime=0.0)
+
+    unit = [1.0, 0.0, 0.0, 0.0]
+    for bad in ([0.5, 0.5, 0.5, 0.5, 0.0], [[1.0, 0.0, 0.0, 0.0]], [2.0, 0.0, 0.0, 0.0], [np.nan, 0, 0, 0]):
+        with pytest.raises(Refused):
+            library.store.write(inserts=[item("/a.png", unit), item("/b.png", bad)])
+    assert library.store.counts()["image"] == 0
+    library.store.write(inserts=[item("/a.png", unit), item("/b.png", [0.6, 0.8, 0.0, 0.0])])
+    assert library.store.counts()["image"] == 2

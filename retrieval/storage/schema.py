@@ -85,3 +85,23 @@ failures_table = Table(
 def to_blob(vector: np.ndarray) -> bytes:
     """How a vector is stored: float32 bytes in the row."""
     return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+
+
+def check_storable(vectors: list[np.ndarray], dim: int) -> None:
+    """What may be stored: finite unit vectors of the library's length (`dim`; 0: the first one's). NaN matches
+    nothing, for good; a wrong length or norm would make every later query, index and status fail, or score past
+    1. Refused before anything of the batch is written."""
+    from clipdex.retrieval.errors import Refused
+
+    if not vectors:
+        return
+    if not all(np.isfinite(v).all() for v in vectors):
+        raise Refused("refusing to store vectors with non-finite numbers (NaN or infinity): the model's "
+                      "files are damaged; prepare or download the model again")
+    dim = dim or vectors[0].size
+    if any(v.ndim != 1 or v.size != dim for v in vectors):
+        raise Refused(f"refusing to store vectors that are not {dim} numbers long (the library's length): the "
+                      f"model disagrees with its own config; nothing was written")
+    if np.abs(np.linalg.norm(np.stack(vectors).astype(np.float64), axis=1) - 1).max() > 1e-3:
+        raise Refused("refusing to store vectors whose length is not 1 (they would score past 1): the model "
+                      "gives unnormalised embeddings; nothing was written")

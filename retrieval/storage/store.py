@@ -230,11 +230,11 @@ class Store(fulltext.TextStore, StagingStore, TagStore, SelectionStore, Database
         (id, path, real path, size, mtime) name a file by the id of its first row and apply to all of its rows;
         relinks (path, real path) record that an image file's path now leads elsewhere (a re-pointed link, a disk
         mounted in another place). A vector that is not finite is never stored: it would match nothing, for good."""
-        if not all(np.isfinite(item.vector).all() for item in [*inserts, *(item for _, item in updates)]):
-            raise Refused("refusing to store vectors with non-finite numbers (NaN or infinity): the model's "
-                               "files are damaged; prepare or download the model again")
-        from clipdex.retrieval.storage.schema import items_table, tags_table, tombstones_table
+        from clipdex.retrieval.storage.schema import check_storable, items_table, tags_table, tombstones_table
         from sqlalchemy import bindparam, delete, select, update
+
+        bound = self.model_identity()
+        check_storable([item.vector for item in [*inserts, *(item for _, item in updates)]], bound.dim if bound else 0)
         from sqlalchemy.exc import SQLAlchemyError
 
         c = items_table.c
