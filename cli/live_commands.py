@@ -110,7 +110,10 @@ def serve(
     token: Optional[str] = typer.Option(
         None, "--token", envvar=config.WEB_TOKEN_ENV, show_default=False,
         help="Access token every request must carry (a bearer header, or the cookie the printed sign-in link "
-        "sets); a new one is made at each start when none is given.",
+        "sets); when none is given, the library's own, kept in its folder (web-token, readable by you alone).",
+    ),
+    rotate_token: bool = typer.Option(
+        False, "--new-token", help="Make the library a new kept token: every browser signed in must sign in again.",
     ),
     no_token: bool = typer.Option(
         False, "--no-token", help="Serve without a token: only on loopback, and then every local user of this "
@@ -130,13 +133,13 @@ def serve(
     """A local web page and HTTP JSON API over the library (OpenAPI schema at /openapi.json)."""
     from clipdex.cli import web_server
     from clipdex.cli.web import create_app
-    from clipdex.cli.web_security import base_url, is_loopback, names_for, new_token, sign_in_url
+    from clipdex.cli.web_security import base_url, is_loopback, kept_token, names_for, sign_in_url
 
     if no_token and not is_loopback(host):
         raise ClipdexError(f"--no-token is for loopback only: listening on {host} needs a token")
-    if token is None and not no_token:
-        token = new_token()
     library = library_of(ctx)
+    if token is None and not no_token:
+        token = kept_token(library.root, rotate=rotate_token)
     web_app = create_app(
         library, device, precision, allowed_hosts=names_for(host, allow_host or ()), token=token,
         max_upload_pixels=max_upload_pixels,
@@ -149,7 +152,7 @@ def serve(
     if token is None:
         print_warning("serving without a token: every local user of this machine can see your photos")
     else:
-        say(f"sign in (once per browser): {sign_in_url(url, token)}")
+        say(f"sign in (once per browser; `--new-token` makes a new one): {sign_in_url(url, token)}")
     stop = threading.Event()
     if watch_paths:
         _watch_in_background(ctx, watch_paths, device, stop)

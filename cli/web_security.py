@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import html
 import hmac
 import ipaddress
 import json
+import os
 import re
 import secrets
 import socket
 import time
+from pathlib import Path
 from typing import Awaitable, Callable, Iterable, MutableMapping
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -63,10 +66,11 @@ button{font:inherit;padding:.4rem 1.2rem}.problem{color:#c33}</style></head>
 <body><main><h1>Sign in to clipdex</h1>%s
 <p>This photo library asks for its access token. Open the sign-in link that <code>clipdex serve</code> printed
 where it was started, or paste the token here:</p>
-<form method="get" action="/login"><label for="token">Access token</label>
+<form method="get" action="/login">%s<label for="token">Access token</label>
 <input id="token" name="token" type="password" autocomplete="off" required autofocus>
 <button type="submit">Sign in</button></form>
-<p>The token changes each time the server starts, unless it was given with <code>--token</code>.</p>
+<p>The token is kept with the library, so a browser signed in stays signed in when the server starts again,
+until <code>clipdex serve --new-token</code> makes a new one.</p>
 </main></body></html>"""
 WRONG_TOKEN = '<p class="problem" role="alert">That token is not this server\'s: check it and try again.</p>'
 
@@ -77,7 +81,11 @@ async def refuse_sign_in(scope: Scope, send: Send, detail: str, wrong: bool = Fa
     if scope["method"] != "GET" or "text/html" not in accept or str(scope["path"]).startswith("/api/"):
         await send_error(send, 401, detail, [("www-authenticate", "Bearer")])
         return
-    body = (SIGN_IN_PAGE % (WRONG_TOKEN if wrong else "")).encode()
+    wanted = safe_next(str(scope["path"]) + ("?" + raw.decode("latin-1") if (raw := scope.get("query_string")) else ""))
+    if scope["path"] == LOGIN_PATH:  # a wrong token: the link it came for is still the one the form carried
+        wanted = safe_next(parse_qs(scope.get("query_string", b"").decode("latin-1")).get("next", ["/"])[0])
+    hidden = f'<input type="hidden" name="next" value="{html.escape(wanted)}">' if wanted != "/" else ""
+    body = (SIGN_IN_PAGE % (WRONG_TOKEN if wrong else "", hidden)).encode()
     headers = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(body)).encode()),
                (b"cache-control", b"no-store"), (b"www-authenticate", b"Bearer"),
                (b"content-security-policy", b"default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; "
@@ -152,6 +160,48 @@ def base_url(host: str, port: int) -> str:
 
 def new_token() -> str:
     return secrets.token_urlsafe(24)
+
+
+TOKEN_FILE = "web-token"
+
+
+def kept_token(folder: Path, rotate: bool = False) -> str:
+    """The library's own access token, kept in FOLDER/web-token (0600, only the owner reads it) so a browser
+    once signed in stays signed in when `serve` starts again; a new one when there is none or `rotate` (then
+    every browser signs in again). A folder this process cannot write gets a token for this run only."""
+    path = folder / TOKEN_FILE
+    if not rotate:
+        try:
+            with open(path, encoding="utf-8") as kept:
+                token = kept.read().strip()
+            if len(token) >= config.WEB_MIN_TOKEN_CHARS:
+                os.chmod(path, 0o600)  # (one made readable by others since is closed again)
+                return token
+        except OSError:
+            pass
+    token = new_token()
+    tmp = path.with_name(f".{TOKEN_FILE}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(token + "\n")
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+    return token
+
+
+def safe_next(target: str) -> str:
+    """Where to go after signing in: a path of this server (never another site: no "//host", no scheme, no
+    backslash, no control character), else the page itself."""
+    if (not target.startswith("/") or target.startswith("//") or "\\" in target
+            or target.partition("?")[0] == LOGIN_PATH or len(target) > 4000
+            or any(ord(c) < 0x21 or ord(c) == 0x7F for c in target)):
+        return "/"
+    return target
 
 
 def sign_in_url(base: str, token: str) -> str:
@@ -252,7 +302,9 @@ class RequestGuard:
         value = _session_value(self.token, int(time.time()))
         cookie = (f"{cookie_name(netloc)}={value}; HttpOnly; SameSite=Strict; Path=/; "
                   f"Max-Age={config.WEB_SESSION_SECONDS}")
-        headers = [(b"location", b"/"), (b"set-cookie", cookie.encode()), (b"content-length", b"0"),
+        target = safe_next(query.get("next", ["/"])[0]).encode("utf-8")  # the link that asked for a sign-in
+        location = quote(target, safe="/?&=%:;,+@!$'()*~.-_").encode()
+        headers = [(b"location", location), (b"set-cookie", cookie.encode()), (b"content-length", b"0"),
                    (b"cache-control", b"no-store"), (b"referrer-policy", b"no-referrer")]
         await send({"type": "http.response.start", "status": 303, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
