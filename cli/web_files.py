@@ -1,6 +1,8 @@
 """Files as `clipdex serve` sends them: an original (or one byte range of it) or a thumbnail, only for a library
 file still exactly as it was indexed (no link swapped in, same size and mtime); and why an upload was refused,
-with its HTTP status."""
+with its HTTP status. Also what the page does to files: a photo's camera from its EXIF, its folder opened in the
+file manager (for a browser on this machine), chosen files moved into a folder with an undo list (never a
+delete)."""
 
 from __future__ import annotations
 
@@ -9,13 +11,20 @@ import io
 import mimetypes
 import os
 import re
+import shlex
+import shutil
 import stat
+import subprocess
+import sys
 import threading
-from typing import IO, Iterator, Optional
+import time
+from pathlib import Path
+from typing import IO, Annotated, Iterator, Optional
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from PIL import Image
+from pydantic import BaseModel, Field, StrictInt
 
 from clipdex.cli.web_served import ItemId, Served, served
 from clipdex.retrieval import config
@@ -166,3 +175,128 @@ def thumbnail(item_id: ItemId, side: int = Query(config.WEB_THUMBNAIL_SIDES[0], 
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
     return Response(made.getvalue(), media_type="image/jpeg")
+
+
+def _exif_text(value) -> str | None:
+    text = str(value).replace("\x00", "").strip() if value is not None else ""
+    return "".join(c for c in text if c.isprintable())[:120] or None
+
+
+def camera(row: dict) -> dict:
+    """The camera, lens and exposure a photo's EXIF names (its header only: cheap), each only when present."""
+    try:
+        handle, _ = open_indexed(row)
+    except HTTPException:
+        return {}
+    try:
+        with handle, Image.open(handle) as im:
+            exif = im.getexif()
+            detail = exif.get_ifd(0x8769)  # the Exif IFD: lens and exposure
+    except Exception:  # no EXIF, or none Pillow reads: nothing to say
+        return {}
+    make, model = _exif_text(exif.get(0x010F)), _exif_text(exif.get(0x0110))
+    body = model if make and model and model.lower().startswith(make.lower()) else " ".join(filter(None, (make, model)))
+    parts = []
+    with contextlib.suppress(TypeError, ValueError, ZeroDivisionError):
+        if (seconds := detail.get(0x829A)) is not None and float(seconds) > 0:
+            parts.append(f"1/{round(1 / float(seconds))} s" if float(seconds) < 1 else f"{float(seconds):g} s")
+        if (stop := detail.get(0x829D)) is not None and float(stop) > 0:
+            parts.append(f"f/{float(stop):g}")
+        if (iso := detail.get(0x8827)) is not None:
+            parts.append(f"ISO {int(iso[0] if isinstance(iso, tuple) else iso)}")
+        if (focal := detail.get(0x920A)) is not None and float(focal) > 0:
+            parts.append(f"{float(focal):g} mm")
+    found = {"camera": body or None, "lens": _exif_text(detail.get(0xA434)), "exposure": " · ".join(parts) or None}
+    return {key: value for key, value in found.items() if value}
+
+
+def _opener() -> list[str] | None:
+    """The command that shows a folder in this machine's file manager, when there is one to show it on."""
+    if sys.platform == "darwin":
+        return ["open"]
+    if sys.platform == "win32":
+        return ["explorer"]
+    found = shutil.which("xdg-open")
+    return [found] if found and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) else None
+
+
+def can_open_folder(request: Request) -> bool:
+    """Whether "Open folder" can work: the browser is on this machine (loopback) and it has a file manager."""
+    from clipdex.cli.web_security import is_loopback
+
+    return bool(request.client and is_loopback(request.client.host) and _opener())
+
+
+@router.post("/api/items/{item_id}/open-folder", summary="Show the file's folder in this machine's file manager")
+def open_folder(item_id: ItemId, request: Request, here: Served = Depends(served)) -> dict:
+    row = here.item(item_id)
+    command = _opener()
+    if not can_open_folder(request) or command is None:
+        raise HTTPException(409, "this server cannot open folders for this browser: copy the folder path instead")
+    folder = os.path.dirname(row["real_path"] or row["key"])
+    subprocess.Popen([*command, folder], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL, start_new_session=True)
+    return {"opened": folder}
+
+
+class Moving(BaseModel):
+    """Files chosen on the page, and the folder to move them into."""
+
+    ids: list[Annotated[StrictInt, Field(ge=1, le=2**63 - 1)]] = Field(min_length=1, max_length=config.WEB_MAX_SELECTED)
+    folder: str = Field(min_length=1, max_length=4096)
+
+
+def _undo_list(folder: Path) -> IO[str]:
+    """A new shell script in `folder` that moves back what this move brings there."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(100):
+        try:
+            script = open(folder / f"clipdex-undo-{stamp}{f'-{n}' if n else ''}.sh", "x", encoding="utf-8")
+        except FileExistsError:
+            continue
+        script.write("#!/bin/sh\n# Moves the files clipdex moved into this folder back where they were: sh THIS_FILE\n")
+        return script
+    raise HTTPException(409, "too many undo lists in that folder this second: try again")
+
+
+@router.post("/api/move", summary="Move chosen files into a folder (made if missing), an undo list written there")
+def move(chosen: Moving, here: Served = Depends(served)) -> dict:
+    """Each file moves only while it is still as indexed and nothing of its name is in the folder (nothing is
+    ever replaced, nothing deleted); `clipdex index` of the folders then sees the moves."""
+    if not os.path.isabs(chosen.folder) or "\x00" in chosen.folder:
+        raise HTTPException(400, "folder: an absolute path")
+    folder = Path(os.path.normpath(chosen.folder))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        script = _undo_list(folder)
+    except OSError as exc:
+        raise HTTPException(400, f"cannot write in {folder}: {exc.strerror or exc}") from None
+    rows = here.library.store.items(list(dict.fromkeys(chosen.ids)))
+    moved, failed, seen = [], [], set()
+    with script:
+        for item_id in dict.fromkeys(chosen.ids):
+            row = rows.get(item_id)
+            if row is None or row["key"] in seen:
+                continue
+            seen.add(row["key"])
+            source = row["real_path"] or row["key"]
+            target = folder / os.path.basename(source)
+            try:
+                open_indexed(row)[0].close()
+            except HTTPException as refused:
+                failed.append({"path": row["key"], "error": refused.detail})
+                continue
+            if os.path.lexists(target):
+                failed.append({"path": row["key"], "error": f"{target.name} is already in {folder}: nothing replaced"})
+                continue
+            try:
+                shutil.move(source, target)
+            except OSError as exc:
+                failed.append({"path": row["key"], "error": exc.strerror or str(exc)})
+                continue
+            script.write(f"mv -n -- {shlex.quote(str(target))} {shlex.quote(source)}\n")
+            script.flush()
+            moved.append({"from": source, "to": str(target)})
+    if not moved:
+        Path(script.name).unlink(missing_ok=True)
+    return {"moved": moved, "failed": failed, "undo": script.name if moved else None}

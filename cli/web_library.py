@@ -7,12 +7,13 @@ import os
 from pathlib import Path
 from typing import Annotated, Optional
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field, StrictInt
 
 from clipdex import api
+from clipdex.cli.web_files import camera, can_open_folder
 from clipdex.cli.web_served import After, Before, Folder, ItemId, Served, cursor, served, under
 from clipdex.retrieval import config
 from clipdex.retrieval.config import IMAGE
@@ -69,8 +70,9 @@ def months(after: Optional[str] = After, before: Optional[str] = Before, folder:
     return [{"month": month, "count": count, "cursor": f"{start!r}:0"} for month, count, start in by_month(dates)]
 
 
-@router.get("/api/items/{item_id}", summary="One file: its date, size, folder, recognised text and tags")
-def details(item_id: ItemId, here: Served = Depends(served)) -> dict:
+@router.get("/api/items/{item_id}", summary="One file: its date, size, folder, camera, lens and exposure (EXIF), "
+                                         "recognised text and tags")
+def details(item_id: ItemId, request: Request, here: Served = Depends(served)) -> dict:
     row = here.item(item_id)
     taken = row["taken_at"] if row["taken_at"] is not None else row["mtime"]
     store = here.library.store
@@ -78,8 +80,8 @@ def details(item_id: ItemId, here: Served = Depends(served)) -> dict:
         tags = store.tags_of([item_id])[item_id] if store.tags_enabled else None
     return _entry({**row, "date": taken}) | {
         "folder": os.path.dirname(row["key"]), "name": os.path.basename(row["key"]),
-        "ocr": row["ocr_text"] or None, "tags": tags,
-    }
+        "ocr": row["ocr_text"] or None, "tags": tags, "open_folder": can_open_folder(request),
+    } | camera(row)
 
 
 @router.post("/api/xmp", summary="Write the tags of chosen images into their XMP sidecars (as `clipdex export-xmp`)")

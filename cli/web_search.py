@@ -3,11 +3,13 @@ route reads its request and calls `clipdex.api`, one query at a time."""
 
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 from typing import IO, Literal, Optional
 
 import numpy as np
-from fastapi import APIRouter, Depends, File, HTTPException, Query, UploadFile
+from fastapi import APIRouter, Depends, File, HTTPException, Query, Response, UploadFile
 
 from clipdex import api
 from clipdex.cli.web_files import upload_refusal
@@ -44,9 +46,23 @@ def search(
     return [hit.as_json() for hit in found]
 
 
-@router.post("/api/search/image", summary="Images like an uploaded image")
-def search_image(file: UploadFile = File(...), k: int = TopK, here: Served = Depends(served)) -> list[dict]:
+UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def _kept_upload(here: Served, upload_id: str) -> Path:
+    """Where an upload's embedding is kept (its id is the digest of its bytes), so its query has a URL."""
+    return here.library.root / "uploads" / f"{upload_id}.npy"
+
+
+@router.post("/api/search/image", summary="Images like an uploaded image (its id, to ask again: x-upload-id)")
+def search_image(response: Response, file: UploadFile = File(...), k: int = TopK,
+                 here: Served = Depends(served)) -> list[dict]:
     stream: IO[bytes] = file.file
+    digest = hashlib.sha256()
+    while chunk := stream.read(1 << 20):  # (the body is bounded by BodyLimit)
+        digest.update(chunk)
+    stream.seek(0)
+    upload_id = digest.hexdigest()[:32]
 
     def decode_and_embed() -> np.ndarray:  # on a decode thread: the upload's full-size pixels never leave it
         encoder = here.library.encoder(here.device, here.precision)
@@ -57,7 +73,30 @@ def search_image(file: UploadFile = File(...), k: int = TopK, here: Served = Dep
         with here.lock:
             return encoder.encode_images([image])[0]
 
-    return _nearest(here, here.decode(decode_and_embed), k)
+    vector = here.decode(decode_and_embed)
+    kept = _kept_upload(here, upload_id)
+    try:  # kept for the page's URL of this query; a folder this server cannot write only means no URL
+        kept.parent.mkdir(mode=0o700, exist_ok=True)
+        np.save(kept.with_suffix(".tmp.npy"), vector.astype(np.float32))
+        kept.with_suffix(".tmp.npy").replace(kept)
+        response.headers["x-upload-id"] = upload_id
+    except OSError:
+        pass
+    return _nearest(here, vector, k)
+
+
+@router.get("/api/uploads/{upload_id}/similar", summary="Images like an image uploaded before, by its x-upload-id")
+def similar_to_upload(upload_id: str, k: int = TopK, here: Served = Depends(served)) -> list[dict]:
+    if not UPLOAD_ID.fullmatch(upload_id):
+        raise HTTPException(404, "no such upload")
+    try:
+        vector = np.load(_kept_upload(here, upload_id), allow_pickle=False)
+    except (OSError, ValueError):
+        raise HTTPException(404, "that image is no longer kept here: drop or paste it again") from None
+    try:
+        return _nearest(here, vector.astype(np.float32).reshape(-1), k)
+    except ValueError:  # kept under another model than the library's now
+        raise HTTPException(404, "that image was kept for another model: drop or paste it again") from None
 
 
 @router.get("/api/items/{item_id}/similar", summary="Images like a library image")
