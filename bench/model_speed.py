@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from clipdex.retrieval.models.model_folder import session  # noqa: E402
+from clipdex.retrieval.models.onnx_runtime import session  # noqa: E402
 from clipdex.retrieval.models.openclip.folder_export import _export_graph  # noqa: E402
 
 ARCHS = ("ViT-B-32", "ViT-B-32-SigLIP2-256", "ViT-B-16-SigLIP2", "nllb-clip-base-siglip")

@@ -240,3 +240,24 @@ def test_the_store_refuses_vectors_of_another_length_or_norm_before_writing_any(
     assert library.store.counts()["image"] == 0
     library.store.write(inserts=[item("/a.png", unit), item("/b.png", [0.6, 0.8, 0.0, 0.0])])
     assert library.store.counts()["image"] == 2
+
+
+def test_a_folder_not_saved_optimised_is_kept_optimised_in_the_cache_and_never_trusted_damaged(tmp_path: Path,
+                                                                                               monkeypatch) -> None:
+    from clipdex.retrieval.models.identity import ModelIdentity
+    from clipdex.retrieval.models.model_folder import FolderModel
+
+    monkeypatch.setenv(config.CACHE_ENV, str(tmp_path / "cache"))
+    folder = _copy(tmp_path)
+    identity = ModelIdentity(str(folder), None, folder_fingerprint(folder), 0)
+    queries = ["a red circle", "two blue squares"]
+    first = FolderModel(folder, identity).encode_texts(queries)
+    kept = sorted((tmp_path / "cache" / "optimised").glob("*/model.onnx"))
+    assert len(kept) == 1 and (kept[0].parent / "model.onnx.data").is_file()  # the text tower, weights beside it
+    assert np.allclose(FolderModel(folder, identity).encode_texts(queries), first, atol=1e-5)
+    kept[0].write_bytes(b"not a graph")  # damaged: made again, never used
+    assert np.allclose(FolderModel(folder, identity).encode_texts(queries), first, atol=1e-5)
+    assert kept[0].stat().st_size > 100
+    kept[0].chmod(0o666)  # another user could have written it: not used, made again
+    assert np.allclose(FolderModel(folder, identity).encode_texts(queries), first, atol=1e-5)
+    assert kept[0].stat().st_mode & 0o022 == 0

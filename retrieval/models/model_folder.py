@@ -30,11 +30,13 @@ from clipdex.retrieval.digest import weights_sha256
 from clipdex.retrieval.errors import ClipdexError, first_line
 from clipdex.retrieval.models.identity import ModelIdentity
 from clipdex.retrieval.models.languages import query_language
+from clipdex.retrieval.models.onnx_runtime import (
+    MODEL_FILE, check_inputs, fixed_size, optimised_path, run_fitted, session, unit_rows,
+)
 from clipdex.retrieval.models.preprocess import ImagePreprocess
 
 CONFIG_FILE = "config.json"
 TEXT_DIR, IMAGE_DIR = "textual", "visual"
-MODEL_FILE = "model.onnx"
 TOKENIZER_FILE, TOKENIZER_CONFIG_FILE = "tokenizer.json", "tokenizer_config.json"
 PREPROCESS_FILE = "preprocess_cfg.json"
 OWN_SECTION = "clipdex"  # what clipdex records in a config.json it writes (other readers ignore it)
@@ -131,72 +133,6 @@ def _number(values: dict, key: str, default, kind: type, folder: Path, shown: st
                            f"{folder}") from None
 
 
-def session(path: Path, optimised: bool, prepack: bool = True, threads: int = 0):
-    """An ONNX Runtime session on the CPU: a graph clipdex saved optimised is loaded as it is (≈ 0.04 s for
-    ViT-B-32's text tower instead of ≈ 0.5 s optimising each time); any other is optimised as it loads.
-    Without `prepack` the weights are used as stored: the session opens 30–90 ms sooner (ViT-B-32's text tower),
-    one query runs as fast, a batch of 64 captions 10 % slower — the text tower's trade, a query being its job."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = threads  # 0: as many as the machine has cores
-    if not prepack:
-        options.add_session_config_entry("session.disable_prepacking", "1")
-    options.graph_optimization_level = (
-        onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL if optimised
-        else onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    )
-    try:
-        return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise ClipdexError(f"cannot open {path} as an ONNX model ({type(exc).__name__}: {first_line(exc, 160)})") from None
-
-
-def _fixed(dim) -> int | None:
-    return dim if isinstance(dim, int) and dim > 0 else None
-
-
-def _unit(vectors: np.ndarray, what: str, rows: int, dim: int) -> np.ndarray:
-    """float32 unit rows, one of the folder's size per input; a tower that gives anything else (another shape,
-    non-finite numbers) disagrees with its config or is damaged, and its output is never stored."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    if vectors.shape != (rows, dim):
-        raise ClipdexError(f"the model's {what} tower gave vectors of shape {tuple(vectors.shape)} for {rows} inputs, "
-                           f"not ({rows}, {dim}) as its config.json's embed_dim says: the folder is inconsistent")
-    if not np.isfinite(vectors).all():
-        raise ClipdexError(f"the model's {what} tower gave non-finite numbers: its files are damaged; prepare or "
-                           f"download the model again")
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, np.float32(1e-12))
-
-
-def _check_inputs(path: Path, inputs, count: int, rank: int) -> None:
-    """A tower takes what clipdex feeds it (ids, and a mask for M-CLIP exports; or pixels), in batches of any
-    size or of exactly 1; else it is refused when opened, in one line."""
-    if len(inputs) != count:
-        names = ", ".join(i.name for i in inputs)
-        raise ClipdexError(f"{path} takes the inputs {names}: clipdex feeds a tower "
-                           f"{'ids (and an attention_mask)' if rank == 2 else 'pixels'} alone")
-    shape = inputs[0].shape
-    if len(shape) != rank:
-        raise ClipdexError(f"{path} takes a {len(shape)}-dimensional input, not {rank} as a model folder's tower does")
-    if _fixed(shape[0]) not in (None, 1):
-        raise ClipdexError(f"{path} takes batches of exactly {shape[0]}: clipdex feeds batches of any size, or of 1")
-
-
-def _run_fitted(tower, name: str, batch: np.ndarray, fixed_batch: int | None, extra: dict | None = None) -> np.ndarray:
-    """Run `batch` through a tower, one row at a time when its batch is fixed to 1; a tower that fails on what
-    its own folder says to feed it is inconsistent, said in one line."""
-    try:
-        if fixed_batch == 1 and len(batch) != 1:
-            return np.concatenate([tower.run(None, {name: batch[i : i + 1]})[0] for i in range(len(batch))])
-        return tower.run(None, {name: batch, **(extra or {})})[0]
-    except Exception as exc:
-        raise ClipdexError(f"the model's tower failed on the input its folder asks for ({type(exc).__name__}: "
-                           f"{first_line(exc, 160)}): the folder is inconsistent or damaged") from None
-
-
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
@@ -213,7 +149,7 @@ class TextTower:
     """Sentences → unit vectors: the folder's tokenizer.json through `tokenizers`, its text tower through ONNX
     Runtime."""
 
-    def __init__(self, folder: Path, settings: FolderConfig, threads: int = 0) -> None:
+    def __init__(self, folder: Path, settings: FolderConfig, threads: int = 0, keep_as: Path | None = None) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         import onnxruntime  # noqa: F401 (imported here: an import on the thread would wait for the tokenizer's GIL)
@@ -223,7 +159,7 @@ class TextTower:
         # ONNX Runtime lets go of the GIL while it builds a session, `tokenizers` holds it while it reads CLIP's
         # 49k merges: side by side, a cold query waits for the slower of the two (≈ 0.07 s sooner on ViT-B-32).
         with ThreadPoolExecutor(1, thread_name_prefix="clipdex-text-session") as opener:
-            opening = opener.submit(session, root / MODEL_FILE, settings.optimised, False, threads)
+            opening = opener.submit(session, root / MODEL_FILE, settings.optimised, False, threads, keep_as)
             try:
                 self.tokenizer = Tokenizer.from_file(str(root / TOKENIZER_FILE))
             except Exception as exc:
@@ -238,9 +174,9 @@ class TextTower:
         self.input = inputs[0].name
         self.with_mask = len(inputs) > 1 and inputs[1].name == "attention_mask"  # M-CLIP style exports
         self.dim = settings.dim
-        _check_inputs(root / MODEL_FILE, inputs, 2 if self.with_mask else 1, 2)
+        check_inputs(root / MODEL_FILE, inputs, 2 if self.with_mask else 1, 2)
         self.dtype = np.int64 if inputs[0].type == "tensor(int64)" else np.int32
-        self.fixed_batch, fixed_length = _fixed(inputs[0].shape[0]), _fixed(inputs[0].shape[1])
+        self.fixed_batch, fixed_length = fixed_size(inputs[0].shape[0]), fixed_size(inputs[0].shape[1])
         self.context_length = fixed_length or settings.context_length
         self.fixed_length = fixed_length is not None
         self.canonicalize = settings.canonicalize
@@ -292,8 +228,8 @@ class TextTower:
         ids = self.ids(texts)
         if self.with_mask:
             mask = {"attention_mask": (ids != self.pad_id).astype(self.dtype)}
-            return _unit(_run_fitted(self.session, self.input, ids, None, mask), "text", len(ids), self.dim)
-        return _unit(_run_fitted(self.session, self.input, ids, self.fixed_batch), "text", len(ids), self.dim)
+            return unit_rows(run_fitted(self.session, self.input, ids, None, mask), "text", len(ids), self.dim)
+        return unit_rows(run_fitted(self.session, self.input, ids, self.fixed_batch), "text", len(ids), self.dim)
 
     def _encode_one(self, text: str, language: str | None) -> np.ndarray:  # (the language keys the cache too)
         vector = self._run([text])[0]
@@ -304,18 +240,19 @@ class TextTower:
 class ImageTower:
     """Pixels prepared by `ImagePreprocess` → unit vectors through ONNX Runtime."""
 
-    def __init__(self, folder: Path, settings: FolderConfig, prepack: bool = True, threads: int = 0) -> None:
+    def __init__(self, folder: Path, settings: FolderConfig, prepack: bool = True, threads: int = 0,
+                 keep_as: Path | None = None) -> None:
         path = folder / IMAGE_DIR / MODEL_FILE
-        self.session = session(path, settings.optimised, prepack, threads)
+        self.session = session(path, settings.optimised, prepack, threads, keep_as)
         inputs = self.session.get_inputs()
-        _check_inputs(path, inputs, 1, 4)
+        check_inputs(path, inputs, 1, 4)
         first = inputs[0]
-        self.input, self.fixed_batch, self.dim = first.name, _fixed(first.shape[0]), settings.dim
-        self.side = _fixed(first.shape[2]) if _fixed(first.shape[2]) == _fixed(first.shape[3]) else None
+        self.input, self.fixed_batch, self.dim = first.name, fixed_size(first.shape[0]), settings.dim
+        self.side = fixed_size(first.shape[2]) if fixed_size(first.shape[2]) == fixed_size(first.shape[3]) else None
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(pixels, dtype=np.float32)
-        return _unit(_run_fitted(self.session, self.input, batch, self.fixed_batch), "image", len(batch), self.dim)
+        return unit_rows(run_fitted(self.session, self.input, batch, self.fixed_batch), "image", len(batch), self.dim)
 
 
 def read_preprocess(folder: Path) -> ImagePreprocess:
@@ -348,7 +285,7 @@ class FolderModel:
         if self._text is None:
             if not (self.folder / TEXT_DIR / MODEL_FILE).is_file():
                 raise ClipdexError(f"the model folder {self.folder} has no text tower (textual/model.onnx)")
-            self._text = TextTower(self.folder, self.settings, self._threads)
+            self._text = TextTower(self.folder, self.settings, self._threads, optimised_path(self.identity, TEXT_DIR))
         return self._text
 
     @property
@@ -359,7 +296,8 @@ class FolderModel:
         if self._image is None:
             if not (self.folder / IMAGE_DIR / MODEL_FILE).is_file():
                 raise ClipdexError(f"the model folder {self.folder} has no image tower (visual/model.onnx)")
-            tower = ImageTower(self.folder, self.settings, prepack, self._threads)
+            tower = ImageTower(self.folder, self.settings, prepack, self._threads,
+                               optimised_path(self.identity, IMAGE_DIR))
             if tower.side is not None and tower.side != self.preprocess.size:
                 raise ClipdexError(f"the model folder's {PREPROCESS_FILE} says size {self.preprocess.size}, its image "
                                    f"tower takes {tower.side}×{tower.side}: the folder is inconsistent: {self.folder}")
