@@ -60,13 +60,13 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
         "vit-b-32-laion2b", "immich-app/ViT-B-32__laion2b-s34b-b79k", "19a057a0fb927cf239541300e74237cd56c7ffe2",
         606, ("en",), "ViT-B-32",
         {"ImageNet-1k": 66.6, "Flickr30k T→I R@1": 66.8, "COCO T→I R@1": 39.3, "XM3600 en": 68.8},
-        "open_clip results tables; Immich's XM3600 table", 37.4, 9.0,
+        "open_clip results tables; Immich's XM3600 table", 37.4, None,
         "open_clip's default weights: the best English model of this size", default=True,
     ),
     CatalogueEntry(
         "vit-b-32-openai", "immich-app/ViT-B-32__openai", None, 606, ("en",), "ViT-B-32",
         {"ImageNet-1k": 63.3, "Flickr30k T→I R@1": 58.8, "COCO T→I R@1": 30.4, "XM3600 en": 59.4},
-        "the CLIP paper; Immich's XM3600 table", 37.4, 9.0, "OpenAI's CLIP: Immich's server default",
+        "the CLIP paper; Immich's XM3600 table", 37.4, None, "OpenAI's CLIP: Immich's server default",
     ),
     CatalogueEntry(
         "vit-b-16-siglip2", "immich-app/ViT-B-16-SigLIP2__webli", None, 1530, ("en",), "ViT-B-16-SigLIP2",
