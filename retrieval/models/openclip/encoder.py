@@ -90,7 +90,7 @@ class Encoder:
         if self.image_tower is not None:
             return self.image_tower.encode_pixels(pixels)
         features = self.model.encode_image(torch.from_numpy(pixels).to(self.device, self.dtype), normalize=True)
-        return features.float().cpu().numpy()
+        return _unit_float32(features)
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         return self.encode_pixels(self.preprocess.batch([self.preprocess.pixels(im) for im in images]))
@@ -121,7 +121,7 @@ class Encoder:
             features = self._encode_trimmed(tokens)
         else:
             features = self.model.encode_text(tokens, normalize=True)
-        return features.float().cpu().numpy()
+        return _unit_float32(features)
 
     def _encode_trimmed(self, tokens: torch.Tensor) -> torch.Tensor:
         """open_clip's text forward over only the positions up to the last end-of-text token.
@@ -198,3 +198,10 @@ class Encoder:
             self.image_tower = None
             self.model.to(_DTYPES[precision])
         self.precision = precision
+
+
+def _unit_float32(features: "torch.Tensor") -> np.ndarray:
+    """Unit rows in float32: normalised again after the cast, since a bf16 or fp16 norm is only good to about
+    0.5 % (the store keeps unit vectors only, to ± 0.001)."""
+    return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
+
