@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Optional
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field, StrictInt
@@ -93,8 +93,9 @@ def export_xmp(chosen: Selected, here: Served = Depends(served)) -> dict:
 
 
 @router.get("/api/duplicates", summary="Near-duplicate groups, largest first (as `clipdex duplicates --json`)")
-def duplicates(threshold: float = Query(config.DEFAULT_DUPLICATE_THRESHOLD, ge=0.5, le=1.0),
+def duplicates(response: Response, threshold: float = Query(config.DEFAULT_DUPLICATE_THRESHOLD, ge=0.5, le=1.0),
                here: Served = Depends(served)) -> list[list[dict]]:
+    response.headers["x-threshold"] = f"{threshold:g}"  # (the page's control starts at the default)
     with here.lock:
         return api.duplicates(here.library, threshold)
 

@@ -1,7 +1,11 @@
 """The page in a real headless Chromium: the library as a timeline before any query (page by page as it
 scrolls), a query, the detail view (only the element for the item's kind visible, ←/→, Esc), paste to search by
 image, the duplicates page, a phone-sized viewport without sideways scrolling, thumbnails loaded near the screen,
-jumping to a month, selecting photos, and weak matches folded away. Screenshots of each view go to
+jumping to a month, selecting photos, less likely matches after the strong ones and Load more, why each hit
+matched, a URL for every view (more like this/these, an uploaded image, a month, duplicates at a threshold) and a
+deep link kept through the sign-in, the detail view's facts beside a photo never shown over twice its pixels
+(Download, the folder, 1:1 on a click), selection mode on a phone and cards that keep words whole, and the
+duplicates' threshold and "select the others" moved away with an undo list. Screenshots of each view go to
 test-artifacts/ for a person to look at."""
 
 from __future__ import annotations
@@ -23,12 +27,25 @@ from tests.helpers import eventually, sample_image, write_video
 
 TOKEN = "e2e-browser-token-0123456789"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CAMERA = Path(SAMPLE_ROWS[5]["image"]).name  # the photo given a camera's EXIF
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _with_camera(photo: Path) -> None:
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "Canon", "Canon EOS 5D"
+    inner = exif.get_ifd(0x8769)
+    inner[0x829A], inner[0x829D], inner[0x8827], inner[0x920A], inner[0xA434] = 0.004, 2.8, 100, 50.0, "EF50mm f/1.8"
+    with Image.open(photo) as im:
+        im.load()
+        im.save(photo, exif=exif)
 
 
 @pytest.fixture
@@ -44,6 +61,7 @@ def server(cli, library_dir: Path, photos, tmp_path: Path, shapes: Path):
     ARTIFACTS.mkdir(exist_ok=True)  # screenshots for people to look at
     folder = photos(24)
     shutil.copy(sorted(folder.iterdir())[2], folder / "copy-of-a-photo.png")
+    _with_camera(folder / CAMERA)  # the same pixels, with the EXIF a camera writes
     for n, photo in enumerate(sorted(folder.iterdir())):  # taken over eight months, about three a month
         when = time.time() - 86400 * (10 * n + 1)
         os.utime(photo, (when, when))
@@ -459,30 +477,290 @@ def test_select_photos_to_copy_their_paths_find_more_and_write_sidecars(server: 
 
 
 @pytest.mark.slow
-def test_weak_matches_are_folded_below_the_strong_ones(server: str, browser) -> None:
+def test_less_likely_matches_follow_the_strong_ones_and_more_load(server: str, browser) -> None:
     page, problems = _signed_in(browser, server, viewport={"width": 1200, "height": 800})
     page.wait_for_selector("#timeline .thumb img", timeout=15_000)
     from clipdex.retrieval.search.relevance import made_up_words
 
-    nonsense = page.evaluate("""async (words) => {  // nonsense that this library's floor calls weak (most is)
+    nonsense = page.evaluate("""async (words) => {  // nonsense that this library calls weak (most is)
         for (const word of words) {
             const hits = await (await fetch(`/api/search?k=10&q=${encodeURIComponent(word)}`)).json();
             if (hits.length && hits.every((hit) => hit.strong === false)) return word;
         }
     }""", made_up_words(12, seed=99))
+    assert nonsense
     page.fill("#q", nonsense)
     page.keyboard.press("Enter")
     page.wait_for_selector("#weak:not([hidden])", timeout=15_000)
-    assert page.locator("#hint").inner_text().startswith(f"No strong matches for “{nonsense}”")
-    assert page.locator("#strong .thumb").count() == 0 and page.locator("#weak .thumb").first.is_hidden()
-    page.click("#weak summary")  # shown when asked for
-    assert page.locator("#weak .thumb").first.is_visible()
+    assert page.locator("#hint").inner_text().startswith(f"No strong matches for “{nonsense}”: ")
+    assert "less likely matches below" in page.locator("#hint").inner_text()
+    assert page.locator("#strong .thumb").count() == 0
+    assert page.locator("#weak h2").inner_text() == "Less likely matches"  # plain words, not "made-up words"
+    assert page.locator("#weak .thumb").first.is_visible()  # never an empty page while anything matched
     page.fill("#q", "a red circle")
     page.keyboard.press("Enter")
     page.wait_for_function("() => $('hint').textContent.includes('“a red circle”')", timeout=15_000)
-    strong = page.locator("#strong .thumb").count()
-    assert strong >= 1 and page.locator("#hint").inner_text().startswith(f"{strong} strong match")
-    assert page.locator("#weak .thumb").first.is_hidden()
-    scores = page.locator("#results .thumb figcaption").evaluate_all("cs => cs.map(c => Number(c.firstChild.textContent))")
-    assert len(scores) > strong and min(scores[:strong]) > max(scores[strong:])  # strong ones score higher
+    strong, weak = page.locator("#strong .thumb").count(), page.locator("#weak .thumb").count()
+    hint = page.locator("#hint").inner_text()
+    assert strong >= 1 and hint.startswith(f"{strong} strong match") and f"then {weak} less likely" in hint
+    assert "Load more" not in hint and page.locator("#load-more").is_hidden()  # all there is: the count is true
+    order = page.locator("#results .thumb").evaluate_all("ts => ts.map(t => t.dataset.id)")
+    assert order == page.evaluate("state.results.list.map(h => String(h.id))")  # the strong ones first
+    assert problems == []
+
+
+@pytest.mark.slow
+def test_load_more_goes_past_the_first_page_of_results(server: str, browser) -> None:
+    page, problems = _signed_in(browser, server, viewport={"width": 1200, "height": 800})
+    page.goto(server.split("/login")[0] + "/?first=5")  # five results a request
+    page.wait_for_selector("#timeline .thumb img", timeout=15_000)
+    page.fill("#q", "a shape")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#results .thumb", timeout=15_000)
+    expect(page.locator("#results .thumb")).to_have_count(5)
+    assert "(Load more for the rest)" in page.locator("#hint").inner_text()  # 5 shown, more there: said so
+    seen = 5
+    while page.locator("#load-more").is_visible():
+        page.click("#load-more")
+        page.wait_for_function(f"() => document.querySelectorAll('#results .thumb').length > {seen} || "
+                               f"$('load-more').hidden", timeout=15_000)
+        seen = page.locator("#results .thumb").count()
+    ids = page.locator("#results .thumb").evaluate_all("ts => ts.map(t => t.dataset.id + ':' + t.textContent)")
+    assert seen > 5 and len(set(ids)) == len(ids)  # past the first page, each once
+    hint = page.locator("#hint").inner_text()
+    assert "Load more" not in hint
+    shown = [int(n) for n in re.findall(r"(\d+) (?:strong match|less likely|result)", hint)]
+    assert sum(shown) == seen, (hint, seen)  # the count is of what is there
+    assert problems == []
+
+
+@pytest.mark.slow
+def test_each_hit_says_why_it_matched(server: str, browser) -> None:
+    page, problems = _signed_in(browser, server, viewport={"width": 1200, "height": 800})
+    page.wait_for_selector("#timeline .thumb img", timeout=15_000)
+
+    def with_reasons(route) -> None:  # whatever the server says, the page shows the reasons hits carry
+        hits = route.fetch().json()
+        for n, hit in enumerate(hits):
+            hit["why"] = ["picture", "file name"] if n == 0 else ["picture"]
+        route.fulfill(json=hits)
+
+    page.route("**/api/search?*", with_reasons)
+    page.fill("#q", "a red circle")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#results .thumb .why", timeout=15_000)
+    first = page.locator("#results .thumb").first
+    assert first.locator(".why").inner_text() == "matched: picture · file name" and first.locator(".why").is_visible()
+    assert page.locator("#results .thumb .why").count() == page.locator("#results .thumb").count()
+    assert problems == []
+
+
+def _paste(page, name: str) -> None:
+    png = base64.b64encode((Path(__file__).resolve().parent.parent / "sample_data" / SAMPLE_ROWS[2]["image"])
+                           .read_bytes()).decode()
+    page.evaluate("""([data, name]) => {
+        const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], name, { type: "image/png" }));
+        document.dispatchEvent(new ClipboardEvent("paste", { clipboardData: transfer, bubbles: true }));
+    }""", [png, name])
+
+
+@pytest.mark.slow
+def test_every_view_has_a_url_that_reload_and_back_restore(server: str, browser) -> None:
+    page, problems = _signed_in(browser, server, viewport={"width": 1200, "height": 500})
+    page.wait_for_selector("#timeline .thumb img", timeout=15_000)
+    photo = page.locator("#timeline .thumb:not(:has-text('▶'))").first
+    name, first = photo.locator("img").get_attribute("alt"), photo.get_attribute("data-id")
+    photo.click()
+    page.wait_for_selector("#detail:not([hidden])")
+    page.click("#more-like")  # more like this
+    page.wait_for_function(f"() => $('hint').textContent.includes('more like {name}')", timeout=15_000)
+    assert re.search(rf"[?&]like={first}\b", page.url) and "photo=" not in page.url
+    page.reload()
+    page.wait_for_function(f"() => $('hint').textContent.includes('more like {name}')", timeout=15_000)
+    assert page.locator("#results .thumb").count() > 0
+
+    tiles = page.locator("#results .thumb")
+    tiles.nth(1).click(modifiers=["Control"])
+    tiles.nth(2).click(modifiers=["Control"])
+    page.click("#like-these")  # more like these
+    page.wait_for_function("() => $('hint').textContent.includes('more like 2 selected photos')", timeout=15_000)
+    assert len(re.findall(r"like=\d+", page.url)) == 2
+    page.reload()
+    page.wait_for_function("() => $('hint').textContent.includes('more like 2 selected photos')", timeout=15_000)
+    page.go_back()
+    page.wait_for_function(f"() => $('hint').textContent.includes('more like {name}')", timeout=15_000)
+
+    _paste(page, "pasted.png")  # an image query, by the id the server keeps it under
+    page.wait_for_function("() => $('hint').textContent.includes('results for pasted.png')", timeout=15_000)
+    assert re.search(r"[?&]image=[0-9a-f]{32}\b", page.url)
+    ids = page.locator("#results .thumb").evaluate_all("ts => ts.map(t => t.dataset.id)")
+    page.reload()
+    page.wait_for_function("() => $('hint').textContent.includes('results for pasted.png')", timeout=15_000)
+    assert page.locator("#results .thumb").evaluate_all("ts => ts.map(t => t.dataset.id)") == ids
+
+    page.click("#nav-duplicates")  # duplicates, with their threshold
+    page.wait_for_selector("#dupes .group", timeout=30_000)
+    assert page.input_value("#threshold") == "0.95" and "duplicates" in page.url
+    page.fill("#threshold", "0.9")
+    page.locator("#threshold").dispatch_event("change")
+    page.wait_for_function("() => location.search.includes('duplicates=0.9')", timeout=5_000)
+    page.wait_for_selector("#dupes .group", timeout=30_000)
+    page.reload()
+    page.wait_for_selector("#dupes .group", timeout=30_000)
+    assert page.input_value("#threshold") == "0.9"
+    page.go_back()
+    page.wait_for_function("() => $('threshold').value === '0.95'", timeout=30_000)
+    page.go_back()
+    page.wait_for_function("() => $('hint').textContent.includes('results for pasted.png')", timeout=15_000)
+
+    page.click("#home")  # a month of the timeline
+    page.wait_for_selector("#jump:not([hidden])", timeout=15_000)
+    oldest = page.locator("#jump option").last.get_attribute("value")
+    title = page.locator("#jump option").last.inner_text().rsplit(" (", 1)[0]
+    on_top = (f"() => [...document.querySelectorAll('#timeline .month h2')].some(h => h.textContent === {title!r} "
+              f"&& h.getBoundingClientRect().top >= 0 && h.getBoundingClientRect().bottom <= innerHeight)")
+    assert not page.evaluate(on_top)
+    page.select_option("#jump", oldest)  # (not on screen before)
+    page.wait_for_function(f"() => location.search.includes('month={oldest}')", timeout=5_000)
+    page.wait_for_function(on_top, timeout=15_000)
+    page.reload()
+    page.wait_for_function(on_top, timeout=15_000)
+    page.go_back()  # the timeline from the newest
+    page.wait_for_function("() => !location.search.includes('month=') && $('newest').hidden", timeout=15_000)
+    assert problems == []
+
+
+@pytest.mark.slow
+def test_a_link_opened_before_signing_in_opens_after_it(server: str, browser) -> None:
+    base = server.split("/login")[0]
+    page = browser.new_page(viewport={"width": 1200, "height": 800})
+    page.goto(f"{base}/?q=a+red+circle")  # a deep link, not signed in: the sign-in page
+    page.fill("#token", TOKEN)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#results .thumb", timeout=15_000)
+    assert page.input_value("#q") == "a red circle" and "q=a+red+circle" in page.url
+
+
+@pytest.mark.slow
+def test_the_detail_view_shows_facts_beside_the_photo_never_over_twice_its_size(server: str, browser) -> None:
+    page, problems = _signed_in(browser, server, viewport={"width": 1280, "height": 800})
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.wait_for_selector("#timeline .thumb img", timeout=15_000)
+    page.locator("#timeline .thumb img[alt='00005.png']").click()  # 320×160: the stage could show it 2.7×
+    page.wait_for_function("() => $('large').complete && $('large').naturalWidth > 0 && "
+                           "getComputedStyle($('large')).visibility === 'visible'", timeout=15_000)
+    drawn = page.evaluate("() => { const r = $('large').getBoundingClientRect(), s = $('stage').getBoundingClientRect();"
+                          " return [r.width, r.height, $('large').naturalWidth, s.width, s.height]; }")
+    assert drawn[3] > 2.5 * drawn[2]  # room for more...
+    assert abs(drawn[0] - 2 * drawn[2]) <= 1, drawn  # ...yet at most twice its own pixels
+    page.wait_for_function("() => $('facts').textContent.includes('folder')", timeout=15_000)
+    facts = page.locator("#facts").bounding_box()
+    assert facts["y"] + facts["height"] <= 800  # above the fold, beside the photo
+    text = page.locator("#facts").inner_text()
+    assert all(term in text for term in ("date", "size", "folder", "320×160"))
+    page.click("#large")  # a click: 1:1
+    page.wait_for_function("() => Math.abs($('large').getBoundingClientRect().width - $('large').naturalWidth) < 1",
+                           timeout=5_000)
+    page.click("#large")  # again: fitted
+    page.wait_for_function("() => Math.abs($('large').getBoundingClientRect().width - 2 * $('large').naturalWidth) < 1",
+                           timeout=5_000)
+    with page.expect_download() as download:
+        page.click("#download")  # the original file, under its name
+    assert download.value.suggested_filename == "00005.png"
+    original = Path(download.value.path()).read_bytes()
+    page.click("#open-folder")  # a browser the server cannot open folders for: the folder's path
+    page.wait_for_function("() => $('copied').textContent.includes('copied')", timeout=5_000)
+    folder = page.evaluate("navigator.clipboard.readText()")
+    assert (Path(folder) / "00005.png").read_bytes() == original
+    assert page.locator("#open-folder").inner_text() == "Copy folder path"
+
+    page.keyboard.press("Escape")
+    page.locator(f"#timeline .thumb img[alt='{CAMERA}']").click()  # the photo that carries a camera's EXIF
+    page.wait_for_function("() => $('facts').textContent.includes('camera')", timeout=15_000)
+    text = page.locator("#facts").inner_text()
+    assert "Canon EOS 5D" in text and "EF50mm f/1.8" in text and "1/250 s · f/2.8 · ISO 100 · 50 mm" in text
+    page.screenshot(path=str(ARTIFACTS / "web-detail-facts.png"))
+    assert problems == []
+
+
+@pytest.mark.slow
+def test_on_a_phone_the_circles_come_with_selection_mode_and_cards_keep_words_whole(server: str, browser) -> None:
+    page, problems = _signed_in(browser, server, viewport={"width": 390, "height": 844}, is_mobile=True,
+                                has_touch=True)
+    page.wait_for_selector("#timeline .thumb img", timeout=15_000)
+    assert page.locator("#timeline .thumb .pick").first.is_hidden()  # nothing covers the photos
+    page.click("#select-mode")
+    assert page.locator("#timeline .thumb .pick").first.is_visible()
+    page.locator("#timeline .thumb").nth(1).tap()  # in selection mode a tap selects
+    assert page.locator("#detail").is_hidden() and page.locator("#selected-count").inner_text() == "1 photo selected"
+    page.screenshot(path=str(ARTIFACTS / "web-phone-select.png"))
+    page.click("#clear-selection")
+    assert page.locator("#timeline .thumb .pick").first.is_hidden() and page.locator("#selection").is_hidden()
+    page.locator("#timeline .thumb").nth(1).tap()  # and out of it a tap opens
+    page.wait_for_selector("#detail:not([hidden])")
+    page.keyboard.press("Escape")
+
+    page.click("#nav-duplicates")
+    page.wait_for_selector("#dupes .group .thumb", timeout=30_000)
+    broken = page.evaluate("""() => {  // each word of every card on one line, even in the narrowest card
+        const grid = document.createElement('div');
+        grid.className = 'grid';
+        grid.style.width = '70px';
+        grid.append(figure({id: 999999, path: '/photos/00077.jpg', width: 40, height: 100, size: 5120,
+                            taken: '2024-06-30T10:00:00+00:00', score: 0.5}, [], true));
+        $('groups').append(grid);
+        const split = [];
+        for (const caption of document.querySelectorAll('#dupes figcaption')) {
+            const walker = document.createTreeWalker(caption, NodeFilter.SHOW_TEXT);
+            for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+                for (const match of node.textContent.matchAll(/\\S+/g)) {
+                    const range = document.createRange();
+                    range.setStart(node, match.index);
+                    range.setEnd(node, match.index + match[0].length);
+                    const tops = new Set([...range.getClientRects()].map((r) => Math.round(r.top)));
+                    if (tops.size > 1) split.push(match[0]);
+                }
+            }
+        }
+        grid.remove();
+        return split;
+    }""")
+    assert broken == []
+    assert problems == []
+
+
+@pytest.mark.slow
+def test_duplicates_have_a_threshold_and_the_others_can_be_moved_away(server: str, browser, tmp_path: Path) -> None:
+    page, problems = _signed_in(browser, server, viewport={"width": 1200, "height": 800})
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.wait_for_selector("#timeline .thumb img", timeout=15_000)
+    page.click("#nav-duplicates")
+    page.wait_for_selector("#dupes .group .thumb", timeout=30_000)
+    expect(page.locator("#threshold")).to_have_value("0.95")
+    group = page.locator("#dupes .group").first
+    keeper = group.locator(".thumb:has(.keep) img").get_attribute("alt")
+    other = group.locator(".thumb:has(.similar) img").get_attribute("alt")
+    group.locator(".select-others").click()  # all but the one to keep
+    assert page.locator("#selected-count").inner_text() == "1 photo selected"
+    page.click("#copy-paths")
+    page.wait_for_function("() => $('selection-note').textContent.startsWith('copied')", timeout=5_000)
+    source = Path(page.evaluate("navigator.clipboard.readText()"))
+    assert source.name == other != keeper and source.is_file()
+    page.click("#move")
+    away = tmp_path / "set aside"
+    page.fill("#move-folder", str(away))
+    page.click("#move-form button[type=submit]")
+    page.wait_for_function("() => $('hint').textContent.includes('moved')", timeout=30_000)
+    assert page.locator("#hint").inner_text().startswith("1 file moved")
+    assert (away / other).is_file() and not source.exists()  # moved, not deleted
+    undo = list(away.glob("clipdex-undo-*.sh"))
+    assert len(undo) == 1 and "to undo: sh" in page.locator("#hint").inner_text()
+    assert str(source) in undo[0].read_text()
+    page.fill("#threshold", "0.5")  # a lower threshold groups more
+    page.locator("#threshold").dispatch_event("change")
+    page.wait_for_function("() => location.search.includes('duplicates=0.5')", timeout=5_000)
+    page.wait_for_function("() => $('hint').textContent.includes('near-duplicates') || "
+                           "$('hint').textContent.startsWith('No near')", timeout=30_000)
     assert problems == []
