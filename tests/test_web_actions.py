@@ -66,3 +66,25 @@ def test_chosen_files_move_into_a_folder_with_an_undo_list(served, tmp_path) -> 
     assert not (tmp_path / "kept" / "00000.png").exists()
     again = client.post("/api/move", json=body).json()  # (the library still lists them where they are again)
     assert len(again["moved"]) == 2
+
+
+def test_open_folder_shows_the_folder_to_a_browser_on_this_machine_only(served, monkeypatch, tmp_path) -> None:
+    from clipdex.cli import web_files
+
+    client, folder, items = served
+    item = items["00000.png"]["id"]
+    assert client.post(f"/api/items/{item}/open-folder").status_code == 409  # not a browser on this machine
+    opened = tmp_path / "opened"
+    script = tmp_path / "file-manager"
+    script.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
+    script.chmod(0o755)
+    monkeypatch.setattr(web_files, "_opener", lambda: [str(script)])
+    local = TestClient(client.app, base_url=LOCAL, client=("127.0.0.1", 40000))
+    assert local.get(f"/api/items/{item}").json()["open_folder"] is True
+    assert local.post(f"/api/items/{item}/open-folder", headers={"origin": "http://evil.example"}).status_code == 403
+    assert local.post(f"/api/items/{item}/open-folder").json() == {"opened": str(folder)}
+    from tests.helpers import eventually
+
+    assert eventually(lambda: opened.is_file() and opened.read_text().strip() == str(folder), 10)
+    remote = TestClient(client.app, base_url=LOCAL, client=("192.0.2.7", 40000))
+    assert remote.post(f"/api/items/{item}/open-folder").status_code == 409

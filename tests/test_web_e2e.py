@@ -701,6 +701,12 @@ def test_on_a_phone_the_circles_come_with_selection_mode_and_cards_keep_words_wh
     page.locator("#timeline .thumb").nth(1).tap()  # and out of it a tap opens
     page.wait_for_selector("#detail:not([hidden])")
     page.keyboard.press("Escape")
+    page.locator("#timeline .thumb").nth(2).dispatch_event("pointerdown", {"pointerType": "touch", "isPrimary": True})
+    page.wait_for_function("() => $('selected-count').textContent === '1 photo selected'", timeout=10_000)  # a long press
+    assert page.locator("#timeline .thumb").nth(2).get_attribute("class").split().count("selected") == 1
+    assert page.locator("#timeline .thumb .pick").first.is_visible()  # selection mode, from the long press
+    page.locator("#timeline .thumb").nth(2).dispatch_event("pointerup", {"pointerType": "touch"})
+    page.click("#clear-selection")
 
     page.click("#nav-duplicates")
     page.wait_for_selector("#dupes .group .thumb", timeout=30_000)
