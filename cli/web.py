@@ -2,8 +2,9 @@
 
 The routes live by concern: queries in web_search.py, the library's timeline, details and sidecars in
 web_library.py, files in web_files.py; each reads its request and calls `clipdex.api`. Files are served only by
-item id, for items in the library; nothing in a request is ever used as a path, and a file is sent only while it
-is still the one that was indexed. Uploads are never decoded past what their header declares allowed, nor more
+item id, for items in the library; nothing in a request is used as a path to read, and a file is sent only while
+it is still the one that was indexed (the one path a request names is the absolute folder `POST /api/move` moves
+chosen files into, never replacing a file there). Uploads are never decoded past what their header declares allowed, nor more
 than a few at a time; request bodies are bounded as they arrive, and only loopback (or token-holding) clients on
 this server's own page get answers (web_security.py).
 """
