@@ -172,8 +172,9 @@ def kept_token(folder: Path, rotate: bool = False) -> str:
     path = folder / TOKEN_FILE
     if not rotate:
         try:
-            with open(path, encoding="utf-8") as kept:
-                token = kept.read().strip()
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))  # (a link put there is no token)
+            with os.fdopen(fd, encoding="utf-8") as kept:
+                token = kept.read(4096).strip()
             if len(token) >= config.WEB_MIN_TOKEN_CHARS:
                 os.chmod(path, 0o600)  # (one made readable by others since is closed again)
                 return token

@@ -87,3 +87,14 @@ def test_the_sign_in_opens_the_link_it_interrupted(serve) -> None:
         assert urlsplit(away.headers["location"]).netloc == ""
     hostile = client.get('/"><script>alert(1)</script>', headers={**BROWSER, "cookie": ""})
     assert "<script>alert" not in hostile.text  # the link is written into the form escaped
+
+
+def test_a_link_in_place_of_the_kept_token_is_not_read(serve, library_dir, tmp_path) -> None:
+    _, printed = serve()
+    elsewhere = tmp_path / "someone-elses"
+    elsewhere.write_text("a-token-someone-else-chose-0123456789\n")
+    (library_dir / "web-token").unlink()
+    (library_dir / "web-token").symlink_to(elsewhere)
+    _, printed = serve()
+    assert _token(printed) != "a-token-someone-else-chose-0123456789"
+    assert not (library_dir / "web-token").is_symlink() and elsewhere.read_text().startswith("a-token-someone")
