@@ -182,8 +182,18 @@ def _exif_text(value) -> str | None:
     return "".join(c for c in text if c.isprintable())[:120] or None
 
 
+def _place(gps) -> str | None:
+    """Latitude and longitude in degrees from EXIF's GPS IFD ("48.85840, 2.29450"), when both are there."""
+    try:
+        lat, lon = (sum(float(part) / 60**n for n, part in enumerate(gps[key])) for key in (2, 4))
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+    lat, lon = -lat if gps.get(1) == "S" else lat, -lon if gps.get(3) == "W" else lon
+    return f"{lat:.5f}, {lon:.5f}" if abs(lat) <= 90 and abs(lon) <= 180 else None
+
+
 def camera(row: dict) -> dict:
-    """The camera, lens and exposure a photo's EXIF names (its header only: cheap), each only when present."""
+    """The camera, lens, exposure and place a photo's EXIF names (its header only: cheap), each only when present."""
     try:
         handle, _ = open_indexed(row)
     except HTTPException:
@@ -192,6 +202,7 @@ def camera(row: dict) -> dict:
         with handle, Image.open(handle) as im:
             exif = im.getexif()
             detail = exif.get_ifd(0x8769)  # the Exif IFD: lens and exposure
+            gps = exif.get_ifd(0x8825)
     except Exception:  # no EXIF, or none Pillow reads: nothing to say
         return {}
     make, model = _exif_text(exif.get(0x010F)), _exif_text(exif.get(0x0110))
@@ -206,7 +217,8 @@ def camera(row: dict) -> dict:
             parts.append(f"ISO {int(iso[0] if isinstance(iso, tuple) else iso)}")
         if (focal := detail.get(0x920A)) is not None and float(focal) > 0:
             parts.append(f"{float(focal):g} mm")
-    found = {"camera": body or None, "lens": _exif_text(detail.get(0xA434)), "exposure": " · ".join(parts) or None}
+    found = {"camera": body or None, "lens": _exif_text(detail.get(0xA434)), "exposure": " · ".join(parts) or None,
+             "place": _place(gps)}
     return {key: value for key, value in found.items() if value}
 
 

@@ -22,6 +22,8 @@ def served(cli, photos, library_dir):
     exif[0x010F], exif[0x0110] = "Canon", "Canon EOS 5D"
     inner = exif.get_ifd(0x8769)
     inner[0x829A], inner[0x829D], inner[0x8827], inner[0x920A], inner[0xA434] = 0.004, 2.8, 100, 50.0, "EF50mm f/1.8"
+    gps = exif.get_ifd(0x8825)
+    gps[1], gps[2], gps[3], gps[4] = "N", (48.0, 51.0, 30.24), "W", (2.0, 17.0, 40.2)
     Image.new("RGB", (64, 48), "red").save(folder / "camera.jpg", exif=exif)
     cli("index", folder, "--model", "clipdex-tiny")
     client = TestClient(create_app(Library(library_dir), "cpu"), base_url=LOCAL)
@@ -34,6 +36,7 @@ def test_the_details_name_the_camera_lens_and_exposure(served) -> None:
     found = client.get(f"/api/items/{items['camera.jpg']['id']}").json()
     assert found["camera"] == "Canon EOS 5D" and found["lens"] == "EF50mm f/1.8"
     assert found["exposure"] == "1/250 s · f/2.8 · ISO 100 · 50 mm"
+    assert found["place"] == "48.85840, -2.29450"
     plain = client.get(f"/api/items/{items['00000.png']['id']}").json()
     assert "camera" not in plain and plain["open_folder"] is False  # (a test client is no browser on this machine)
 

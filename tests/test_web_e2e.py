@@ -43,6 +43,8 @@ def _with_camera(photo: Path) -> None:
     exif[0x010F], exif[0x0110] = "Canon", "Canon EOS 5D"
     inner = exif.get_ifd(0x8769)
     inner[0x829A], inner[0x829D], inner[0x8827], inner[0x920A], inner[0xA434] = 0.004, 2.8, 100, 50.0, "EF50mm f/1.8"
+    gps = exif.get_ifd(0x8825)
+    gps[1], gps[2], gps[3], gps[4] = "N", (48.0, 51.0, 30.24), "E", (2.0, 17.0, 40.2)
     with Image.open(photo) as im:
         im.load()
         im.save(photo, exif=exif)
@@ -681,6 +683,7 @@ def test_the_detail_view_shows_facts_beside_the_photo_never_over_twice_its_size(
     page.wait_for_function("() => $('facts').textContent.includes('camera')", timeout=15_000)
     text = page.locator("#facts").inner_text()
     assert "Canon EOS 5D" in text and "EF50mm f/1.8" in text and "1/250 s · f/2.8 · ISO 100 · 50 mm" in text
+    assert "place\n48.85840, 2.29450" in text or "place\t48.85840, 2.29450" in text, text
     page.screenshot(path=str(ARTIFACTS / "web-detail-facts.png"))
     assert problems == []
 
