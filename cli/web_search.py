@@ -47,11 +47,19 @@ def search(
 
 
 UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
+KEPT_UPLOADS = 1000
 
 
 def _kept_upload(here: Served, upload_id: str) -> Path:
     """Where an upload's embedding is kept (its id is the digest of its bytes), so its query has a URL."""
     return here.library.root / "uploads" / f"{upload_id}.npy"
+
+
+def _forget_old_uploads(folder: Path, keep: int = KEPT_UPLOADS) -> None:
+    """Only the latest `keep` uploads' queries are kept (2 kB each): older links say to drop the image again."""
+    kept = sorted(folder.glob("*.npy"), key=lambda path: path.stat().st_mtime)
+    for path in kept[:-keep]:
+        path.unlink(missing_ok=True)
 
 
 @router.post("/api/search/image", summary="Images like an uploaded image (its id, to ask again: x-upload-id)")
@@ -80,6 +88,7 @@ def search_image(response: Response, file: UploadFile = File(...), k: int = TopK
         np.save(kept.with_suffix(".tmp.npy"), vector.astype(np.float32))
         kept.with_suffix(".tmp.npy").replace(kept)
         response.headers["x-upload-id"] = upload_id
+        _forget_old_uploads(kept.parent)
     except OSError:
         pass
     return _nearest(here, vector, k)
