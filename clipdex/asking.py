@@ -212,7 +212,8 @@ def _score(value: object, what: str = "score", optional: bool = False) -> None:
 
 
 _HIT_FIELDS = {"id", "kind", "score", "path", "caption", "ocr", "time", "taken", "width", "height", "tags", "strong",
-               "source"}
+               "why", "rank_score", "source"}
+_REASONS = ("picture", "file name", "folder name", "text in the photo")
 
 
 def _hits(result: object, kind: str) -> object:
@@ -240,6 +241,10 @@ def _hits(result: object, kind: str) -> object:
         for tag in tags or ():
             _text(tag, "tag")
         _check(hit.get("strong") is None or isinstance(hit.get("strong"), bool), "a strength that is not true or false")
+        why = hit.get("why")
+        _check(why is None or (isinstance(why, list) and all(reason in _REASONS for reason in why)),
+               "reasons that are not a list of known reasons")
+        _number(hit.get("rank_score"), "rank score", optional=True, low=0.0, high=1.0 + _SCORE_SLACK)
     return result
 
 

@@ -27,6 +27,10 @@ class Hit:
     height: int | None = None
     tags: list[str] | None = None  # an image's tags, when the library tags its images (index --tags)
     strong: bool | None = None  # a text query's image hit: whether it beats the library's floor (relevance.py)
+    why: list[str] | None = None  # an image hit's reasons for being there: "picture", "file name", "folder name",
+    # "text in the photo" (query.py)
+    rank_score: float | None = None  # in hybrid mode when words matched: the fused score the order follows (1.0:
+    # first in both rankings), the cosine still under `score`
     source: str = "corpus"  # a caption's: the library's corpus, "builtin" (a concept of the built-in vocabulary)
     # or "vocabulary" (of the library's own, given with index --tags --vocabulary)
 
@@ -47,6 +51,10 @@ class Hit:
             found["tags"] = self.tags
         if self.strong is not None:
             found["strong"] = self.strong
+        if self.why is not None:
+            found["why"] = self.why
+        if self.rank_score is not None:
+            found["rank_score"] = round(self.rank_score, 6)
         return {**found, "ocr": self.ocr} if self.ocr is not None else found
 
 

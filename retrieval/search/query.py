@@ -16,7 +16,7 @@ from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError, NotFound
 from clipdex.retrieval.storage.fulltext import query_words
 from clipdex.retrieval.search.hits import Filters, Hit
-from clipdex.retrieval.search.hybrid import fuse, snippet
+from clipdex.retrieval.search.hybrid import fuse, fused_scores, snippet, word_places
 from clipdex.retrieval.media.images import open_image
 from clipdex.retrieval.library import Library
 from clipdex.retrieval.storage.store import CAPTION, IMAGE
@@ -165,11 +165,19 @@ class Searcher:
             found = self._text_matches(words, unwanted, filters, self.library.store.count(IMAGE), alone=True,
                                        wanted=max(k, config.HYBRID_CANDIDATES))
             hits = _one_per_file(self._hits(found, IMAGE, words))[:k]
+            for hit in hits:
+                hit.why = word_places(hit.path, hit.ocr, words)
         else:
             words = words if mode == "hybrid" else []
-            hits, matched = self._clip_or_hybrid(self.terms_vector(terms), k, filters, words, unwanted)
+            vector = self.terms_vector(terms)
+            hits, matched = self._clip_or_hybrid(vector, k, filters, words, unwanted)
+            strong_picture = None
             if not any(t.is_image for t in terms):
-                self._tell_strength(hits, matched, words)
+                strong_picture = self._tell_strength(hits, matched, words, vector)
+            for n, hit in enumerate(hits):
+                places = word_places(hit.path, hit.ocr, words) if hit.id in matched else []
+                by_picture = not places or (strong_picture(hit) if strong_picture else n < k and hit.rank_score is None)
+                hit.why = (["picture"] if by_picture else []) + places
         if sort == "date":
             hits.sort(key=lambda hit: (hit.taken is None, -(hit.taken or 0.0)))
         return hits
@@ -208,26 +216,37 @@ class Searcher:
         missing = [i for i, _ in text if i not in cosine]  # text matches CLIP ranked too low to list
         cosine.update({i: float(v @ vector) for i, v in store.vectors_of(missing).items()} if missing else {})
         matched = {i for i, _ in text}
-        order = fuse([i for i, _ in clip], [i for i, _ in text if i in cosine])
+        clip_order, text_order = [i for i, _ in clip], [i for i, _ in text if i in cosine]
+        order, fused = fuse(clip_order, text_order), fused_scores(clip_order, text_order)
         if filters.min_score is not None:  # a photo holding the words passes whatever its cosine
             order = [i for i in order if i in matched or cosine[i] >= filters.min_score]
-        return _one_per_file(self._hits([(i, cosine[i]) for i in order], IMAGE, words))[:k], matched
+        hits = _one_per_file(self._hits([(i, cosine[i]) for i in order], IMAGE, words))[:k]
+        for hit in hits:  # the order follows the fused score, not the cosine: it is shown beside it
+            hit.rank_score = fused[hit.id]
+        return hits, matched
 
-    def _tell_strength(self, hits: list[Hit], matched: set[int], words: Sequence[str]) -> None:
-        """Mark each hit of a text query strong or weak (a photo whose name or text shown holds every word of the
-        query is strong whatever its cosine), and say so when some are weak."""
+    def _tell_strength(self, hits: list[Hit], matched: set[int], words: Sequence[str], vector: np.ndarray):
+        """Mark each hit of a text query strong or weak (relevance.py: its cosine, calibrated by how much the query
+        reads like made-up words, against the floor made-up words reach here; a photo whose name or text shown holds
+        every word of the query is strong whatever its cosine), and say so when some are weak. Returns whether a
+        hit is strong by its picture alone (None: no floor, an empty library)."""
+        from clipdex.retrieval.search.relevance import calibrated, likeness, probe_vectors
+
         floor = self.library.relevance_floor(self.device, self.precision)
         if floor is None:
-            return
+            return None
+        bias = float(likeness(vector, probe_vectors(self.library.text_encoder(self.device, self.precision)))[0])
+        by_picture = lambda hit: calibrated(hit.score, bias) >= floor  # noqa: E731
         for hit in hits:
             shown = f"{hit.path} {hit.ocr or ''}".casefold()
             holds = hit.id in matched and all(word.casefold() in shown for word in words)
-            hit.strong = hit.score >= floor or holds
+            hit.strong = by_picture(hit) or holds
         weak = sum(not hit.strong for hit in hits)
         if weak:
             strong = len(hits) - weak
-            self.notes.append(f"{strong or 'no'} strong match{'' if strong == 1 else 'es'}, {weak} weak: "
-                              f"below {floor:.3f}, the score made-up words reach in this library")
+            self.notes.append(f"{strong or 'no'} strong match{'' if strong == 1 else 'es'}, {weak} weak: less likely "
+                              f"matches, scoring no higher than random letters do in this library")
+        return by_picture
 
     def search_text(self, text: str, k: int = 10, filters: Filters | None = None) -> list[Hit]:
         return self.nearest(self.text_vector(text), IMAGE, k, filters)
