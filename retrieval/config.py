@@ -125,6 +125,8 @@ CAPTION_SOURCES = ("auto", "corpus", "builtin", "all")
 # The hub endpoint in use ($HF_ENDPOINT, else huggingface.co) must accept a connection this soon, or it is taken
 # for unreachable and nothing is downloaded (huggingface_hub itself would retry for about 46 s).
 HUB_PROBE_SECONDS = 1.5
+HUB_ANSWER_SECONDS = 30.0  # the hub's listing of a folder must arrive this soon (its file reads time out by themselves)
+HUB_ANSWER_ENV = "CLIPDEX_HUB_ANSWER_SECONDS"
 MAX_MODEL_FOLDER_BYTES = 16 * 10**9  # what a hub may list for one model folder (the largest recommended: 2 GB)
 
 # Vector index choice: exact flat search up to this many items, then IVF (inverted lists, approximate).

@@ -50,6 +50,7 @@ class Hub:
         self.repos: dict[str, Repo] = {}
         self.bytes_per_second: float | None = None
         self.requests: list[str] = []
+        self.api_answers: str = "hub"  # "hub"; "silence": a connection accepted, no answer; "garbage": not JSON
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -66,6 +67,7 @@ class Hub:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        self.server.block_on_close = False  # (a handler kept silent on purpose is not waited for)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -87,6 +89,15 @@ class Hub:
         if named in self.repos and self.repos[named].token is not None:
             if request.headers.get("Authorization") != f"Bearer {self.repos[named].token}":
                 return self.send_json(request, {"error": "Invalid credentials"}, body, status=401)
+        if (info or tree) and self.api_answers == "silence":
+            time.sleep(60)
+            return
+        if (info or tree) and self.api_answers == "garbage":
+            request.send_response(200)
+            request.send_header("Content-Length", "9")
+            request.end_headers()
+            request.wfile.write(b"<html>hi!" if body else b"")
+            return
         if info and info.group(1) in self.repos:
             repo = self.repos[info.group(1)]
             siblings = [{"rfilename": name} for name in repo.files]

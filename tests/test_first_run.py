@@ -240,3 +240,60 @@ def test_a_hub_listing_files_outside_the_folder_or_too_large_is_refused(hub, tmp
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert ("no file of a model folder" if listed != "huge" else "more than any model folder") in _errors(done)[0]
     assert not (tmp_path / "escaped.json").exists() and not (tmp_path / "library").exists()
+
+
+@pytest.mark.slow
+def test_a_hub_that_answers_nothing_or_garbage_is_one_line_in_bounded_time(hub, tmp_path: Path, photos) -> None:
+    hub.repos["someone/export"] = folder_repo(config.SAMPLE_MODEL_FOLDER)
+    pictures = photos(1)
+    for answers, said in (("silence", "did not list someone/export within 2 s"),
+                          ("garbage", "did not answer as a Hugging Face hub does")):
+        hub.api_answers = answers
+        started = time.perf_counter()
+        done = without_torch("-L", tmp_path / "library", "index", pictures, "--model", "someone/export",
+                             env={**hub.env, "CLIPDEX_HUB_ANSWER_SECONDS": "2"}, timeout=60)
+        assert time.perf_counter() - started < 30
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        assert said in _errors(done)[0], done.stderr[-2000:]
+        assert not (tmp_path / "library").exists()
+
+
+@pytest.mark.slow
+def test_endpoint_credentials_are_never_printed_and_a_non_url_endpoint_is_said(tmp_path: Path, photos) -> None:
+    env = {"HF_ENDPOINT": f"http://someone:hunter2secret@127.0.0.1:{_closed_port()}",
+           "HF_HUB_CACHE": str(tmp_path / "hf"), "CLIPDEX_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": ""}
+    done = without_torch("-L", tmp_path / "library", "index", photos(1), env=env)
+    assert done.returncode == 1 and "hunter2secret" not in done.stderr and "cannot be reached" in done.stderr
+    bad = without_torch("-L", tmp_path / "library", "index", photos(1, "more"), env={**env, "HF_ENDPOINT": "not a url"})
+    assert bad.returncode == 1 and "HF_ENDPOINT is not an http(s) URL" in _errors(bad)[0]
+
+
+@pytest.mark.slow
+def test_an_org_name_that_is_a_place_here_is_never_asked_of_the_hub(hub, tmp_path: Path, photos) -> None:
+    work = tmp_path / "work"
+    (work / "Pictures" / "holiday").mkdir(parents=True)  # a folder here that is no model
+    pictures = photos(1)
+    for model, said in (("Pictures/my-secret-project", "no such model folder"),
+                        ("Pictures/holiday", "is not a model folder")):
+        done = subprocess.run(without_torch_command("-L", tmp_path / "library", "index", pictures, "--model", model),
+                              cwd=work, capture_output=True, text=True, env=without_torch_env(hub.env), timeout=120)
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        assert said in _errors(done)[0], done.stderr
+    assert not any("Pictures" in r for r in hub.requests)
+
+
+@pytest.mark.slow
+def test_a_cached_file_changed_in_place_is_never_used_and_fetched_again(hub, tmp_path: Path, photos) -> None:
+    assert without_torch("models", "pull", "default", env=hub.env).returncode == 0
+    snapshot = Path(hub.env["HF_HUB_CACHE"]) / f"models--{DEFAULT.hub_id.replace('/', '--')}" / "snapshots"
+    [visual] = snapshot.glob("*/visual/model.onnx")
+    blob = visual.resolve()
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte, the same size
+    blob.write_bytes(bytes(data))
+    offline = without_torch("-L", tmp_path / "library", "index", photos(1), env={**hub.env, "HF_HUB_OFFLINE": "1"})
+    assert offline.returncode == 1 and "not in the local Hugging Face cache" in _errors(offline)[0]
+    hub.requests.clear()
+    done = without_torch("-L", tmp_path / "library", "index", photos(1, "again"), env=hub.env)
+    assert done.returncode == 0 and any("visual/model.onnx" in r for r in hub.requests), done.stderr[-2000:]
+    assert visual.resolve().read_bytes() == hub.repos[DEFAULT.hub_id].files["visual/model.onnx"]

@@ -26,7 +26,7 @@ from typing import Callable, Iterator
 from urllib.parse import urlsplit
 
 from clipdex.retrieval import config
-from clipdex.retrieval.digest import leftover_name
+from clipdex.retrieval.digest import leftover_name, weights_sha256
 from clipdex.retrieval.errors import ClipdexError, first_line
 
 # ORG/NAME as the hub spells repository ids (a folder on disk with that name wins: it is looked for first).
@@ -47,6 +47,15 @@ def endpoint() -> str:
     import huggingface_hub.constants as hub
 
     return (os.environ.get("HF_ENDPOINT") or hub.ENDPOINT).rstrip("/")
+
+
+def shown_endpoint() -> str:
+    """The endpoint as it may be printed: without a user name and password a proxy URL may carry."""
+    parts = urlsplit(endpoint())
+    if parts.username is None and parts.password is None:
+        return endpoint()
+    host = parts.hostname or ""
+    return parts._replace(netloc=host + (f":{parts.port}" if parts.port else "")).geturl()
 
 
 def is_offline() -> bool:
@@ -119,7 +128,8 @@ def _folder_files(listing) -> list[HubFile]:
         if not isinstance(path, str) or not isinstance(size, int) or not any(fnmatch(path, p) for p in FOLDER_PATTERNS):
             continue
         if size < 0 or path.startswith("/") or "\\" in path or any(part in ("", ".", "..") for part in path.split("/")):
-            raise ClipdexError(f"the hub ({endpoint()}) lists a file {path[:80]!r} that is no file of a model folder")
+            raise ClipdexError(f"the hub ({shown_endpoint()}) lists a file {path[:80]!r} that is no file of a model "
+                               f"folder")
         lfs = getattr(entry, "lfs", None)
         sha256 = getattr(lfs, "sha256", None) if lfs is not None else None
         if sha256 is None and isinstance(lfs, dict):
@@ -166,10 +176,17 @@ def cached_folder(repo_id: str, revision: str | None = None) -> tuple[Path, str]
     if found is not None:
         commit, record = found
         folder = snapshots / commit
+        sums = record.get("sha256") if isinstance(record.get("sha256"), dict) else {}
         try:
             if all((folder / path).stat().st_size == size for path, size in record["files"].items()):
-                return folder, commit
-        except OSError:
+                damaged = [p for p, digest in sums.items() if weights_sha256(folder / p) != digest]
+                if not damaged:
+                    return folder, commit
+                for path in damaged:  # changed since it was checked: out of the cache, so a fetch replaces it
+                    for gone in ((folder / path).resolve(), folder / path):
+                        gone.unlink(missing_ok=True)
+                return None
+        except (OSError, TypeError):
             pass
     if revision is None:
         try:
@@ -212,8 +229,11 @@ def hub_folder(repo_id: str, revision: str | None = None, progress: Progress | N
         raise ClipdexError(f"{label} is not in the local Hugging Face cache")
     if is_offline():
         raise _offline_error(repo_id, label, "HF_HUB_OFFLINE is set")
+    parts = urlsplit(endpoint())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ClipdexError(f"HF_ENDPOINT is not an http(s) URL: {shown_endpoint()!r}")
     if not hub_reachable():
-        raise _offline_error(repo_id, label, f"the hub ({endpoint()}) cannot be reached")
+        raise _offline_error(repo_id, label, f"the hub ({shown_endpoint()}) cannot be reached")
     return download_folder(repo_id, revision, progress, label)
 
 
@@ -222,13 +242,23 @@ def download_folder(repo_id: str, revision: str | None, progress: Progress | Non
     from huggingface_hub import HfApi
 
     api = HfApi(endpoint=endpoint())
-    try:
+
+    def listing():
         commit = revision or api.model_info(repo_id, revision="main").sha
-        files = _folder_files(api.list_repo_tree(repo_id, revision=commit, recursive=True))
+        return commit, list(api.list_repo_tree(repo_id, revision=commit if isinstance(commit, str) else None,
+                                               recursive=True))
+
+    try:
+        commit, listed = _answered_within(listing, f"the hub ({shown_endpoint()}) accepted the connection but did not "
+                                                   f"list {repo_id}")
+        files = _folder_files(listed)
+    except ClipdexError:
+        raise
     except Exception as exc:
-        raise ClipdexError(f"cannot fetch the model folder {repo_id} from {endpoint()} ({_reason(exc)})") from None
+        raise ClipdexError(f"cannot fetch the model folder {repo_id} from {shown_endpoint()} "
+                           f"({_reason(exc)})") from None
     if not isinstance(commit, str) or not _COMMIT.fullmatch(commit):
-        raise ClipdexError(f"the hub ({endpoint()}) gave no commit for {repo_id}")
+        raise ClipdexError(f"the hub ({shown_endpoint()}) gave no commit for {repo_id}")
     if not any(f.path == "config.json" for f in files):
         raise ClipdexError(f"{repo_id} is not a model folder on the hub (it has no config.json)")
     total = sum(f.size for f in files)
@@ -240,9 +270,34 @@ def download_folder(repo_id: str, revision: str | None, progress: Progress | Non
     record = _record_path(repo_id, commit)
     record.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     writing = record.with_name(leftover_name(record.name))
-    writing.write_text(json.dumps({"repo": repo_id, "files": {f.path: f.size for f in files}}), encoding="utf-8")
+    sums = {f.path: weights_sha256(folder / f.path) for f in files}  # (remembered by stamp: each read once)
+    writing.write_text(json.dumps({"repo": repo_id, "files": {f.path: f.size for f in files}, "sha256": sums}),
+                       encoding="utf-8")
     os.replace(writing, record)
     return folder, commit
+
+
+def _answered_within(work, what: str):
+    """`work()`'s result, or a one-line error once the hub's answer took past HUB_ANSWER_SECONDS: huggingface_hub
+    waits forever for an API answer (a captive portal, a stalled proxy); its file reads have their own timeout."""
+    seconds = float(os.environ.get(config.HUB_ANSWER_ENV) or config.HUB_ANSWER_SECONDS)
+    result: list = []
+
+    def run() -> None:
+        try:
+            result.append((True, work()))
+        except BaseException as exc:  # handed to the caller's thread
+            result.append((False, exc))
+
+    thread = threading.Thread(target=run, name="clipdex-hub-listing", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if not result:
+        raise ClipdexError(f"{what} within {seconds:g} s: check HF_ENDPOINT and any proxy, or try again later")
+    done, value = result[0]
+    if not done:
+        raise value
+    return value
 
 
 class _Bytes:
@@ -265,8 +320,11 @@ def _download(repo_id: str, commit: str, files: list[HubFile], advance) -> Path:
     from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
     _remove_abandoned_partials(repo_id)
-    quiet = are_progress_bars_disabled()
+    from huggingface_hub.utils import logging as hub_logging
+
+    quiet, verbosity = are_progress_bars_disabled(), hub_logging.get_verbosity()
     disable_progress_bars()  # huggingface's per-file bars: the caller shows one bar of bytes instead
+    hub_logging.set_verbosity_error()  # its retry warnings too: the outcome is said in one line
     bar = _Bytes(advance)
     folder = None
     try:
@@ -275,14 +333,15 @@ def _download(repo_id: str, commit: str, files: list[HubFile], advance) -> Path:
                 try:
                     local = Path(hf_hub_download(repo_id, file.path, revision=commit, endpoint=endpoint()))
                 except Exception as exc:
-                    raise ClipdexError(f"cannot fetch {file.path} of {repo_id} from {endpoint()} ({_reason(exc)}); "
-                                       f"run again to resume") from None
+                    raise ClipdexError(f"cannot fetch {file.path} of {repo_id} from {shown_endpoint()} "
+                                       f"({_reason(exc)}); run again to resume") from None
                 _check(repo_id, file, local)
                 with bar.lock:
                     bar.done += file.size
                 bar.show()
                 folder = Path(str(local)[: -len(file.path)])
     finally:
+        hub_logging.set_verbosity(verbosity)
         if not quiet:
             enable_progress_bars()
     return folder
@@ -353,7 +412,7 @@ def _check(repo_id: str, file: HubFile, local: Path) -> None:
         except OSError:
             pass
     what = "size" if size != file.size else "checksum"
-    raise ClipdexError(f"the hub ({endpoint()}) served {file.path} of {repo_id} with another {what} than it "
+    raise ClipdexError(f"the hub ({shown_endpoint()}) served {file.path} of {repo_id} with another {what} than it "
                        f"declared: it was removed and is not used; run again, or try another endpoint")
 
 
@@ -361,9 +420,13 @@ def _reason(exc: Exception) -> str:
     response = getattr(exc, "response", None)
     status = getattr(response, "status_code", None)
     if status == 401 or status == 403:
+        if os.environ.get("HF_TOKEN"):
+            return f"HTTP {status}: the hub refused the token in HF_TOKEN for this repository"
         return f"HTTP {status}: the hub refused; set HF_TOKEN if the repository is gated or private"
     if status == 404:
         return "HTTP 404: no such repository, revision or file"
+    if isinstance(exc, (ValueError, TypeError, KeyError, AttributeError)):  # (JSONDecodeError is a ValueError)
+        return "it did not answer as a Hugging Face hub does"
     return f"{type(exc).__name__}: {first_line(exc, 120)}"
 
 

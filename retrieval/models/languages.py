@@ -42,8 +42,8 @@ def flores_code(language: str) -> str | None:
 def query_language(asked: str | None) -> str:
     """The code a query is read in: `--lang` when given (unknown: a usage error), else the locale's language when
     the table knows it, else English."""
-    if asked:
-        found = flores_code(asked)
+    if asked is not None:
+        found = flores_code(asked.strip()) if asked.strip() else None
         if found is None:
             raise UsageError(f"unknown language {asked!r} for --lang: give an ISO 639-1 code (de, ja, zh-TW) or a "
                              f"FLORES-200 code (deu_Latn)")

@@ -111,7 +111,13 @@ def unprepared_because(identity: ModelIdentity) -> str:
     """Why a library's model does not run without torch here, in words, and what happens next."""
     if identity.fingerprint.startswith("files:"):
         if is_repo_id(identity.name):
-            return "no: its folder is not in the local Hugging Face cache; the next index or search fetches it"
+            from clipdex.retrieval.models.hub import cached_folder
+
+            if cached_folder(identity.name, identity.pretrained) is not None:
+                return (f"no: its folder in the Hugging Face cache changed since the library was built: `clipdex "
+                        f"models rm {identity.name} --force`, then index or search fetches it again")
+            return ("no: its folder is not in the local Hugging Face cache; the next index or search fetches it "
+                    "(with network)")
         if not Path(identity.name).is_dir():
             return f"no: its model folder {identity.name} is gone (moved or removed)"
         return "no: its model folder changed since the library was built (another model now)"

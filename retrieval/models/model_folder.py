@@ -110,9 +110,12 @@ class FolderConfig:
         dim = _number(values, "embed_dim", None, int, folder)
         context = _number(text, "context_length", 77, int, folder, "text_cfg.context_length")
         scale = _number(own, "logit_scale", config.DEFAULT_LOGIT_SCALE, float, folder, "clipdex.logit_scale")
-        if not 0 < dim <= 65_536 or not 2 <= context <= 65_536 or not 0 < scale < 1e6:
+        if not 0 < dim <= 65_536 or not 2 <= context <= 65_536:
             raise ClipdexError(f"the model folder's config.json gives impossible sizes (embed_dim {dim}, "
                                f"context_length {context}): {folder}")
+        if not 0 < scale < 1e6:
+            raise ClipdexError(f"the model folder's config.json gives an impossible clipdex.logit_scale ({scale:g}): "
+                               f"{folder}")
         named = " ".join(str(text.get(key) or "") for key in ("hf_model_name", "hf_tokenizer_name")).lower()
         return cls(dim, context, scale, kwargs.get("clean") == "canonicalize", "nllb" in named,
                    own.get("optimised") is True, own)

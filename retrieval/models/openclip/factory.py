@@ -83,6 +83,11 @@ def choose_model(name: str, pretrained: str | None = None, progress=None, fetch:
     path = Path(name).expanduser()
     entry = catalogue.find(name)
     hub_name = entry is not None or (is_repo_id(name) and not name.startswith("."))
+    bound_commit = pretrained is not None and len(pretrained) == 40 and all(c in "0123456789abcdef" for c in pretrained)
+    if hub_name and entry is None and not bound_commit and (path.exists() or path.parent.is_dir()):
+        hub_name = False  # ORG/NAME that names a place here (Pictures/my-model): a path, never asked of the hub
+    if is_repo_id(name) and not hub_name and not path.exists():
+        raise NotFound(f"no such model folder: {path}")
     if path.is_dir() and (is_model_folder(path) or not hub_name):  # a folder that is no model: not the hub's name
         if not is_model_folder(path):
             raise ClipdexError(f"{path} is not a model folder (config.json with textual/model.onnx or "

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from clipdex.retrieval import config
+from clipdex.retrieval.digest import leftover_name
 from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.models.model_folder import (
     CONFIG_FILE, IMAGE_DIR, MODEL_FILE, OWN_SECTION, PREPROCESS_FILE, TEXT_DIR, TOKENIZER_CONFIG_FILE,
@@ -234,7 +235,7 @@ def write_folder(encoder, folder: Path, precision: str = "fp32", text_precision:
     was = encoder.precision
     encoder.set_precision("fp32")
     try:
-        with tempfile.TemporaryDirectory(prefix=".clipdex-export-", dir=folder.parent) as work:
+        with tempfile.TemporaryDirectory(prefix=leftover_name("export-"), dir=folder.parent) as work:
             _write_config(encoder, folder, precision, optimised=True)
             text = _export_text(encoder, folder, Path(work), text_precision if precision == "fp32" else "auto")
             image = _export_image(encoder, folder, Path(work), precision)
