@@ -250,81 +250,22 @@ def search(
 
         if print_previews(hits):
             return
-    print_hits(hits, as_json, "images like " + " ".join(terms or []) + (f" {image}" if image else ""))
+    if not hits and tag and not as_json:
+        _no_such_tag(ctx, tag)
+    print_hits(hits, as_json, "images like " + " ".join(terms or []) + (f" {image}" if image else ""), sort == "date")
 
 
-@app.command()
-def status(ctx: typer.Context, as_json: bool = JsonOption) -> None:
-    """What the library holds and which model it is bound to."""
+def _no_such_tag(ctx: typer.Context, wanted: list[str]) -> None:
+    """No results under --tag: a tag no photo holds is a mistake, said with the tags there are."""
     from clipdex import api
 
-    info = api.status(library_of(ctx))
-    if as_json:
-        print_json(info)
-        return
-    counts = info["counts"]
-    print_table("clipdex library", ["", ""], [
-            ("library", info["library"]),
-            ("model", info["model"] or "(none yet)"),
-            ("photos", counts["image"]),
-            ("videos", f"{counts['video']} ({counts['frame']} frames embedded)" if counts["video"] else 0),
-            ("captions", counts["caption"]),
-            ("failed files", counts["failed"]),
-            ("index", f"{info['index']['type']} (choice: {info['index']['preference']})"),
-            ("model prepared", "yes: runs without torch" if info["prepared"] else info["unprepared_because"]),
-            ("model folder", info["model_folder"] or "none yet"),
-            ("text in photos (OCR)", _ocr_line(info["ocr"])),
-        ])
-
-
-def _ocr_line(ocr: dict) -> str:
-    if not ocr["enabled"]:
-        return "off (index --ocr to read it)"
-    unread = f", {ocr['unread']} not read yet" if ocr["unread"] else ""
-    return f"on: {ocr['with_text']} images hold text, {ocr['without_text']} none{unread}"
-
-
-@app.command()
-def duplicates(
-    ctx: typer.Context,
-    threshold: float = typer.Option(
-        config.DEFAULT_DUPLICATE_THRESHOLD, min=0.0, max=1.0, help="Cosine similarity at which two photos count as copies."
-    ),
-    preview: bool = PreviewOption,
-    as_json: bool = JsonOption,
-) -> None:
-    """Groups of near-identical photos, largest first, so you can pick which to keep (nothing is deleted)."""
-    groups = asked(ctx, "duplicates", {"threshold": threshold}, list)
-    if groups is None:
-        from clipdex import api
-
-        groups = api.duplicates(library_of(ctx), threshold)
-    if as_json:
-        print_json(groups)
-        return
-    if not groups:
-        say(f"no near-duplicates at threshold {threshold}")
-    for n, group in enumerate(groups, 1):
-        from clipdex.cli.preview import terminal_previewer
-
-        if preview and terminal_previewer():
-            console.print(f"group {n}: {len(group)} photos")
-            for member in group:
-                console.print(f"  {shown(member['path'])}  {member['size']} bytes, {member['width']}×{member['height']}"
-                              f"  {_keep_or_similarity(member)}", soft_wrap=True)
-                terminal_previewer().draw(member["path"], member.get("time"))
-            continue
-        print_table(
-            f"group {n}: {len(group)} photos", ["path", "size", "dimensions", "suggestion"],
-            [(m["path"], m["size"], f"{m['width']}×{m['height']}", _keep_or_similarity(m)) for m in group],
-        )
-
-
-def _keep_or_similarity(member: dict) -> str:
-    if member["keep"]:
-        return f"keep: {member['reason']}"
-    similarity = member["similarity"]
-    return f"similarity {similarity:.3f}" if similarity is not None else "similar through the others"
+    held = dict(api.tags(library_of(ctx)))
+    missing = [name for name in wanted if name not in held]
+    if missing:
+        known = ", ".join(sorted(held, key=lambda name: -held[name])[:8])
+        raise ClipdexError(f"no photo has the tag {missing[0]!r}; " + (
+            f"`clipdex tags` lists the {len(held)} tags there are (the most held: {known})" if held
+            else "no photo is tagged yet: `clipdex index --tags` tags them"))
 
 
 @app.command()
@@ -344,7 +285,8 @@ def demo(
         return
     indexed = result["indexed"]
     say(f"clipdex demo — model {result['model']}")
-    say(f"indexed {indexed['added']} sample photos into {result['library']} in {indexed['seconds']:.1f}s\n")
+    say(f"indexed {indexed['added']} sample photos into {result['library']} in {indexed['seconds']:.1f}s")
+    err_console.print()
     for search in result["searches"]:
         print_table(
             f"search {search['query']!r}", ["#", "score", "path"],
@@ -363,8 +305,11 @@ def demo(
     console.print(f"\ntry: clipdex --library {result['library']} search \"a green triangle\"")
 
 
-from clipdex.cli import describe_commands, live_commands, model_commands, training_commands  # noqa: E402
+from clipdex.cli import (  # noqa: E402
+    describe_commands, library_commands, live_commands, model_commands, training_commands,
+)
 
+library_commands.register(app)
 describe_commands.register(app)
 model_commands.register(app)
 training_commands.register(app)

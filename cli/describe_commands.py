@@ -86,12 +86,14 @@ def export_xmp_command(
     if as_json:
         print_json(report.as_json())
     else:
-        verb = "would update" if dry_run else "updated"
         for change in report.changed:
             added = ", ".join(change.keywords) + (" + description" if change.description else "")
             say(f"{'create' if change.created else 'update'} {change.sidecar}: {added}")
-        say(f"{verb} {len(report.changed)} sidecars; {report.unchanged} already had everything; "
-            f"{len(report.failed)} failed")
+        created = sum(change.created for change in report.changed)
+        updated = len(report.changed) - created
+        counts = f"{created} sidecar{'' if created == 1 else 's'}, updated {updated}"
+        say(f"{'would create' if dry_run else 'created'} {counts if not dry_run else counts.replace('updated', 'update')}"
+            f"; {report.unchanged} already had everything; {len(report.failed)} failed")
         for failure in report.failed:
             print_warning(f"{failure['path']}: {failure['error']}")
     if report.failed:

@@ -41,6 +41,17 @@ def print_json(data: Any) -> None:
     sys.stdout.write(_LEFT_BY_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n")
 
 
+def human_size(size: int | None) -> str:
+    """A file size as a person reads it: 512 B, 60 kB, 1.4 MB (decimal units, as file managers show them)."""
+    if size is None:
+        return "unknown"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            value = size / scale
+            return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
+    return f"{size} B"
+
+
 def print_error(message: str) -> None:
     err_console.print(Text.assemble(("error:", "red"), " ", shown(message)), soft_wrap=True)
 
@@ -62,9 +73,9 @@ def say(message: str) -> None:
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     from rich.table import Table  # (here: a query answered by a running server is 0.1 s, imports count)
 
-    table = Table(title=Text(shown(title)), title_justify="left")
-    for column in columns:
-        numeric = column in ("score", "#", "id", "R@1", "R@5", "R@10")
+    table = Table(title=Text(shown(title)), title_justify="left", show_header=bool(columns))
+    for column in columns or [""] * max((len(row) for row in rows), default=0):  # no columns: no header row
+        numeric = column in ("score", "picture score", "size", "#", "id", "R@1", "R@5", "R@10")
         table.add_column(column, justify="right" if numeric else "left", overflow="fold")  # never cut a path short
     for row in rows:
         table.add_row(*(Text(f"{v:.4f}" if isinstance(v, float) else shown(str(v))) for v in row))
@@ -77,12 +88,13 @@ def progress_tasks(enabled: bool = True) -> Iterator[Callable[..., Callable[...,
 
     Yields start(description, total, unit="") -> advance(n=1, note=""), one bar per phase of the work. A phase
     counted in "bytes" (a download) is said in one line first, since it is the one a person waits on, then
-    shown as bytes with their speed.
+    shown as bytes with their speed; so is one of unit "once" (a step done once per model, such as embedding
+    the vocabulary), then counted as items.
     """
     if not enabled:  # (a download is still said: it is what a person waits on, even behind --json)
 
         def said(description: str, total: int | None, unit: str = "") -> Callable[..., None]:
-            if unit == "bytes":
+            if unit in ("bytes", "once"):
                 say(description)
             return lambda n=1, note="": None
 
@@ -99,8 +111,8 @@ def progress_tasks(enabled: bool = True) -> Iterator[Callable[..., Callable[...,
         items, size, speed = MofNCompleteColumn(), DownloadColumn(), TransferSpeedColumn()
 
         def render(self, task):
-            if task.fields.get("unit") != "bytes":
-                return self.items.render(task)
+            if task.fields.get("unit") != "bytes":  # (a count not known yet: what is done, never "0/?")
+                return self.items.render(task) if task.total is not None else Text(f"{int(task.completed)}")
             return Text.assemble(self.size.render(task), " ", self.speed.render(task))
 
     progress = Progress(
@@ -115,34 +127,46 @@ def progress_tasks(enabled: bool = True) -> Iterator[Callable[..., Callable[...,
     with progress:
 
         def start(description: str, total: int | None, unit: str = "") -> Callable[..., None]:
-            if unit == "bytes":
+            if unit in ("bytes", "once"):
                 progress.console.print(Text(shown(description)), soft_wrap=True)
-                description = "downloading"
+                description = "downloading" if unit == "bytes" else description
             task = progress.add_task(description, total=total, note="", unit=unit)
             return lambda n=1, note="": progress.update(task, advance=n, note=note)
 
         yield start
 
 
-def print_hits(hits, as_json: bool, title: str) -> None:
+def print_hits(hits, as_json: bool, title: str, dated: bool = False) -> None:
     """Search hits or captions: JSON, or a table with the columns the hits have (where a caption came from, the
-    recognised text that matched, whether a match is strong)."""
+    recognised text that matched, whether a match is strong, why it is there, its date when sorted by date). In
+    hybrid mode, when words matched, the order follows the fused score: it is the "score" shown, the cosine beside
+    it as "picture score", so the numbers never contradict the order."""
     if as_json:
         print_json([hit.as_json() for hit in hits])
         return
     if not hits:
         say("no results")
         return
+    from clipdex.retrieval.search.hits import iso_date
+
     extra = []
+    fused = hits[0].kind == "image" and any(hit.rank_score is not None for hit in hits)
+    if fused:
+        extra.append(("picture score", lambda hit: hit.score))
+    if dated:
+        extra.append(("date", lambda hit: (iso_date(hit.taken) or "")[:16].replace("T", " ")))
     if hits[0].kind != "image" and any(hit.source != "corpus" for hit in hits):
         extra.append(("from", lambda hit: hit.source))
     if any(hit.ocr for hit in hits):  # the words found in the photo, beside it
         extra.append(("text", lambda hit: hit.ocr or ""))
     if any(hit.strong is False for hit in hits):  # weak matches told apart (retrieval/search/relevance.py)
         extra.append(("match", lambda hit: "strong" if hit.strong else "weak"))
+    if any(hit.why for hit in hits if hit.kind == "image"):  # what brought each hit (query.py)
+        extra.append(("why", lambda hit: ", ".join(hit.why or ())))
     label = "path" if hits[0].kind == "image" else "caption"
+    score = (lambda hit: hit.rank_score if hit.rank_score is not None else 0.0) if fused else (lambda hit: hit.score)
     print_table(title, ["#", "score", label, *(name for name, _ in extra)],
-                [[n, hit.score, hit.label, *(value(hit) for _, value in extra)] for n, hit in enumerate(hits, 1)])
+                [[n, score(hit), hit.label, *(value(hit) for _, value in extra)] for n, hit in enumerate(hits, 1)])
 
 
 def recall_rows(result: dict, label: str = "") -> list[list[Any]]:

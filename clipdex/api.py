@@ -362,10 +362,10 @@ def remove_model(name: str, bound=None, force: bool = False) -> dict:
     return remove(name, bound, force)
 
 
-def status(library: Library, paths: bool = True) -> dict:
+def status(library: Library, paths: bool = True, failed: bool = False) -> dict:
     """What the library holds, which model it is bound to, its index, and whether its model is prepared (runs
-    without torch) and fast text queries are ready.
-    `paths=False` leaves out where things are on disk (for a browser)."""
+    without torch); `paths=False` leaves out where things are on disk (for a browser); `failed` adds the files
+    that could not be indexed, with why (`"failed": [{"path", "error"}]`)."""
     from clipdex.retrieval.storage.database_url import without_password
     from clipdex.retrieval.models.loading import text_model, unprepared_because
     from clipdex.retrieval.storage.store import IMAGE
@@ -390,7 +390,8 @@ def status(library: Library, paths: bool = True) -> dict:
         "prepared": folder is not None,
         "unprepared_because": None if folder is not None or identity is None else unprepared_because(identity),
         "ocr": {"enabled": store.ocr_enabled, **store.ocr_counts()},
-    }
+    } | ({"failed": [{"path": p, "error": e} for p, e in store.reads.rows("SELECT path, error FROM failures ORDER BY path")]}
+         if failed else {})
     if not paths:
         for key in ("library", "database", "model_folder"):
             del info[key]

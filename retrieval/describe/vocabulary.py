@@ -135,7 +135,8 @@ def cached_vectors(encoder, folder: str, key: Sequence[str], count: int, embed: 
 
 
 def _embed(encode_texts: Callable[[list[str]], np.ndarray], concepts: Sequence[str], progress) -> np.ndarray:
-    advance = progress("embedding the vocabulary (once per model)", len(concepts)) if progress else None
+    # (unit "once": a step a person waits on the first time, said in a line even where no bar is drawn)
+    advance = progress("embedding the vocabulary (once per model)", len(concepts), "once") if progress else None
     rows = []
     chunk = max(1, config.VOCABULARY_BATCH // len(TEMPLATES))
     for start in range(0, len(concepts), chunk):
