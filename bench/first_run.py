@@ -60,7 +60,8 @@ def main() -> None:
             plain = time.perf_counter() - started
             shutil.rmtree(raw)
 
-            from clipdex.retrieval.models.hub import cached_folder, hub_folder
+            from clipdex.retrieval.models.hub import cached_folder
+            from clipdex.retrieval.models.hub_download import hub_folder
 
             started = time.perf_counter()
             hub_folder(entry.hub_id, entry.revision, None, entry.label())

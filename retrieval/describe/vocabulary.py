@@ -171,4 +171,7 @@ def _write_cached(path: Path, vectors: np.ndarray) -> None:
     except OSError:
         pass
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # (a cache path through a file: NotADirectoryError)
+            pass

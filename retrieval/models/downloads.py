@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from clipdex.retrieval.errors import ClipdexError, NotFound, Refused
 from clipdex.retrieval.models import catalogue
-from clipdex.retrieval.models.hub import Progress, cached_folder, hub_folder, is_repo_id, remove_cached
+from clipdex.retrieval.models.hub import Progress, cached_folder, is_repo_id, remove_cached
+from clipdex.retrieval.models.hub_download import hub_folder
 from clipdex.retrieval.models.identity import ModelIdentity
 
 

@@ -12,26 +12,23 @@ beside clipdex's other caches, so an offline run knows a whole folder from a hal
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import socket
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
-from fnmatch import fnmatch
 from pathlib import Path
 from typing import Callable, Iterator
 from urllib.parse import urlsplit
 
 from clipdex.retrieval import config
-from clipdex.retrieval.digest import leftover_name, weights_sha256
-from clipdex.retrieval.errors import ClipdexError, first_line
+from clipdex.retrieval.digest import weights_sha256
+
 
 # ORG/NAME as the hub spells repository ids (a folder on disk with that name wins: it is looked for first).
 _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
-_COMMIT = re.compile(r"[0-9a-f]{40}")
+COMMIT = re.compile(r"[0-9a-f]{40}")
 # What a model folder needs of a repository (Immich's also hold builds for other runtimes, not fetched).
 FOLDER_PATTERNS = ("config.json", "textual/*.json", "textual/model.onnx*", "visual/*.json", "visual/model.onnx*")
 # start(description, total, unit) -> advance(n=1, note=""): the API's progress callback, in bytes here
@@ -112,41 +109,15 @@ def hub_access() -> Iterator[bool]:
             os.environ["HF_HUB_OFFLINE"] = saved
 
 
-@dataclass(frozen=True)
-class HubFile:
-    path: str
-    size: int
-    sha256: str | None  # LFS files: the content's sha256
-    git_sha1: str | None  # other files: git's blob id
-
-
-def _folder_files(listing) -> list[HubFile]:
-    wanted = []
-    for entry in listing:
-        path = getattr(entry, "path", None)
-        size = getattr(entry, "size", None)
-        if not isinstance(path, str) or not isinstance(size, int) or not any(fnmatch(path, p) for p in FOLDER_PATTERNS):
-            continue
-        if size < 0 or path.startswith("/") or "\\" in path or any(part in ("", ".", "..") for part in path.split("/")):
-            raise ClipdexError(f"the hub ({shown_endpoint()}) lists a file {path[:80]!r} that is no file of a model "
-                               f"folder")
-        lfs = getattr(entry, "lfs", None)
-        sha256 = getattr(lfs, "sha256", None) if lfs is not None else None
-        if sha256 is None and isinstance(lfs, dict):
-            sha256 = lfs.get("sha256") or lfs.get("oid")
-        wanted.append(HubFile(path, size, sha256, getattr(entry, "blob_id", None)))
-    return sorted(wanted, key=lambda f: f.path)
-
-
-def _record_path(repo_id: str, commit: str) -> Path:
+def record_path(repo_id: str, commit: str) -> Path:
     return config.default_cache_dir() / "hub" / repo_id.replace("/", "--") / f"{commit}.json"
 
 
 def _recorded(repo_id: str, revision: str | None) -> tuple[str, dict] | None:
     """The commit and file list of a whole, checked fetch of `repo_id` at `revision` (a commit; None: the newest
     recorded), if one was made."""
-    folder = _record_path(repo_id, "x").parent
-    if revision is not None and not _COMMIT.fullmatch(revision):
+    folder = record_path(repo_id, "x").parent
+    if revision is not None and not COMMIT.fullmatch(revision):
         return None
     candidates = [folder / f"{revision}.json"] if revision else sorted(
         folder.glob("*.json"), key=lambda p: p.stat().st_mtime if p.exists() else 0, reverse=True)
@@ -155,7 +126,7 @@ def _recorded(repo_id: str, revision: str | None) -> tuple[str, dict] | None:
             record = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if isinstance(record, dict) and isinstance(record.get("files"), dict) and _COMMIT.fullmatch(path.stem):
+        if isinstance(record, dict) and isinstance(record.get("files"), dict) and COMMIT.fullmatch(path.stem):
             return path.stem, record
     return None
 
@@ -171,7 +142,7 @@ def cached_folder(repo_id: str, revision: str | None = None) -> tuple[Path, str]
     file still there at its size; else one fetched by other means (`hf download`) holding every file a folder
     needs; else None. Read from the cache's documented layout (`snapshots/COMMIT/PATH`, `refs/main`) without
     importing huggingface_hub's download code (0.1 s of every query of a library bound to a hub folder)."""
-    snapshots = _repo_cache(repo_id) / "snapshots"
+    snapshots = repo_cache(repo_id) / "snapshots"
     found = _recorded(repo_id, revision)
     if found is not None:
         commit, record = found
@@ -190,244 +161,20 @@ def cached_folder(repo_id: str, revision: str | None = None) -> tuple[Path, str]
             pass
     if revision is None:
         try:
-            revision = (_repo_cache(repo_id) / "refs" / "main").read_text(encoding="utf-8").strip()
+            revision = (repo_cache(repo_id) / "refs" / "main").read_text(encoding="utf-8").strip()
         except OSError:
             return None
     folder = snapshots / revision
-    if _COMMIT.fullmatch(revision) and all((folder / name).is_file() for name in _NEEDED):
+    if COMMIT.fullmatch(revision) and all((folder / name).is_file() for name in _NEEDED):
         return folder, revision
     return None
 
 
-def _repo_cache(repo_id: str) -> Path:
+def repo_cache(repo_id: str) -> Path:
     """Where the Hugging Face cache keeps `repo_id` ($HF_HUB_CACHE, else $HF_HOME/hub, … as the client reads them)."""
     from huggingface_hub.constants import HF_HUB_CACHE
 
     return Path(os.environ.get("HF_HUB_CACHE") or HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
-
-
-def _offline_error(repo_id: str, label: str, reason: str) -> ClipdexError:
-    return ClipdexError(
-        f"{label} is not in the local Hugging Face cache and {reason}: run once with network, or "
-        f"`clipdex models pull {repo_id}` on a machine with network and copy the folder here (--model PATH), or "
-        f"--model sample to try clipdex on its bundled model"
-    )
-
-
-def hub_folder(repo_id: str, revision: str | None = None, progress: Progress | None = None,
-               label: str | None = None, fetch: bool = True) -> tuple[Path, str]:
-    """The model folder of hub repository `repo_id` at `revision` (a commit; None: the newest fetched, else the
-    hub's main) and its commit: from the local cache when it is whole, else fetched now (unless `fetch` is False)
-    with a progress bar of bytes. A one-line error when neither can be."""
-    label = label or repo_id
-    if revision is not None and not _COMMIT.fullmatch(revision):
-        raise ClipdexError(f"the revision of a hub model must be a 40-digit commit, not {revision!r}")
-    found = cached_folder(repo_id, revision)
-    if found is not None:
-        return found
-    if not fetch:
-        raise ClipdexError(f"{label} is not in the local Hugging Face cache")
-    if is_offline():
-        raise _offline_error(repo_id, label, "HF_HUB_OFFLINE is set")
-    parts = urlsplit(endpoint())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ClipdexError(f"HF_ENDPOINT is not an http(s) URL: {shown_endpoint()!r}")
-    if not hub_reachable():
-        raise _offline_error(repo_id, label, f"the hub ({shown_endpoint()}) cannot be reached")
-    return download_folder(repo_id, revision, progress, label)
-
-
-def download_folder(repo_id: str, revision: str | None, progress: Progress | None, label: str) -> tuple[Path, str]:
-    """Fetch the folder's files (those a model folder needs) and check each against what the hub declared."""
-    from huggingface_hub import HfApi
-
-    api = HfApi(endpoint=endpoint())
-
-    def listing():
-        commit = revision or api.model_info(repo_id, revision="main").sha
-        return commit, list(api.list_repo_tree(repo_id, revision=commit if isinstance(commit, str) else None,
-                                               recursive=True))
-
-    try:
-        commit, listed = _answered_within(listing, f"the hub ({shown_endpoint()}) accepted the connection but did not "
-                                                   f"list {repo_id}")
-        files = _folder_files(listed)
-    except ClipdexError:
-        raise
-    except Exception as exc:
-        raise ClipdexError(f"cannot fetch the model folder {repo_id} from {shown_endpoint()} "
-                           f"({_reason(exc)})") from None
-    if not isinstance(commit, str) or not _COMMIT.fullmatch(commit):
-        raise ClipdexError(f"the hub ({shown_endpoint()}) gave no commit for {repo_id}")
-    if not any(f.path == "config.json" for f in files):
-        raise ClipdexError(f"{repo_id} is not a model folder on the hub (it has no config.json)")
-    total = sum(f.size for f in files)
-    if total > config.MAX_MODEL_FOLDER_BYTES:
-        raise ClipdexError(f"{repo_id} lists {total / 1e9:,.1f} GB of model files, more than any model folder clipdex "
-                           f"runs ({config.MAX_MODEL_FOLDER_BYTES / 1e9:.0f} GB): not fetched")
-    advance = progress(f"fetching {label}, {total / 1e6:,.0f} MB, once", total, "bytes") if progress else None
-    folder = _download(repo_id, commit, files, advance)
-    record = _record_path(repo_id, commit)
-    record.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    writing = record.with_name(leftover_name(record.name))
-    sums = {f.path: weights_sha256(folder / f.path) for f in files}  # (remembered by stamp: each read once)
-    writing.write_text(json.dumps({"repo": repo_id, "files": {f.path: f.size for f in files}, "sha256": sums}),
-                       encoding="utf-8")
-    os.replace(writing, record)
-    return folder, commit
-
-
-def _answered_within(work, what: str):
-    """`work()`'s result, or a one-line error once the hub's answer took past HUB_ANSWER_SECONDS: huggingface_hub
-    waits forever for an API answer (a captive portal, a stalled proxy); its file reads have their own timeout."""
-    seconds = float(os.environ.get(config.HUB_ANSWER_ENV) or config.HUB_ANSWER_SECONDS)
-    result: list = []
-
-    def run() -> None:
-        try:
-            result.append((True, work()))
-        except BaseException as exc:  # handed to the caller's thread
-            result.append((False, exc))
-
-    thread = threading.Thread(target=run, name="clipdex-hub-listing", daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if not result:
-        raise ClipdexError(f"{what} within {seconds:g} s: check HF_ENDPOINT and any proxy, or try again later")
-    done, value = result[0]
-    if not done:
-        raise value
-    return value
-
-
-class _Bytes:
-    """One bar across every file: the bytes of finished files plus those of the one arriving."""
-
-    def __init__(self, advance) -> None:
-        self.advance, self.shown, self.done = advance, 0, 0
-        self.lock = threading.Lock()
-
-    def show(self, partial: int = 0) -> None:
-        with self.lock:
-            now = self.done + partial
-            if self.advance is not None and now > self.shown:
-                self.advance(now - self.shown)
-                self.shown = now
-
-
-def _download(repo_id: str, commit: str, files: list[HubFile], advance) -> Path:
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
-
-    _remove_abandoned_partials(repo_id)
-    from huggingface_hub.utils import logging as hub_logging
-
-    quiet, verbosity = are_progress_bars_disabled(), hub_logging.get_verbosity()
-    disable_progress_bars()  # huggingface's per-file bars: the caller shows one bar of bytes instead
-    hub_logging.set_verbosity_error()  # its retry warnings too: the outcome is said in one line
-    bar = _Bytes(advance)
-    folder = None
-    try:
-        with _watching_partial_bytes(repo_id, bar.show):
-            for file in files:
-                try:
-                    local = Path(hf_hub_download(repo_id, file.path, revision=commit, endpoint=endpoint()))
-                except Exception as exc:
-                    raise ClipdexError(f"cannot fetch {file.path} of {repo_id} from {shown_endpoint()} "
-                                       f"({_reason(exc)}); run again to resume") from None
-                _check(repo_id, file, local)
-                with bar.lock:
-                    bar.done += file.size
-                bar.show()
-                folder = Path(str(local)[: -len(file.path)])
-    finally:
-        hub_logging.set_verbosity(verbosity)
-        if not quiet:
-            enable_progress_bars()
-    return folder
-
-
-def _remove_abandoned_partials(repo_id: str) -> None:
-    """Remove what downloads killed outright left: huggingface_hub writes each file to a partial file of its own
-    process (`ETAG.RANDOM.incomplete`) under a lock on ETAG; a partial whose lock nobody holds is abandoned (its
-    file is fetched whole again: a few hundred MB at most, never a whole folder)."""
-    from filelock import FileLock, Timeout
-
-    blobs = _repo_cache(repo_id) / "blobs"
-    locks = _repo_cache(repo_id).parent / ".locks" / _repo_cache(repo_id).name
-    for partial in blobs.glob("*.incomplete"):
-        lock = FileLock(str(locks / f"{partial.name.split('.')[0]}.lock"))
-        try:
-            locks.mkdir(parents=True, exist_ok=True)
-            with lock.acquire(timeout=0):
-                partial.unlink(missing_ok=True)
-        except (Timeout, OSError):
-            continue  # being written by a running download, or not ours to remove
-
-
-@contextmanager
-def _watching_partial_bytes(repo_id: str, report: Callable[[int], None]) -> Iterator[None]:
-    """Report the bytes of the file being downloaded as they arrive (huggingface_hub writes them to a
-    `.incomplete` blob), twice a second, for one progress bar across every file."""
-    blobs = _repo_cache(repo_id) / "blobs"
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.wait(0.5):
-            try:
-                report(sum(p.stat().st_size for p in blobs.glob("*.incomplete")))
-            except OSError:
-                pass
-
-    watcher = threading.Thread(target=watch, name="clipdex-download-progress", daemon=True)
-    watcher.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        watcher.join()
-
-
-def _check(repo_id: str, file: HubFile, local: Path) -> None:
-    """The file is what the hub declared (size, then sha256 or git's blob id), or it is removed from the cache and
-    never used."""
-    size = local.stat().st_size
-    digest = None
-    if size == file.size:
-        if file.sha256:
-            digest = hashlib.sha256()
-        elif file.git_sha1:
-            digest = hashlib.sha1(f"blob {size}\0".encode())
-        if digest is not None:
-            with local.open("rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-    wanted = file.sha256 or file.git_sha1
-    if size == file.size and (digest is None or wanted is None or digest.hexdigest() == wanted.lower()):
-        return
-    real = local.resolve()
-    for path in (local, real):
-        try:
-            path.unlink()
-        except OSError:
-            pass
-    what = "size" if size != file.size else "checksum"
-    raise ClipdexError(f"the hub ({shown_endpoint()}) served {file.path} of {repo_id} with another {what} than it "
-                       f"declared: it was removed and is not used; run again, or try another endpoint")
-
-
-def _reason(exc: Exception) -> str:
-    response = getattr(exc, "response", None)
-    status = getattr(response, "status_code", None)
-    if status == 401 or status == 403:
-        if os.environ.get("HF_TOKEN"):
-            return f"HTTP {status}: the hub refused the token in HF_TOKEN for this repository"
-        return f"HTTP {status}: the hub refused; set HF_TOKEN if the repository is gated or private"
-    if status == 404:
-        return "HTTP 404: no such repository, revision or file"
-    if isinstance(exc, (ValueError, TypeError, KeyError, AttributeError)):  # (JSONDecodeError is a ValueError)
-        return "it did not answer as a Hugging Face hub does"
-    return f"{type(exc).__name__}: {first_line(exc, 120)}"
 
 
 def remove_cached(repo_id: str) -> int:
@@ -436,9 +183,9 @@ def remove_cached(repo_id: str) -> int:
     import shutil
 
     freed = 0
-    repo = _repo_cache(repo_id)
+    repo = repo_cache(repo_id)
     if repo.is_dir():
         freed = sum(p.stat().st_size for p in repo.rglob("*") if p.is_file() and not p.is_symlink())
         shutil.rmtree(repo, ignore_errors=True)
-    shutil.rmtree(_record_path(repo_id, "x").parent, ignore_errors=True)
+    shutil.rmtree(record_path(repo_id, "x").parent, ignore_errors=True)
     return freed

@@ -27,7 +27,7 @@ from PIL import Image
 
 from clipdex.retrieval import config
 from clipdex.retrieval.digest import weights_sha256
-from clipdex.retrieval.errors import ClipdexError, first_line
+from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.models.identity import ModelIdentity
 from clipdex.retrieval.models.languages import query_language
 from clipdex.retrieval.models.onnx_runtime import (

@@ -75,7 +75,8 @@ def choose_model(name: str, pretrained: str | None = None, progress=None, fetch:
     model folder, a checkpoint, an hf-hub: id, a catalogue name or hub ORG/NAME (a model folder there, fetched once
     with `progress` unless `fetch` is False), else an open_clip name."""
     from clipdex.retrieval.models import catalogue
-    from clipdex.retrieval.models.hub import hub_folder, is_repo_id
+    from clipdex.retrieval.models.hub import is_repo_id
+    from clipdex.retrieval.models.hub_download import hub_folder
     from clipdex.retrieval.models.model_folder import folder_fingerprint, is_model_folder
 
     if name == SAMPLE_ALIAS:
