@@ -24,8 +24,9 @@ from clipdex.retrieval.errors import ClipdexError, NotFound
 from clipdex.retrieval.search.hits import Hits
 from clipdex.retrieval.library import Library, leaves_no_empty_library
 
-# start(description, total) -> advance(n=1, note=""): one progress bar per phase of the work
-Progress = Callable[[str, "int | None"], Callable[..., None]]
+# start(description, total, unit="") -> advance(n=1, note=""): one progress bar per phase of the work; unit is
+# "bytes" for a download, "once" for a step done once per model (say it in a line), "" for items
+Progress = Callable[..., Callable[..., None]]
 
 
 def open_library(path: Path | str | None = None, database: str | None = None, create: bool = False) -> Library:

@@ -124,7 +124,7 @@ def test_tagging_stopped_mid_way_goes_on_where_it_stopped(cli, library_dir: Path
     library.store.enable_tags(["red circle", "blue square", "green triangle"])  # another list: all to do again
     batches = []
 
-    def progress(description, _total):
+    def progress(description, _total, _unit=""):
         def advance(n=1, note=""):
             if description == "tagging":
                 batches.append(n)
