@@ -215,7 +215,7 @@ def test_the_copy_to_keep_is_the_oldest_when_pixels_and_bytes_tie(cli, tmp_path:
     assert cli("index", folder, *SAMPLE_MODEL).exit_code == 0
     (group,) = json.loads(cli("duplicates", "--json").stdout)
     assert [Path(m["path"]).name for m in group] == ["b-original.png", "a-copy.png"]
-    assert group[0]["keep"] and group[0]["reason"] == "as many pixels and bytes as any, the oldest"
+    assert group[0]["keep"] and group[0]["reason"] == "the same pixels and file size as the others, and the oldest"
 
 
 def test_videos_move_change_disappear_and_break_like_photos(cli, library_dir: Path, tmp_path: Path) -> None:
