@@ -25,10 +25,13 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 SAMPLE_ROWS = list(csv.DictReader(config.SAMPLE_CAPTIONS.open(encoding="utf-8")))
 
 
-def default_sigint() -> None:
-    """preexec_fn for a process a test will Ctrl-C. A shell that starts CI in the background ignores SIGINT and
-    its children inherit that: Python then installs no KeyboardInterrupt handler, and the signal does nothing."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+def pytest_configure() -> None:
+    """A shell that starts CI in the background ignores SIGINT, and an ignored signal stays ignored across exec: the
+    CLI processes tests Ctrl-C would then install no KeyboardInterrupt handler, and the signal would do nothing.
+    A handler of the run's own is reset to the default in every child at exec, with no preexec_fn (which can
+    deadlock a child forked from a process with threads: see tests/exec_limited.py)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -25,7 +25,7 @@ from clipdex.retrieval import config
 from clipdex.retrieval.describe.pairs import Pair
 from clipdex.retrieval.library import Library
 from clipdex.retrieval.storage.store import IMAGE
-from tests.conftest import SAMPLE_ROWS, default_sigint
+from tests.conftest import SAMPLE_ROWS
 
 TINY = ("--model", "clipdex-tiny")  # the tiny config: its seeded weights are the same in every process
 SAMPLE = ("--model", "sample")  # the bundled sample model
@@ -36,6 +36,15 @@ LOCAL = "http://127.0.0.1:8765"  # the server answers only to loopback host name
 def clipdex_command(library: Path | None, *args) -> list[str]:
     """The real CLI as a user runs it, in a new process: `python -m clipdex [--library LIBRARY] ARGS`."""
     return [sys.executable, "-m", "clipdex", *(["--library", str(library)] if library else []), *map(str, args)]
+
+
+def limited(command: list[str], *, open_files: int | None = None, file_size: int | None = None,
+            close_stdout: bool = False) -> list[str]:
+    """COMMAND run with these limits, through tests/exec_limited.py (never a preexec_fn: see there why)."""
+    options = [*(["--open-files", str(open_files)] if open_files is not None else []),
+               *(["--file-size", str(file_size)] if file_size is not None else []),
+               *(["--close-stdout"] if close_stdout else [])]
+    return [sys.executable, str(Path(__file__).with_name("exec_limited.py")), *options, "--", *command]
 
 
 def json_output(result) -> object:
@@ -162,7 +171,7 @@ def start_index(library_dir: Path, folder: Path, *extra: str) -> subprocess.Pope
     """`clipdex index` in a new process, two photos a batch and no decode workers: many commits to stop between."""
     return subprocess.Popen(
         clipdex_command(library_dir, "index", str(folder), *TINY, "--batch-size", "2", "--workers", "0", *extra),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=default_sigint,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
 
 
@@ -192,9 +201,7 @@ def start_running(library: Path, *args) -> subprocess.Popen:
     """`clipdex watch|serve ARGS` in a new process, returned once it says it is watching or serving. Its output is
     read on in a thread (a full pipe would stall it) and kept for `stop_running`."""
     process = subprocess.Popen(
-        clipdex_command(library, *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        preexec_fn=default_sigint,
-    )
+        clipdex_command(library, *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     deadline = time.time() + 120
     for line in process.stdout:

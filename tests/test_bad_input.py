@@ -23,7 +23,7 @@ from clipdex.retrieval.library import Library
 from clipdex.retrieval.models.checkpoint import METADATA_KEY
 from clipdex.retrieval.models.openclip.factory import load_encoder
 from tests.conftest import SAMPLE_ROWS
-from tests.helpers import LOCAL, SAMPLE, TINY, assert_one_line_error
+from tests.helpers import LOCAL, SAMPLE, TINY, assert_one_line_error, limited
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -163,9 +163,10 @@ def test_a_closed_or_full_standard_output_is_one_line_and_status_1(cli, library_
     for args in commands:
         command = [sys.executable, "-m", "clipdex", "--library", str(library_dir), *map(str, args)]
         with open("/dev/full", "w") as full:
-            for how, where, needle in (("closed", {"preexec_fn": lambda: os.close(1)}, "standard output is closed"),
-                                       ("full", {"stdout": full}, "cannot write to standard output: No space")):
-                done = subprocess.run(command, stderr=subprocess.PIPE, text=True, timeout=120, cwd=ROOT, **where)
+            for how, run, where, needle in (
+                    ("closed", limited(command, close_stdout=True), {}, "standard output is closed"),
+                    ("full", command, {"stdout": full}, "cannot write to standard output: No space")):
+                done = subprocess.run(run, stderr=subprocess.PIPE, text=True, timeout=120, cwd=ROOT, **where)
                 errors = [line for line in done.stderr.splitlines() if line.startswith("error")]
                 assert done.returncode == 1 and "Traceback" not in done.stderr, (args, how, done.stderr)
                 assert len(errors) == 1 and needle in errors[0], (args, how, done.stderr)

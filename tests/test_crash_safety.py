@@ -28,7 +28,7 @@ from clipdex.retrieval.models.openclip.factory import load_encoder
 from clipdex.retrieval.storage.store import IMAGE
 from clipdex.retrieval.storage.vector_index import VectorIndex
 from clipdex.retrieval.training.metrics_log import metrics_path, read_metrics
-from tests.conftest import default_sigint, new_postgres_database
+from tests.conftest import new_postgres_database
 from tests.helpers import QUICK, SAMPLE, TINY, clipdex_command, sample_pairs, start_index, write_pairs
 
 
@@ -143,7 +143,7 @@ def test_ctrl_c_or_sigterm_ends_indexing_and_its_decode_workers(tmp_path: Path, 
         shutil.copy(next(folder.iterdir()), folder / f"copy-{i:03d}.png")
     process = subprocess.Popen(
         clipdex_command(tmp_path / "lib", "index", str(folder), *SAMPLE, "--batch-size", "4"),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=default_sigint,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     deadline = time.time() + 120

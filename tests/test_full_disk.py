@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from clipdex.retrieval import config
-from tests.helpers import clipdex_command
+from tests.helpers import clipdex_command, limited
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,12 +31,7 @@ def test_a_full_disk_while_indexing_says_so_in_one_line_and_keeps_the_library(tm
     for image in images[2:]:
         shutil.copy(image, photos)
     limit = (library / config.DATABASE_FILE).stat().st_size + 36_000
-
-    def full_disk() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead of killing
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    done = subprocess.run(command, capture_output=True, text=True, env=env, preexec_fn=full_disk)
+    done = subprocess.run(limited(command, file_size=limit), capture_output=True, text=True, env=env)
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 1 and len(lines) == 1, done.stderr[-2000:]
     assert "could not write to the library database" in lines[0]

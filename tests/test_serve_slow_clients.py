@@ -4,7 +4,6 @@ each head has a deadline, and the server raises its open-file limit (a real serv
 from __future__ import annotations
 
 import os
-import resource
 import socket
 import subprocess
 import time
@@ -14,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from clipdex.retrieval import config
-from tests.conftest import default_sigint
-from tests.helpers import clipdex_command, eventually
+from tests.helpers import clipdex_command, eventually, limited
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,14 +23,9 @@ def _serve(library: Path, files: int | None = None) -> tuple[subprocess.Popen, i
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
 
-    def limits() -> None:
-        default_sigint()
-        if files is not None:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
-
     server = subprocess.Popen(
-        clipdex_command(library, "serve", "--port", str(port), "--no-token"),
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=limits,
+        limited(clipdex_command(library, "serve", "--port", str(port), "--no-token"), open_files=files),
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     _answer(port, deadline=time.time() + 60)

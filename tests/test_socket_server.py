@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from clipdex.retrieval import config
-from tests.conftest import default_sigint
 from tests.helpers import SAMPLE, clipdex_command, eventually, start_running, stop_running
 
 ANSWERED = "answered by the running clipdex process"
@@ -189,7 +187,7 @@ def test_ctrl_c_during_a_batch_ends_the_watch(library, tmp_path: Path) -> None:
     instead of going on watching with the interruption swallowed."""
     root, folder = library
     watch = subprocess.Popen(clipdex_command(root, "watch", folder, "--settle", "0.3"), stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, preexec_fn=default_sigint)
+                             stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     for line in watch.stdout:
         lines.append(line)

@@ -22,7 +22,7 @@ import torch
 from clipdex.retrieval import config
 from clipdex.retrieval.digest import file_sha256, weights_sha256
 from clipdex.retrieval.models.identity import ModelIdentity
-from tests.conftest import SAMPLE_ROWS, default_sigint
+from tests.conftest import SAMPLE_ROWS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,9 +52,7 @@ def _long_running(library: Path, *args: str) -> subprocess.Popen:
     """A command that runs until Ctrl-C (watch, serve), reporting its imports when it ends."""
     return subprocess.Popen(
         [sys.executable, "-u", "-c", _RUN_AND_REPORT, "-L", str(library), *args], cwd=ROOT, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        preexec_fn=default_sigint,
-    )
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
 def _interrupted_report(process: subprocess.Popen) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from clipdex.retrieval import config
-from tests.conftest import SAMPLE_ROWS, default_sigint
+from tests.conftest import SAMPLE_ROWS
 from tests.helpers import SAMPLE, TINY, clipdex_command, eventually, start_running, stop_running
 
 
@@ -97,7 +97,7 @@ def test_serve_watch_keeps_the_served_library_in_sync(cli, library_dir: Path, ph
         port = s.getsockname()[1]
     server = subprocess.Popen(
         clipdex_command(library_dir, "serve", "--port", str(port), "--no-token", "--watch", str(folder)),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=default_sigint,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
 
     def served() -> set[str]:
