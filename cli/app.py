@@ -157,6 +157,8 @@ def index(
         if paths or reembed:
             say(f"added {report.added}, updated {report.updated}, moved {report.moved}, removed {report.removed}, "
                 f"unchanged {report.unchanged}, failed {len(report.failed)} in {report.seconds:.1f}s")
+        if report.facts and report.facts["placed"]:
+            say(f"placed {report.facts['placed']} of {report.facts['read']} photos read (`clipdex places` lists where)")
         if report.ocr:
             say(f"read text in {report.ocr['read']} images; {report.ocr['with_text']} hold some")
         if report.tags:
@@ -209,6 +211,8 @@ def search(
     null: bool = typer.Option(
         False, "--null", "-0", help="With -f: end each path with a NUL byte instead of a newline (for xargs -0)."
     ),
+    literal: bool = typer.Option(False, "--literal", help="Search the words as typed: no place, date or camera "
+                                 'read out of them ("in Lisbon", "in 2024", "taken with a Fuji").'),
     lang: Optional[str] = LangOption,
     device: str = DeviceOption,
     precision: str = PrecisionOption,
@@ -231,14 +235,15 @@ def search(
     )
     request = {"terms": [(os.path.abspath(t.value) if t.is_image else t.value, t.is_image, t.weight) for t in parsed],
                "k": top_k, "filters": asdict(filters), "mode": mode, "sort": sort, "device": device,
-               "precision": precision}
+               "precision": precision, "literal": literal}
     hits = None
     if lang is None and all(os.path.isfile(t.value) for t in parsed if t.is_image):  # (else this process says
         hits = asked(ctx, "search", request, Hits.from_wire)  # what is wrong; a --lang is read here)
     if hits is None:
         from clipdex import api
 
-        hits = api.search(library_of(ctx), parsed, top_k, filters, device, precision, mode, sort, language=lang)
+        hits = api.search(library_of(ctx), parsed, top_k, filters, device, precision, mode, sort, language=lang,
+                          literal=literal)
     print_notes(hits.notes)
     if paths_only or null:
         end = "\0" if null else "\n"

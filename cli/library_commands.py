@@ -101,6 +101,23 @@ def _keep_or_similarity(member: dict) -> str:
             else "a copy of another copy in this group")
 
 
+def places(ctx: typer.Context, as_json: bool = JsonOption) -> None:
+    """Where the library's photos were taken (from their GPS positions, named offline from GeoNames), by country
+    then city, with how many files each; `clipdex search "... in CITY"` finds them there."""
+    from clipdex.retrieval.library import Library
+
+    library: Library = library_of(ctx)
+    held = library.store.places()
+    if as_json:
+        print_json([{"country": country, "region": region or None, "city": city, "count": count}
+                    for country, region, city, count in held])
+    elif not held:
+        say("no photo holds a GPS position yet (`clipdex index` reads them from each photo or its XMP sidecar)")
+    else:
+        print_table("places", ["country", "region", "city", "files"], [list(row) for row in held])
+
+
 def register(app: typer.Typer) -> None:
+    app.command("places")(places)
     app.command("status")(status)
     app.command("duplicates")(duplicates)

@@ -86,9 +86,10 @@ class QueryServer:
                 if op == "search":
                     terms = [Term(str(value), bool(is_image), float(weight))
                              for value, is_image, weight in arguments["terms"]]
-                    filters = Filters(**{**arguments["filters"], "tags": tuple(arguments["filters"]["tags"])})
+                    filters = Filters(**arguments["filters"])
                     return api.search(self.library, terms, int(arguments["k"]), filters, self.device, self.precision,
-                                      str(arguments["mode"]), str(arguments["sort"])).to_wire()
+                                      str(arguments["mode"]), str(arguments["sort"]),
+                                      literal=bool(arguments.get("literal", False))).to_wire()
                 if op == "captions":
                     return api.captions(self.library, str(arguments["image"]), int(arguments["k"]), self.device,
                                         str(arguments["source"])).to_wire()

@@ -64,7 +64,9 @@ def index(
 ):
     """Embed new and changed images under `paths` (and, with `options.reembed`, the whole library with
     `options.model` first); an IndexReport. See IndexOptions (indexer/options.py) for what each option does."""
+    from clipdex.indexer.facts_pass import read_photo_facts
     from clipdex.indexer.ocr_pass import read_text_in_images
+    from clipdex.indexer.tag_pass import tag_into
     from clipdex.retrieval.media.ocr import require_ocr
     from clipdex.indexer.pipeline import IndexReport, index_folders
     from clipdex.retrieval.describe.vocabulary import BUILTIN_NAME, read_concepts
@@ -84,7 +86,7 @@ def index(
             if retag:
                 with library.writer():
                     library.store.enable_tags(concepts)
-            _tag(library, options.device, report, progress)
+            tag_into(report, library, options.device, progress)
         return report
     model_of = _OnDemand(
         lambda: load_model(None if options.reembed else library, options.model, options.pretrained, options.device,
@@ -123,13 +125,15 @@ def index(
             )
             found.reembedded = report.reembedded
             report = found
+        if not report.interrupted:
+            report.facts, report.interrupted = read_photo_facts(library, progress).summary()
         if library.store.ocr_enabled and not report.interrupted:
             read = read_text_in_images(library, progress)
             report.ocr = {"read": read.read, "with_text": read.with_text}
             report.failed += read.failed
             report.interrupted = read.interrupted
         if library.store.tags_enabled and not report.interrupted:
-            _tag(library, options.device, report, progress)
+            tag_into(report, library, options.device, progress)
     if model_of.value is not None:
         report.notes[:0] = model_of.value.notes
     if options.export_text and not report.interrupted:
@@ -140,14 +144,6 @@ def index(
         if loaded is not None:
             report.notes += export_text_tower(loaded, progress)
     return report
-
-
-def _tag(library: Library, device: str, report, progress: Progress | None) -> None:
-    from clipdex.indexer.tag_pass import tag_images
-
-    done = tag_images(library, device, progress)
-    report.tags = {"tagged": done.tagged, "with_tags": done.with_tags}
-    report.interrupted = report.interrupted or done.interrupted
 
 
 class _OnDemand:
@@ -214,18 +210,19 @@ def search(
     mode: str = "hybrid",
     sort: str = "score",
     language: str | None = None,
+    literal: bool = False,
 ) -> Hits:
     """Images for a query: a sentence ("horse + stripes" syntax), the tokens a user typed, or parsed Terms.
 
     mode: "hybrid" (CLIP fused with the words read in photos and their names), "clip" or "text".
     sort: "score" (best first) or "date" (the same matches, newest first).
     language: the query's language (ISO 639-1 or FLORES-200), for models that must be told it (NLLB); by
-    default the locale's."""
+    default the locale's. literal: no place, date or camera read out of the sentence."""
     from clipdex.retrieval.search.query import Searcher
     from clipdex.retrieval.search.terms import split_query
 
     searcher = Searcher(library, device, precision, language=language)
-    hits = searcher.search(split_query(query) if isinstance(query, str) else query, k, filters, mode, sort)
+    hits = searcher.search(split_query(query) if isinstance(query, str) else query, k, filters, mode, sort, literal)
     return Hits(hits, searcher.notes)
 
 

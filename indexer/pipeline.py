@@ -37,6 +37,7 @@ class IndexReport:
     reembedded: dict | None = None  # {"images": n, "captions": n} when the run re-embedded the library first
     ocr: dict | None = None  # {"read": n, "with_text": n} when the run read text in images (index --ocr)
     tags: dict | None = None  # {"tagged": n, "with_tags": n} when the run tagged images (index --tags)
+    facts: dict | None = None  # {"read": n, "placed": n}: files whose position and camera were read, and placed
 
     def as_json(self) -> dict:
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in self.__dict__.items() if v is not None}

@@ -46,3 +46,10 @@ def tag_images(library: Library, device: str = "auto", progress=None, batch: int
         except KeyboardInterrupt:
             report.interrupted = True
     return report
+
+
+def tag_into(report, library: Library, device: str, progress=None) -> None:
+    """Tag what is untagged, said in an index run's report."""
+    done = tag_images(library, device, progress)
+    report.tags = {"tagged": done.tagged, "with_tags": done.with_tags}
+    report.interrupted = report.interrupted or done.interrupted

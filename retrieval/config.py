@@ -119,6 +119,7 @@ VOCABULARY_BATCH = 512
 TAG_MIN_PROBABILITY = 0.15
 TAG_MAX_PER_IMAGE = 5
 TAG_BATCH = 2_000  # images tagged per committed batch
+FACTS_BATCH = 500  # files whose position and camera are read per committed batch
 DEFAULT_LOGIT_SCALE = 100.0
 CAPTION_SOURCES = ("auto", "corpus", "builtin", "all")
 

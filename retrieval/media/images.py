@@ -18,7 +18,7 @@ from clipdex.retrieval.media.raw import NotRaw, is_raw, read_raw
 _heif_ready = False
 
 
-def _register_heif() -> None:
+def register_heif() -> None:
     """HEIC/HEIF from phones, registered with Pillow on first use rather than on import."""
     global _heif_ready
     if not _heif_ready:
@@ -111,7 +111,7 @@ def read_image(
         except NotRaw:  # e.g. a JPEG saved under a RAW name: read it as what it is
             if not isinstance(path, (str, Path)):
                 path.seek(0)
-    _register_heif()
+    register_heif()
     try:
         with Image.open(path) as im:
             width, height = im.size

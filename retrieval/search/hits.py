@@ -89,8 +89,15 @@ class Filters:
     before: float | None = None  # exclusive
     min_score: float | None = None
     tags: tuple[str, ...] = ()  # items holding every one of these tags (index --tags)
+    place: tuple[str, str, str] | None = None  # (city, region, country) taken in; "" for any (places/)
+    cameras: tuple[str, ...] = ()  # taken with any of these cameras, as the library holds their names
 
     def __post_init__(self) -> None:
+        self.tags, self.cameras = tuple(self.tags), tuple(self.cameras)  # (lists, read back from JSON)
+        if self.place is not None:
+            self.place = tuple(str(part) for part in self.place)
+            if len(self.place) != 3:
+                raise ClipdexError("a place is (city, region, country)")
         if self.folder is not None:
             if "\0" in self.folder:
                 raise ClipdexError("a folder name cannot hold a NUL character")
@@ -108,7 +115,8 @@ class Filters:
 
     @property
     def restricts_items(self) -> bool:
-        return bool(self.tags) or any(v is not None for v in (self.folder, self.after, self.before))
+        return bool(self.tags or self.cameras) or any(v is not None for v in (self.folder, self.after, self.before,
+                                                                               self.place))
 
 
 class Hits(list):

@@ -6,6 +6,7 @@ unit vector, and take the nearest items of a kind, optionally among those a filt
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -114,8 +115,7 @@ class Searcher:
         index = self.library.vector_index(kind)
         allowed = None
         if filters.restricts_items:
-            allowed = self.library.store.ids_matching(kind, filters.folders, filters.after, filters.before,
-                                                      filters.tags)
+            allowed = self.library.store.ids_matching(kind, filters)
         if index.count == 0 or (allowed is not None and len(allowed) == 0):
             return []
         scores, ids = index.search(vector[None, :], k, allowed)
@@ -144,12 +144,13 @@ class Searcher:
 
     def search(
         self, terms: Sequence[Term] | Sequence[str], k: int = 10, filters: Filters | None = None,
-        mode: str = "hybrid", sort: str = "score",
+        mode: str = "hybrid", sort: str = "score", literal: bool = False,
     ) -> list[Hit]:
         """Images for a combined query; `terms` may be parsed Terms or the raw tokens a user typed.
 
         mode "clip" ranks by CLIP alone, "text" by the words found in the photos and their file and folder names
-        alone (no model needed), "hybrid" fuses the two (hybrid.py). sort "date" orders the matches newest first."""
+        alone (no model needed), "hybrid" fuses the two (hybrid.py). sort "date" orders the matches newest first.
+        Unless `literal`, a place, date or camera the text names is read out of it as a filter (sentence.py)."""
         if mode not in config.SEARCH_MODES:
             raise ClipdexError(f"--mode must be one of {', '.join(config.SEARCH_MODES)}, not {mode!r}")
         if sort not in config.SORT_ORDERS:
@@ -157,6 +158,8 @@ class Searcher:
         if terms and isinstance(terms[0], str):
             terms = parse_terms(terms)
         filters = filters or Filters()
+        if not literal:
+            terms, filters = self._read_sentences(terms, filters)
         words = query_words(" ".join(t.value for t in terms if not t.is_image and t.weight > 0))
         unwanted = query_words(" ".join(t.value for t in terms if not t.is_image and t.weight < 0))
         if mode == "text":
@@ -182,6 +185,26 @@ class Searcher:
             hits.sort(key=lambda hit: (hit.taken is None, -(hit.taken or 0.0)))
         return hits
 
+    def _read_sentences(self, terms: Sequence[Term], filters: Filters) -> tuple[list[Term], Filters]:
+        """Each wanted sentence with the place, date and camera it names taken out, and those as filters (one
+        given as an option wins); what was read is said in a note."""
+        from clipdex.retrieval.search.sentence import read_sentence
+
+        store, read, changes = self.library.store, [], {}
+        for term in terms:
+            if term.is_image or term.weight <= 0:
+                read.append(term)
+                continue
+            reading = read_sentence(term.value, store.places, lambda: [camera for camera, _ in store.cameras()])
+            if reading.phrases:
+                self.notes.append(f"read as: {reading.line()} (--literal: the words as typed)")
+                wanted = {"place": reading.place, "cameras": reading.cameras, "after": reading.after,
+                          "before": reading.before}
+                changes.update({name: value for name, value in wanted.items()
+                                if value and not getattr(filters, name) and name not in changes})
+            read.append(Term(reading.text if reading.phrases else term.value, False, term.weight))
+        return read, replace(filters, **changes) if changes else filters
+
     def _text_matches(
         self, words: Sequence[str], unwanted: Sequence[str], filters: Filters, images: int, alone: bool = False,
         wanted: int = config.HYBRID_CANDIDATES,
@@ -196,8 +219,7 @@ class Searcher:
             excluded = {i for i, _ in store.text_search(unwanted, images, images)}
             found = [(i, r) for i, r in found if i not in excluded]
         if filters.restricts_items and found:
-            allowed = set(store.ids_matching(IMAGE, filters.folders, filters.after, filters.before,
-                                             filters.tags).tolist())
+            allowed = set(store.ids_matching(IMAGE, filters).tolist())
             found = [(i, r) for i, r in found if i in allowed][:wanted]
         return found
 
@@ -210,7 +232,7 @@ class Searcher:
         text = self._text_matches(words, unwanted, filters, images) if words else []
         if not text:
             return self.nearest(vector, IMAGE, k, filters), set()
-        unfiltered = Filters(filters.folder, filters.after, filters.before, tags=filters.tags)  # --min-score: after fusion
+        unfiltered = replace(filters, min_score=None)  # --min-score: after fusion
         clip = self._ranked(vector, IMAGE, max(k, config.HYBRID_CANDIDATES), unfiltered)
         cosine = dict(clip)
         missing = [i for i, _ in text if i not in cosine]  # text matches CLIP ranked too low to list

@@ -9,6 +9,7 @@ own path, as before); on SQLite ids are never reused (AUTOINCREMENT, which also 
 past every id ever given.
 Version 4 → 5: tags (a table, and which vocabulary each row was tagged with; nothing is tagged yet); the
 trigram index of recognised text (words found inside longer ones).
+Version 5 → 6: each file's position, camera, lens, exposure and place (read by the next index run, no re-embed).
 """
 
 from __future__ import annotations
@@ -21,10 +22,23 @@ from clipdex.retrieval.storage.schema import items_table, staged_table, tags_tab
 
 _V2_COLUMNS = "id, kind, key, sha256, size, mtime, width, height, taken_at, vector, generation"
 _V3_COLUMNS = _V2_COLUMNS + ", frame, frame_time, ocr_text, ocr_words"
+FACT_COLUMNS = (("latitude", "DOUBLE PRECISION"), ("longitude", "DOUBLE PRECISION"), ("camera", "TEXT"),
+                ("lens", "TEXT"), ("exposure", "TEXT"), ("city", "TEXT"), ("region", "TEXT"), ("country", "TEXT"),
+                ("facts_key", "VARCHAR(64)"))
 
 
 def migrate(conn: Connection, found: str) -> None:
     """From schema version `found` to the current one, each step in turn."""
+    if found != "5":
+        _to_version_5(conn, found)
+    present = _columns(conn) if conn.dialect.name == "sqlite" else set()  # (a rebuild has them already)
+    for name, kind in FACT_COLUMNS:
+        if name not in present:
+            conn.execute(text(f"ALTER TABLE items ADD COLUMN {'IF NOT EXISTS ' if conn.dialect.name != 'sqlite' else ''}"
+                              f"{name} {kind}"))
+
+
+def _to_version_5(conn: Connection, found: str) -> None:
     if found == "1":
         staged_table.drop(conn, checkfirst=True)
         staged_table.create(conn)

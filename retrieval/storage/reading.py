@@ -20,7 +20,7 @@ from urllib.parse import quote, unquote
 
 # 2: staged vectors record their source; 3: OCR text, full-text index, video frames; 4: a file's real path, ids
 # never reused (SQLite AUTOINCREMENT); 5: tags, words found inside recognised text (a trigram index)
-SCHEMA_VERSION = 5  # the version of the schema (schema.py) this clipdex reads and writes
+SCHEMA_VERSION = 6  # the version of the schema (schema.py) this clipdex reads and writes
 
 _SQLITE_PREFIX = "sqlite:///"
 _IN_CHUNK = 500  # values one IN list binds: well below SQLite's and PostgreSQL's limits on parameters

@@ -48,6 +48,17 @@ items_table = Table(
     Column("vector", LargeBinary, nullable=False),
     Column("generation", BigInteger, nullable=False, index=True),
     Column("tags_key", String(64)),  # the vocabulary (in the model's space) its tags came from; NULL: not tagged
+    # What the file says of where and with what it was taken (media/facts.py), and the place its position is in
+    # (places/); read from the content `facts_key` (its sha256) names: NULL, or another content, means unread.
+    Column("latitude", Float),
+    Column("longitude", Float),
+    Column("camera", Text),
+    Column("lens", Text),
+    Column("exposure", Text),
+    Column("city", Text),
+    Column("region", Text),
+    Column("country", Text),
+    Column("facts_key", String(64)),
     UniqueConstraint("kind", "key", "frame"),
     sqlite_autoincrement=True,  # a deleted item's id is never given to another (bookmarked /api/items/N links)
 )

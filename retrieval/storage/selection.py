@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import os
 from datetime import datetime
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from clipdex.retrieval.config import CAPTION, IMAGE
 from clipdex.retrieval.storage.reading import Reader, in_list
+
+if TYPE_CHECKING:
+    from clipdex.retrieval.search.hits import Filters
 
 _TAKEN = "coalesce(taken_at, mtime)"  # a photo's date: EXIF DateTimeOriginal, else the file's mtime
 
@@ -19,11 +22,12 @@ def _folded(tag: str) -> str:
     return " ".join(tag.split()).casefold()
 
 
-def _passing(folders: Sequence[str], after: float | None, before: float | None,
-             tags: Sequence[str] = ()) -> tuple[str, dict[str, Any]]:
+def _passing(folders: Sequence[str], after: float | None, before: float | None, tags: Sequence[str] = (),
+             place: tuple[str, str, str] | None = None, cameras: Sequence[str] = ()) -> tuple[str, dict[str, Any]]:
     """SQL conditions (each starting with AND) for items under any of `folders` (by the path the user reached
     them through, or by their real path) whose photo date lies in [after, before), holding every tag of `tags`
-    (exactly: a tag is a concept of the vocabulary); with their parameters.
+    (exactly: a tag is a concept of the vocabulary), taken in `place` (city, region, country: "" for any) with one
+    of `cameras`; with their parameters.
 
     Prefixes are compared exactly, byte for byte, on every database: `LIKE` ignores case on SQLite and gives
     `%` and `_` a meaning, so a folder `Photos` would have matched `photos`."""
@@ -41,6 +45,13 @@ def _passing(folders: Sequence[str], after: float | None, before: float | None,
     if before is not None:
         sql.append(f" AND {_TAKEN} < :before")
         params["before"] = before
+    for part, value in zip(("city", "region", "country"), place or ("", "", "")):
+        if value:
+            sql.append(f" AND {part} = :{part}")
+            params[part] = value
+    if cameras:
+        sql.append(f" AND camera IN ({', '.join(f':camera{n}' for n in range(len(cameras)))})")
+        params.update({f"camera{n}": camera for n, camera in enumerate(cameras)})
     for n, tag in enumerate(tags):
         sql.append(f" AND id IN (SELECT item_id FROM tags WHERE tag = :tag{n})")
         params[f"tag{n}"] = tag
@@ -50,15 +61,13 @@ def _passing(folders: Sequence[str], after: float | None, before: float | None,
 class SelectionStore:
     reads: Reader
 
-    def ids_matching(
-        self, kind: str, folders: Sequence[str] = (), after: float | None = None, before: float | None = None,
-        tags: Sequence[str] = (),
-    ) -> np.ndarray:
+    def ids_matching(self, kind: str, filters: Filters) -> np.ndarray:
         """Ids of items that pass the filters (see `_passing`)."""
+        tags = filters.tags
         if tags:  # as a vocabulary reads concepts: case and runs of spaces do not make another tag
             stored = {_folded(t): t for (t,) in self.reads.rows("SELECT DISTINCT tag FROM tags")}
             tags = [stored.get(_folded(tag), tag) for tag in tags]
-        where, params = _passing(folders, after, before, tags)
+        where, params = _passing(filters.folders, filters.after, filters.before, tags, filters.place, filters.cameras)
         rows = self.reads.rows(f"SELECT id FROM items WHERE kind = :kind{where}", {**params, "kind": kind})
         return np.asarray([i for (i,) in rows], dtype=np.int64)
 

@@ -28,6 +28,7 @@ from clipdex.retrieval.storage import fulltext
 from clipdex.retrieval.storage.database_id import DATABASE_ID, DatabaseIdStore, new_database_id
 from clipdex.retrieval.storage.database_url import without_password
 from clipdex.retrieval.storage.reading import SCHEMA_VERSION, Reader
+from clipdex.retrieval.storage.facts import FactsStore
 from clipdex.retrieval.storage.selection import SelectionStore
 from clipdex.retrieval.storage.staging import StagingStore
 from clipdex.retrieval.storage.tagging import TagStore
@@ -83,7 +84,7 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-class Store(fulltext.TextStore, StagingStore, TagStore, SelectionStore, DatabaseIdStore):
+class Store(fulltext.TextStore, StagingStore, TagStore, SelectionStore, FactsStore, DatabaseIdStore):
     """Items (images and captions) with their vectors, the model binding and the write generation."""
 
     def __init__(self, url: str) -> None:
@@ -163,7 +164,7 @@ class Store(fulltext.TextStore, StagingStore, TagStore, SelectionStore, Database
                 ])
             return
         found = self.get_meta("schema_version")
-        if found in ("1", "2", "3", "4"):
+        if found in ("1", "2", "3", "4", "5"):
             from clipdex.retrieval.storage.migrations import migrate
 
             with self.db.begin() as conn:

@@ -1,0 +1,1 @@
+"""Where photos were taken: an offline gazetteer (GeoNames) and the place phrases a query holds."""
