@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 EARTH_KM = 6371.0
-_CANDIDATES = 8  # nearest places weighed for one position
+_CANDIDATES = 32  # nearest places weighed for one position (Paris has 40 places of 15,000 people within 13 km)
 _FOLDER = Path(__file__).parent
 
 
@@ -53,11 +53,11 @@ def unit_vectors(latitudes: np.ndarray, longitudes: np.ndarray) -> np.ndarray:
     return np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=1).astype(np.float32)
 
 
-def distance_km(a: tuple[float, float], b: tuple[float, float]) -> float:
-    """Great-circle distance (haversine)."""
-    lat1, lon1, lat2, lon2 = map(math.radians, (*a, *b))
-    h = math.sin((lat2 - lat1) / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
-    return 2 * EARTH_KM * math.asin(min(1.0, math.sqrt(h)))
+def _haversine_km(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Great-circle distances between (…, 2) arrays of degrees, broadcast."""
+    lat1, lon1, lat2, lon2 = (np.radians(x) for x in (a[..., 0], a[..., 1], b[..., 0], b[..., 1]))
+    h = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
+    return 2 * EARTH_KM * np.arcsin(np.minimum(1.0, np.sqrt(h)))
 
 
 class Gazetteer:
@@ -85,7 +85,7 @@ class Gazetteer:
         import faiss
 
         places = self._table[0]
-        index = faiss.IndexFlatIP(3)
+        index = faiss.IndexFlatL2(3)  # (float32 inner products cannot tell places a kilometre apart; L2 can)
         index.add(unit_vectors(np.array([p.latitude for p in places]), np.array([p.longitude for p in places])))
         return index
 
@@ -95,13 +95,19 @@ class Gazetteer:
             return []
         places = self._table[0]
         points = np.asarray(positions, dtype=np.float64)
-        cosines, found = self._index.search(unit_vectors(points[:, 0], points[:, 1]), _CANDIDATES)
-        named = []
-        for cosine_row, row in zip(cosines, found):
-            km = EARTH_KM * np.arccos(np.clip(cosine_row, -1.0, 1.0))
-            claiming = [(places[i].population, i) for i, d in zip(row, km) if d <= claimed_km(places[i].population)]
-            named.append(places[max(claiming)[1] if claiming else int(row[0])])
-        return named
+        _, found = self._index.search(unit_vectors(points[:, 0], points[:, 1]), _CANDIDATES)
+        coordinates, people = self._coordinates
+        km = _haversine_km(points[:, None, :], coordinates[found])  # (positions, candidates), in float64
+        claims = np.where(km <= people[found][..., 1], people[found][..., 0], -1.0)
+        best = np.where(claims.max(axis=1) >= 0, claims.argmax(axis=1), km.argmin(axis=1))
+        return [places[i] for i in found[np.arange(len(found)), best]]
+
+    @cached_property
+    def _coordinates(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each place's (latitude, longitude), and its (people, radius it claims in km)."""
+        places = self._table[0]
+        return (np.array([(p.latitude, p.longitude) for p in places]),
+                np.array([(p.population, claimed_km(p.population)) for p in places], dtype=np.float64))
 
     def other_names(self, city: str, country: str) -> list[str]:
         """What else GeoNames calls a place of 100,000 people or more ("Lisboa", "Lissabon" for Lisbon)."""
