@@ -249,16 +249,19 @@ class Searcher:
 
     def _tell_strength(self, hits: list[Hit], matched: set[int], words: Sequence[str], vector: np.ndarray):
         """Mark each hit of a text query strong or weak (relevance.py: its cosine, calibrated by how much the query
-        reads like made-up words, against the floor made-up words reach here; a photo whose name or text shown holds
-        every word of the query is strong whatever its cosine), and say so when some are weak. Returns whether a
-        hit is strong by its picture alone (None: no floor, an empty library)."""
-        from clipdex.retrieval.search.relevance import calibrated, likeness, probe_vectors
+        reads like made-up words, how crowded the library is around it and how much made-up words land on the photo
+        anyway, against the floor made-up words reach here; a photo whose name or text shown holds every word of
+        the query is strong whatever its cosine), and say so when some are weak. Returns whether a hit is strong by
+        its picture alone (None: no floor, an empty library)."""
+        from clipdex.retrieval.search.relevance import lowest_strong, probe_vectors
 
         floor = self.library.relevance_floor(self.device, self.precision)
         if floor is None:
             return None
-        bias = float(likeness(vector, probe_vectors(self.library.text_encoder(self.device, self.precision)))[0])
-        by_picture = lambda hit: calibrated(hit.score, bias) >= floor  # noqa: E731
+        probes = probe_vectors(self.library.text_encoder(self.device, self.precision))
+        lowest = lowest_strong(self.library.vector_index(IMAGE), self.library.store.vectors_of, vector, probes,
+                               [(hit.id, hit.score) for hit in hits], floor)
+        by_picture = lambda hit: lowest is not None and hit.score >= lowest  # noqa: E731
         for hit in hits:
             shown = f"{hit.path} {hit.ocr or ''}".casefold()
             holds = hit.id in matched and all(word.casefold() in shown for word in words)
