@@ -104,10 +104,7 @@ def _keep_or_similarity(member: dict) -> str:
 def places(ctx: typer.Context, as_json: bool = JsonOption) -> None:
     """Where the library's photos were taken (from their GPS positions, named offline from GeoNames), by country
     then city, with how many files each; `clipdex search "... in CITY"` finds them there."""
-    from clipdex.retrieval.library import Library
-
-    library: Library = library_of(ctx)
-    held = library.store.places()
+    held = library_of(ctx).store.places()
     if as_json:
         print_json([{"country": country, "region": region or None, "city": city, "count": count}
                     for country, region, city, count in held])

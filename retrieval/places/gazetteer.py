@@ -31,11 +31,6 @@ class Place:
     longitude: float = 0.0
     population: int = 0
 
-    @property
-    def label(self) -> str:
-        """"Lisbon, Portugal"; a region only where it tells two places apart ("Paris, Texas, United States")."""
-        return ", ".join(part for part in (self.city, self.country) if part)
-
 
 def claimed_km(population: int) -> float:
     """How far from its centre a place names a position: 2 km for a town, 13 km for Paris, 26 km for Tokyo."""

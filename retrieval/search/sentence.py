@@ -43,11 +43,6 @@ class Reading:
     camera_label: str | None = None
     phrases: list[str] = field(default_factory=list)  # the words taken out, as typed
 
-    @property
-    def understood(self) -> dict:
-        return {"text": self.text, "place": self.place_label, "after": self.after, "before": self.before,
-                "date": self.date_label, "camera": self.camera_label}
-
     def line(self) -> str:
         """"a red circle · in Lisbon, Portugal · 2024 · taken with FUJIFILM X-T4"."""
         parts = [self.text] + [f"in {self.place_label}"] * bool(self.place_label) + \

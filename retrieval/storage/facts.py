@@ -65,7 +65,3 @@ class FactsStore:
         rows = self.reads.rows("SELECT camera, count(DISTINCT key) AS n FROM items WHERE kind = :kind AND camera IS "
                                "NOT NULL GROUP BY camera ORDER BY n DESC, camera", {"kind": IMAGE})
         return [(camera, int(n)) for camera, n in rows]
-
-    def placed_count(self) -> int:
-        return self.reads.value("SELECT count(DISTINCT key) FROM items WHERE kind = :kind AND latitude IS NOT NULL",
-                                {"kind": IMAGE}) or 0

@@ -22,9 +22,7 @@ from clipdex.retrieval.storage.schema import items_table, staged_table, tags_tab
 
 _V2_COLUMNS = "id, kind, key, sha256, size, mtime, width, height, taken_at, vector, generation"
 _V3_COLUMNS = _V2_COLUMNS + ", frame, frame_time, ocr_text, ocr_words"
-FACT_COLUMNS = (("latitude", "DOUBLE PRECISION"), ("longitude", "DOUBLE PRECISION"), ("camera", "TEXT"),
-                ("lens", "TEXT"), ("exposure", "TEXT"), ("city", "TEXT"), ("region", "TEXT"), ("country", "TEXT"),
-                ("facts_key", "VARCHAR(64)"))
+FACT_COLUMNS = ("latitude", "longitude", "camera", "lens", "exposure", "city", "region", "country", "facts_key")
 
 
 def migrate(conn: Connection, found: str) -> None:
@@ -32,8 +30,9 @@ def migrate(conn: Connection, found: str) -> None:
     if found != "5":
         _to_version_5(conn, found)
     present = _columns(conn) if conn.dialect.name == "sqlite" else set()  # (a rebuild has them already)
-    for name, kind in FACT_COLUMNS:
+    for name in FACT_COLUMNS:  # (their types as schema.py defines them)
         if name not in present:
+            kind = items_table.c[name].type.compile(conn.dialect)
             conn.execute(text(f"ALTER TABLE items ADD COLUMN {'IF NOT EXISTS ' if conn.dialect.name != 'sqlite' else ''}"
                               f"{name} {kind}"))
 
