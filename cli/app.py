@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import os
 import sys
 import traceback
@@ -211,6 +212,9 @@ def search(
     null: bool = typer.Option(
         False, "--null", "-0", help="With -f: end each path with a NUL byte instead of a newline (for xargs -0)."
     ),
+    near: Optional[str] = typer.Option(None, "--near", help='Only photos taken near a place ("Kyoto", "Paris, '
+                                       'Texas") or a position ("35.01,135.77").'),
+    km: float = typer.Option(config.NEAR_KM, "--km", min=0.001, max=20000, help="With --near: how near."),
     literal: bool = typer.Option(False, "--literal", help="Search the words as typed: no place, date or camera "
                                  'read out of them ("in Lisbon", "in 2024", "taken with a Fuji").'),
     lang: Optional[str] = LangOption,
@@ -230,9 +234,8 @@ def search(
     if any(not t.strip() for t in tag):
         raise typer.BadParameter("a tag is a concept of the vocabulary, not empty (`clipdex tags` lists them)",
                                  param_hint="--tag")
-    filters = Filters(
-        str(folder) if folder else None, _date(after, "--after"), _date(before, "--before"), min_score, tuple(tag)
-    )
+    filters = Filters(str(folder) if folder else None, _date(after, "--after"), _date(before, "--before"),
+                      min_score, tuple(tag), near=_near(near, km) if near is not None else None)
     request = {"terms": [(os.path.abspath(t.value) if t.is_image else t.value, t.is_image, t.weight) for t in parsed],
                "k": top_k, "filters": asdict(filters), "mode": mode, "sort": sort, "device": device,
                "precision": precision, "literal": literal}
@@ -258,6 +261,24 @@ def search(
     if not hits and tag and not as_json:
         _no_such_tag(ctx, tag)
     print_hits(hits, as_json, "images like " + " ".join(terms or []) + (f" {image}" if image else ""), sort == "date")
+
+
+def _near(place: str, km: float) -> tuple[float, float, float]:
+    """--near's place as (latitude, longitude, km): a position as written, else the largest place so called."""
+    from clipdex.retrieval.places.gazetteer import GAZETTEER
+
+    position = re.fullmatch(r"\s*([-+]?\d+(?:\.\d+)?)\s*,\s*([-+]?\d+(?:\.\d+)?)\s*", place)
+    if position:
+        latitude, longitude = float(position.group(1)), float(position.group(2))
+        if abs(latitude) > 90 or abs(longitude) > 180:
+            raise typer.BadParameter(f"{place!r} is no position (latitude -90..90, longitude -180..180)",
+                                     param_hint="--near")
+        return latitude, longitude, km
+    found = GAZETTEER.called(place)
+    if found is None:
+        raise typer.BadParameter(f"no place called {place!r} is known (towns of 15,000 people or more; or give a "
+                                 "position: 35.01,135.77)", param_hint="--near")
+    return found.latitude, found.longitude, km
 
 
 def _no_such_tag(ctx: typer.Context, wanted: list[str]) -> None:

@@ -71,6 +71,7 @@ SOCKET_MAX_REPLY_DEPTH = 8  # an answer's JSON nests 5 deep (reply, result, hits
 
 DEFAULT_TOP_K = 10
 DEFAULT_CAPTIONS_K = 5  # captions shown for one photo on the web page
+NEAR_KM = 10.0  # "near Kyoto" and --near without --km: photos within this of the place's centre
 DEFAULT_DUPLICATE_THRESHOLD = 0.95  # cosine at which two photos count as copies
 DEFAULT_BATCH_SIZE = 32
 PREPACK_FROM_IMAGES = 256  # an image tower opened for fewer images skips ONNX Runtime's weight prepacking
@@ -97,6 +98,7 @@ OCR_GATE_MIN_SCORE = 0.5
 OCR_BATCH = 16  # images read per committed batch
 SEARCH_MODES = ("hybrid", "clip", "text")
 SORT_ORDERS = ("score", "date")  # best first, or the same matches newest first
+READ_KINDS = ("place", "date", "camera")  # phrases a search sentence is read for (search/sentence.py)
 HYBRID_CANDIDATES = 200  # CLIP and full-text rankings this deep are fused
 RRF_K = 60  # reciprocal rank fusion: score = sum of 1 / (RRF_K + rank) over the rankings an item is in
 OCR_SNIPPET_CHARS = 80  # the recognised text shown with a hit that matched it

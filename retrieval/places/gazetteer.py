@@ -48,7 +48,7 @@ def unit_vectors(latitudes: np.ndarray, longitudes: np.ndarray) -> np.ndarray:
     return np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=1).astype(np.float32)
 
 
-def _haversine_km(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def haversine_km(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Great-circle distances between (…, 2) arrays of degrees, broadcast."""
     lat1, lon1, lat2, lon2 = (np.radians(x) for x in (a[..., 0], a[..., 1], b[..., 0], b[..., 1]))
     h = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
@@ -92,7 +92,7 @@ class Gazetteer:
         points = np.asarray(positions, dtype=np.float64)
         _, found = self._index.search(unit_vectors(points[:, 0], points[:, 1]), _CANDIDATES)
         coordinates, people = self._coordinates
-        km = _haversine_km(points[:, None, :], coordinates[found])  # (positions, candidates), in float64
+        km = haversine_km(points[:, None, :], coordinates[found])  # (positions, candidates), in float64
         claims = np.where(km <= people[found][..., 1], people[found][..., 0], -1.0)
         best = np.where(claims.max(axis=1) >= 0, claims.argmax(axis=1), km.argmin(axis=1))
         return [places[i] for i in found[np.arange(len(found)), best]]
@@ -103,6 +103,29 @@ class Gazetteer:
         places = self._table[0]
         return (np.array([(p.latitude, p.longitude) for p in places]),
                 np.array([(p.population, claimed_km(p.population)) for p in places], dtype=np.float64))
+
+    def position(self, city: str, country: str) -> tuple[float, float] | None:
+        """Where a place's centre is (its largest namesake in that country), or None for no such place."""
+        found = [p for p in self._table[0] if p.city == city and p.country == country]
+        best = max(found, key=lambda p: p.population, default=None)
+        return (best.latitude, best.longitude) if best else None
+
+    def called(self, name: str) -> Place | None:
+        """The largest place called `name` in any of its names ("Kyoto", "Lisboa"; "Paris, France" or "Paris,
+        Texas" for one country or region), or None."""
+        wanted, _, within = (folded(part).strip() for part in name.partition(","))
+        found = [p for p in self._by_name.get(wanted, ()) if within in ("", folded(p.country), folded(p.region))]
+        return max(found, key=lambda p: p.population, default=None)
+
+    @cached_property
+    def _by_name(self) -> dict[str, list[Place]]:
+        """Each name (folded) a place is called → the places called it."""
+        places, others = self._table
+        named: dict[str, list[Place]] = {}
+        for place in places:
+            for name in {place.city, *others.get((place.city, place.country), ())}:
+                named.setdefault(folded(name), []).append(place)
+        return named
 
     def other_names(self, city: str, country: str) -> list[str]:
         """What else GeoNames calls a place of 100,000 people or more ("Lisboa", "Lissabon" for Lisbon)."""

@@ -91,6 +91,7 @@ class Filters:
     tags: tuple[str, ...] = ()  # items holding every one of these tags (index --tags)
     place: tuple[str, str, str] | None = None  # (city, region, country) taken in; "" for any (places/)
     cameras: tuple[str, ...] = ()  # taken with any of these cameras, as the library holds their names
+    near: tuple[float, float, float] | None = None  # (latitude, longitude, km): taken within km of there
 
     def __post_init__(self) -> None:
         self.tags, self.cameras = tuple(self.tags), tuple(self.cameras)  # (lists, read back from JSON)
@@ -98,6 +99,11 @@ class Filters:
             self.place = tuple(str(part) for part in self.place)
             if len(self.place) != 3:
                 raise ClipdexError("a place is (city, region, country)")
+        if self.near is not None:
+            self.near = tuple(float(part) for part in self.near)
+            if len(self.near) != 3 or not all(map(math.isfinite, self.near)) or abs(self.near[0]) > 90 \
+                    or abs(self.near[1]) > 180 or not 0 < self.near[2] <= 20_000:
+                raise ClipdexError("near is (latitude, longitude, km): -90..90, -180..180, more than 0 km")
         if self.folder is not None:
             if "\0" in self.folder:
                 raise ClipdexError("a folder name cannot hold a NUL character")
@@ -116,20 +122,29 @@ class Filters:
     @property
     def restricts_items(self) -> bool:
         return bool(self.tags or self.cameras) or any(v is not None for v in (self.folder, self.after, self.before,
-                                                                               self.place))
+                                                                               self.place, self.near))
+
+
+UNDERSTOOD = ("text", "place", "after", "before", "camera")  # what a search's sentence was read as (sentence.py)
 
 
 class Hits(list):
-    """Ranked hits (a list), with `notes`: what the user should know about how the query was read."""
+    """Ranked hits (a list), with `notes`: what the user should know about how the query was read; and for a
+    search, `understood`: the words CLIP was given and the place, dates and camera read out of them (the dates as
+    --after and --before take them; None for what the sentence did not name)."""
 
-    def __init__(self, hits: Sequence = (), notes: Sequence[str] = ()) -> None:
+    def __init__(self, hits: Sequence = (), notes: Sequence[str] = (),
+                 understood: dict[str, str | None] | None = None) -> None:
         super().__init__(hits)
         self.notes = list(notes)
+        self.understood = understood
 
     def to_wire(self) -> dict:
         """As a server sends them to a client (`clipdex.answering`): every field, unrounded."""
-        return {"hits": [asdict(hit) for hit in self], "notes": self.notes}
+        return {"hits": [asdict(hit) for hit in self], "notes": self.notes, "understood": self.understood}
 
     @classmethod
     def from_wire(cls, data) -> "Hits":
-        return cls([Hit(**hit) for hit in data["hits"]], [str(note) for note in data["notes"]])
+        understood = data.get("understood")
+        return cls([Hit(**hit) for hit in data["hits"]], [str(note) for note in data["notes"]],
+                   {name: understood[name] for name in UNDERSTOOD} if understood is not None else None)

@@ -2,30 +2,24 @@
 CLIP sees. "a red circle in Lisbon in 2024" is "a red circle", taken in Lisbon, Portugal, in 2024.
 
 A phrase becomes a filter only when it is clearly one: a place after "in", "at", "near" or "from" that the
-library's own photos were taken in (so "a jersey in red" or "nice shoes" never filter), a year from 1900 on, a
-month and year, an ISO month, or a camera after "taken with", "shot on" or "on my" that the library's photos were
-taken with. Anything else stays in the sentence. Quotes around the whole query, or --literal, keep it whole."""
+library's own photos were taken in (so "a jersey in red" or "nice shoes" never filter; "near Kyoto" is within
+NEAR_KM of it), a date (sentence_dates.py: "in 2019", "July 2019", "last summer", "yesterday"), or a camera after
+"taken with", "shot on" or "on my" that the library's photos were taken with. Anything else stays in the
+sentence. Quotes around the whole query, or --literal, keep it whole."""
 
 from __future__ import annotations
 
-import calendar
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Callable
+from datetime import date, datetime, time
+from typing import Callable, Sequence
 
+from clipdex.retrieval import config
 from clipdex.retrieval.places.gazetteer import GAZETTEER, folded
+from clipdex.retrieval.search.sentence_dates import read_date
 
 _PLACE_WORD = re.compile(r"\b(in|at|near|from)\s+", re.IGNORECASE)
 _CAMERA_WORD = re.compile(r"\b(taken with|shot (?:on|with)|on my)\s+(?:an?\s+|my\s+|the\s+)?", re.IGNORECASE)
-_MONTHS = {name.casefold(): n for n, name in enumerate(calendar.month_name) if name} | {
-    name.casefold(): n for n, name in enumerate(calendar.month_abbr) if name and name != "May"}
-_MONTH = "|".join(sorted(_MONTHS, key=len, reverse=True))
-_DATE = re.compile(
-    rf"(?:\b(?:in|from|during)\s+)?(?:\b(?P<month>{_MONTH})\.?\s+(?P<year>(?:19|20)\d\d)\b"
-    rf"|\b(?P<iso_year>(?:19|20)\d\d)-(?P<iso_month>0[1-9]|1[0-2])\b"
-    rf"|(?:\b(?:in|from|during)\s+)(?P<only_year>(?:19|20)\d\d)\b)",
-    re.IGNORECASE)
 _LONGEST_PLACE = 4  # words in a place name read after its preposition ("Rio de Janeiro", "Saint Paul de Vence")
 
 
@@ -35,7 +29,8 @@ class Reading:
 
     text: str
     place: tuple[str, str, str] | None = None  # (city, region, country), "" for any
-    place_label: str | None = None
+    place_label: str | None = None  # "in Lisbon, Portugal", "near Kyoto, Japan"
+    near: tuple[float, float, float] | None = None  # (latitude, longitude, km) for "near" a city
     after: float | None = None
     before: float | None = None
     date_label: str | None = None
@@ -45,7 +40,7 @@ class Reading:
 
     def line(self) -> str:
         """"a red circle · in Lisbon, Portugal · 2024 · taken with FUJIFILM X-T4"."""
-        parts = [self.text] + [f"in {self.place_label}"] * bool(self.place_label) + \
+        parts = [self.text] + [self.place_label] * bool(self.place_label) + \
             [self.date_label] * bool(self.date_label) + [f"taken with {self.camera_label}"] * bool(self.camera_label)
         return " · ".join(part for part in parts if part)
 
@@ -84,29 +79,27 @@ def _read_place_named(reading: Reading, named: dict[str, tuple[tuple[str, str, s
             spoken = reading.text[match.end():match.end() + words[n - 1].end()].rstrip(".,")
             found = named.get(folded(spoken))
             if found:
-                reading.place, reading.place_label = found
+                (city, region, country), label = found
+                position = GAZETTEER.position(city, country) if city and match.group(1).casefold() == "near" else None
+                if position:
+                    reading.near, reading.place_label = (*position, config.NEAR_KM), f"near {label}"
+                else:
+                    reading.place, reading.place_label = found[0], f"in {label}"
                 reading.phrases.append(reading.text[match.start():match.end() + len(spoken)])
                 reading.text = _take(reading.text, match.start(), match.end() + len(spoken))
                 return True
     return False
 
 
-def _read_date(reading: Reading) -> None:
-    match = _DATE.search(reading.text)
-    if not match:
+def _read_date(reading: Reading, today: date) -> None:
+    span = read_date(reading.text, today)
+    if span is None:
         return
-    if match.group("only_year"):
-        year, month = int(match.group("only_year")), None
-    elif match.group("iso_year"):
-        year, month = int(match.group("iso_year")), int(match.group("iso_month"))
-    else:
-        year, month = int(match.group("year")), _MONTHS[match.group("month").casefold()]
-    start = datetime(year, month or 1, 1)
-    end = datetime(year + (month or 12) // 12, (month or 12) % 12 + 1, 1)
-    reading.after, reading.before = start.timestamp(), end.timestamp()
-    reading.date_label = start.strftime("%B %Y") if month else str(year)
-    reading.phrases.append(match.group(0))
-    reading.text = _take(reading.text, match.start(), match.end())
+    reading.after = datetime.combine(span.first, time()).timestamp()  # (the photo's own clock: local days)
+    reading.before = datetime.combine(span.end, time()).timestamp()
+    reading.date_label = span.label
+    reading.phrases.append(reading.text[span.start:span.stop])
+    reading.text = _take(reading.text, span.start, span.stop)
 
 
 def _read_camera(reading: Reading, held: Callable[[], list[str]]) -> None:
@@ -137,13 +130,18 @@ def _names_camera(wanted: list[str], words: list[str]) -> bool:
 
 
 def read_sentence(text: str, places: Callable[[], list[tuple[str, str, str, int]]],
-                  cameras: Callable[[], list[str]]) -> Reading:
+                  cameras: Callable[[], list[str]], today: date | None = None,
+                  unread: Sequence[str] = ()) -> Reading:
     """`text` read against the places and cameras the library holds (store.places(), store.cameras()), asked
-    only when the text has a word that could lead to one."""
+    only when the text has a word that could lead to one; relative dates count from `today` (by default, this
+    machine's); `unread` names kinds of phrase (config.READ_KINDS) left as words."""
     reading = Reading(" ".join(text.split()))
-    _read_camera(reading, cameras)
-    _read_place(reading, places)
-    _read_date(reading)
+    if "camera" not in unread:
+        _read_camera(reading, cameras)
+    if "place" not in unread:
+        _read_place(reading, places)
+    if "date" not in unread:
+        _read_date(reading, today or date.today())
     if not reading.text:  # "in Lisbon" alone: every photo there, in CLIP's order for "a photo"
         reading.text = "a photo"
     return reading

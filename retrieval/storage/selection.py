@@ -58,6 +58,13 @@ def _passing(folders: Sequence[str], after: float | None, before: float | None, 
     return "".join(sql), params
 
 
+def within_km(positions: np.ndarray, centre: tuple[float, float], km: float) -> np.ndarray:
+    """Which (latitude, longitude) rows lie within `km` of `centre`, by great-circle distance."""
+    from clipdex.retrieval.places.gazetteer import haversine_km
+
+    return haversine_km(positions, np.asarray(centre, dtype=np.float64)) <= km
+
+
 class SelectionStore:
     reads: Reader
 
@@ -68,8 +75,16 @@ class SelectionStore:
             stored = {_folded(t): t for (t,) in self.reads.rows("SELECT DISTINCT tag FROM tags")}
             tags = [stored.get(_folded(tag), tag) for tag in tags]
         where, params = _passing(filters.folders, filters.after, filters.before, tags, filters.place, filters.cameras)
-        rows = self.reads.rows(f"SELECT id FROM items WHERE kind = :kind{where}", {**params, "kind": kind})
-        return np.asarray([i for (i,) in rows], dtype=np.int64)
+        if filters.near is None:
+            rows = self.reads.rows(f"SELECT id FROM items WHERE kind = :kind{where}", {**params, "kind": kind})
+            return np.asarray([i for (i,) in rows], dtype=np.int64)
+        latitude, longitude, km = filters.near
+        rows = self.reads.rows(f"SELECT id, latitude, longitude FROM items WHERE kind = :kind AND latitude "
+                               f"BETWEEN :south AND :north{where}", {**params, "kind": kind, "south": latitude - km / 111,
+                                                                     "north": latitude + km / 111})
+        found = np.asarray(rows, dtype=np.float64).reshape(-1, 3)
+        close = within_km(found[:, 1:], (latitude, longitude), km)
+        return found[close, 0].astype(np.int64)
 
     def files_under(self, paths: Sequence[str] = (), ids: Sequence[int] = ()) -> dict[str, tuple]:
         """Image and video files that are any of `paths` or lie under them (by either spelling, as `_passing`
