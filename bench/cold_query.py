@@ -68,7 +68,7 @@ def cold_search(library_dir: Path, cache: Path, own: bool = False) -> tuple[floa
     command = [sys.executable, "-m", "clipdex", "-L", str(library_dir), "search", QUERY, "-k", "10", "--json"]
     started = time.perf_counter()
     out = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    return time.perf_counter() - started, [hit["id"] for hit in json.loads(out)]
+    return time.perf_counter() - started, [hit["id"] for hit in json.loads(out)["hits"]]
 
 
 def beside_watch(library_dir: Path, cache: Path, runs: int = 7) -> tuple[float, list[int]]:

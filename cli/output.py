@@ -142,7 +142,9 @@ def print_hits(hits, as_json: bool, title: str, dated: bool = False) -> None:
     hybrid mode, when words matched, the order follows the fused score: it is the "score" shown, the cosine beside
     it as "picture score", so the numbers never contradict the order."""
     if as_json:
-        print_json([hit.as_json() for hit in hits])
+        listed = [hit.as_json() for hit in hits]
+        print_json(listed if getattr(hits, "understood", None) is None else {"understood": hits.understood,
+                                                                                "hits": listed})
         return
     if not hits:
         say("no results")

@@ -26,6 +26,14 @@ def _option(param: click.Parameter) -> list[str]:
     return [f"| {names} | {takes} | {_cell(getattr(param, 'help', None))}{shown} |"]
 
 
+CHANGES = [  # what a script reading clipdex's output must change for, newest first
+    ("2026-12", "`clipdex search --json` prints `{\"understood\": {\"text\", \"place\", \"after\", \"before\", "
+                "\"camera\"}, \"hits\": [...]}` instead of the bare list of hits: what the sentence was read as "
+                "(the words CLIP got; the place, dates and camera taken out of it as filters, null where none) "
+                "beside the hits, which are as before. `-f` and the table are unchanged."),
+]
+
+
 def reference() -> str:
     """The Markdown reference of every command and option."""
     group = typer.main.get_command(app)
@@ -35,6 +43,7 @@ def reference() -> str:
     lines += [row for param in group.params if param.name != "help" for row in _option(param)]
     for name in sorted(group.commands):
         lines += _command(f"clipdex {name}", group.commands[name])
+    lines += ["", "## Changes", "", *(f"- {when}: {what}" for when, what in CHANGES)]
     return "\n".join(lines) + "\n"
 
 

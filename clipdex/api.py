@@ -211,19 +211,22 @@ def search(
     sort: str = "score",
     language: str | None = None,
     literal: bool = False,
+    unread: Sequence[str] = (),
 ) -> Hits:
     """Images for a query: a sentence ("horse + stripes" syntax), the tokens a user typed, or parsed Terms.
 
     mode: "hybrid" (CLIP fused with the words read in photos and their names), "clip" or "text".
     sort: "score" (best first) or "date" (the same matches, newest first).
     language: the query's language (ISO 639-1 or FLORES-200), for models that must be told it (NLLB); by
-    default the locale's. literal: no place, date or camera read out of the sentence."""
+    default the locale's. literal: no place, date or camera read out of the sentence; unread: those kinds of
+    phrase (config.READ_KINDS) not read (the page's chips, removed)."""
     from clipdex.retrieval.search.query import Searcher
     from clipdex.retrieval.search.terms import split_query
 
     searcher = Searcher(library, device, precision, language=language)
-    hits = searcher.search(split_query(query) if isinstance(query, str) else query, k, filters, mode, sort, literal)
-    return Hits(hits, searcher.notes)
+    hits = searcher.search(split_query(query) if isinstance(query, str) else query, k, filters, mode, sort, literal,
+                           tuple(unread))
+    return Hits(hits, searcher.notes, searcher.understood)
 
 
 def nearest(library: Library, vector, k: int = config.DEFAULT_TOP_K, filters=None, device: str = "auto",

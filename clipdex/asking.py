@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
 from clipdex.retrieval import config
+from clipdex.retrieval.search.hits import UNDERSTOOD
 
 PROTOCOL = 1
 T = TypeVar("T")
@@ -218,10 +219,15 @@ _REASONS = ("picture", "file name", "folder name", "text in the photo")
 
 def _hits(result: object, kind: str) -> object:
     """A search's (images) or captions' (captions) result as `Hits.to_wire` writes it, every field of every hit."""
-    _check(isinstance(result, dict) and set(result) == {"hits", "notes"}, "no hits and notes")
+    _check(isinstance(result, dict) and set(result) == {"hits", "notes", "understood"}, "no hits and notes")
     _check(isinstance(result["hits"], list) and isinstance(result["notes"], list), "hits or notes not a list")
     for note in result["notes"]:
         _text(note, "note")
+    understood = result["understood"]
+    _check(understood is None if kind != config.IMAGE else isinstance(understood, dict) and set(understood) ==
+           set(UNDERSTOOD), "no reading of the sentence")
+    for said in (understood or {}).values():
+        _text(said, "what the sentence was read as", optional=True)
     for hit in result["hits"]:
         _check(isinstance(hit, dict) and set(hit) <= _HIT_FIELDS and {"id", "kind", "score"} <= set(hit),
                "a hit of unknown fields")

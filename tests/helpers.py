@@ -52,6 +52,15 @@ def json_output(result) -> object:
     return json.loads(result.stdout)
 
 
+def search_hits(result) -> list:
+    """The hits of `clipdex search --json` ({"understood": …, "hits": […]}), from the CLI in this process or in
+    a new one."""
+    assert getattr(result, "exit_code", getattr(result, "returncode", 0)) == 0, result.stdout + result.stderr
+    found = json.loads(result.stdout)
+    assert set(found) == {"understood", "hits"}, found
+    return found["hits"]
+
+
 def stored_vectors(library_dir: Path, kind: str = IMAGE) -> tuple[np.ndarray, np.ndarray]:
     library = Library(library_dir, create=False)
     parts = list(library.store.vectors(kind, library.require_identity().dim))

@@ -23,7 +23,7 @@ from clipdex.retrieval.library import Library
 from clipdex.retrieval.models.checkpoint import METADATA_KEY
 from clipdex.retrieval.models.openclip.factory import load_encoder
 from tests.conftest import SAMPLE_ROWS
-from tests.helpers import LOCAL, SAMPLE, TINY, assert_one_line_error, limited
+from tests.helpers import LOCAL, SAMPLE, TINY, assert_one_line_error, limited, search_hits
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,7 +91,7 @@ def test_no_query_string_gives_a_traceback(cli, library_dir: Path, photos, query
     assert result.exit_code in (0, 1, 2), result.output
     assert "Traceback" not in result.output
     if result.exit_code == 0:
-        assert isinstance(json.loads(result.stdout), list)
+        assert isinstance(search_hits(result), list) and "understood" in json.loads(result.stdout)
     elif result.exit_code == 2:  # read as an option ("-1"): a usage error, said as typer says them
         assert query.startswith("-") and "Error: " in result.output
     else:
@@ -254,7 +254,7 @@ def test_caption_files_that_hold_no_captions_are_refused_in_one_line(cli, photos
     assert client.post("/api/captions", files={"file": ("nul.txt", b"nul\x00inside\n")}).status_code == 400
     assert json.loads(cli("status", "--json").stdout)["counts"]["caption"] == 1
     early = cli("search", "a red circle", "--after", "0001-01-01", "--json")  # before this zone's calendar
-    assert early.exit_code == 0 and len(json.loads(early.stdout)) == 1, early.output
+    assert early.exit_code == 0 and len(search_hits(early)) == 1, early.output
 
 
 def test_usage_errors_are_usage_errors(cli) -> None:
@@ -271,7 +271,7 @@ def test_strange_queries(cli, photos, tmp_path: Path) -> None:
     too_long = cli("search", "a red circle " * 800, "-k", "2", "--json")
     assert too_long.exit_code == 1 and "1,000" in too_long.stderr.replace("1000", "1,000")
     long = cli("search", "a red circle " * 70, "-k", "2", "--json")
-    assert long.exit_code == 0 and len(json.loads(long.stdout)) == 2
+    assert long.exit_code == 0 and len(search_hits(long)) == 2
     assert "query truncated to the model's 32 tokens" in long.stderr
     assert "query text is empty" in cli("search", "   ").stderr
     not_image = tmp_path / "notes.jpg"

@@ -3,13 +3,12 @@ holding the database open while a writer commits: test_crash_safety.py)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from clipdex.retrieval.library import Library
-from tests.helpers import TINY, json_output, start_index
+from tests.helpers import TINY, start_index, search_hits
 
 
 def test_a_second_writer_is_refused(cli, library_dir: Path, photos) -> None:
@@ -33,9 +32,9 @@ def test_search_answers_while_index_runs(cli, library_dir: Path, photos) -> None
     while process.poll() is None:
         result = cli("search", "a red circle", "-k", "200", "--json")
         assert result.exit_code == 0, result.output
-        answers.append(json.loads(result.stdout))
+        answers.append(search_hits(result))
     assert process.returncode == 0, process.stderr.read().decode()
-    final = json_output(cli("search", "a red circle", "-k", "200", "--json"))
+    final = search_hits(cli("search", "a red circle", "-k", "200", "--json"))
     assert len(final) == 151
     score = {hit["id"]: hit["score"] for hit in final}
     assert answers and any(1 < len(answer) < 151 for answer in answers)  # some answers came mid-index

@@ -18,7 +18,7 @@ from clipdex.retrieval.library import Library
 from clipdex.retrieval.search.query import Searcher
 from clipdex.retrieval.storage.store import CAPTION, IMAGE
 from tests.conftest import SAMPLE_ROWS
-from tests.helpers import TINY, brute_force, json_output, stored_vectors
+from tests.helpers import TINY, brute_force, json_output, stored_vectors, search_hits
 
 
 @pytest.fixture
@@ -37,12 +37,12 @@ def test_index_sample_data_then_search_both_ways(cli, library_dir: Path, databas
     assert sorted(paths) == sorted(str(config.SAMPLE_DATA_DIR / row["image"]) for row in SAMPLE_ROWS)
 
     query = config.SAMPLE_DATA_DIR / SAMPLE_ROWS[3]["image"]  # a JPEG stored rotated, with an EXIF tag
-    hits = json_output(cli("search", "--image", query, "-k", "3", "--json"))
+    hits = search_hits(cli("search", "--image", query, "-k", "3", "--json"))
     assert hits[0]["path"] == str(query)
     assert hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
 
     for text in ("a red circle", "three green stars on a white background"):
-        hits = json_output(cli("search", text, "-k", "10", "--json"))
+        hits = search_hits(cli("search", text, "-k", "10", "--json"))
         assert [h["id"] for h in hits] == brute_force(library_dir, tiny.encode_texts([text])[0], 10)
         assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
 
@@ -67,7 +67,7 @@ def test_reindex_touch_move_modify_delete(cli, library_dir: Path, photos) -> Non
     files[1].rename(moved_to)
     moved = json_output(cli("index", folder, "--json"))
     assert (moved["added"], moved["moved"], moved["removed"]) == (0, 1, 0)
-    hit = json_output(cli("search", "--image", moved_to, "-k", "1", "--json"))[0]
+    hit = search_hits(cli("search", "--image", moved_to, "-k", "1", "--json"))[0]
     assert hit["path"] == str(moved_to) and hit["score"] == pytest.approx(1.0, abs=1e-4)
     ids_after, vectors_after = stored_vectors(library_dir)
     assert set(ids_after) == set(ids_before)  # stable ids: the move kept its row and vector
@@ -79,13 +79,13 @@ def test_reindex_touch_move_modify_delete(cli, library_dir: Path, photos) -> Non
     modified = json_output(cli("index", folder, "--json"))
     assert (modified["added"], modified["updated"]) == (0, 1)
 
-    gone_hit = json_output(cli("search", "--image", files[3], "-k", "1", "--json"))[0]
+    gone_hit = search_hits(cli("search", "--image", files[3], "-k", "1", "--json"))[0]
     files[3].unlink()
     deleted = json_output(cli("index", folder, "--json"))
     assert deleted["removed"] == 1
     library = Library(library_dir)
     assert library.vector_index(IMAGE).count == 11
-    everything = json_output(cli("search", "anything", "-k", "50", "--json"))
+    everything = search_hits(cli("search", "anything", "-k", "50", "--json"))
     assert len(everything) == 11 and gone_hit["id"] not in {h["id"] for h in everything}
 
 
@@ -93,7 +93,7 @@ def test_indexing_one_folder_leaves_other_folders_alone(cli, photos) -> None:
     first, second = photos(3, "first"), photos(3, "second")
     cli("index", first, *TINY)
     assert json_output(cli("index", second, "--json"))["removed"] == 0
-    assert len(json_output(cli("search", "x", "-k", "10", "--json"))) == 6
+    assert len(search_hits(cli("search", "x", "-k", "10", "--json"))) == 6
 
 
 def test_captions_rank_like_brute_force(cli, library_dir: Path, photos, tiny, tmp_path: Path) -> None:
@@ -121,15 +121,15 @@ def _cache_files(library_dir: Path) -> dict[str, bytes]:
 @pytest.mark.slow
 def test_deleted_or_damaged_faiss_file_is_rebuilt_in_memory_by_readers(cli, library_dir: Path, photos) -> None:
     cli("index", photos(10), *TINY)
-    before = json_output(cli("search", "a large blue square", "--json"))
+    before = search_hits(cli("search", "a large blue square", "--json"))
     index_file = _index_file(library_dir)
     index_file.unlink()
     cached = _cache_files(library_dir)
-    assert json_output(cli("search", "a large blue square", "--json")) == before
+    assert search_hits(cli("search", "a large blue square", "--json")) == before
     assert json_output(cli("status", "--json"))["counts"]["image"] == 10
     assert _cache_files(library_dir) == cached  # readers never write the cache
     index_file.write_bytes(b"not a faiss index")
-    assert json_output(cli("search", "a large blue square", "--json")) == before
+    assert search_hits(cli("search", "a large blue square", "--json")) == before
     cli("index", photos(10, "again"), *TINY)  # a writer saves a good cache again
     assert _index_file(library_dir).is_file() and _index_file(library_dir) != index_file
 
@@ -141,12 +141,12 @@ def test_faiss_cache_that_lags_the_store_is_topped_up(cli, library_dir: Path, ph
     shutil.copy2(config.SAMPLE_DATA_DIR / SAMPLE_ROWS[50]["image"], folder / "new.png")
     (folder / sorted(p.name for p in folder.iterdir())[0]).unlink()
     cli("index", folder)
-    fresh = json_output(cli("search", "x", "-k", "20", "--json"))
+    fresh = search_hits(cli("search", "x", "-k", "20", "--json"))
     for path in library_dir.glob("*.faiss*"):
         path.unlink()
     for name, data in stale.items():
         (library_dir / name).write_bytes(data)
-    assert json_output(cli("search", "x", "-k", "20", "--json")) == fresh
+    assert search_hits(cli("search", "x", "-k", "20", "--json")) == fresh
 
 
 def test_a_state_file_paired_with_an_older_index_is_not_trusted(cli, library_dir: Path, photos) -> None:
@@ -157,9 +157,9 @@ def test_a_state_file_paired_with_an_older_index_is_not_trusted(cli, library_dir
     shutil.copy2(config.SAMPLE_DATA_DIR / SAMPLE_ROWS[50]["image"], folder / "new.png")
     (folder / sorted(p.name for p in folder.iterdir())[0]).unlink()  # same count, other ids
     cli("index", folder)
-    fresh = json_output(cli("search", "x", "-k", "20", "--json"))
+    fresh = search_hits(cli("search", "x", "-k", "20", "--json"))
     _index_file(library_dir).write_bytes(stale)
-    assert json_output(cli("search", "x", "-k", "20", "--json")) == fresh
+    assert search_hits(cli("search", "x", "-k", "20", "--json")) == fresh
     assert len(fresh) == 6
 
 
@@ -181,7 +181,7 @@ def test_bad_queries_are_one_line_errors(cli, photos, tmp_path: Path) -> None:
     ]:
         result = cli(*args)
         assert result.exit_code == 1 and message in result.stderr, (args, result.output)
-    assert len(json_output(cli("search", "x", "-k", "1000", "--json"))) == 2
+    assert len(search_hits(cli("search", "x", "-k", "1000", "--json"))) == 2
     assert cli("search", "x", "-k", "0").exit_code == 2  # a usage error, said as typer says them
 
 

@@ -16,7 +16,7 @@ from clipdex.retrieval import config
 from clipdex.retrieval.describe.vocabulary import read_concepts
 from clipdex.retrieval.errors import ClipdexError
 from tests.conftest import SAMPLE_ROWS
-from tests.helpers import LOCAL, SAMPLE, json_output
+from tests.helpers import LOCAL, SAMPLE, json_output, search_hits
 
 ONE_SHAPE = re.compile(r"a (?:large|small) (\w+ \w+) (?:at|on) .*")  # captions naming a single shape
 
@@ -61,7 +61,7 @@ def test_tags_name_what_is_in_the_photo_and_filter_exactly(cli, photos, shapes: 
     folder = photos(40)
     first = json_output(cli("index", folder, *SAMPLE, "--tags", "--vocabulary", shapes, "--json"))
     assert first["tags"] == {"tagged": 40, "with_tags": 40}
-    hits = json_output(cli("search", "a shape", "-k", "40", "--mode", "clip", "--json"))
+    hits = search_hits(cli("search", "a shape", "-k", "40", "--mode", "clip", "--json"))
     assert all(isinstance(h["tags"], list) and 1 <= len(h["tags"]) <= config.TAG_MAX_PER_IMAGE for h in hits)
     single = [(h, ONE_SHAPE.fullmatch(_caption_of(h["path"]))) for h in hits]
     single = [(h, m.group(1)) for h, m in single if m]
@@ -74,24 +74,24 @@ def test_tags_name_what_is_in_the_photo_and_filter_exactly(cli, photos, shapes: 
     assert [t["count"] for t in counted] == sorted((t["count"] for t in counted), reverse=True)
     tag = counted[0]["tag"]
     holding = {h["path"] for h in hits if tag in h["tags"]}
-    filtered = json_output(cli("search", "a shape", "--tag", tag, "-k", "40", "--json"))
+    filtered = search_hits(cli("search", "a shape", "--tag", tag, "-k", "40", "--json"))
     assert {h["path"] for h in filtered} == holding  # exactly the images with the tag, all of them
     second = next(t["tag"] for t in counted if t["tag"] != tag)
-    both = json_output(cli("search", "a shape", "--tag", tag, "--tag", second, "-k", "40", "--json"))
+    both = search_hits(cli("search", "a shape", "--tag", tag, "--tag", second, "-k", "40", "--json"))
     assert {h["path"] for h in both} == {h["path"] for h in hits if {tag, second} <= set(h["tags"])}
-    folded = json_output(cli("search", "a shape", "--tag", "  " + tag.upper().replace(" ", "   "), "-k", "40", "--json"))
+    folded = search_hits(cli("search", "a shape", "--tag", "  " + tag.upper().replace(" ", "   "), "-k", "40", "--json"))
     assert {h["path"] for h in folded} == holding  # case and spaces fold, as the vocabulary itself reads them
-    assert json_output(cli("search", "a shape", "--tag", tag[:-1], "--json")) == []  # nor a prefix
+    assert search_hits(cli("search", "a shape", "--tag", tag[:-1], "--json")) == []  # nor a prefix
     assert cli("tags").exit_code == 0 and tag in cli("tags").stdout
 
 
 def test_a_tag_filter_holds_under_an_approximate_index(cli, photos, shapes: Path, monkeypatch) -> None:
     folder = photos(40)
     cli("index", folder, *SAMPLE, "--tags", "--vocabulary", shapes)
-    exact = json_output(cli("search", "a red circle", "--tag", "red circle", "-k", "40", "--json"))
+    exact = search_hits(cli("search", "a red circle", "--tag", "red circle", "-k", "40", "--json"))
     monkeypatch.setattr(config, "IVF_MIN_ITEMS", 10)
     assert json_output(cli("status", "--json"))["index"]["kind"] == "ivf"
-    approximate = json_output(cli("search", "a red circle", "--tag", "red circle", "-k", "40", "--json"))
+    approximate = search_hits(cli("search", "a red circle", "--tag", "red circle", "-k", "40", "--json"))
     assert exact and [h["path"] for h in approximate] == [h["path"] for h in exact]
 
 
@@ -99,7 +99,7 @@ def test_a_tag_filter_holds_under_an_approximate_index(cli, photos, shapes: Path
 def test_tags_follow_the_content_and_index_tags_fills_in_an_existing_library(cli, photos, shapes: Path) -> None:
     folder = photos(12)
     cli("index", folder, *SAMPLE)
-    assert "tags" not in json_output(cli("search", "a shape", "-k", "1", "--json"))[0]  # not tagged: no key
+    assert "tags" not in search_hits(cli("search", "a shape", "-k", "1", "--json"))[0]  # not tagged: no key
     assert json_output(cli("tags", "--json")) == [] and "index --tags" in cli("tags").output
     done = json_output(cli("index", "--tags", "--vocabulary", shapes, "--json"))
     assert done["tags"]["tagged"] == 12
@@ -109,7 +109,7 @@ def test_tags_follow_the_content_and_index_tags_fills_in_an_existing_library(cli
     victim.write_bytes(other.read_bytes())  # new content under the same name
     again = json_output(cli("index", folder, "--json"))  # remembered: later runs tag too
     assert again["updated"] == 1 and again["tags"]["tagged"] == 1
-    hit = next(h for h in json_output(cli("search", "a shape", "-k", "12", "--json")) if h["path"] == str(victim))
+    hit = next(h for h in search_hits(cli("search", "a shape", "-k", "12", "--json")) if h["path"] == str(victim))
     after = json_output(cli("captions", victim, "-k", "1", "--from", "builtin", "--json"))[0]["caption"]
     assert hit["tags"] and after in hit["tags"]  # the library's own vocabulary describes, and tags the new photo
 

@@ -16,6 +16,7 @@ from clipdex.indexer.options import IndexOptions
 from clipdex.retrieval import config
 from clipdex.retrieval.media.images import read_image
 from clipdex.retrieval.models.openclip.factory import load_encoder
+from tests.helpers import search_hits
 
 CAUSAL_CONFIGS = ("clipdex-tiny", "clipdex-small", "ViT-B-32")
 TEXTS = ["a dog", "a small red circle left of a large green circle on a dotted background", "word " * 120, ""]
@@ -181,10 +182,10 @@ def test_cold_text_query_needs_no_torch_and_gives_the_same_hits(
     assert json.loads(imported) == []
     (tmp_path / "a-file").write_text("")  # the same query through torch: a cache folder that cannot be made, so
     monkeypatch.setenv("CLIPDEX_CACHE", str(tmp_path / "a-file" / "cache"))  # the model cannot be prepared
-    through_torch = json.loads(cli("search", "a red circle", "-k", "5", "--json").stdout)
+    through_torch = search_hits(cli("search", "a red circle", "-k", "5", "--json"))
     assert json.loads(cli("status", "--json").stdout)["model_folder"] is None
-    assert [h["id"] for h in json.loads(hits)] == [h["id"] for h in through_torch]
-    assert np.allclose([h["score"] for h in json.loads(hits)], [h["score"] for h in through_torch], atol=1e-4)
+    assert [h["id"] for h in json.loads(hits)["hits"]] == [h["id"] for h in through_torch]
+    assert np.allclose([h["score"] for h in json.loads(hits)["hits"]], [h["score"] for h in through_torch], atol=1e-4)
 
 
 def test_memory_mapped_index_answers_like_the_loaded_one_and_still_tops_up(tmp_path: Path, tiny) -> None:
@@ -219,18 +220,16 @@ def test_memory_mapped_index_answers_like_the_loaded_one_and_still_tops_up(tmp_p
 
 @pytest.mark.slow
 def test_a_damaged_export_falls_back_to_torch(cli, library_dir: Path, photos, tmp_path: Path, monkeypatch) -> None:
-    import json
-
     from clipdex.retrieval.library import Library
     from clipdex.retrieval.models.prepared import prepared_path
 
     monkeypatch.setenv("CLIPDEX_CACHE", str(tmp_path / "cache"))
     assert cli("index", photos(6), "--model", "clipdex-tiny").exit_code == 0
-    expected = json.loads(cli("search", "a blue star", "-k", "3", "--json").stdout)
+    expected = search_hits(cli("search", "a blue star", "-k", "3", "--json"))
     tower = prepared_path(Library(library_dir).require_identity(), "fp32") / "textual" / "model.onnx"
     tower.write_bytes(b"not an onnx model")
     result = cli("search", "a blue star", "-k", "3", "--json")
-    assert result.exit_code == 0 and [h["id"] for h in json.loads(result.stdout)] == [h["id"] for h in expected]
+    assert result.exit_code == 0 and [h["id"] for h in search_hits(result)] == [h["id"] for h in expected]
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ import pytest
 
 from clipdex.retrieval import config
 from clipdex.retrieval.models import catalogue
-from tests.helpers import without_torch, without_torch_command, without_torch_env
+from tests.helpers import without_torch, without_torch_command, without_torch_env, search_hits
 from tests.hub_server import Hub, folder_repo
 
 DEFAULT = catalogue.default_entry()
@@ -58,8 +58,8 @@ def test_the_first_index_fetches_the_default_folder_once_saying_its_size(hub, tm
     assert all(DEFAULT.revision in r for r in hub.requests if "/resolve/" in r)  # the pinned commit, nothing else
     status = json.loads(without_torch("-L", tmp_path / "library", "status", "--json", env=hub.env).stdout)
     assert status["model"] == f"{DEFAULT.hub_id} (at {DEFAULT.revision[:12]})" and status["prepared"]
-    hits = json.loads(without_torch("-L", tmp_path / "library", "search", "a red circle", "--json",
-                                    env=hub.env).stdout)
+    hits = search_hits(without_torch("-L", tmp_path / "library", "search", "a red circle", "--json",
+                                    env=hub.env))
     assert len(hits) == 4
 
     asked = len(hub.requests)  # a second library, offline: from the cache, the hub never asked
@@ -148,7 +148,7 @@ def test_a_library_whose_folder_left_the_cache_fetches_it_again_or_says_so_offli
     offline = without_torch("-L", library, "search", "a red circle", env={**hub.env, "HF_HUB_OFFLINE": "1"})
     assert offline.returncode == 1 and "not in the local Hugging Face cache" in _errors(offline)[0]
     found = without_torch("-L", library, "search", "a red circle", "--json", env=hub.env)
-    assert found.returncode == 0 and len(json.loads(found.stdout)) == 3, found.stderr[-2000:]
+    assert found.returncode == 0 and len(search_hits(found)) == 3, found.stderr[-2000:]
 
 
 @pytest.mark.slow
@@ -210,7 +210,7 @@ def test_a_library_bound_to_an_open_clip_model_is_told_how_to_move_and_moves_wit
     assert moved.returncode == 0 and "re-embedded 3 images" in moved.stderr, moved.stderr[-2000:]
     status = json.loads(without_torch("-L", library, "status", "--json", env=hub.env).stdout)
     assert status["model"].startswith(DEFAULT.hub_id) and status["counts"]["image"] == 3
-    assert len(json.loads(without_torch("-L", library, "search", "a red circle", "--json", env=hub.env).stdout)) == 3
+    assert len(search_hits(without_torch("-L", library, "search", "a red circle", "--json", env=hub.env))) == 3
 
 
 @pytest.mark.slow

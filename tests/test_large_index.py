@@ -13,7 +13,7 @@ from clipdex.retrieval import config
 from clipdex.retrieval.library import Library
 from clipdex.retrieval.storage.store import IMAGE
 from clipdex.retrieval.storage.vector_index import exact_top_k, FLAT, IVF, ivf_lists, IVFPQ, VectorIndex
-from tests.helpers import json_output
+from tests.helpers import json_output, search_hits
 
 
 def clustered(n: int, dim: int, seed: int = 0, clusters: int = 200, spread: float = 0.6) -> np.ndarray:
@@ -61,7 +61,7 @@ def test_the_library_switches_index_kind_by_size_and_by_choice(cli, library_dir:
     status = json_output(cli("status", "--json"))
     assert status["index"]["kind"] == IVF and status["index"]["preference"] == "auto"
     library = Library(library_dir)
-    ivf_hits = json_output(cli("search", "--image", sorted((library_dir.parent / "photos").iterdir())[0], "-k", "1", "--json"))
+    ivf_hits = search_hits(cli("search", "--image", sorted((library_dir.parent / "photos").iterdir())[0], "-k", "1", "--json"))
     assert ivf_hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
     assert sorted(library.vector_index(IMAGE).ids()) == sorted(i for ids, _ in library.store.vectors(IMAGE, 64) for i in ids)
     cli("index", library_dir.parent / "photos", "--index-type", "flat")
@@ -122,14 +122,14 @@ def test_the_library_chooses_ivfpq_past_its_threshold(cli, library_dir: Path, ph
     status = json_output(cli("status", "--json"))["index"]
     assert status["kind"] == IVFPQ and "re-ranked exactly" in status["type"]
     query = sorted((library_dir.parent / "photos").iterdir())[0]
-    hits = json_output(cli("search", "--image", query, "-k", "5", "--json"))
+    hits = search_hits(cli("search", "--image", query, "-k", "5", "--json"))
     assert hits[0]["score"] == pytest.approx(1.0, abs=1e-5) and hits[0]["path"] == str(query)
     groups = json_output(cli("duplicates", "--json"))
     assert any({first.name, f"copy-of-{first.name}"} <= {Path(m["path"]).name for m in g} for g in groups), groups
     monkeypatch.setattr(config, "IVF_MIN_ITEMS", 10**9)
     monkeypatch.setattr(config, "IVFPQ_MIN_ITEMS", 10**9)
     assert json_output(cli("status", "--json"))["index"]["kind"] == FLAT
-    exact = json_output(cli("search", "--image", query, "-k", "5", "--json"))
+    exact = search_hits(cli("search", "--image", query, "-k", "5", "--json"))
     assert [h["score"] for h in hits] == pytest.approx([h["score"] for h in exact], abs=1e-5)
 
 
@@ -146,7 +146,7 @@ def test_a_saved_ivfpq_index_is_loaded_and_still_reranks(cli, library_dir: Path,
     ids, vectors = (np.concatenate(chunks) for chunks in zip(*library.store.vectors(IMAGE, 64)))
     stored = dict(zip(ids.tolist(), vectors))
     query = sorted(folder.iterdir())[5]
-    hits = json_output(cli("search", "--image", query, "-k", "8", "--json"))
+    hits = search_hits(cli("search", "--image", query, "-k", "8", "--json"))
     assert hits[0]["path"] == str(query) and hits[0]["score"] == pytest.approx(1.0, abs=1e-5)
     by_path = {row["key"]: i for i, row in library.store.items(list(stored)).items()}
     exact = [float(stored[by_path[str(query)]] @ stored[by_path[h["path"]]]) for h in hits]

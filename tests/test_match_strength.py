@@ -14,7 +14,7 @@ from clipdex.retrieval import config
 from clipdex.retrieval.search.relevance import MAX_SCORE, lowest_strong, made_up_words, probe_vectors
 from clipdex.retrieval.storage.store import IMAGE
 from clipdex.sample_data.synth import COLOURS, SHAPES
-from tests.helpers import json_output
+from tests.helpers import search_hits
 
 
 @pytest.mark.slow
@@ -40,7 +40,7 @@ def test_real_queries_have_strong_matches_and_made_up_words_rarely(cli, library_
 def test_the_floor_is_kept_for_the_library_and_measured_again_when_it_grows(cli, library_dir: Path, photos) -> None:
     folder = photos(20)
     cli("index", folder, "--model", "sample")
-    first = json_output(cli("search", "a red circle", "-k", "20", "--json"))
+    first = search_hits(cli("search", "a red circle", "-k", "20", "--json"))
     kept = library_dir / config.RELEVANCE_FILE
     saved = json.loads(kept.read_text())
     assert saved["for"]["images"] == 20 and (kept.stat().st_mode & 0o777) == 0o600
@@ -49,11 +49,11 @@ def test_the_floor_is_kept_for_the_library_and_measured_again_when_it_grows(cli,
     assert [h["strong"] for h in first] == [lowest is not None and h["score"] >= lowest for h in first]
 
     kept.write_text(json.dumps({"for": saved["for"], "rule": saved["rule"], "floor": MAX_SCORE - 0.001}))  # read back
-    assert not any(h["strong"] for h in json_output(cli("search", "a red circle", "--json")))
+    assert not any(h["strong"] for h in search_hits(cli("search", "a red circle", "--json")))
     kept.write_text(json.dumps({"for": saved["for"], "floor": 0.9999}))  # kept by the old rule: measured again
-    assert json_output(cli("search", "a red circle", "-k", "20", "--json")) == first
+    assert search_hits(cli("search", "a red circle", "-k", "20", "--json")) == first
     kept.write_text("{not json")  # damaged: measured again, and the query still answers
-    assert json_output(cli("search", "a red circle", "-k", "20", "--json")) == first
+    assert search_hits(cli("search", "a red circle", "-k", "20", "--json")) == first
     assert json.loads(kept.read_text())["floor"] == floor
 
     for extra in sorted(photos(24, "more").iterdir())[20:]:  # four new photos
@@ -83,7 +83,7 @@ def test_a_damaged_or_planted_floor_file_is_measured_again(cli, library_dir: Pat
     import os
 
     cli("index", photos(12), "--model", "sample")
-    measured = json_output(cli("search", "a red circle", "-k", "12", "--json"))
+    measured = search_hits(cli("search", "a red circle", "-k", "12", "--json"))
     kept = library_dir / config.RELEVANCE_FILE
     key = json.loads(kept.read_text())["for"]
     plants = [json.dumps({"for": key, "floor": 99.0}), json.dumps({"for": key, "floor": None}),
@@ -91,10 +91,10 @@ def test_a_damaged_or_planted_floor_file_is_measured_again(cli, library_dir: Pat
               json.dumps({"for": key, "floor": float("-inf")}), "[" * 100_000 + "]" * 100_000]
     for planted in plants:
         kept.write_text(planted)
-        assert json_output(cli("search", "a red circle", "-k", "12", "--json")) == measured, planted[:40]
+        assert search_hits(cli("search", "a red circle", "-k", "12", "--json")) == measured, planted[:40]
     kept.unlink()
     os.mkfifo(kept)  # read without waiting on it, never trusted
-    assert json_output(cli("search", "a red circle", "-k", "12", "--json")) == measured
+    assert search_hits(cli("search", "a red circle", "-k", "12", "--json")) == measured
     kept.unlink()
 
 
@@ -103,7 +103,7 @@ def test_a_name_holding_one_word_of_two_is_not_a_strong_match(cli, library_dir: 
     odd = sorted(folder.iterdir())[0]
     odd.rename(folder / "bold.png")
     cli("index", folder, "--model", "sample")
-    hits = json_output(cli("search", "bold banana", "-k", "12", "--json"))
+    hits = search_hits(cli("search", "bold banana", "-k", "12", "--json"))
     named = next(h for h in hits if h["path"].endswith("/bold.png"))
     floor = json.loads((library_dir / config.RELEVANCE_FILE).read_text())["floor"]
     # one word of two in its name: its calibrated cosine decides
@@ -144,7 +144,7 @@ def test_a_photos_own_caption_is_strong_and_made_up_strings_rarely_are(cli, libr
     import string
 
     cli("index", config.SAMPLE_DATA_DIR / "images", "--model", "sample")
-    hits = json_output(cli("search", "a large red circle", "--json"))
+    hits = search_hits(cli("search", "a large red circle", "--json"))
     assert hits[0]["path"].endswith("/00002.png") and hits[0]["strong"] and hits[0]["why"] == ["picture"]
     library = api.open_library(library_dir)
     rows = list(csv.DictReader((config.SAMPLE_DATA_DIR / "captions.csv").open(encoding="utf-8")))

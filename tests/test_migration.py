@@ -11,6 +11,7 @@ from sqlalchemy import create_engine, text
 
 from clipdex.retrieval.library import Library
 from clipdex.retrieval.storage.schema import SCHEMA_VERSION
+from tests.helpers import search_hits
 
 
 @pytest.fixture
@@ -56,7 +57,7 @@ def _downgrade_to_v2(library_dir: Path, database_url: str | None) -> None:
 def test_a_version_2_library_is_migrated_with_nothing_lost(cli, photos, library_dir: Path, database_url) -> None:
     folder = photos(8)
     assert cli("index", folder, "--model", "clipdex-tiny", "--no-export").exit_code == 0
-    before = json.loads(cli("search", "a red circle", "-k", "8", "--json").stdout)
+    before = search_hits(cli("search", "a red circle", "-k", "8", "--json"))
     library = Library(library_dir, database_url)
     vectors_before = library.store.vectors_of([h["id"] for h in before])
     _downgrade_to_v2(library_dir, database_url)
@@ -65,9 +66,9 @@ def test_a_version_2_library_is_migrated_with_nothing_lost(cli, photos, library_
     assert migrated.store.get_meta("schema_version") == str(SCHEMA_VERSION)
     vectors_after = migrated.store.vectors_of([h["id"] for h in before])
     assert all((vectors_after[i] == v).all() for i, v in vectors_before.items())
-    after = json.loads(cli("search", "a red circle", "-k", "8", "--json").stdout)
+    after = search_hits(cli("search", "a red circle", "-k", "8", "--json"))
     assert [(h["id"], h["path"], h["score"]) for h in after] == [(h["id"], h["path"], h["score"]) for h in before]
     name = Path(before[3]["path"]).stem
-    assert [h["id"] for h in json.loads(cli("search", name, "--mode", "text", "--json").stdout)] == [before[3]["id"]]
+    assert [h["id"] for h in search_hits(cli("search", name, "--mode", "text", "--json"))] == [before[3]["id"]]
     again = json.loads(cli("index", folder, "--json").stdout)
     assert (again["added"], again["unchanged"], again["removed"]) == (0, 8, 0)

@@ -18,7 +18,7 @@ import pytest
 from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError
 from clipdex.retrieval.models.model_folder import folder_fingerprint
-from tests.helpers import clipdex_command, without_torch, without_torch_command, without_torch_env
+from tests.helpers import clipdex_command, without_torch, without_torch_command, without_torch_env, search_hits
 
 
 def _copy(tmp_path: Path, name: str = "model") -> Path:
@@ -208,7 +208,7 @@ def test_a_library_bound_to_a_hub_name_ignores_a_same_named_folder_and_a_moved_f
     (work / "someone" / "clip-sample").mkdir(parents=True)  # a folder of that name, no model in it
     done = subprocess.run(without_torch_command("-L", library, "search", "a red circle", "--json"), cwd=work,
                           capture_output=True, text=True, env=without_torch_env(env), timeout=120)
-    assert done.returncode == 0 and len(json.loads(done.stdout)) == 2, done.stderr[-2000:]
+    assert done.returncode == 0 and len(search_hits(done)) == 2, done.stderr[-2000:]
 
     folder = _copy(tmp_path, "my-model")
     moved = tmp_path / "folders-library"

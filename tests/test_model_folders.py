@@ -17,7 +17,7 @@ import pytest
 
 from clipdex.retrieval import config
 from tests.conftest import SAMPLE_ROWS
-from tests.helpers import without_torch
+from tests.helpers import without_torch, search_hits
 
 def _copy_sample(target: Path) -> Path:
     shutil.copytree(config.SAMPLE_MODEL_FOLDER, target)
@@ -94,7 +94,7 @@ def test_an_immich_layout_folder_gives_the_prepared_models_vectors(tmp_path: Pat
     done = without_torch("-L", library, "index", pictures, "--model", folder)
     assert done.returncode == 0 and "added 6" in done.stderr, done.stdout + done.stderr[-2000:]
     query = SAMPLE_ROWS[2]["caption"]
-    found = json.loads(without_torch("-L", library, "search", query, "--json", "--mode", "clip").stdout)
+    found = search_hits(without_torch("-L", library, "search", query, "--json", "--mode", "clip"))
     assert Path(found[0]["path"]).name == Path(SAMPLE_ROWS[2]["image"]).name
     described = without_torch("-L", library, "captions", pictures / Path(SAMPLE_ROWS[0]["image"]).name, "--json")
     assert described.returncode == 0 and json.loads(described.stdout)
@@ -119,7 +119,7 @@ def test_a_multilingual_tokenizer_goes_through_the_same_path(tmp_path: Path, pho
     assert without_torch("-L", library, "index", photos(5), "--model", folder).returncode == 0
     done = without_torch("-L", library, "search", "ein roter Kreis", "--json", "--mode", "clip")
     assert done.returncode == 0, done.stderr[-2000:]
-    hits = json.loads(done.stdout)
+    hits = search_hits(done)
 
     model = load_model(str(folder), None, "cpu")
     queries = ["ein roter Kreis", "赤い丸 und zwei blaue Quadrate"]

@@ -5,8 +5,8 @@ are no place, date or camera stay in the sentence."""
 from __future__ import annotations
 
 import json
+from datetime import date, timedelta
 import shutil
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,12 @@ from clipdex.retrieval import config
 from tests.helpers import SAMPLE
 
 IMAGES = sorted((config.SAMPLE_DATA_DIR / "images").iterdir())
+
+
+@pytest.fixture
+def database_url(both_databases):
+    """Every test here on SQLite and on the real PostgreSQL server."""
+    return both_databases
 
 
 def _dms(value: float) -> tuple[IFDRational, IFDRational, IFDRational]:
@@ -62,7 +68,7 @@ def placed(tmp_path: Path) -> Path:
 
 def _paths(result) -> list[str]:
     assert result.exit_code == 0, result.output
-    return sorted(Path(hit["path"]).name for hit in json.loads(result.stdout))
+    return sorted(Path(hit["path"]).name for hit in json.loads(result.stdout)["hits"])
 
 
 def test_places_are_read_named_and_listed(cli, placed: Path) -> None:
@@ -103,15 +109,65 @@ def test_literal_keeps_the_sentence_whole_and_options_win(cli, placed: Path) -> 
     assert _paths(cli("search", "a photo in Lisbon", "--after", "2024-01-01", "--json")) == ["lisbon-2024.jpg"]
 
 
-def test_a_library_from_before_gains_its_places_without_re_embedding(cli, library_dir: Path, placed: Path) -> None:
+def test_a_library_from_before_gains_its_places_without_re_embedding(cli, library_dir: Path, placed: Path,
+                                                                     database_url: str | None) -> None:
+    from sqlalchemy import create_engine, text
+
     assert cli("index", placed, *SAMPLE).exit_code == 0
-    database = library_dir / config.DATABASE_FILE
-    with sqlite3.connect(database) as conn:  # as clipdex 0.1 of schema 5 left it
+    engine = create_engine(database_url or f"sqlite:///{library_dir / config.DATABASE_FILE}")
+    with engine.begin() as conn:  # as clipdex 0.1 of schema 5 left it
         for column in ("latitude", "longitude", "camera", "lens", "exposure", "city", "region", "country",
                        "facts_key"):
-            conn.execute(f"ALTER TABLE items DROP COLUMN {column}")
-        conn.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
+            conn.execute(text(f"ALTER TABLE items DROP COLUMN {column}"))
+        conn.execute(text("UPDATE meta SET value = '5' WHERE key = 'schema_version'"))
+    engine.dispose()
     done = json.loads(cli("index", placed, "--json").stdout)
     assert done["added"] == 0 and done["updated"] == 0 and done["facts"] == {"read": 6, "placed": 5}
     assert len(json.loads(cli("places", "--json").stdout)) == 4
     assert json.loads(cli("index", placed, "--json").stdout)["facts"] == {"read": 0, "placed": 0}
+
+
+def test_relative_dates_count_from_today(cli, tmp_path: Path) -> None:
+    """"yesterday", "last week" and "last summer" are read against this machine's date: photos taken then are
+    found, one taken the day before yesterday is not."""
+    today = date.today()
+    summer = next(date(y, 7, 15) for y in (today.year, today.year - 1) if date(y, 9, 23) <= today)
+    folder = tmp_path / "dated"
+    folder.mkdir()
+    for name, day, n in (("yesterday", today - timedelta(days=1), 0), ("earlier", today - timedelta(days=2), 1),
+                         ("summer", summer, 2)):
+        _photo(IMAGES[n], folder / f"{name}.jpg", None, None, f"{day:%Y:%m:%d} 12:00:00")
+    assert cli("index", folder, *SAMPLE).exit_code == 0
+    found = cli("search", "a photo from yesterday", "--json")
+    assert _paths(found) == ["yesterday.jpg"]
+    understood = json.loads(found.stdout)["understood"]
+    yesterday = today - timedelta(days=1)
+    assert understood == {"text": "a photo", "place": None, "after": yesterday.isoformat(),
+                          "before": today.isoformat(), "camera": None}
+    assert _paths(cli("search", "a photo last summer", "--json")) == ["summer.jpg"]
+    assert f"21 Jun – 22 Sep {summer.year}" in cli("search", "a photo last summer").stderr
+
+
+def test_near_a_place_is_a_distance(cli, placed: Path) -> None:
+    """"near Kyoto" and --near are within a distance of the place's centre; a place no table knows is one line."""
+    assert cli("index", placed, *SAMPLE).exit_code == 0
+    found = cli("search", "a photo near Kyoto", "--json")
+    assert _paths(found) == ["kyoto.jpg"]
+    assert json.loads(found.stdout)["understood"]["place"] == "near Kyoto, Japan"
+    assert _paths(cli("search", "a photo", "--near", "Lisboa", "--json")) == ["lisbon-2019.jpg", "lisbon-2024.jpg"]
+    assert _paths(cli("search", "a photo", "--near", "38.7223,-9.1393", "--km", "0.5", "--json")) == [
+        "lisbon-2024.jpg"]  # the other is 1 km south
+    assert _paths(cli("search", "a photo", "--near", "Paris, France", "--km", "1000", "--json")) == [
+        "munich.jpg", "paris.jpg"]
+    missing = cli("search", "a photo", "--near", "Atlantis [bold]x[/bold]")
+    assert missing.exit_code == 2 and "no place called 'Atlantis [bold]x[/bold]'" in missing.output
+    assert "Traceback" not in missing.output
+
+
+def test_what_was_understood_is_in_json_and_literal_reads_nothing(cli, placed: Path) -> None:
+    assert cli("index", placed, *SAMPLE).exit_code == 0
+    read = json.loads(cli("search", "a red circle in Lisbon in 2024 taken with a Fuji", "--json").stdout)
+    assert read["understood"] == {"text": "a red circle", "place": "in Lisbon, Portugal", "after": "2024-01-01",
+                                  "before": "2025-01-01", "camera": "FUJIFILM X-T4"}
+    whole = json.loads(cli("search", "a red circle in Lisbon", "--literal", "--json").stdout)["understood"]
+    assert whole == {"text": "a red circle in Lisbon", "place": None, "after": None, "before": None, "camera": None}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from datetime import datetime
@@ -19,7 +18,7 @@ from clipdex.retrieval.media.images import read_image
 from clipdex.retrieval.search.terms import parse_terms
 from clipdex.retrieval.storage.schema import IMAGE, items_table
 from tests.conftest import SAMPLE_ROWS
-from tests.helpers import SAMPLE, brute_force, json_output
+from tests.helpers import SAMPLE, brute_force, search_hits
 
 
 def test_parse_terms(tmp_path: Path) -> None:
@@ -52,7 +51,7 @@ def indexed(cli, photos):
 
 
 def test_sum_of_terms_equals_search_with_the_normalised_sum(cli, library_dir, indexed, tiny) -> None:
-    hits = json_output(cli("search", "a red circle", "+", "a blue square", "-k", "8", "--json"))
+    hits = search_hits(cli("search", "a red circle", "+", "a blue square", "-k", "8", "--json"))
     a, b = tiny.encode_texts(["a red circle", "a blue square"])
     query = (a + b) / np.linalg.norm(a + b)
     assert [h["id"] for h in hits] == brute_force(library_dir, query, 8)
@@ -68,7 +67,7 @@ def test_subtracting_a_term_ranks_items_like_it_lower(cli, indexed) -> None:
     like = sorted(indexed.iterdir())[4]
 
     def rank_and_score(*terms: str) -> tuple[int, float]:
-        hits = json_output(cli("search", *terms, "-k", "30", "--json"))
+        hits = search_hits(cli("search", *terms, "-k", "30", "--json"))
         position = [h["path"] for h in hits].index(str(like))
         return position, hits[position]["score"]
 
@@ -111,15 +110,15 @@ def test_filters_equal_brute_force_on_stored_rows(cli, library_dir, photos, tiny
         matching = [r for r in rows if allowed(r)]
         scores = {r["id"]: float(np.frombuffer(r["vector"], dtype=np.float32) @ query) for r in matching}
         expected = sorted(scores, key=lambda i: -scores[i])[:5]
-        hits = json_output(cli("search", "a large yellow star", *options, "-k", "5", "--json"))
+        hits = search_hits(cli("search", "a large yellow star", *options, "-k", "5", "--json"))
         assert [h["id"] for h in hits] == expected, options
         assert 0 < len(matching) < len(rows), options
-    dated_hits = json_output(cli("search", "x", "--before", "2020-01-01", "-k", "50", "--json"))
+    dated_hits = search_hits(cli("search", "x", "--before", "2020-01-01", "-k", "50", "--json"))
     assert [h["path"] for h in dated_hits] == [str(dated)]
 
-    everything = json_output(cli("search", "a large yellow star", "-k", "50", "--json"))
+    everything = search_hits(cli("search", "a large yellow star", "-k", "50", "--json"))
     cut = everything[7]["score"]
-    above = json_output(cli("search", "a large yellow star", "-k", "50", "--min-score", str(cut), "--json"))
+    above = search_hits(cli("search", "a large yellow star", "-k", "50", "--min-score", str(cut), "--json"))
     assert [h["id"] for h in above] == [h["id"] for h in everything if h["score"] >= cut]
 
 
@@ -140,25 +139,25 @@ def test_sort_by_date_orders_the_same_matches_newest_first(cli, library_dir, tmp
             os.utime(path, (when.timestamp(), when.timestamp()))
         taken[str(path)] = when
     assert cli("index", folder, "--model", "clipdex-tiny", "--no-export").exit_code == 0
-    by_score = json_output(cli("search", "a red circle", "-k", "5", "--json"))
-    by_date = json_output(cli("search", "a red circle", "-k", "5", "--sort", "date", "--json"))
+    by_score = search_hits(cli("search", "a red circle", "-k", "5", "--json"))
+    by_date = search_hits(cli("search", "a red circle", "-k", "5", "--sort", "date", "--json"))
     assert sorted(h["id"] for h in by_date) == sorted(h["id"] for h in by_score)  # the top 5, reordered
     assert [taken[h["path"]] for h in by_date] == sorted((taken[h["path"]] for h in by_score), reverse=True)
     for hit in by_date:
         assert datetime.fromisoformat(hit["taken"]).replace(tzinfo=None) == taken[hit["path"]]
         assert (hit["width"], hit["height"]) == Image.open(hit["path"]).size
     cut = by_score[2]["score"] - 1e-5  # JSON scores are rounded to 6 places
-    above = json_output(cli("search", "a red circle", "-k", "50", "--min-score", str(cut), "--sort", "date", "--json"))
+    above = search_hits(cli("search", "a red circle", "-k", "50", "--min-score", str(cut), "--sort", "date", "--json"))
     assert sorted(h["id"] for h in above) == sorted(h["id"] for h in by_score[:3])
     assert cli("search", "x", "--sort", "size").exit_code == 1
 
 
 def test_paths_only_prints_exactly_the_json_paths(cli, indexed) -> None:
-    as_json = json_output(cli("search", "kitten", "-k", "5", "--json"))
+    as_json = search_hits(cli("search", "kitten", "-k", "5", "--json"))
     paths_only = cli("search", "-f", "-k", "5", "kitten")
     assert paths_only.exit_code == 0
     assert paths_only.stdout == "".join(h["path"] + "\n" for h in as_json)
-    assert json.loads(cli("search", "kitten", "-k", "5", "--json").stdout) == as_json
+    assert search_hits(cli("search", "kitten", "-k", "5", "--json")) == as_json
 
 
 @pytest.mark.slow
@@ -166,6 +165,6 @@ def test_a_quoted_query_reads_as_the_same_query_unquoted(cli, photos) -> None:
     assert cli("index", photos(12), *SAMPLE).exit_code == 0
     quoted = cli("search", "a red circle + a blue square - snow", "--json", "--mode", "clip")
     unquoted = cli("search", "a", "red", "circle", "+", "a blue square", "-", "snow", "--json", "--mode", "clip")
-    assert quoted.exit_code == 0 and json.loads(quoted.stdout) == json.loads(unquoted.stdout)
+    assert quoted.exit_code == 0 and search_hits(quoted) == search_hits(unquoted)
     one_term = cli("search", "a red circle a blue square snow", "--json", "--mode", "clip")
-    assert json.loads(one_term.stdout) != json.loads(quoted.stdout)
+    assert search_hits(one_term) != search_hits(quoted)

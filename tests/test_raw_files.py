@@ -17,7 +17,7 @@ from PIL import Image
 from clipdex.retrieval import config
 from clipdex.retrieval.media.images import read_image
 from tests.conftest import SAMPLE_ROWS
-from tests.helpers import SAMPLE, TINY, clipdex_command, write_dng
+from tests.helpers import SAMPLE, TINY, clipdex_command, write_dng, search_hits
 
 
 def test_libraw_s_warning_in_decode_workers_stays_out_of_index_output(cli, tmp_path: Path) -> None:
@@ -94,6 +94,6 @@ def test_raw_files_index_and_a_broken_one_is_skipped_with_its_reason(cli, tmp_pa
     assert report["added"] == 2
     assert sorted(Path(f["path"]).name for f in report["failed"]) == ["broken.nef", "empty.cr2"]
     assert all(f["error"] for f in report["failed"])
-    hits = json.loads(cli("search", SAMPLE_ROWS[0]["caption"], "-k", "2", "--json").stdout)
+    hits = search_hits(cli("search", SAMPLE_ROWS[0]["caption"], "-k", "2", "--json"))
     assert {Path(h["path"]).name for h in hits} == {"with-preview.dng", "sensor-only.dng"}
     assert all((h["width"], h["height"]) == (320, 240) for h in hits)

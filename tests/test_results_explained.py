@@ -11,7 +11,7 @@ from pathlib import Path
 from PIL import Image
 
 from bench.duplicates_quality import document
-from tests.helpers import clipdex_command, json_output
+from tests.helpers import clipdex_command, json_output, search_hits
 
 
 def _wide(library_dir: Path, *args) -> str:
@@ -29,7 +29,7 @@ def test_a_hit_says_why_and_the_shown_score_follows_the_order(cli, photos, libra
     folder = photos(12)
     sorted(folder.iterdir())[5].rename(folder / "screenshot.png")
     cli("index", folder, "--model", "sample")
-    hits = json_output(cli("search", "screenshot", "-k", "12", "--json"))
+    hits = search_hits(cli("search", "screenshot", "-k", "12", "--json"))
     named = next(h for h in hits if h["path"].endswith("/screenshot.png"))
     assert hits[0] is named and "file name" in named["why"]
     assert all(h["why"] == ["picture"] for h in hits[1:])
@@ -39,7 +39,7 @@ def test_a_hit_says_why_and_the_shown_score_follows_the_order(cli, photos, libra
     assert "why" in table and "picture score" in table and "file name" in table
     shown = [float(line.split("│")[2]) for line in table.splitlines() if line.count("│") > 4]
     assert shown == sorted(shown, reverse=True) and len(shown) == 3  # the score column never rises down the list
-    clip_only = json_output(cli("search", "screenshot", "--mode", "clip", "--json"))
+    clip_only = search_hits(cli("search", "screenshot", "--mode", "clip", "--json"))
     assert all(h["why"] == ["picture"] and "rank_score" not in h for h in clip_only)
 
 

@@ -218,7 +218,7 @@ def test_another_librarys_server_reached_through_a_linked_socket_answers_nothing
         os.link(root / config.SOCKET_FILE, other / config.SOCKET_FILE)
         asked, own = clipdex(other, *QUERIES[0]), in_process(other, *QUERIES[0])
         assert ANSWERED not in asked.stderr and asked.stdout == own.stdout
-        assert {Path(h["path"]).parent.name for h in json.loads(asked.stdout)} == {"others"}
+        assert {Path(h["path"]).parent.name for h in json.loads(asked.stdout)["hits"]} == {"others"}
     finally:
         stop_running(watch)
 

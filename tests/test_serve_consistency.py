@@ -4,7 +4,6 @@ state, whatever another process committed meanwhile."""
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import open_clip
@@ -15,7 +14,7 @@ from fastapi.testclient import TestClient
 from clipdex.cli.web import create_app
 from clipdex.retrieval.library import Library
 from clipdex.retrieval.models.checkpoint import CheckpointInfo, save_checkpoint
-from tests.helpers import LOCAL
+from tests.helpers import LOCAL, search_hits
 
 QUERY = "a red circle"
 
@@ -51,7 +50,7 @@ def test_a_running_server_follows_a_reembed(cli, photos, library_dir: Path, tiny
 
     after = client.get("/api/search", params={"q": QUERY, "k": 6})
     assert after.status_code == 200, after.text
-    expected = json.loads(cli("search", QUERY, "-k", "6", "--json").stdout)  # a fresh process's answer
+    expected = search_hits(cli("search", QUERY, "-k", "6", "--json"))  # a fresh process's answer
     assert _scores(after.json()) == pytest.approx(_scores(expected), abs=1e-4)
     assert _scores(after.json()) != pytest.approx(_scores(before.json()), abs=1e-4)  # the re-embed did change them
     similar = client.get(f"/api/items/{image_id}/similar", params={"k": 1})

@@ -98,6 +98,9 @@ def reply_with(answer: dict | bytes):
     return behave
 
 
+READ = {"text": "a red circle", "place": None, "after": None, "before": None, "camera": None}  # as understood
+
+
 def image_hit(**fields) -> dict:
     return {"id": 1, "kind": "image", "score": 0.5, "path": "/photos/a.jpg", "caption": None, "ocr": None, "time": None,
             "taken": None, "width": 10, "height": 10, "tags": None, "strong": True, "source": "corpus", **fields}
@@ -105,11 +108,11 @@ def image_hit(**fields) -> dict:
 
 def test_a_well_formed_reply_from_the_listener_is_used(library) -> None:
     """The control: the fake listener is asked, and a reply of the right form is what the CLI prints."""
-    thread = listen(library, reply_with({"hits": [image_hit()], "notes": []}))
+    thread = listen(library, reply_with({"hits": [image_hit()], "notes": [], "understood": READ}))
     asked = run(library, *QUERY)
     thread.join(10)
     assert ANSWERED in asked.stderr and asked.returncode == 0, asked.stderr
-    assert [hit["path"] for hit in json.loads(asked.stdout)] == ["/photos/a.jpg"]
+    assert [hit["path"] for hit in json.loads(asked.stdout)["hits"]] == ["/photos/a.jpg"]
 
 
 def drip(connection: socket.socket) -> None:
@@ -143,21 +146,23 @@ def read_then_close(connection: socket.socket) -> None:
 
 HOSTILE = {
     "nested": reply_with(b'{"library": KEY, "result": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
-    "nested-in-result": reply_with({"hits": [image_hit(tags=[[[[[[[[[["x"]]]]]]]]]])], "notes": []}),
-    "score-a-string": reply_with({"hits": [image_hit(score="high")], "notes": []}),
-    "score-nan": reply_with({"hits": [image_hit(score=float("nan"))], "notes": []}),
-    "score-infinite": reply_with({"hits": [image_hit(score=float("inf"))], "notes": []}),
-    "score-past-one": reply_with({"hits": [image_hit(score=7.5)], "notes": []}),
-    "hits-not-a-list": reply_with({"hits": 5, "notes": []}),
-    "path-a-number": reply_with({"hits": [image_hit(path=12)], "notes": []}),
-    "id-a-bool": reply_with({"hits": [image_hit(id=True)], "notes": []}),
-    "tags-a-string": reply_with({"hits": [image_hit(tags="dog")], "notes": []}),
-    "unknown-field": reply_with({"hits": [image_hit(evil=1)], "notes": []}),
-    "note-a-dict": reply_with({"hits": [], "notes": [{}]}),
-    "a-caption-for-a-search": reply_with({"hits": [image_hit(kind="caption", path=None, caption="x")], "notes": []}),
-    "path-with-newline": reply_with({"hits": [image_hit(path="/photos/a.jpg\n/etc/forged-line")], "notes": []}),
-    "path-with-surrogate": reply_with({"hits": [image_hit(path="/photos/\ud800.jpg")], "notes": []}),
-    "path-with-escape": reply_with({"hits": [image_hit(path="/photos/\x1b]0;owned\x07a.jpg")], "notes": []}),
+    "nested-in-result": reply_with({"hits": [image_hit(tags=[[[[[[[[[["x"]]]]]]]]]])], "notes": [], "understood": READ}),
+    "score-a-string": reply_with({"hits": [image_hit(score="high")], "notes": [], "understood": READ}),
+    "score-nan": reply_with({"hits": [image_hit(score=float("nan"))], "notes": [], "understood": READ}),
+    "score-infinite": reply_with({"hits": [image_hit(score=float("inf"))], "notes": [], "understood": READ}),
+    "score-past-one": reply_with({"hits": [image_hit(score=7.5)], "notes": [], "understood": READ}),
+    "hits-not-a-list": reply_with({"hits": 5, "notes": [], "understood": READ}),
+    "path-a-number": reply_with({"hits": [image_hit(path=12)], "notes": [], "understood": READ}),
+    "id-a-bool": reply_with({"hits": [image_hit(id=True)], "notes": [], "understood": READ}),
+    "tags-a-string": reply_with({"hits": [image_hit(tags="dog")], "notes": [], "understood": READ}),
+    "unknown-field": reply_with({"hits": [image_hit(evil=1)], "notes": [], "understood": READ}),
+    "note-a-dict": reply_with({"hits": [], "notes": [{}], "understood": READ}),
+    "a-caption-for-a-search": reply_with({"hits": [image_hit(kind="caption", path=None, caption="x")], "notes": [], "understood": READ}),
+    "path-with-newline": reply_with({"hits": [image_hit(path="/photos/a.jpg\n/etc/forged-line")], "notes": [], "understood": READ}),
+    "path-with-surrogate": reply_with({"hits": [image_hit(path="/photos/\ud800.jpg")], "notes": [], "understood": READ}),
+    "understood-with-escape": reply_with({"hits": [], "notes": [], "understood": {**READ, "place": "\x1b]0;x\x07"}}),
+    "understood-missing": reply_with({"hits": [], "notes": [], "understood": {"text": "x"}}),
+    "path-with-escape": reply_with({"hits": [image_hit(path="/photos/\x1b]0;owned\x07a.jpg")], "notes": [], "understood": READ}),
     "unanswered": reply_with(b'{"library": KEY, "unanswered": "no"}'),
     "drip": drip,
     "beats-forever": beats,
@@ -218,10 +223,10 @@ OTHER_QUERIES = {
     "duplicates-path-with-newline": (DUPLICATES, [[KEEPER, member(path="/photos/b.jpg\n/forged")]], False),
     "duplicates-two-keepers": (DUPLICATES, [[KEEPER, member(keep=True)]], False),
     "duplicates-size-a-string": (DUPLICATES, [[KEEPER, member(size="big")]], False),
-    "captions-well-formed": (CAPTIONS, {"hits": [caption_hit()], "notes": []}, True),
-    "captions-with-newline": (CAPTIONS, {"hits": [caption_hit(caption="a\nforged line")], "notes": []}, False),
-    "captions-unknown-source": (CAPTIONS, {"hits": [caption_hit(source="elsewhere")], "notes": []}, False),
-    "captions-an-image": (CAPTIONS, {"hits": [image_hit()], "notes": []}, False),
+    "captions-well-formed": (CAPTIONS, {"hits": [caption_hit()], "notes": [], "understood": None}, True),
+    "captions-with-newline": (CAPTIONS, {"hits": [caption_hit(caption="a\nforged line")], "notes": [], "understood": None}, False),
+    "captions-unknown-source": (CAPTIONS, {"hits": [caption_hit(source="elsewhere")], "notes": [], "understood": None}, False),
+    "captions-an-image": (CAPTIONS, {"hits": [image_hit()], "notes": [], "understood": None}, False),
 }
 
 
@@ -264,7 +269,7 @@ os.unlink(path)
 def test_a_listener_of_another_user_behind_this_users_socket_file_is_not_asked(library, own) -> None:
     """The socket file is this user's and private, but the process listening on it is another user's (its peer
     credentials say so): its well-formed answer is not used."""
-    answer = json.dumps({"hits": [image_hit()], "notes": []})
+    answer = json.dumps({"hits": [image_hit()], "notes": [], "understood": READ})
     listener = subprocess.Popen([sys.executable, "-c", FOREIGN_LISTENER, str(library / config.SOCKET_FILE), answer],
                                 stdout=subprocess.PIPE, text=True)
     try:

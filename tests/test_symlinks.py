@@ -20,13 +20,13 @@ from clipdex.cli.web import create_app
 from clipdex.retrieval import config
 from clipdex.retrieval.library import Library
 from tests.conftest import SAMPLE_ROWS
-from tests.helpers import LOCAL, SAMPLE, clipdex_command, start_running, stop_running, write_video
+from tests.helpers import LOCAL, SAMPLE, clipdex_command, start_running, stop_running, write_video, search_hits
 
 
 def _hits(cli, *args: str) -> list[dict]:
     result = cli("search", "a photo", "-k", "50", "--mode", "clip", "--json", *args)
     assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
+    return search_hits(result)
 
 
 @pytest.fixture
@@ -207,7 +207,7 @@ def test_a_damaged_prepared_tower_is_prepared_again(cli, photos, tmp_path: Path,
     for tower in towers:
         tower.write_bytes(tower.read_bytes()[:1000])  # truncated: its stamp changes
     result = cli("search", "a red circle", "--json")
-    assert result.exit_code == 0 and json.loads(result.stdout), result.output
+    assert result.exit_code == 0 and search_hits(result), result.output
     assert all(t.stat().st_size > 1000 for t in towers)
 
 

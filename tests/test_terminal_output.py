@@ -3,7 +3,6 @@ characters), null-separated paths exact for pipes."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 
 from clipdex.retrieval import config
 from tests.conftest import SAMPLE_ROWS
-from tests.helpers import SAMPLE, TINY, assert_one_line_error
+from tests.helpers import SAMPLE, TINY, assert_one_line_error, search_hits
 
 
 def test_newlines_and_c1_controls_in_names_never_reach_the_terminal(cli, photos) -> None:
@@ -26,7 +25,7 @@ def test_newlines_and_c1_controls_in_names_never_reach_the_terminal(cli, photos)
         assert "\nSPOOFED" not in out and "\x9b" not in out and "\u202e" not in out, args
     error = cli("search", "--image", str(folder / "gone\nFORGED LINE.png")).output  # an error naming the file
     assert "\nFORGED" not in error and "gone\\x0aFORGED LINE.png" in error
-    hits = json.loads(cli("search", "a red circle", "-k", "5", "--json").stdout)
+    hits = search_hits(cli("search", "a red circle", "-k", "5", "--json"))
     assert {Path(h["path"]).name for h in hits} >= {"a\nSPOOFED LINE.png", "b\x9b31mred.png"}  # data kept exact
     assert "a\nSPOOFED LINE.png" in cli("search", "a red circle", "-k", "5", "-f").stdout  # -f stays exact
 

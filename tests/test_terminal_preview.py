@@ -89,7 +89,7 @@ def test_no_pictures_in_a_pipe_nor_with_paths_only_or_json(library: Path) -> Non
                                 capture_output=True, env=env, timeout=120)
         assert result.returncode == 0 and b"\x1b_G" not in result.stdout and b"00" in result.stdout
     in_terminal = _in_a_terminal(library, "search", "a red circle", "-k", "2", "--preview", "--json", env=env)
-    assert b"\x1b_G" not in in_terminal and in_terminal.lstrip().startswith(b"[")
+    assert b"\x1b_G" not in in_terminal and in_terminal.lstrip().startswith(b"{")
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 from clipdex.retrieval import config
 from clipdex.retrieval.library import Library
 from tests.conftest import SAMPLE_ROWS, new_postgres_database
-from tests.helpers import LOCAL, clipdex_command, words_image
+from tests.helpers import LOCAL, clipdex_command, words_image, search_hits
 
 SAMPLE = ("--model", "sample", "--no-export")
 # file name → (the words drawn, how they are drawn)
@@ -79,7 +79,7 @@ def indexed(request, tmp_path_factory, text_photos: Path):
 def _search(cli, *args) -> list[dict]:
     result = cli("search", *args, "--json")
     assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
+    return search_hits(result)
 
 
 def _names(hits: list[dict]) -> list[str]:
@@ -241,10 +241,10 @@ def test_text_mode_searches_common_words_rather_than_none(cli, photos) -> None:
     for i, path in enumerate(sorted(folder.iterdir())):
         path.rename(folder / (f"receipt-{i}.png" if i < 8 else f"invoice-{i}.png"))
     assert cli("index", folder, *SAMPLE).exit_code == 0
-    found = json.loads(cli("search", "receipt", "--mode", "text", "-k", "20", "--json").stdout)
+    found = search_hits(cli("search", "receipt", "--mode", "text", "-k", "20", "--json"))
     assert sorted(Path(h["path"]).name for h in found) == [f"receipt-{i}.png" for i in range(8)]
-    clip = json.loads(cli("search", "receipt", "--mode", "clip", "-k", "10", "--json").stdout)
-    hybrid = json.loads(cli("search", "receipt", "-k", "10", "--json").stdout)
+    clip = search_hits(cli("search", "receipt", "--mode", "clip", "-k", "10", "--json"))
+    hybrid = search_hits(cli("search", "receipt", "-k", "10", "--json"))
     assert [h["id"] for h in hybrid] == [h["id"] for h in clip]
 
 
@@ -271,6 +271,6 @@ def test_a_subtracted_word_keeps_a_photo_out_of_the_text_matches(cli, tmp_path: 
     words_image("STOP CROSSWALK").save(folder / "a.png")  # two lines each: OCR keeps the words apart
     words_image("STOP EVERYONE").save(folder / "b.png")
     assert cli("index", folder, "--model", "sample", "--no-export", "--ocr").exit_code == 0
-    assert len(json.loads(cli("search", "stop", "--mode", "text", "--json").stdout)) == 2
-    hits = json.loads(cli("search", "stop", "-", "crosswalk", "--mode", "text", "--json").stdout)
+    assert len(search_hits(cli("search", "stop", "--mode", "text", "--json"))) == 2
+    hits = search_hits(cli("search", "stop", "-", "crosswalk", "--mode", "text", "--json"))
     assert [Path(h["path"]).name for h in hits] == ["b.png"]

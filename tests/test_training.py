@@ -20,7 +20,7 @@ from clipdex.retrieval.training.evaluate import evaluate_pairs, recall_at_k
 from clipdex.retrieval.training.finetune import finetune
 from clipdex.retrieval.training.options import FinetuneOptions
 from tests.conftest import SAMPLE_ROWS
-from tests.helpers import brute_force
+from tests.helpers import brute_force, search_hits
 
 
 def _unit(rows: list[list[float]]) -> np.ndarray:
@@ -175,9 +175,9 @@ def test_reembed_switches_the_library_to_the_new_model(cli, library_dir: Path, p
     assert status["model"] == str(ckpt) and status["counts"]["image"] == 6
     new_model = load_encoder(str(ckpt), None, "cpu")
     image = sorted(folder.iterdir())[0]
-    hit = json.loads(cli("search", "--image", image, "-k", "1", "--json").stdout)[0]
+    hit = search_hits(cli("search", "--image", image, "-k", "1", "--json"))[0]
     assert hit["path"] == str(image) and hit["score"] == pytest.approx(1.0, abs=1e-4)
-    text_hits = json.loads(cli("search", "a red circle", "-k", "6", "--json").stdout)
+    text_hits = search_hits(cli("search", "a red circle", "-k", "6", "--json"))
     query = new_model.encode_texts(["a red circle"])[0]
 
     assert [h["id"] for h in text_hits] == brute_force(library_dir, query, 6)

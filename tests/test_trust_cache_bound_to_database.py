@@ -34,7 +34,7 @@ def _same_count_other_ids(folder: Path) -> None:
 
 def _each_finds_itself(library: Path, folder: Path) -> None:
     for photo in sorted(folder.iterdir())[::4]:  # (any photo, with the ids shifted by one)
-        hit = _run(library, "search", "--image", photo, "-k", "1")[0]
+        hit = _run(library, "search", "--image", photo, "-k", "1")["hits"][0]
         assert hit["path"] == str(photo) and hit["score"] > 0.99, (photo, hit)
 
 

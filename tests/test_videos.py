@@ -15,7 +15,7 @@ from PIL import Image
 from clipdex.retrieval import config
 from clipdex.retrieval.library import Library
 from tests.conftest import SAMPLE_ROWS
-from tests.helpers import LOCAL, SAMPLE, sample_image, write_video
+from tests.helpers import LOCAL, SAMPLE, sample_image, write_video, search_hits
 
 
 def test_a_video_is_one_member_of_a_duplicate_group(cli, tmp_path: Path) -> None:
@@ -48,7 +48,7 @@ def test_a_video_in_the_library_is_counted_once_and_can_be_a_query(cli, tmp_path
     assert "videos" in cli("status").stdout
     found = cli("search", "--image", folder / "clip.mp4", "-k", "3", "--json")
     assert found.exit_code == 0, found.output
-    assert {Path(h["path"]).name for h in json.loads(found.stdout)[:2]} == {"clip.mp4", "still.png"}
+    assert {Path(h["path"]).name for h in search_hits(found)[:2]} == {"clip.mp4", "still.png"}
     assert "first frame" in found.stderr
     assert cli("add-captions", config.SAMPLE_CAPTIONS).exit_code == 0
     described = cli("captions", folder / "clip.mp4", "-k", "1", "--json")
@@ -68,15 +68,15 @@ def test_a_video_is_found_once_at_the_right_moment(cli, tmp_path: Path) -> None:
     report = json.loads(cli("index", folder, *SAMPLE_MODEL, "--json").stdout)
     assert report["added"] == 4 and report["failed"] == []
     for n, (start, end) in ((0, (0, 4)), (1, (4, 8))):
-        hits = json.loads(cli("search", SAMPLE_ROWS[n]["caption"], "-k", "4", "--json").stdout)
+        hits = search_hits(cli("search", SAMPLE_ROWS[n]["caption"], "-k", "4", "--json"))
         assert Path(hits[0]["path"]).name == "holiday.mp4" and start <= hits[0]["time"] < end, hits[0]
         assert [Path(h["path"]).name for h in hits].count("holiday.mp4") == 1  # once, at its best moment
         assert all("time" not in h for h in hits[1:])
-    by_image = json.loads(cli("search", "--image", config.SAMPLE_DATA_DIR / SAMPLE_ROWS[1]["image"], "-k", "1",
-                              "--json").stdout)
+    by_image = search_hits(cli("search", "--image", config.SAMPLE_DATA_DIR / SAMPLE_ROWS[1]["image"], "-k", "1",
+                              "--json"))
     assert Path(by_image[0]["path"]).name == "holiday.mp4" and 4 <= by_image[0]["time"] < 8
-    combined = json.loads(cli("search", SAMPLE_ROWS[1]["caption"], "-", SAMPLE_ROWS[0]["caption"], "-k", "1",
-                              "--json").stdout)
+    combined = search_hits(cli("search", SAMPLE_ROWS[1]["caption"], "-", SAMPLE_ROWS[0]["caption"], "-k", "1",
+                              "--json"))
     assert 4 <= combined[0]["time"] < 8
     paths = cli("search", SAMPLE_ROWS[0]["caption"], "-f", "-k", "4").stdout.splitlines()
     assert len(paths) == len(set(paths)) == 4
@@ -103,8 +103,8 @@ def test_sampled_frames_are_the_ones_decoding_in_order_gives_and_the_hit_is_at_i
     assert read.times == [t for t, _ in expected] == [2.0 * n for n in range(13)]
     assert all(np.array_equal(np.asarray(a), b) for a, (_, b) in zip(read.frames, expected))
     assert json.loads(cli("index", folder, *SAMPLE_MODEL, "--json").stdout)["added"] == 1
-    hit = json.loads(cli("search", "--image", config.SAMPLE_DATA_DIR / SAMPLE_ROWS[6]["image"], "-k", "1",
-                         "--json").stdout)[0]
+    hit = search_hits(cli("search", "--image", config.SAMPLE_DATA_DIR / SAMPLE_ROWS[6]["image"], "-k", "1",
+                         "--json"))[0]
     assert 12 <= hit["time"] < 16, hit
 
 
@@ -229,16 +229,16 @@ def test_videos_move_change_disappear_and_break_like_photos(cli, library_dir: Pa
     (folder / "sub").mkdir()
     video.rename(folder / "sub" / "b.mp4")
     assert json.loads(cli("index", folder, "--json").stdout)["moved"] == 1
-    hit = json.loads(cli("search", SAMPLE_ROWS[0]["caption"], "-k", "1", "--json").stdout)[0]
+    hit = search_hits(cli("search", SAMPLE_ROWS[0]["caption"], "-k", "1", "--json"))[0]
     assert hit["path"] == str(folder / "sub" / "b.mp4")
     write_video(folder / "sub" / "b.mp4", [(sample_image(1), 2), (sample_image(0), 2), (sample_image(1), 4)])  # new content
     assert json.loads(cli("index", folder, "--json").stdout)["updated"] == 1
-    hit = json.loads(cli("search", SAMPLE_ROWS[0]["caption"], "-k", "1", "--json").stdout)[0]
+    hit = search_hits(cli("search", SAMPLE_ROWS[0]["caption"], "-k", "1", "--json"))[0]
     assert 2 <= hit["time"] < 4  # the new video's frames, not the old ones
     assert len(Library(library_dir).store.frame_files()) == 4  # 8 s, a frame every 2 s: the old rows are gone
     (folder / "sub" / "b.mp4").unlink()
     assert json.loads(cli("index", folder, "--json").stdout)["removed"] == 1
-    assert json.loads(cli("search", "x", "-k", "5", "--json").stdout) == []
+    assert search_hits(cli("search", "x", "-k", "5", "--json")) == []
 
 
 def test_the_web_shows_a_video_frame_and_serves_byte_ranges(cli, library_dir: Path, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from clipdex.retrieval import config
 from tests.conftest import SAMPLE_ROWS
-from tests.helpers import SAMPLE, TINY, clipdex_command, eventually, start_running, stop_running
+from tests.helpers import SAMPLE, TINY, clipdex_command, eventually, start_running, stop_running, search_hits
 
 
 @pytest.mark.slow
@@ -43,7 +43,7 @@ def test_renaming_a_folder_under_watch_moves_its_photos(library_dir: Path, tmp_p
 def _paths(cli) -> set[str]:
     result = cli("search", "a photo", "-k", "500", "--mode", "clip", "--json")
     assert result.exit_code == 0, result.output  # a failed search is not "the file is gone"
-    return {Path(h["path"]).name for h in json.loads(result.stdout)}
+    return {Path(h["path"]).name for h in search_hits(result)}
 
 
 @pytest.mark.slow

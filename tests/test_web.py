@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import os
 import socket
+import json
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from PIL import Image
 
 from clipdex.cli.web import create_app, MAX_UPLOAD_BYTES
 from clipdex.retrieval.library import Library
-from tests.helpers import LOCAL, json_output, live_server, response_head
+from tests.helpers import LOCAL, live_server, response_head, search_hits
 
 
 @pytest.fixture
@@ -30,7 +32,21 @@ def test_search_matches_the_cli(served, cli) -> None:
     client, _ = served
     response = client.get("/api/search", params={"q": "a red circle + a blue square", "k": 5})
     assert response.status_code == 200
-    assert response.json() == json_output(cli("search", "a red circle", "+", "a blue square", "-k", "5", "--json"))
+    assert response.json() == search_hits(cli("search", "a red circle", "+", "a blue square", "-k", "5", "--json"))
+
+
+def test_search_says_what_it_read_and_leaves_unread_what_it_is_told(served) -> None:
+    """The reading is in x-understood (the page's chips); unread=date searches the date words as words."""
+    client, _ = served
+    year = str(date.today().year)
+    read = client.get("/api/search", params={"q": "a red circle this year", "k": 20})
+    assert json.loads(read.headers["x-understood"]) == {"text": "a red circle", "place": None,
+                                                        "after": f"{year}-01-01", "before": f"{int(year) + 1}-01-01",
+                                                        "camera": None}
+    whole = client.get("/api/search", params={"q": "a red circle this year", "k": 20, "unread": "date"})
+    assert json.loads(whole.headers["x-understood"])["text"] == "a red circle this year"
+    assert len(read.json()) == len(whole.json()) == 12  # (every photo was written this year)
+    assert client.get("/api/search", params={"q": "x", "unread": "everything"}).status_code == 422
 
 
 def test_image_upload_similar_captions_and_status(served) -> None:

@@ -773,3 +773,39 @@ def test_duplicates_have_a_threshold_and_the_others_can_be_moved_away(server: st
     page.wait_for_function("() => $('hint').textContent.includes('near-duplicates') || "
                            "$('hint').textContent.startsWith('No near')", timeout=30_000)
     assert problems == []
+
+
+@pytest.mark.slow
+def test_what_the_search_read_is_shown_as_chips_one_click_removes_and_places_search_there(server: str, browser) -> None:
+    """"a photo in Paris": the place (the camera photo's GPS) is a chip and a filter; one click on it searches the
+    words as typed, and the URL keeps that through a reload."""
+    page, problems = _signed_in(browser, server, viewport={"width": 1200, "height": 800})
+    page.wait_for_selector("#timeline .thumb img", timeout=15_000)
+    page.fill("#q", "a photo in Paris")
+    page.keyboard.press("Enter")
+    chip = page.locator("#filters [data-read=place]")
+    expect(chip).to_have_text("in Paris, France", timeout=15_000)
+    expect(page.locator("#results .thumb")).to_have_count(1)
+    chip.click()
+    expect(page.locator("#filters [data-read]")).to_have_count(0)
+    expect(page).to_have_url(re.compile(r"unread=place"))
+    expect(page.locator("#results .thumb")).not_to_have_count(1, timeout=15_000)
+    shown = page.locator("#results .thumb").count()
+    page.reload()
+    expect(page.locator("#results .thumb")).to_have_count(shown, timeout=15_000)
+    expect(page.locator("#filters [data-read]")).to_have_count(0)
+    page.fill("#q", "a photo from yesterday")  # a new sentence is read afresh: the photo taken a day ago
+    page.keyboard.press("Enter")
+    expect(page.locator("#filters [data-read=date]")).to_have_count(1, timeout=15_000)
+    expect(page.locator("#results .thumb")).to_have_count(1)
+    page.click("#nav-places")  # the Places page: each place with a photo; a click searches there
+    card = page.locator("#places .thumb")
+    expect(card).to_have_count(1, timeout=15_000)
+    expect(card.locator("figcaption")).to_have_text("Paris, France · 1 file")
+    expect(card.locator("img")).to_have_js_property("complete", True)
+    assert card.locator("img").evaluate("i => i.naturalWidth") > 0
+    expect(page).to_have_url(re.compile(r"\?places$"))
+    card.click()
+    expect(page.locator("#filters [data-read=place]")).to_have_text("in Paris, France", timeout=15_000)
+    expect(page.locator("#results .thumb")).to_have_count(1)
+    assert problems == []

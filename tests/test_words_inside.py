@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from clipdex.retrieval.library import Library
+from tests.helpers import search_hits
 
 TEXTS = {  # what OCR read in four of the photos (as rapidocr reads a rendered receipt: words glued)
     0: "CORNERBAKERY INVOICE 4711 TOTAL 12.40",
@@ -40,7 +41,7 @@ def read(cli, photos, library_dir: Path, database_url) -> dict[int, str]:
 def _found(cli, query: str, *extra: str) -> list[str]:
     result = cli("search", query, "--mode", "text", "-k", "10", "--json", *extra)
     assert result.exit_code == 0, result.output
-    return [h["path"] for h in json.loads(result.stdout)]
+    return [h["path"] for h in search_hits(result)]
 
 
 def test_a_word_glued_to_another_is_found_below_whole_words(cli, read) -> None:

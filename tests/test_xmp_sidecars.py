@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from clipdex.retrieval.describe.sidecars import sidecar_path
-from tests.helpers import json_output, write_dng
+from tests.helpers import json_output, write_dng, search_hits
 from tests.test_describe_and_tags import SAMPLE
 
 exiv2 = pytest.importorskip("exiv2") if not os.environ.get("CI") else __import__("exiv2")
@@ -69,7 +69,7 @@ def test_sidecars_are_made_merged_and_left_alone_when_complete(cli, photos, shap
     folder = photos(6)
     originals = {p.name: p.read_bytes() for p in folder.iterdir()}
     cli("index", folder, *SAMPLE, "--tags", "--vocabulary", shapes)
-    hits = {Path(h["path"]).name: h["tags"] for h in json_output(cli("search", "a shape", "-k", "6", "--json"))}
+    hits = {Path(h["path"]).name: h["tags"] for h in search_hits(cli("search", "a shape", "-k", "6", "--json"))}
     edited = sorted(folder.iterdir())[0]
     darktable = sidecar_path(str(edited))
     darktable.write_text(DARKTABLE, encoding="utf-8")

@@ -16,7 +16,7 @@ from PIL import Image
 from clipdex.retrieval import config
 from clipdex.retrieval.errors import ClipdexError, NotFound
 from clipdex.retrieval.storage.fulltext import query_words
-from clipdex.retrieval.search.hits import Filters, Hit
+from clipdex.retrieval.search.hits import UNDERSTOOD, Filters, Hit
 from clipdex.retrieval.search.hybrid import fuse, fused_scores, snippet, word_places
 from clipdex.retrieval.media.images import open_image
 from clipdex.retrieval.library import Library
@@ -47,6 +47,7 @@ class Searcher:
         self.precision = precision
         self.progress = progress  # shows the one long step a query may take: embedding the vocabulary
         self.notes: list[str] = []  # things the user should know about how a query was read
+        self.understood: dict[str, str | None] = dict.fromkeys(UNDERSTOOD)  # what a search's sentence was read as
 
     @property
     def encoder(self):
@@ -144,13 +145,14 @@ class Searcher:
 
     def search(
         self, terms: Sequence[Term] | Sequence[str], k: int = 10, filters: Filters | None = None,
-        mode: str = "hybrid", sort: str = "score", literal: bool = False,
+        mode: str = "hybrid", sort: str = "score", literal: bool = False, unread: Sequence[str] = (),
     ) -> list[Hit]:
         """Images for a combined query; `terms` may be parsed Terms or the raw tokens a user typed.
 
         mode "clip" ranks by CLIP alone, "text" by the words found in the photos and their file and folder names
         alone (no model needed), "hybrid" fuses the two (hybrid.py). sort "date" orders the matches newest first.
-        Unless `literal`, a place, date or camera the text names is read out of it as a filter (sentence.py)."""
+        Unless `literal`, a place, date or camera the text names is read out of it as a filter (sentence.py), but
+        for the kinds `unread` names."""
         if mode not in config.SEARCH_MODES:
             raise ClipdexError(f"--mode must be one of {', '.join(config.SEARCH_MODES)}, not {mode!r}")
         if sort not in config.SORT_ORDERS:
@@ -159,7 +161,10 @@ class Searcher:
             terms = parse_terms(terms)
         filters = filters or Filters()
         if not literal:
-            terms, filters = self._read_sentences(terms, filters)
+            terms, filters = self._read_sentences(terms, filters, unread)
+        said = [t for t in terms if not t.is_image]  # (an image's path is spelt as each caller spelt it)
+        self.understood["text"] = " ".join(
+            f"{'+' if t.weight > 0 else '-'} {t.value}" if n else t.value for n, t in enumerate(said))
         words = query_words(" ".join(t.value for t in terms if not t.is_image and t.weight > 0))
         unwanted = query_words(" ".join(t.value for t in terms if not t.is_image and t.weight < 0))
         if mode == "text":
@@ -185,9 +190,10 @@ class Searcher:
             hits.sort(key=lambda hit: (hit.taken is None, -(hit.taken or 0.0)))
         return hits
 
-    def _read_sentences(self, terms: Sequence[Term], filters: Filters) -> tuple[list[Term], Filters]:
+    def _read_sentences(self, terms: Sequence[Term], filters: Filters,
+                        unread: Sequence[str] = ()) -> tuple[list[Term], Filters]:
         """Each wanted sentence with the place, date and camera it names taken out, and those as filters (one
-        given as an option wins); what was read is said in a note."""
+        given as an option wins); what was read is said in a note and kept in `understood`."""
         from clipdex.retrieval.search.sentence import read_sentence
 
         store, read, changes = self.library.store, [], {}
@@ -195,15 +201,28 @@ class Searcher:
             if term.is_image or term.weight <= 0:
                 read.append(term)
                 continue
-            reading = read_sentence(term.value, store.places, lambda: [camera for camera, _ in store.cameras()])
+            reading = read_sentence(term.value, store.places, lambda: [camera for camera, _ in store.cameras()],
+                                    unread=unread)
             if reading.phrases:
                 self.notes.append(f"read as: {reading.line()} (--literal: the words as typed)")
-                wanted = {"place": reading.place, "cameras": reading.cameras, "after": reading.after,
-                          "before": reading.before}
-                changes.update({name: value for name, value in wanted.items()
-                                if value and not getattr(filters, name) and name not in changes})
+                wanted = {"place": reading.place, "near": reading.near, "cameras": reading.cameras,
+                          "after": reading.after, "before": reading.before}
+                taken = {name: value for name, value in wanted.items()
+                         if value and not getattr(filters, name) and name not in changes}
+                changes.update(taken)
+                self._understand(reading, taken)
             read.append(Term(reading.text if reading.phrases else term.value, False, term.weight))
         return read, replace(filters, **changes) if changes else filters
+
+    def _understand(self, reading, taken: dict) -> None:
+        """What the sentence was read as, for --json and the page's chips: only the filters that applied."""
+        from clipdex.retrieval.search.hits import iso_date
+
+        said = {"place": reading.place_label if {"place", "near"} & set(taken) else None,
+                "after": iso_date(reading.after)[:10] if "after" in taken else None,
+                "before": iso_date(reading.before)[:10] if "before" in taken else None,
+                "camera": reading.camera_label if "cameras" in taken else None}
+        self.understood.update({name: value for name, value in said.items() if value})
 
     def _text_matches(
         self, words: Sequence[str], unwanted: Sequence[str], filters: Filters, images: int, alone: bool = False,
