@@ -36,6 +36,14 @@ def _entry(row: dict) -> dict:
     return found | ({"time": row["frame_time"]} if row["frame_time"] is not None else {})
 
 
+@router.get("/api/places", summary="Where the photos were taken, by country then city, with a photo of each")
+def places(here: Served = Depends(served)) -> list[dict]:
+    store = here.library.store
+    photos = store.place_photos()
+    return [{"country": country, "region": region or None, "city": city, "count": count,
+             "photo": photos.get((country, region, city))} for country, region, city, count in store.places()]
+
+
 @router.get("/api/items", summary="The library newest first, a page at a time (the page's timeline)")
 def timeline(
     cursor_text: Optional[str] = Query(None, alias="cursor",

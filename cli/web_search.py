@@ -4,6 +4,7 @@ route reads its request and calls `clipdex.api`, one query at a time."""
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 from typing import IO, Literal, Optional
@@ -29,6 +30,7 @@ def _nearest(here: Served, vector: np.ndarray, k: int) -> list[dict]:
 
 @router.get("/api/search", summary="Images for a text query (the CLI's + / - syntax)")
 def search(
+    response: Response,
     q: str = Query(...),
     k: int = TopK,
     mode: Literal[config.SEARCH_MODES] = Query("hybrid", description="As `clipdex search --mode`"),
@@ -37,12 +39,17 @@ def search(
     before: Optional[str] = Before,
     tag: list[str] = Query([], description="Only images with every one of these tags (index --tags)"),
     folder: Optional[str] = Folder,
+    unread: list[Literal[config.READ_KINDS]] = Query(
+        [], description="Phrases the sentence is not read for: place, date, camera (as the page's chips remove them)"),
     here: Served = Depends(served),
 ) -> list[dict]:
+    """What the sentence was read as is in the x-understood header (JSON, ASCII: as `search --json` has it)."""
     terms = parse_terms(split_query(q), files=False)  # refuses over-long queries before any work
     filters = under(folder, after, before, tuple(tag))
     with here.lock:
-        found = api.search(here.library, terms, k, filters, here.device, here.precision, mode, sort)
+        found = api.search(here.library, terms, k, filters, here.device, here.precision, mode, sort,
+                           unread=tuple(unread))
+    response.headers["x-understood"] = json.dumps(found.understood)
     return [hit.as_json() for hit in found]
 
 

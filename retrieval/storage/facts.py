@@ -60,6 +60,13 @@ class FactsStore:
             "city IS NOT NULL GROUP BY country, coalesce(region, ''), city ORDER BY country, city", {"kind": IMAGE})
         return [(country, region, city, int(n)) for country, region, city, n in rows]
 
+    def place_photos(self) -> dict[tuple[str, str, str], int]:
+        """(country, region, city) → the id of its newest photo (one to show for each place)."""
+        rows = self.reads.rows(
+            "SELECT country, coalesce(region, ''), city, max(id) FROM items WHERE kind = :kind AND frame = 0 AND "
+            "city IS NOT NULL GROUP BY country, coalesce(region, ''), city", {"kind": IMAGE})
+        return {(country, region, city): int(n) for country, region, city, n in rows}
+
     def cameras(self) -> list[tuple[str, int]]:
         """(camera, files) most used first."""
         rows = self.reads.rows("SELECT camera, count(DISTINCT key) AS n FROM items WHERE kind = :kind AND camera IS "
