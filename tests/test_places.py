@@ -146,6 +146,9 @@ def test_relative_dates_count_from_today(cli, tmp_path: Path) -> None:
                           "before": today.isoformat(), "camera": None}
     assert _paths(cli("search", "a photo last summer", "--json")) == ["summer.jpg"]
     assert f"21 Jun – 22 Sep {summer.year}" in cli("search", "a photo last summer").stderr
+    both = cli("search", "a photo from yesterday + a photo last summer", "--json")  # one date: the first sentence's
+    assert _paths(both) == ["yesterday.jpg"] and both.stderr.count("read as") == 1
+    assert json.loads(both.stdout)["understood"]["text"] == "a photo + a photo last summer"
 
 
 def test_near_a_place_is_a_distance(cli, placed: Path) -> None:

@@ -36,6 +36,9 @@ def _one_per_file(hits: list[Hit]) -> list[Hit]:
     return kept
 
 
+_KINDS = {"place": {"place", "near"}, "date": {"after", "before"}, "camera": {"cameras"}}  # (config.READ_KINDS)
+
+
 class Searcher:
     """Queries over one library with its bound model; the model is loaded on the first query that needs it."""
 
@@ -201,8 +204,9 @@ class Searcher:
             if term.is_image or term.weight <= 0:
                 read.append(term)
                 continue
+            read_already = [kind for kind, names in _KINDS.items() if names & set(changes)]  # (the first wins)
             reading = read_sentence(term.value, store.places, lambda: [camera for camera, _ in store.cameras()],
-                                    unread=unread)
+                                    unread=(*unread, *read_already))
             if reading.phrases:
                 self.notes.append(f"read as: {reading.line()} (--literal: the words as typed)")
                 wanted = {"place": reading.place, "near": reading.near, "cameras": reading.cameras,
