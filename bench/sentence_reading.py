@@ -31,7 +31,7 @@ import sys, time
 import numpy, faiss  # (a query has these already)
 started = time.perf_counter()
 from clipdex.retrieval.search.sentence import read_sentence
-held = [("France", "Ile-de-France", "Paris", 3), ("Portugal", "Lisbon", "Lisbon", 2)]
+held = [("France", "Ile-de-France", "Paris", 3, 1), ("Portugal", "Lisbon", "Lisbon", 2, 4)]
 reading = read_sentence(sys.argv[1], lambda: held, lambda: ["FUJIFILM X-T4"])
 print(time.perf_counter() - started)
 """

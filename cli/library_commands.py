@@ -107,11 +107,11 @@ def places(ctx: typer.Context, as_json: bool = JsonOption) -> None:
     held = library_of(ctx).store.places()
     if as_json:
         print_json([{"country": country, "region": region or None, "city": city, "count": count}
-                    for country, region, city, count in held])
+                    for country, region, city, count, _ in held])
     elif not held:
         say("no photo holds a GPS position yet (`clipdex index` reads them from each photo or its XMP sidecar)")
     else:
-        print_table("places", ["country", "region", "city", "files"], [list(row) for row in held])
+        print_table("places", ["country", "region", "city", "files"], [list(row[:4]) for row in held])
 
 
 def register(app: typer.Typer) -> None:

@@ -38,10 +38,8 @@ def _entry(row: dict) -> dict:
 
 @router.get("/api/places", summary="Where the photos were taken, by country then city, with a photo of each")
 def places(here: Served = Depends(served)) -> list[dict]:
-    store = here.library.store
-    photos = store.place_photos()
-    return [{"country": country, "region": region or None, "city": city, "count": count,
-             "photo": photos.get((country, region, city))} for country, region, city, count in store.places()]
+    return [{"country": country, "region": region or None, "city": city, "count": count, "photo": newest}
+            for country, region, city, count, newest in here.library.store.places()]
 
 
 @router.get("/api/items", summary="The library newest first, a page at a time (the page's timeline)")

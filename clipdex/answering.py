@@ -89,8 +89,7 @@ class QueryServer:
                     filters = Filters(**arguments["filters"])
                     return api.search(self.library, terms, int(arguments["k"]), filters, self.device, self.precision,
                                       str(arguments["mode"]), str(arguments["sort"]),
-                                      literal=bool(arguments.get("literal", False)),
-                                      unread=[str(kind) for kind in arguments.get("unread", ())]).to_wire()
+                                      literal=bool(arguments.get("literal", False))).to_wire()
                 if op == "captions":
                     return api.captions(self.library, str(arguments["image"]), int(arguments["k"]), self.device,
                                         str(arguments["source"])).to_wire()

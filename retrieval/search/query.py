@@ -50,7 +50,7 @@ class Searcher:
         self.precision = precision
         self.progress = progress  # shows the one long step a query may take: embedding the vocabulary
         self.notes: list[str] = []  # things the user should know about how a query was read
-        self.understood: dict[str, str | None] = dict.fromkeys(UNDERSTOOD)  # what a search's sentence was read as
+        self.understood: dict[str, str | None] | None = None  # what the last search's sentence was read as
 
     @property
     def encoder(self):
@@ -163,6 +163,7 @@ class Searcher:
         if terms and isinstance(terms[0], str):
             terms = parse_terms(terms)
         filters = filters or Filters()
+        self.understood = dict.fromkeys(UNDERSTOOD)
         if not literal:
             terms, filters = self._read_sentences(terms, filters, unread)
         said = [t for t in terms if not t.is_image]  # (an image's path is spelt as each caller spelt it)

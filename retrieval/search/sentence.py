@@ -45,11 +45,11 @@ class Reading:
         return " · ".join(part for part in parts if part)
 
 
-def _held_places(places: list[tuple[str, str, str, int]], others: bool) -> dict[str, tuple[tuple[str, str, str], str]]:
+def _held_places(places: list[tuple[str, str, str, int, int]], others: bool) -> dict[str, tuple[tuple[str, str, str], str]]:
     """Each name a held place is called (folded) → its filter and how it is shown; with `others`, the names it
     has in other languages too (that reads the gazetteer: only when its own names found nothing)."""
     named: dict[str, tuple[tuple[str, str, str], str]] = {}
-    for country, region, city, _ in places:
+    for country, region, city, *_ in places:
         named.setdefault(folded(country), (("", "", country), country))
         if region and folded(region) != folded(city):
             named.setdefault(folded(region), (("", region, country), f"{region}, {country}"))
@@ -63,7 +63,7 @@ def _take(text: str, start: int, end: int) -> str:
     return " ".join((text[:start] + " " + text[end:]).split())
 
 
-def _read_place(reading: Reading, held: Callable[[], list[tuple[str, str, str, int]]]) -> None:
+def _read_place(reading: Reading, held: Callable[[], list[tuple[str, str, str, int, int]]]) -> None:
     if not _PLACE_WORD.search(reading.text):
         return
     places = held()
@@ -129,7 +129,7 @@ def _names_camera(wanted: list[str], words: list[str]) -> bool:
     return False
 
 
-def read_sentence(text: str, places: Callable[[], list[tuple[str, str, str, int]]],
+def read_sentence(text: str, places: Callable[[], list[tuple[str, str, str, int, int]]],
                   cameras: Callable[[], list[str]], today: date | None = None,
                   unread: Sequence[str] = ()) -> Reading:
     """`text` read against the places and cameras the library holds (store.places(), store.cameras()), asked

@@ -49,14 +49,11 @@ def read_date(text: str, today: date) -> DateSpan | None:
     match = _DATE.search(text)
     if not match:
         return None
-    found = _span(match, today)
-    if found is None:
-        return None
-    first, end, label = found
+    first, end, label = _span(match, today)
     return DateSpan(first, end, match.start(), match.end(), label)
 
 
-def _span(match: re.Match, today: date) -> tuple[date, date, str] | None:
+def _span(match: re.Match, today: date) -> tuple[date, date, str]:
     groups = {name: value.casefold() for name, value in match.groupdict().items() if value}
     if "only_year" in groups:
         year = int(groups["only_year"])
@@ -88,7 +85,7 @@ def _named(name: str, year: int) -> tuple[date, date, str]:
     return first, end, _days(first, end)
 
 
-def _relative(last: bool, unit: str, today: date) -> tuple[date, date, str] | None:
+def _relative(last: bool, unit: str, today: date) -> tuple[date, date, str]:
     """"this"/"last" week, weekend, month, year, season, Christmas or month name, from `today`: "last" is the
     latest one over before today, "this" the one today lies in (or, for a season, Christmas or a month, this
     year's)."""

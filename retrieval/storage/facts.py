@@ -52,20 +52,14 @@ class FactsStore:
                             country=place and place.country, facts_key=sha256)
                 )
 
-    def places(self) -> list[tuple[str, str, str, int]]:
-        """(country, region, city, files) of every place the library's photos were taken in, by country then
-        city; a video counts once."""
+    def places(self) -> list[tuple[str, str, str, int, int]]:
+        """(country, region, city, files, the id of its newest file) of every place the library's photos were
+        taken in, by country then city; a video counts once (its first frame stands for it)."""
         rows = self.reads.rows(
-            "SELECT country, coalesce(region, ''), city, count(DISTINCT key) FROM items WHERE kind = :kind AND "
-            "city IS NOT NULL GROUP BY country, coalesce(region, ''), city ORDER BY country, city", {"kind": IMAGE})
-        return [(country, region, city, int(n)) for country, region, city, n in rows]
-
-    def place_photos(self) -> dict[tuple[str, str, str], int]:
-        """(country, region, city) → the id of its newest photo (one to show for each place)."""
-        rows = self.reads.rows(
-            "SELECT country, coalesce(region, ''), city, max(id) FROM items WHERE kind = :kind AND frame = 0 AND "
-            "city IS NOT NULL GROUP BY country, coalesce(region, ''), city", {"kind": IMAGE})
-        return {(country, region, city): int(n) for country, region, city, n in rows}
+            "SELECT country, coalesce(region, ''), city, count(DISTINCT key), max(CASE WHEN frame = 0 THEN id END) "
+            "FROM items WHERE kind = :kind AND city IS NOT NULL GROUP BY country, coalesce(region, ''), city "
+            "ORDER BY country, city", {"kind": IMAGE})
+        return [(country, region, city, int(n), int(newest)) for country, region, city, n, newest in rows]
 
     def cameras(self) -> list[tuple[str, int]]:
         """(camera, files) most used first."""
